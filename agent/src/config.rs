@@ -1,0 +1,114 @@
+//! The agent's configuration: `agent.toml` in the data dir, with CLI flags
+//! laid over it. Unknown keys are refused so a typo never silently falls
+//! back to a default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AgentError, Result};
+
+/// Name of the config file inside the data dir.
+pub const CONFIG_FILE: &str = "agent.toml";
+
+/// Jobs at once by default: one keeps a Pi's SD card and uplink from
+/// thrashing; bigger devices raise it in `agent.toml`.
+pub const DEFAULT_MAX_JOBS: u32 = 1;
+
+/// The agent's effective configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentConfig {
+    /// Commander address; empty means the one recorded at enrolment.
+    pub commander: String,
+    /// Where downloads are staged; empty means `<data>/staging`.
+    pub staging: PathBuf,
+    /// Job kinds this agent offers to run.
+    pub kinds: Vec<String>,
+    /// Jobs at once.
+    pub max_jobs: u32,
+    /// Bytes per second across all jobs; 0 = uncapped.
+    pub bandwidth_cap: u64,
+    /// Longest wait between reconnect attempts when the commander is away.
+    #[serde(with = "humantime_serde")]
+    pub max_reconnect_backoff: Duration,
+}
+
+/// Longest pause between reconnect attempts: short enough that an agent is
+/// back within half a minute of the commander returning.
+pub const DEFAULT_MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            commander: String::new(),
+            staging: PathBuf::new(),
+            kinds: vec![ark_proto::KIND_FILE.to_string()],
+            max_jobs: DEFAULT_MAX_JOBS,
+            bandwidth_cap: 0,
+            max_reconnect_backoff: DEFAULT_MAX_RECONNECT_BACKOFF,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Reads `<data>/agent.toml`; a missing file means all defaults.
+    pub fn load(data: &Path) -> Result<Self> {
+        let path = data.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(AgentError::io("reading", path)(e)),
+        };
+        toml::from_str(&text).map_err(|e| AgentError::Config {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// The staging directory, resolved against the data dir.
+    pub fn staging_dir(&self, data: &Path) -> PathBuf {
+        if self.staging.as_os_str().is_empty() {
+            data.join("staging")
+        } else {
+            self.staging.clone()
+        }
+    }
+
+    /// The effective config as TOML, for `show-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_file_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(CONFIG_FILE), "max-jobs = 2\nmax_jobz = 3\n").expect("write");
+        let err = AgentConfig::load(dir.path()).expect_err("typo accepted");
+        let text = err.to_string();
+        assert!(text.contains("agent.toml") && text.contains("max_jobz"), "{text}");
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "max-jobs = 3\nbandwidth-cap = 1000\nmax-reconnect-backoff = \"5s\"\n",
+        )
+        .expect("write");
+        let config = AgentConfig::load(dir.path()).expect("load");
+        assert_eq!(config.max_jobs, 3);
+        assert_eq!(config.bandwidth_cap, 1000);
+        assert_eq!(config.max_reconnect_backoff, Duration::from_secs(5));
+        assert_eq!(config.kinds, vec!["file".to_string()]);
+        let again: AgentConfig = toml::from_str(&config.to_toml()).expect("reparse");
+        assert_eq!(again, config);
+    }
+}

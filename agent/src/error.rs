@@ -1,0 +1,72 @@
+//! The agent's error type. Each variant says what failed and what to do;
+//! the binary prints the chain once and maps it to an exit code.
+
+use std::path::PathBuf;
+
+/// Result alias for the agent library.
+pub type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the agent library.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("the enrolment token is malformed: {0} (copy the whole token printed by `ark-commander enroll NAME`)")]
+    BadToken(String),
+    #[error("this agent is not enrolled: {0} is missing (run `ark-agent enroll --commander URL --token TOKEN` first)")]
+    NotEnrolled(PathBuf),
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    #[error("bad commander address {url:?}: {message} (expected https://HOST:PORT)")]
+    BadUrl { url: String, message: String },
+    #[error("the commander refused {call}: {status}")]
+    Refused {
+        call: &'static str,
+        status: Box<tonic::Status>,
+    },
+    #[error("cannot reach the commander for {call}: {status} (is it running, and is the address right?)")]
+    Unreachable {
+        call: &'static str,
+        status: Box<tonic::Status>,
+    },
+    #[error("certificate request failed: {0}")]
+    Certificate(#[from] rcgen::Error),
+}
+
+impl AgentError {
+    /// Builds an I/O error that names the file and what was being done.
+    pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { what, path, source }
+    }
+
+    /// Sorts a failed RPC into "the commander said no" and "we could not
+    /// reach it": the first is final, the second is worth retrying.
+    pub fn rpc(call: &'static str, status: tonic::Status) -> Self {
+        use tonic::Code;
+        match status.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
+                Self::Unreachable {
+                    call,
+                    status: Box::new(status),
+                }
+            }
+            _ => Self::Refused {
+                call,
+                status: Box::new(status),
+            },
+        }
+    }
+
+    /// True when the commander answered and said no (as opposed to a link problem).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Refused { .. })
+    }
+}

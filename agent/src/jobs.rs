@@ -1,0 +1,372 @@
+//! One leased job, from grant to completion.
+//!
+//! A job task owns its lease: it persists the lease to `<data>/leases/` so a
+//! restarted agent can ask the commander about it, runs the harvest, renews
+//! the lease with a progress report every heartbeat interval, and completes
+//! the run. The commander is the authority on the lease:
+//! - a refused report (stale generation, reassigned run) stops the job and
+//!   removes what it staged;
+//! - while the commander is unreachable the job keeps going, and gives up
+//!   (cleaning up) only once the lease's time has run out without a renewal.
+//!
+//! For this version the only kind is `file`: stream one HTTP(S) URL into
+//! the staging dir. The verified pipeline will replace [`fetch_file`].
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ark_proto::agent_session_client::AgentSessionClient;
+use ark_proto::{complete_request, CompleteRequest, JobFailure, JobResult, Lease, LeaseRef, ProgressRequest};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tracing::{info, warn};
+
+use crate::telemetry::ByteCounter;
+use crate::{write_atomic, AgentError, Result};
+
+/// Where held leases are persisted inside the data dir.
+pub const LEASES_DIR: &str = "leases";
+
+/// Pause between completion attempts while the commander is unreachable.
+const COMPLETE_RETRY: Duration = Duration::from_millis(500);
+
+/// What every job needs from the session.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub client: AgentSessionClient<Channel>,
+    pub http: reqwest::Client,
+    pub data: PathBuf,
+    pub staging: PathBuf,
+    pub bytes: ByteCounter,
+    /// Bytes per second for one job; 0 = uncapped.
+    pub bandwidth_cap: u64,
+    /// How often progress is reported (and so the lease renewed).
+    pub progress_every: Duration,
+}
+
+/// A lease as the agent keeps it on disk.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeldLease {
+    pub run_id: i64,
+    pub generation: u64,
+    pub ttl_ms: u64,
+    pub target: String,
+    pub kind: String,
+    pub url: String,
+}
+
+impl HeldLease {
+    pub fn from_lease(lease: &Lease) -> Self {
+        let job = lease.job.clone().unwrap_or_default();
+        Self {
+            run_id: lease.run_id,
+            generation: lease.generation,
+            ttl_ms: lease.ttl_ms,
+            target: job.target,
+            kind: job.kind,
+            url: job.url,
+        }
+    }
+
+    pub fn lease_ref(&self) -> LeaseRef {
+        LeaseRef {
+            run_id: self.run_id,
+            generation: self.generation,
+        }
+    }
+
+    fn path(&self, data: &Path) -> PathBuf {
+        data.join(LEASES_DIR).join(format!("{}.json", self.run_id))
+    }
+
+    /// Where this lease's bytes are staged. The target name is reduced to a
+    /// safe file name: it comes from the commander, not from us.
+    pub fn staged_path(&self, staging: &Path) -> PathBuf {
+        let safe: String = self
+            .target
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .collect();
+        staging.join(format!("{}-{}.part", self.run_id, safe))
+    }
+
+    fn persist(&self, data: &Path) -> Result<()> {
+        let path = self.path(data);
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        write_atomic(&path, &json, 0o600).map_err(AgentError::io("writing lease", path))
+    }
+
+    fn forget(&self, data: &Path) {
+        let _ = std::fs::remove_file(self.path(data));
+    }
+
+    /// Every lease a previous process left behind.
+    pub fn load_all(data: &Path) -> Vec<Self> {
+        let Ok(entries) = std::fs::read_dir(data.join(LEASES_DIR)) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.path().extension().is_some_and(|e| e == "json"))
+            .filter_map(|entry| {
+                let bytes = std::fs::read(entry.path()).ok()?;
+                match serde_json::from_slice(&bytes) {
+                    Ok(held) => Some(held),
+                    Err(e) => {
+                        warn!(path = %entry.path().display(), "ignoring unreadable lease file: {e}");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// The session's handle on a running job.
+#[derive(Debug)]
+pub struct JobHandle {
+    pub lease: HeldLease,
+    pub bytes_done: Arc<AtomicU64>,
+    drop_lease: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl JobHandle {
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+    /// The commander no longer recognises this lease: stop and clean up.
+    pub fn drop_lease(&self) {
+        self.drop_lease.notify_one();
+    }
+    /// Stops the task without touching its lease file (agent shutdown).
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a job for `lease`. `recovered` marks a lease found on disk after a
+/// restart: the job first asks the commander whether the lease still stands.
+pub fn spawn(ctx: Arc<JobContext>, lease: HeldLease, recovered: bool) -> Result<JobHandle> {
+    lease.persist(&ctx.data)?;
+    let bytes_done = Arc::new(AtomicU64::new(0));
+    let drop_lease = Arc::new(Notify::new());
+    let task = tokio::spawn(run(
+        ctx,
+        lease.clone(),
+        recovered,
+        bytes_done.clone(),
+        drop_lease.clone(),
+    ));
+    Ok(JobHandle {
+        lease,
+        bytes_done,
+        drop_lease,
+        task,
+    })
+}
+
+/// Why a job ended without completing its run.
+enum Abandon {
+    Refused(String),
+    Expired,
+    Dropped,
+}
+
+async fn run(
+    ctx: Arc<JobContext>,
+    lease: HeldLease,
+    recovered: bool,
+    bytes_done: Arc<AtomicU64>,
+    drop_lease: Arc<Notify>,
+) {
+    let staged = lease.staged_path(&ctx.staging);
+    match drive(&ctx, &lease, recovered, &staged, &bytes_done, &drop_lease).await {
+        Ok(()) => {}
+        Err(abandon) => {
+            let why = match abandon {
+                Abandon::Refused(message) => format!("the commander refused our report: {message}"),
+                Abandon::Expired => "the lease ran out while the commander was unreachable".to_string(),
+                Abandon::Dropped => "the commander dropped the lease".to_string(),
+            };
+            warn!(
+                run = lease.run_id,
+                generation = lease.generation,
+                "abandoning job and removing its staged bytes: {why}"
+            );
+            let _ = tokio::fs::remove_file(&staged).await;
+        }
+    }
+    lease.forget(&ctx.data);
+}
+
+async fn drive(
+    ctx: &JobContext,
+    lease: &HeldLease,
+    recovered: bool,
+    staged: &Path,
+    bytes_done: &Arc<AtomicU64>,
+    drop_lease: &Notify,
+) -> std::result::Result<(), Abandon> {
+    let mut client = ctx.client.clone();
+    let mut deadline = Instant::now() + Duration::from_millis(lease.ttl_ms);
+    if recovered {
+        // Report on the old lease before doing anything: the commander may
+        // have given the run to someone else while we were down.
+        match report(&mut client, lease, 0).await {
+            Ok(ttl) => {
+                info!(run = lease.run_id, "commander still honours our lease: resuming");
+                deadline = Instant::now() + ttl;
+            }
+            Err(e) if e.is_refusal() => return Err(Abandon::Refused(e.to_string())),
+            Err(e) => warn!(run = lease.run_id, "cannot confirm recovered lease yet: {e}"),
+        }
+    }
+    info!(run = lease.run_id, generation = lease.generation, url = %lease.url, "job started");
+    let started = Instant::now();
+    let mut fetch = tokio::spawn(fetch_file(
+        ctx.http.clone(),
+        lease.url.clone(),
+        staged.to_path_buf(),
+        bytes_done.clone(),
+        ctx.bytes.clone(),
+        ctx.bandwidth_cap,
+    ));
+    let mut ticker = tokio::time::interval(ctx.progress_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        tokio::select! {
+            joined = &mut fetch => {
+                break joined.unwrap_or_else(|e| Err(JobFailure { reason: format!("fetch task failed: {e}"), retryable: true }));
+            }
+            _ = drop_lease.notified() => {
+                fetch.abort();
+                return Err(Abandon::Dropped);
+            }
+            _ = ticker.tick() => {
+                match report(&mut client, lease, bytes_done.load(Ordering::Relaxed)).await {
+                    Ok(ttl) => deadline = Instant::now() + ttl,
+                    Err(e) if e.is_refusal() => {
+                        fetch.abort();
+                        return Err(Abandon::Refused(e.to_string()));
+                    }
+                    Err(e) => {
+                        if Instant::now() >= deadline {
+                            fetch.abort();
+                            return Err(Abandon::Expired);
+                        }
+                        warn!(run = lease.run_id, "progress report failed, job continues: {e}");
+                    }
+                }
+            }
+        }
+    };
+    let outcome = match &result {
+        Ok(size) => complete_request::Outcome::Success(JobResult {
+            size_bytes: *size,
+            staged_path: staged.display().to_string(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        }),
+        Err(failure) => {
+            let _ = tokio::fs::remove_file(staged).await;
+            complete_request::Outcome::Failure(failure.clone())
+        }
+    };
+    loop {
+        let request = CompleteRequest {
+            lease: Some(lease.lease_ref()),
+            outcome: Some(outcome.clone()),
+        };
+        match client.complete(request).await {
+            Ok(_) => {
+                match &result {
+                    Ok(size) => info!(run = lease.run_id, size, "run completed"),
+                    Err(f) => warn!(run = lease.run_id, reason = %f.reason, "run failed"),
+                }
+                return Ok(());
+            }
+            Err(status) => {
+                let e = AgentError::rpc("completion", status);
+                if e.is_refusal() {
+                    return Err(Abandon::Refused(e.to_string()));
+                }
+                if Instant::now() >= deadline {
+                    return Err(Abandon::Expired);
+                }
+                tokio::time::sleep(COMPLETE_RETRY).await;
+            }
+        }
+    }
+}
+
+/// Reports progress on `lease`; Ok carries the renewed time to live.
+async fn report(client: &mut AgentSessionClient<Channel>, lease: &HeldLease, bytes_done: u64) -> Result<Duration> {
+    let response = client
+        .report_progress(ProgressRequest {
+            lease: Some(lease.lease_ref()),
+            bytes_done,
+            bytes_total: 0,
+            bytes_per_second: 0,
+        })
+        .await
+        .map_err(|status| AgentError::rpc("progress report", status))?;
+    Ok(Duration::from_millis(response.into_inner().ttl_ms))
+}
+
+fn failure(reason: String, retryable: bool) -> JobFailure {
+    JobFailure { reason, retryable }
+}
+
+/// Streams `url` into `path`, counting bytes as they arrive and holding the
+/// rate under `cap` bytes/s (0 = uncapped). Returns the size.
+pub async fn fetch_file(
+    http: reqwest::Client,
+    url: String,
+    path: PathBuf,
+    done: Arc<AtomicU64>,
+    counter: ByteCounter,
+    cap: u64,
+) -> std::result::Result<u64, JobFailure> {
+    let mut response = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| failure(format!("GET {url}: {e}"), true))?;
+    let status = response.status();
+    if !status.is_success() {
+        let retryable = status.is_server_error() || status.as_u16() == 429;
+        return Err(failure(format!("GET {url}: the origin answered HTTP {status}"), retryable));
+    }
+    if let Some(parent) = path.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| failure(format!("creating staging dir {}: {e}", parent.display()), false))?;
+    }
+    let io_failure = |e: std::io::Error| failure(format!("writing {}: {e}", path.display()), true);
+    let mut file = tokio::fs::File::create(&path).await.map_err(io_failure)?;
+    let started = Instant::now();
+    let mut size = 0u64;
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| failure(format!("GET {url}: body interrupted after {size} bytes: {e}"), true))?
+    {
+        file.write_all(&chunk).await.map_err(io_failure)?;
+        size += chunk.len() as u64;
+        done.store(size, Ordering::Relaxed);
+        counter.add(chunk.len() as u64);
+        if cap > 0 {
+            let due = Duration::from_secs_f64(size as f64 / cap as f64);
+            if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(ahead).await;
+            }
+        }
+    }
+    file.sync_all().await.map_err(io_failure)?;
+    Ok(size)
+}

@@ -1,0 +1,64 @@
+//! `ark-agent`: the harvester that runs on every spare device.
+//!
+//! The agent enrols once with a one-time token (getting a client certificate
+//! signed by the commander's CA), then keeps a session with the commander:
+//! it registers its capabilities, heartbeats telemetry, takes the leases the
+//! commander hands it, reports progress (which renews each lease) and
+//! completes runs. Everything here is library code; `main.rs` only parses
+//! arguments.
+//!
+//! Map of the modules:
+//! - [`config`]: `agent.toml` in the data dir, CLI overrides on top.
+//! - [`identity`]: the agent's key, certificate and pinned CA on disk (0600).
+//! - [`link`]: TLS 1.3 client configurations and the gRPC channel to the
+//!   commander (also used by the commander's own CLI).
+//! - [`enroll`]: the one-time token format and the enrolment exchange.
+//! - [`telemetry`]: CPU, memory, temperature and disk readings (sysinfo).
+//! - [`jobs`]: running one leased job: fetch, report, complete, clean up.
+//! - [`session`]: the long-lived loop: register, heartbeat, reconnect.
+//! - [`status`]: the agent's last known state, written for `ark-agent status`.
+
+pub mod config;
+pub mod enroll;
+pub mod error;
+pub mod identity;
+pub mod jobs;
+pub mod link;
+pub mod session;
+pub mod status;
+pub mod telemetry;
+
+pub use error::{AgentError, Result};
+
+/// The version every agent reports at registration.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Milliseconds since the Unix epoch: the one clock format on the wire and on disk.
+pub fn unix_ms() -> i64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename), with the
+/// given Unix permissions, so a crash never leaves a half-written file.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -1,0 +1,145 @@
+//! `ark-agent`: parses arguments, sets up logging, calls the library, maps
+//! the error to an exit code. Nothing else lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use ark_agent::config::AgentConfig;
+use ark_agent::enroll::EnrollToken;
+use ark_agent::status::AgentStatus;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ark-agent", version, about = "Ark's harvester agent: enrol once, then run")]
+struct Cli {
+    /// The agent's data dir (identity, config, staging, status).
+    #[arg(long, env = "ARK_DATA", default_value = "ark-agent-data", global = true)]
+    data: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Enrol with a commander using a one-time token from `ark-commander enroll NAME`.
+    Enroll {
+        /// The commander's address, https://HOST:PORT.
+        #[arg(long)]
+        commander: String,
+        #[arg(long)]
+        token: String,
+    },
+    /// Run the agent: register, heartbeat, take and run jobs, until Ctrl-C / SIGTERM.
+    Run(Overrides),
+    /// Show the agent's last known state (from its data dir; works offline).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the effective configuration (agent.toml with flags on top).
+    ShowConfig(Overrides),
+}
+
+/// Flags laid over `agent.toml`.
+#[derive(Debug, clap::Args)]
+struct Overrides {
+    /// Commander address, overriding the one recorded at enrolment.
+    #[arg(long)]
+    commander: Option<String>,
+    /// Jobs at once.
+    #[arg(long)]
+    max_jobs: Option<u32>,
+    /// Bytes per second per job (0 = uncapped).
+    #[arg(long)]
+    bandwidth_cap: Option<u64>,
+    /// Staging directory.
+    #[arg(long)]
+    staging: Option<PathBuf>,
+}
+
+impl Overrides {
+    fn apply(self, data: &std::path::Path) -> anyhow::Result<AgentConfig> {
+        let mut config = AgentConfig::load(data)?;
+        if let Some(v) = self.commander {
+            config.commander = v;
+        }
+        if let Some(v) = self.max_jobs {
+            config.max_jobs = v;
+        }
+        if let Some(v) = self.bandwidth_cap {
+            config.bandwidth_cap = v;
+        }
+        if let Some(v) = self.staging {
+            config.staging = v;
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ARK_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ark-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match cli.cmd {
+        Cmd::Enroll { commander, token } => {
+            let token: EnrollToken = token.parse()?;
+            let identity = runtime.block_on(ark_agent::enroll::enroll(&commander, &token, &cli.data))?;
+            println!("enrolled as {:?} with {commander}; identity in {}", identity.name, cli.data.join("identity").display());
+            Ok(())
+        }
+        Cmd::Run(overrides) => {
+            let config = overrides.apply(&cli.data)?;
+            runtime.block_on(ark_agent::session::run(cli.data, config, shutdown_signal()))?;
+            Ok(())
+        }
+        Cmd::Status { json } => {
+            let status = AgentStatus::load(&cli.data)?
+                .with_context(|| format!("no status in {}: has `ark-agent run` ever started there?", cli.data.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                println!("agent      {}", status.name);
+                println!("commander  {} ({})", status.commander, status.link);
+                println!("paused     {}", status.paused);
+                println!("heartbeat  {} ms since epoch", status.last_heartbeat_ms);
+                if !status.last_error.is_empty() {
+                    println!("last error {}", status.last_error);
+                }
+                println!("completed  {}", status.completed);
+                for job in &status.jobs {
+                    println!("job        run {} gen {} {} {} bytes", job.run_id, job.generation, job.url, job.bytes_done);
+                }
+            }
+            Ok(())
+        }
+        Cmd::ShowConfig(overrides) => {
+            print!("{}", overrides.apply(&cli.data)?.to_toml());
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (systemd's stop).
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

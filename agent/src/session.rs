@@ -1,0 +1,256 @@
+//! The agent's session with the commander: the long-lived loop behind
+//! `ark-agent run`.
+//!
+//! Design: one loop, one channel. Each turn it (re-)registers if needed,
+//! sends a heartbeat (telemetry, free slots, the leases it holds) and applies
+//! what comes back: pause state, leases to drop, new leases to start. Job
+//! tasks talk to the commander on their own (progress, completion), so a
+//! job keeps going while the heartbeat loop is reconnecting. When the
+//! commander is away the loop backs off exponentially up to
+//! `max-reconnect-backoff`, and registers again once it answers.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ark_proto::agent_session_client::AgentSessionClient;
+use ark_proto::{command, HeartbeatRequest, RegisterRequest};
+use tracing::{info, warn};
+
+use crate::config::AgentConfig;
+use crate::identity::Identity;
+use crate::jobs::{self, HeldLease, JobContext, JobHandle};
+use crate::status::{AgentStatus, JobStatus};
+use crate::telemetry::{ByteCounter, Sampler};
+use crate::{link, unix_ms, AgentError, Result};
+
+/// Heartbeat interval until the commander tells us its own.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// First pause after a failed heartbeat; doubles up to the configured cap.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Exponential backoff between reconnect attempts.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Self {
+        Self {
+            next: FIRST_BACKOFF,
+            max,
+        }
+    }
+    fn reset(&mut self) {
+        self.next = FIRST_BACKOFF;
+    }
+    fn step(&mut self) -> Duration {
+        let now = self.next.min(self.max);
+        self.next = (self.next * 2).min(self.max);
+        now
+    }
+}
+
+/// Runs the agent in `data` until `shutdown` resolves.
+///
+/// On shutdown, running jobs are stopped but their lease files stay, so the
+/// next start reports on them and the commander decides: resume or drop.
+pub async fn run(data: PathBuf, config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    link::install_crypto_provider();
+    let identity = Identity::load(&data)?;
+    let commander = if config.commander.is_empty() {
+        identity.commander.clone()
+    } else {
+        config.commander.clone()
+    };
+    let staging = config.staging_dir(&data);
+    std::fs::create_dir_all(&staging).map_err(AgentError::io("creating staging dir", &staging))?;
+    let channel = link::channel(&commander, link::mtls_client_config(&identity.credentials)?)?;
+    let mut client = AgentSessionClient::new(channel);
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .build()
+        .map_err(|e| AgentError::Tls(format!("HTTP client: {e}")))?;
+    let bytes = ByteCounter::default();
+    let mut sampler = Sampler::new(&staging, bytes.clone());
+    let mut ctx = JobContext {
+        client: client.clone(),
+        http,
+        data: data.clone(),
+        staging,
+        bytes,
+        bandwidth_cap: config.bandwidth_cap,
+        progress_every: DEFAULT_HEARTBEAT,
+    };
+    let mut jobs: HashMap<i64, JobHandle> = HashMap::new();
+    let recovered = HeldLease::load_all(&data);
+    let mut status = AgentStatus {
+        name: identity.name.clone(),
+        commander: commander.clone(),
+        pid: std::process::id(),
+        link: "connecting".into(),
+        ..AgentStatus::default()
+    };
+    info!(agent = %identity.name, %commander, recovered = recovered.len(), "agent session starting");
+
+    let mut interval = DEFAULT_HEARTBEAT;
+    let mut registered = false;
+    let mut backoff = Backoff::new(config.max_reconnect_backoff);
+    let mut ctx_arc = Arc::new(ctx.clone());
+    for held in recovered {
+        jobs.insert(held.run_id, jobs::spawn(ctx_arc.clone(), held, true)?);
+    }
+    tokio::pin!(shutdown);
+    loop {
+        let before = jobs.len();
+        jobs.retain(|_, job| !job.is_finished());
+        status.completed += (before - jobs.len()) as u64;
+
+        let wait = match turn(&mut client, &config, &mut sampler, &jobs, &mut registered).await {
+            Ok((register_interval, response)) => {
+                backoff.reset();
+                if let Some(every) = register_interval {
+                    interval = every;
+                    ctx.progress_every = every;
+                    ctx_arc = Arc::new(ctx.clone());
+                }
+                if response.heartbeat_interval_ms > 0 {
+                    interval = Duration::from_millis(response.heartbeat_interval_ms);
+                }
+                status.link = "connected".into();
+                status.last_heartbeat_ms = unix_ms();
+                status.last_error.clear();
+                for cmd in response.commands.into_iter().filter_map(|c| c.command) {
+                    match cmd {
+                        command::Command::Pause(p) => {
+                            if !status.paused {
+                                info!(scope = %p.scope, "paused by the commander: taking no new jobs");
+                            }
+                            status.paused = true;
+                        }
+                        command::Command::Resume(_) => {
+                            if status.paused {
+                                info!("resumed by the commander");
+                            }
+                            status.paused = false;
+                        }
+                        command::Command::DropLease(lease) => {
+                            if let Some(job) = jobs.get(&lease.run_id) {
+                                if job.lease.generation == lease.generation {
+                                    job.drop_lease();
+                                }
+                            }
+                        }
+                    }
+                }
+                for lease in response.leases {
+                    let held = HeldLease::from_lease(&lease);
+                    if jobs.contains_key(&held.run_id) {
+                        continue;
+                    }
+                    match jobs::spawn(ctx_arc.clone(), held, false) {
+                        Ok(job) => {
+                            jobs.insert(lease.run_id, job);
+                        }
+                        Err(e) => warn!(run = lease.run_id, "cannot start job: {e}"),
+                    }
+                }
+                interval
+            }
+            Err(e) => {
+                registered = false;
+                status.link = "reconnecting".into();
+                status.last_error = e.to_string();
+                let wait = backoff.step();
+                warn!("commander link: {e}; retrying in {wait:?}");
+                wait
+            }
+        };
+        status.jobs = jobs
+            .values()
+            .map(|job| JobStatus {
+                run_id: job.lease.run_id,
+                generation: job.lease.generation,
+                target: job.lease.target.clone(),
+                url: job.lease.url.clone(),
+                bytes_done: job.bytes_done.load(Ordering::Relaxed),
+            })
+            .collect();
+        if let Err(e) = status.save(&data) {
+            warn!("cannot write status: {e}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = &mut shutdown => break,
+        }
+    }
+    info!("agent shutting down; held leases stay on disk for the next start");
+    for job in jobs.values() {
+        job.abort();
+    }
+    status.link = "stopped".into();
+    let _ = status.save(&data);
+    Ok(())
+}
+
+/// One turn of the loop: register when needed, then heartbeat.
+async fn turn(
+    client: &mut AgentSessionClient<tonic::transport::Channel>,
+    config: &AgentConfig,
+    sampler: &mut Sampler,
+    jobs: &HashMap<i64, JobHandle>,
+    registered: &mut bool,
+) -> Result<(Option<Duration>, ark_proto::HeartbeatResponse)> {
+    let mut register_interval = None;
+    if !*registered {
+        let capabilities = sampler.capabilities(&config.kinds, config.max_jobs, config.bandwidth_cap);
+        let response = client
+            .register(RegisterRequest {
+                capabilities: Some(capabilities),
+            })
+            .await
+            .map_err(|s| AgentError::rpc("registration", s))?
+            .into_inner();
+        info!(name = %response.agent_name, "registered with the commander");
+        *registered = true;
+        if response.heartbeat_interval_ms > 0 {
+            register_interval = Some(Duration::from_millis(response.heartbeat_interval_ms));
+        }
+    }
+    let running = jobs.len() as u32;
+    let request = HeartbeatRequest {
+        telemetry: Some(sampler.sample()),
+        free_slots: config.max_jobs.saturating_sub(running),
+        active: jobs.values().map(|job| job.lease.lease_ref()).collect(),
+    };
+    let response = client
+        .heartbeat(request)
+        .await
+        .map_err(|s| AgentError::rpc("heartbeat", s))?
+        .into_inner();
+    Ok((register_interval, response))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_secs(1));
+        let steps: Vec<_> = (0..5).map(|_| backoff.step()).collect();
+        assert_eq!(
+            steps,
+            [250, 500, 1000, 1000, 1000].map(Duration::from_millis).to_vec()
+        );
+        backoff.reset();
+        assert_eq!(backoff.step(), Duration::from_millis(250));
+    }
+}

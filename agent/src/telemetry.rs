@@ -1,0 +1,139 @@
+//! Device readings for heartbeats and registration: CPU load, memory,
+//! temperature (where the device has a sensor), free space where downloads
+//! are staged, and harvest throughput. One [`Sampler`] lives for the whole
+//! session because CPU usage is measured between two refreshes.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ark_proto::{Capabilities, Telemetry};
+use sysinfo::{Components, Disks, System};
+
+/// Bytes harvested by all jobs, counted as they arrive; the sampler turns it
+/// into a rate.
+#[derive(Debug, Default, Clone)]
+pub struct ByteCounter(Arc<AtomicU64>);
+
+impl ByteCounter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn total(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Takes telemetry readings; keeps the state needed to compute rates.
+#[derive(Debug)]
+pub struct Sampler {
+    system: System,
+    components: Components,
+    disks: Disks,
+    staging: PathBuf,
+    bytes: ByteCounter,
+    last: (Instant, u64),
+}
+
+impl Sampler {
+    pub fn new(staging: &Path, bytes: ByteCounter) -> Self {
+        let mut system = System::new();
+        system.refresh_cpu_usage();
+        system.refresh_memory();
+        let last = (Instant::now(), bytes.total());
+        Self {
+            system,
+            components: Components::new_with_refreshed_list(),
+            disks: Disks::new_with_refreshed_list(),
+            staging: staging.to_path_buf(),
+            bytes,
+            last,
+        }
+    }
+
+    /// Free bytes on the filesystem holding the staging dir: the disk whose
+    /// mount point is the longest prefix of that path.
+    pub fn staging_free(&mut self) -> u64 {
+        self.disks.refresh(true);
+        let staging = std::fs::canonicalize(&self.staging).unwrap_or_else(|_| self.staging.clone());
+        self.disks
+            .list()
+            .iter()
+            .filter(|disk| staging.starts_with(disk.mount_point()))
+            .max_by_key(|disk| disk.mount_point().as_os_str().len())
+            .map(|disk| disk.available_space())
+            .unwrap_or(0)
+    }
+
+    /// One reading; CPU and throughput are averages since the previous one.
+    pub fn sample(&mut self) -> Telemetry {
+        self.system.refresh_cpu_usage();
+        self.system.refresh_memory();
+        self.components.refresh(false);
+        let temperature = self
+            .components
+            .list()
+            .iter()
+            .filter_map(|c| c.temperature())
+            .filter(|t| t.is_finite())
+            .reduce(f32::max);
+        let now = Instant::now();
+        let total = self.bytes.total();
+        let elapsed = now.duration_since(self.last.0).as_secs_f64();
+        let rate = if elapsed > 0.0 {
+            (total.saturating_sub(self.last.1) as f64 / elapsed) as u64
+        } else {
+            0
+        };
+        self.last = (now, total);
+        Telemetry {
+            cpu_percent: self.system.global_cpu_usage(),
+            memory_used_bytes: self.system.used_memory(),
+            memory_total_bytes: self.system.total_memory(),
+            temperature_celsius: temperature,
+            staging_free_bytes: self.staging_free(),
+            bytes_per_second: rate,
+            load_average_1m: System::load_average().one as f32,
+        }
+    }
+
+    /// What this device offers, for registration.
+    pub fn capabilities(&mut self, kinds: &[String], max_jobs: u32, bandwidth_cap: u64) -> Capabilities {
+        Capabilities {
+            arch: std::env::consts::ARCH.to_string(),
+            os: std::env::consts::OS.to_string(),
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+            memory_bytes: self.system.total_memory(),
+            staging_free_bytes: self.staging_free(),
+            kinds: kinds.to_vec(),
+            max_jobs,
+            bandwidth_cap,
+            agent_version: crate::VERSION.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readings_are_plausible_on_this_machine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bytes = ByteCounter::default();
+        let mut sampler = Sampler::new(dir.path(), bytes.clone());
+        bytes.add(1_000_000);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let t = sampler.sample();
+        assert!(t.memory_total_bytes > 0 && t.memory_used_bytes <= t.memory_total_bytes);
+        assert!((0.0..=100.0).contains(&t.cpu_percent), "{}", t.cpu_percent);
+        assert!(t.staging_free_bytes > 0, "no disk found for {:?}", dir.path());
+        assert!(t.bytes_per_second > 0, "throughput not counted");
+        let caps = sampler.capabilities(&["file".into()], 2, 0);
+        assert_eq!(caps.arch, std::env::consts::ARCH);
+        assert!(caps.cores >= 1 && caps.memory_bytes > 0);
+    }
+}

@@ -1,0 +1,91 @@
+//! The `ark-commander` command line: one file per subcommand. `serve` and
+//! `demo` run servers; every other command is a client of the running
+//! commander's admin API (never of its database).
+
+mod agents;
+mod demo;
+mod enroll;
+mod output;
+mod pause;
+mod runs;
+mod serve;
+mod show_config;
+mod status;
+mod target;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Top-level arguments.
+#[derive(Debug, Parser)]
+#[command(name = "ark-commander", version, about = "Ark's commander: targets, leases, the operator CLI")]
+pub struct Cli {
+    /// The commander's data dir (state, PKI, config).
+    #[arg(long, env = "ARK_DATA", default_value = "ark-commander-data", global = true)]
+    pub data: PathBuf,
+    /// Address of the running commander, for client commands (default: the
+    /// one it recorded in the data dir).
+    #[arg(long, global = true)]
+    pub commander: Option<String>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the commander (creates its CA and credentials on first start).
+    Serve(serve::ServeCmd),
+    /// Run a whole swarm on this machine: commander, agents, a local origin.
+    Demo(demo::DemoCmd),
+    /// Issue a one-time enrolment token for a new agent.
+    Enroll(enroll::EnrollCmd),
+    /// Manage harvest targets.
+    #[command(subcommand)]
+    Target(target::TargetCmd),
+    /// Queue a run of a target now.
+    RunNow(target::RunNowCmd),
+    /// List agents.
+    Agents(output::ListArgs),
+    /// List runs, newest first.
+    Runs(runs::RunsCmd),
+    /// Stop handing out new leases (whole swarm, or one agent). Running jobs finish.
+    Pause(pause::PauseCmd),
+    /// Hand out leases again.
+    Resume(pause::PauseCmd),
+    /// One-screen overview.
+    Status(output::ListArgs),
+    /// Print the effective configuration.
+    ShowConfig(serve::ConfigOverrides),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let data = cli.data;
+    let url = cli.commander;
+    runtime.block_on(async move {
+        match cli.cmd {
+            Cmd::Serve(cmd) => cmd.run(&data).await,
+            Cmd::Demo(cmd) => cmd.run().await,
+            Cmd::Enroll(cmd) => cmd.run(&data, url.as_deref()).await,
+            Cmd::Target(cmd) => cmd.run(&data, url.as_deref()).await,
+            Cmd::RunNow(cmd) => cmd.run(&data, url.as_deref()).await,
+            Cmd::Agents(args) => agents::run(&data, url.as_deref(), args).await,
+            Cmd::Runs(cmd) => cmd.run(&data, url.as_deref()).await,
+            Cmd::Pause(cmd) => cmd.run(&data, url.as_deref(), true).await,
+            Cmd::Resume(cmd) => cmd.run(&data, url.as_deref(), false).await,
+            Cmd::Status(args) => status::run(&data, url.as_deref(), args).await,
+            Cmd::ShowConfig(overrides) => show_config::run(&data, overrides),
+        }
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

@@ -1,0 +1,62 @@
+//! Shared output helpers: `--json` for listings, times and sizes for people,
+//! and turning an RPC failure into an error that names the fix.
+
+use ark_proto::{AgentInfo, RunInfo, TargetInfo};
+use serde_json::{json, Value};
+
+/// `--json` for a listing.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Wraps a failed admin call with what to do about it.
+pub fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> anyhow::Error {
+    move |status| anyhow::Error::new(ark_agent::AgentError::rpc(call, status))
+}
+
+/// "12s ago" style age of a Unix-ms timestamp (0 = never).
+pub fn ago(at_ms: i64) -> String {
+    if at_ms == 0 {
+        return "never".into();
+    }
+    let secs = (ark_agent::unix_ms() - at_ms).max(0) / 1000;
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        _ => format!("{}h ago", secs / 3600),
+    }
+}
+
+pub fn target_json(t: &TargetInfo) -> Value {
+    json!({"name": t.name, "kind": t.kind, "url": t.url, "every_ms": t.every_ms,
+           "created_at_ms": t.created_at_ms, "next_due_ms": t.next_due_ms, "last_state": t.last_state})
+}
+
+pub fn run_json(r: &RunInfo) -> Value {
+    json!({"id": r.id, "target": r.target, "kind": r.kind, "url": r.url, "state": r.state,
+           "attempts": r.attempts, "agent": r.agent, "generation": r.generation,
+           "created_at_ms": r.created_at_ms, "finished_at_ms": r.finished_at_ms,
+           "lease_expires_at_ms": r.lease_expires_at_ms, "bytes_done": r.bytes_done,
+           "size_bytes": r.size_bytes, "reason": r.reason})
+}
+
+pub fn agent_json(a: &AgentInfo) -> Value {
+    let caps = a.capabilities.clone().unwrap_or_default();
+    let t = a.telemetry.unwrap_or_default();
+    json!({"name": a.name, "state": a.state, "paused": a.paused, "running": a.running,
+           "enrolled_at_ms": a.enrolled_at_ms, "last_seen_ms": a.last_seen_ms,
+           "arch": caps.arch, "cores": caps.cores, "memory_bytes": caps.memory_bytes,
+           "kinds": caps.kinds, "max_jobs": caps.max_jobs, "bandwidth_cap": caps.bandwidth_cap,
+           "version": caps.agent_version,
+           "cpu_percent": t.cpu_percent, "memory_used_bytes": t.memory_used_bytes,
+           "temperature_celsius": t.temperature_celsius, "staging_free_bytes": t.staging_free_bytes,
+           "bytes_per_second": t.bytes_per_second, "load_average_1m": t.load_average_1m})
+}
+
+pub fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

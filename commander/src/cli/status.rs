@@ -1,0 +1,32 @@
+//! `ark-commander status`: the one-screen overview.
+
+use std::path::Path;
+
+use ark_proto::StatusRequest;
+use serde_json::json;
+
+use super::output::{print_json, rpc, ListArgs};
+
+pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Result<()> {
+    let mut admin = crate::admin::connect(data, url)?;
+    let s = admin
+        .status(StatusRequest {})
+        .await
+        .map_err(rpc("asking for status"))?
+        .into_inner();
+    if args.json {
+        return print_json(&json!({
+            "swarm_paused": s.swarm_paused, "agents_online": s.agents_online, "agents_lost": s.agents_lost,
+            "runs_queued": s.runs_queued, "runs_leased": s.runs_leased, "runs_succeeded": s.runs_succeeded,
+            "runs_failed": s.runs_failed, "targets": s.targets, "version": s.commander_version, "listen": s.listen,
+        }));
+    }
+    println!("commander {} at {}{}", s.commander_version, s.listen, if s.swarm_paused { "  [PAUSED]" } else { "" });
+    println!("agents    {} online, {} lost", s.agents_online, s.agents_lost);
+    println!(
+        "runs      {} queued, {} leased, {} succeeded, {} failed",
+        s.runs_queued, s.runs_leased, s.runs_succeeded, s.runs_failed
+    );
+    println!("targets   {}", s.targets);
+    Ok(())
+}

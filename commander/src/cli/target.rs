@@ -1,0 +1,99 @@
+//! `ark-commander target add|ls|rm` and `run-now`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ark_proto::{AddTargetRequest, ListTargetsRequest, RemoveTargetRequest, RunNowRequest};
+
+use super::output::{ago, print_json, rpc, run_json, target_json, ListArgs};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TargetCmd {
+    /// Add a target: KIND (file) and URL.
+    Add {
+        kind: String,
+        url: String,
+        /// Name (default: from the URL).
+        #[arg(long)]
+        name: Option<String>,
+        /// Harvest again every DUR (e.g. 6h); default: once.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        every: Option<Duration>,
+    },
+    /// List targets.
+    Ls(ListArgs),
+    /// Remove a target (its past runs stay in the history).
+    Rm { name: String },
+}
+
+impl TargetCmd {
+    pub async fn run(self, data: &Path, url: Option<&str>) -> anyhow::Result<()> {
+        let mut admin = crate::admin::connect(data, url)?;
+        match self {
+            TargetCmd::Add { kind, url, name, every } => {
+                let t = admin
+                    .add_target(AddTargetRequest {
+                        kind,
+                        url,
+                        name: name.unwrap_or_default(),
+                        every_ms: every.map(|d| d.as_millis() as u64).unwrap_or(0),
+                    })
+                    .await
+                    .map_err(rpc("adding the target"))?
+                    .into_inner();
+                println!("added {} ({} {})", t.name, t.kind, t.url);
+            }
+            TargetCmd::Ls(args) => {
+                let targets = admin
+                    .list_targets(ListTargetsRequest {})
+                    .await
+                    .map_err(rpc("listing targets"))?
+                    .into_inner()
+                    .targets;
+                if args.json {
+                    return print_json(&targets.iter().map(target_json).collect());
+                }
+                println!("{:<24} {:<6} {:<10} {:<12} URL", "NAME", "KIND", "EVERY", "LAST");
+                for t in targets {
+                    let every = if t.every_ms == 0 {
+                        "once".to_string()
+                    } else {
+                        humantime::format_duration(Duration::from_millis(t.every_ms)).to_string()
+                    };
+                    println!("{:<24} {:<6} {:<10} {:<12} {}", t.name, t.kind, every, t.last_state, t.url);
+                }
+            }
+            TargetCmd::Rm { name } => {
+                admin
+                    .remove_target(RemoveTargetRequest { name: name.clone() })
+                    .await
+                    .map_err(rpc("removing the target"))?;
+                println!("removed {name}");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunNowCmd {
+    name: String,
+    #[arg(long)]
+    json: bool,
+}
+
+impl RunNowCmd {
+    pub async fn run(self, data: &Path, url: Option<&str>) -> anyhow::Result<()> {
+        let mut admin = crate::admin::connect(data, url)?;
+        let run = admin
+            .run_now(RunNowRequest { name: self.name })
+            .await
+            .map_err(rpc("queueing the run"))?
+            .into_inner();
+        if self.json {
+            return print_json(&run_json(&run));
+        }
+        println!("run {} of {} is {} (created {})", run.id, run.target, run.state, ago(run.created_at_ms));
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! The commander's configuration: `commander.toml` in the data dir, CLI
+//! flags on top. Unknown keys are refused.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CommanderError, Result};
+
+/// Name of the config file inside the data dir.
+pub const CONFIG_FILE: &str = "commander.toml";
+
+/// Where the commander listens by default: loopback, so a first start never
+/// exposes a port; a real deployment sets `listen = "0.0.0.0:7443"`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
+
+/// How long a lease lives without a progress report. Six heartbeats: an
+/// agent on a flaky Wi-Fi link can miss five in a row and keep its job,
+/// while a dead device's work moves on within half a minute.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// How often agents heartbeat and report progress. Often enough that pause
+/// and new work reach a device within seconds; rare enough that 200 agents
+/// cost the commander 40 small requests a second.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Failed attempts (lost leases or failed jobs) before a run fails for good.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// First wait before retrying a run whose job failed; doubles each attempt.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Cap on that wait: a failing origin is retried at least every 10 minutes.
+pub const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+/// Life of an enrolment token: long enough to walk to the device and flash
+/// it, short enough that a token left in a shell history is soon useless.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// The commander's effective configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CommanderConfig {
+    pub listen: String,
+    /// Extra names/addresses for the server certificate (DNS or IP).
+    pub san: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+}
+
+impl Default for CommanderConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.into(),
+            san: Vec::new(),
+            lease_ttl: DEFAULT_LEASE_TTL,
+            heartbeat: DEFAULT_HEARTBEAT,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry_backoff: DEFAULT_RETRY_BACKOFF,
+            retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX,
+            token_ttl: DEFAULT_TOKEN_TTL,
+        }
+    }
+}
+
+impl CommanderConfig {
+    /// Reads `<data>/commander.toml`; a missing file means all defaults.
+    pub fn load(data: &Path) -> Result<Self> {
+        let path = data.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(CommanderError::io("reading", path)(e)),
+        };
+        let config: Self = toml::from_str(&text).map_err(|e| CommanderError::Config {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        config.validate().map_err(|message| CommanderError::Config { path, message })?;
+        Ok(config)
+    }
+
+    /// Checks the relations between values.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.heartbeat.is_zero() || self.lease_ttl <= self.heartbeat {
+            return Err(format!(
+                "lease-ttl ({:?}) must be longer than heartbeat ({:?}), or every lease expires between two reports",
+                self.lease_ttl, self.heartbeat
+            ));
+        }
+        if self.max_attempts == 0 {
+            return Err("max-attempts must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}

@@ -1,0 +1,74 @@
+//! The commander's error type, and the one place where domain errors become
+//! gRPC statuses ([`CommanderError::into_status`]).
+
+use std::path::PathBuf;
+
+/// Result alias for the commander library.
+pub type Result<T, E = CommanderError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommanderError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Agent(#[from] ark_agent::AgentError),
+    /// A caller without the right certificate.
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A report on a lease the commander no longer recognises.
+    #[error("{0}")]
+    StaleLease(String),
+    #[error("{0}")]
+    BadToken(String),
+}
+
+impl CommanderError {
+    pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { what, path, source }
+    }
+
+    /// The service boundary: every RPC error passes through here once.
+    pub fn into_status(self) -> tonic::Status {
+        use tonic::Status;
+        match self {
+            Self::Unauthenticated(m) | Self::BadToken(m) => Status::unauthenticated(m),
+            Self::PermissionDenied(m) => Status::permission_denied(m),
+            Self::NotFound(m) => Status::not_found(m),
+            Self::Invalid(m) => Status::invalid_argument(m),
+            Self::AlreadyExists(m) => Status::already_exists(m),
+            Self::StaleLease(m) => Status::failed_precondition(m),
+            other => {
+                tracing::error!("internal error: {other:#}");
+                Status::internal(format!("commander internal error: {other}"))
+            }
+        }
+    }
+}
+
+impl From<CommanderError> for tonic::Status {
+    fn from(e: CommanderError) -> Self {
+        e.into_status()
+    }
+}

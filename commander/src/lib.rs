@@ -1,0 +1,28 @@
+//! `ark-commander`: the always-on node that keeps the targets, leases jobs
+//! to agents, and (in later versions) verifies and lands every result.
+//!
+//! Map of the modules:
+//! - [`config`]: `commander.toml`, defaults as named constants.
+//! - [`pki`]: the CA, the server and admin certificates, signing agent CSRs.
+//! - [`tls`]: the TLS 1.3 acceptor and the peer identity each request carries.
+//! - [`state`]: the SQLite store (agents, tokens, targets, runs, leases, events).
+//! - [`scheduler`]: lease policy: grants, renewals, expiry, retries, pause.
+//! - [`service`]: the gRPC services and the error → status boundary.
+//! - [`server`]: wiring it together on a bound listener.
+//! - [`admin`]: the CLI's client for the admin service.
+//! - [`demo`]: a whole swarm in one process, with a local origin.
+//! - [`cli`]: the `ark-commander` command line, one file per subcommand.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod pki;
+pub mod scheduler;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod tls;
+
+pub use error::{CommanderError, Result};

@@ -1,0 +1,181 @@
+//! Running the commander: open state and PKI in the data dir, start the
+//! background sweep, and serve the three gRPC services on an already-bound
+//! listener until `shutdown` resolves. Taking the listener (rather than an
+//! address) lets every test start a real commander on 127.0.0.1:0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ark_agent::unix_ms;
+use ark_proto::admin_server::AdminServer;
+use ark_proto::agent_session_server::AgentSessionServer;
+use ark_proto::enrollment_server::EnrollmentServer;
+use tokio::net::TcpListener;
+
+use crate::config::CommanderConfig;
+use crate::pki::{server_sans, Pki};
+use crate::scheduler::Scheduler;
+use crate::service::Services;
+use crate::state::Store;
+use crate::{tls, CommanderError, Result};
+
+/// File in the data dir holding the URL the local CLI should use.
+pub const ENDPOINT_FILE: &str = "endpoint";
+
+/// Name of the state database in the data dir.
+pub const STATE_FILE: &str = "state.sqlite";
+
+/// Longest pause between two sweeps (lease expiry, due runs): expiry is
+/// noticed within this much of the deadline even when no agent heartbeats.
+const SWEEP_EVERY_MAX: Duration = Duration::from_secs(1);
+
+/// The URL a local client uses to reach a commander bound to `addr`.
+pub fn local_url(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        match addr {
+            SocketAddr::V4(_) => "127.0.0.1".to_string(),
+            SocketAddr::V6(_) => "[::1]".to_string(),
+        }
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    };
+    format!("https://{ip}:{}", addr.port())
+}
+
+/// Reads the URL a running commander recorded in its data dir.
+pub fn endpoint(data: &Path) -> Result<String> {
+    let path = data.join(ENDPOINT_FILE);
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .map_err(|_| {
+            CommanderError::NotFound(format!(
+                "{} not found: is the commander running with `--data {}`? (or pass --commander URL)",
+                path.display(),
+                data.display()
+            ))
+        })
+}
+
+/// Serves the commander from `data` on `listener` until `shutdown`.
+pub async fn run(
+    data: &Path,
+    config: CommanderConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    ark_agent::link::install_crypto_provider();
+    config
+        .validate()
+        .map_err(|message| CommanderError::Config {
+            path: data.join(crate::config::CONFIG_FILE),
+            message,
+        })?;
+    std::fs::create_dir_all(data).map_err(CommanderError::io("creating data dir", data))?;
+    let addr = listener.local_addr().map_err(CommanderError::io("reading listen address of", data))?;
+    let pki = Pki::load_or_create(data, &server_sans(&addr, &config.san))?;
+    let tls_config = tls::server_config(&pki)?;
+    let store = Arc::new(Store::open(&data.join(STATE_FILE))?);
+    let scheduler = Scheduler::new(store, config.clone());
+    let extended = scheduler.restart_grace(unix_ms())?;
+    let url = local_url(addr);
+    ark_agent::write_atomic(&data.join(ENDPOINT_FILE), url.as_bytes(), 0o644)
+        .map_err(CommanderError::io("writing", data.join(ENDPOINT_FILE)))?;
+    tracing::info!(%url, extended, ca = %&pki.ca_fingerprint[..16], "commander listening");
+
+    let sweeper = scheduler.clone();
+    let every = config.heartbeat.min(SWEEP_EVERY_MAX);
+    let sweep_task = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        loop {
+            ticker.tick().await;
+            let s = sweeper.clone();
+            match tokio::task::spawn_blocking(move || s.sweep(unix_ms())).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!("sweep failed: {e}"),
+                Err(e) => tracing::error!("sweep task failed: {e}"),
+            }
+        }
+    });
+    let services = Services::new(scheduler, pki, url);
+    let served = tonic::transport::Server::builder()
+        .add_service(EnrollmentServer::new(services.clone()))
+        .add_service(AgentSessionServer::new(services.clone()))
+        .add_service(AdminServer::new(services))
+        .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), shutdown)
+        .await;
+    sweep_task.abort();
+    served.map_err(|e| CommanderError::Tls(format!("gRPC server: {e}")))
+}
+
+/// A commander running in this process (tests, the demo, benchmarks).
+#[derive(Debug)]
+pub struct Handle {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub data: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl Handle {
+    /// Stops the commander and waits for it.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| CommanderError::Tls(format!("commander task: {e}")))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts a commander on `listen` in a background task and waits until its
+/// data dir is ready for clients.
+pub async fn spawn(data: &Path, config: CommanderConfig, listen: &str) -> Result<Handle> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(CommanderError::io("binding", listen))?;
+    let addr = listener.local_addr().map_err(CommanderError::io("binding", listen))?;
+    let endpoint = data.join(ENDPOINT_FILE);
+    let _ = std::fs::remove_file(&endpoint);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let owned = data.to_path_buf();
+    let task = tokio::spawn(async move {
+        run(&owned, config, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    while !endpoint.exists() {
+        if task.is_finished() {
+            return match task.await {
+                Ok(Err(e)) => Err(e),
+                _ => Err(CommanderError::Tls("commander stopped during start-up".into())),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(Handle {
+        addr,
+        url: local_url(addr),
+        data: data.to_path_buf(),
+        stop: Some(stop),
+        task: Some(task),
+    })
+}

@@ -1,0 +1,395 @@
+//! The gRPC services: enrolment (no client certificate), the agent session
+//! (an enrolled agent's certificate) and admin (the admin certificate).
+//!
+//! Identity comes only from the TLS layer ([`PeerInfo`]): the fingerprint of
+//! the verified client certificate is looked up in the state database. No
+//! field in any message can make one agent act as another. Domain errors
+//! become `tonic::Status` through `CommanderError::into_status`, once, here.
+
+use std::sync::Arc;
+
+use ark_agent::enroll::EnrollToken;
+use ark_agent::unix_ms;
+use ark_proto::admin_server::Admin;
+use ark_proto::agent_session_server::AgentSession;
+use ark_proto::enrollment_server::Enrollment;
+use ark_proto::*;
+use tonic::{Request, Response, Status};
+
+use crate::pki::Pki;
+use crate::scheduler::Scheduler;
+use crate::state;
+use crate::tls::PeerInfo;
+use crate::{CommanderError, Result};
+
+/// Default page size for `runs` listings.
+const DEFAULT_RUNS_LIMIT: u32 = 50;
+
+/// What every service needs; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Services {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    scheduler: Scheduler,
+    pki: Pki,
+    listen: String,
+}
+
+type Reply<T> = std::result::Result<Response<T>, Status>;
+
+fn reply<T>(result: Result<T>) -> Reply<T> {
+    result.map(Response::new).map_err(CommanderError::into_status)
+}
+
+/// Names for agents and targets: short, and safe as a file name and a path
+/// segment on the NAS whatever the operator typed.
+pub fn validate_name(name: &str, what: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CommanderError::Invalid(format!(
+            "{what} name {name:?} is not allowed: use 1-64 letters, digits, '-', '_' or '.', not starting with '.' or '-'"
+        )))
+    }
+}
+
+/// A target name derived from its URL: the last path segment, else the host.
+pub fn name_from_url(url: &str) -> String {
+    let uri: tonic::transport::Uri = url.parse().unwrap_or_default();
+    let segment = uri.path().rsplit('/').find(|s| !s.is_empty()).unwrap_or("");
+    let raw = if segment.is_empty() { uri.host().unwrap_or("target") } else { segment };
+    let mut name: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .collect();
+    name = name.trim_start_matches(['.', '-']).chars().take(64).collect();
+    if name.is_empty() {
+        "target".into()
+    } else {
+        name
+    }
+}
+
+impl Services {
+    pub fn new(scheduler: Scheduler, pki: Pki, listen: String) -> Self {
+        Self {
+            inner: Arc::new(Inner { scheduler, pki, listen }),
+        }
+    }
+
+    fn scheduler(&self) -> &Scheduler {
+        &self.inner.scheduler
+    }
+
+    fn store(&self) -> &state::Store {
+        &self.inner.scheduler.store
+    }
+
+    fn fingerprint<T>(req: &Request<T>) -> Result<String> {
+        req.extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.cert_fingerprint.clone())
+            .ok_or_else(|| {
+                CommanderError::Unauthenticated(
+                    "a client certificate is required: enrol this device with `ark-agent enroll --commander URL --token TOKEN`"
+                        .into(),
+                )
+            })
+    }
+
+    /// The enrolled agent behind this request's certificate.
+    fn agent<T>(&self, req: &Request<T>) -> Result<String> {
+        let fingerprint = Self::fingerprint(req)?;
+        self.store()
+            .read(|c| state::agent_by_cert(c, &fingerprint))?
+            .ok_or_else(|| {
+                CommanderError::Unauthenticated(
+                    "this certificate belongs to no enrolled agent (re-enrolled elsewhere, or an admin certificate): enrol again"
+                        .into(),
+                )
+            })
+    }
+
+    fn admin<T>(&self, req: &Request<T>) -> Result<()> {
+        if Self::fingerprint(req)? == self.inner.pki.admin_fingerprint {
+            Ok(())
+        } else {
+            Err(CommanderError::PermissionDenied(
+                "admin calls need the admin certificate from the commander's data dir (pki/admin.pem)".into(),
+            ))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Enrollment for Services {
+    async fn enroll(&self, request: Request<EnrollRequest>) -> Reply<EnrollResponse> {
+        let req = request.into_inner();
+        let hash = hex::encode(ring::digest::digest(&ring::digest::SHA256, req.token.as_bytes()));
+        let now = unix_ms();
+        let pki = &self.inner.pki;
+        reply(self.store().tx(|tx| {
+            let name = state::redeem_token(tx, &hash, now)?;
+            let (certificate_pem, fingerprint) = pki.sign_agent(&req.csr_pem, &name)?;
+            state::enroll_agent(tx, &name, &fingerprint, now)?;
+            state::event(tx, now, None, Some(&name), "enrolled", &format!("certificate {}", &fingerprint[..16]))?;
+            tracing::info!(agent = %name, "agent enrolled");
+            Ok(EnrollResponse {
+                agent_name: name,
+                certificate_pem,
+                ca_pem: pki.ca_pem().to_string(),
+            })
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl AgentSession for Services {
+    async fn register(&self, request: Request<RegisterRequest>) -> Reply<RegisterResponse> {
+        reply((|| {
+            let agent = self.agent(&request)?;
+            let caps = request.into_inner().capabilities.unwrap_or_default();
+            let now = unix_ms();
+            self.store().tx(|tx| {
+                state::set_capabilities(tx, &agent, &caps, now)?;
+                state::event(
+                    tx,
+                    now,
+                    None,
+                    Some(&agent),
+                    "registered",
+                    &format!("{} {} cores, kinds {:?}", caps.arch, caps.cores, caps.kinds),
+                )
+            })?;
+            let config = &self.scheduler().config;
+            Ok(RegisterResponse {
+                agent_name: agent,
+                heartbeat_interval_ms: config.heartbeat.as_millis() as u64,
+                lease_ttl_ms: config.lease_ttl.as_millis() as u64,
+            })
+        })())
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Reply<HeartbeatResponse> {
+        reply((|| {
+            let agent = self.agent(&request)?;
+            self.scheduler().heartbeat(&agent, request.get_ref(), unix_ms())
+        })())
+    }
+
+    async fn report_progress(&self, request: Request<ProgressRequest>) -> Reply<ProgressResponse> {
+        reply((|| {
+            let agent = self.agent(&request)?;
+            let ttl_ms = self.scheduler().progress(&agent, request.get_ref(), unix_ms())?;
+            Ok(ProgressResponse { ttl_ms })
+        })())
+    }
+
+    async fn complete(&self, request: Request<CompleteRequest>) -> Reply<CompleteResponse> {
+        reply((|| {
+            let agent = self.agent(&request)?;
+            self.scheduler().complete(&agent, request.get_ref(), unix_ms())?;
+            Ok(CompleteResponse {})
+        })())
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for Services {
+    async fn create_enroll_token(&self, request: Request<CreateEnrollTokenRequest>) -> Reply<CreateEnrollTokenResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            let req = request.into_inner();
+            validate_name(&req.agent_name, "agent")?;
+            let mut secret = [0u8; 16];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+                .map_err(|_| CommanderError::Tls("no randomness available".into()))?;
+            let token = EnrollToken {
+                secret: hex::encode(secret),
+                ca_pin: self.inner.pki.ca_fingerprint.clone(),
+            };
+            let hash = hex::encode(ring::digest::digest(&ring::digest::SHA256, token.secret.as_bytes()));
+            let now = unix_ms();
+            let ttl = if req.ttl_ms > 0 {
+                req.ttl_ms as i64
+            } else {
+                self.scheduler().config.token_ttl.as_millis() as i64
+            };
+            self.store().tx(|tx| {
+                state::create_token(tx, &hash, &req.agent_name, now, now + ttl)?;
+                state::event(tx, now, None, Some(&req.agent_name), "token", "enrolment token issued")
+            })?;
+            Ok(CreateEnrollTokenResponse {
+                token: token.to_string(),
+                expires_at_ms: now + ttl,
+            })
+        })())
+    }
+
+    async fn add_target(&self, request: Request<AddTargetRequest>) -> Reply<TargetInfo> {
+        reply((|| {
+            self.admin(&request)?;
+            let mut req = request.into_inner();
+            if req.kind != KIND_FILE {
+                return Err(CommanderError::Invalid(format!(
+                    "unknown target kind {:?}: this commander harvests: {KIND_FILE}",
+                    req.kind
+                )));
+            }
+            let uri: tonic::transport::Uri = req
+                .url
+                .parse()
+                .map_err(|e| CommanderError::Invalid(format!("{:?} is not a URL: {e}", req.url)))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                return Err(CommanderError::Invalid(format!(
+                    "{:?}: a {KIND_FILE} target needs an http:// or https:// URL with a host",
+                    req.url
+                )));
+            }
+            if req.name.is_empty() {
+                req.name = name_from_url(&req.url);
+            }
+            validate_name(&req.name, "target")?;
+            let now = unix_ms();
+            self.store().tx(|tx| {
+                let info = state::add_target(tx, &req, now)?;
+                state::event(tx, now, None, None, "target_added", &format!("{} {} {}", req.name, req.kind, req.url))?;
+                Ok(info)
+            })
+        })())
+    }
+
+    async fn list_targets(&self, request: Request<ListTargetsRequest>) -> Reply<ListTargetsResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            Ok(ListTargetsResponse {
+                targets: self.store().read(state::list_targets)?,
+            })
+        })())
+    }
+
+    async fn remove_target(&self, request: Request<RemoveTargetRequest>) -> Reply<RemoveTargetResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            let name = request.into_inner().name;
+            let now = unix_ms();
+            self.store().tx(|tx| {
+                state::remove_target(tx, &name)?;
+                state::event(tx, now, None, None, "target_removed", &name)
+            })?;
+            Ok(RemoveTargetResponse {})
+        })())
+    }
+
+    async fn run_now(&self, request: Request<RunNowRequest>) -> Reply<RunInfo> {
+        reply((|| {
+            self.admin(&request)?;
+            self.scheduler().run_now(&request.into_inner().name, unix_ms())
+        })())
+    }
+
+    async fn list_agents(&self, request: Request<ListAgentsRequest>) -> Reply<ListAgentsResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            let lost_after = self.scheduler().config.lease_ttl.as_millis() as i64;
+            Ok(ListAgentsResponse {
+                agents: self.store().read(|c| state::list_agents(c, unix_ms(), lost_after))?,
+            })
+        })())
+    }
+
+    async fn list_runs(&self, request: Request<ListRunsRequest>) -> Reply<ListRunsResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            let limit = match request.get_ref().limit {
+                0 => DEFAULT_RUNS_LIMIT,
+                n => n,
+            };
+            Ok(ListRunsResponse {
+                runs: self.store().read(|c| state::list_runs(c, limit))?,
+            })
+        })())
+    }
+
+    async fn pause(&self, request: Request<PauseRequest>) -> Reply<PauseResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            self.set_paused(&request.into_inner().agent, true)?;
+            Ok(PauseResponse {})
+        })())
+    }
+
+    async fn resume(&self, request: Request<ResumeRequest>) -> Reply<ResumeResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            self.set_paused(&request.into_inner().agent, false)?;
+            Ok(ResumeResponse {})
+        })())
+    }
+
+    async fn status(&self, request: Request<StatusRequest>) -> Reply<StatusResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            let lost_after = self.scheduler().config.lease_ttl.as_millis() as i64;
+            self.store().read(|c| {
+                let agents = state::list_agents(c, unix_ms(), lost_after)?;
+                let counts = state::run_counts(c)?;
+                let count = |s: &str| counts.get(s).copied().unwrap_or(0);
+                Ok(StatusResponse {
+                    swarm_paused: state::swarm_paused(c)?,
+                    agents_online: agents.iter().filter(|a| a.state == "online").count() as u32,
+                    agents_lost: agents.iter().filter(|a| a.state == "lost").count() as u32,
+                    runs_queued: count(state::run_state::QUEUED),
+                    runs_leased: count(state::run_state::LEASED),
+                    runs_succeeded: count(state::run_state::SUCCEEDED),
+                    runs_failed: count(state::run_state::FAILED),
+                    targets: state::list_targets(c)?.len() as u32,
+                    commander_version: env!("CARGO_PKG_VERSION").into(),
+                    listen: self.inner.listen.clone(),
+                })
+            })
+        })())
+    }
+
+    async fn list_events(&self, request: Request<ListEventsRequest>) -> Reply<ListEventsResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            let req = request.get_ref();
+            let limit = if req.limit == 0 { 100 } else { req.limit };
+            Ok(ListEventsResponse {
+                events: self.store().read(|c| state::list_events(c, req.run_id, limit))?,
+            })
+        })())
+    }
+}
+
+impl Services {
+    fn set_paused(&self, agent: &str, paused: bool) -> Result<()> {
+        let now = unix_ms();
+        let verb = if paused { "paused" } else { "resumed" };
+        self.store().tx(|tx| {
+            if agent.is_empty() {
+                state::set_setting(tx, state::SWARM_PAUSED, if paused { "1" } else { "0" })?;
+                state::event(tx, now, None, None, verb, "whole swarm")
+            } else {
+                if !state::agent_exists(tx, agent)? {
+                    return Err(CommanderError::NotFound(format!(
+                        "no agent named {agent:?} (see `ark-commander agents`)"
+                    )));
+                }
+                tx.execute(
+                    "UPDATE agents SET paused = ?1 WHERE name = ?2",
+                    rusqlite::params![paused, agent],
+                )?;
+                state::event(tx, now, None, Some(agent), verb, "agent")
+            }
+        })
+    }
+}
