@@ -1,1 +1,248 @@
-//! placeholder
+//! The whole-swarm test harness: real commanders and agents (as processes
+//! from the built binaries, or in-process through the libraries), a local
+//! origin, temp data dirs, and small helpers to wait for the swarm to reach
+//! a state. Every test module in `tests/` builds on these.
+//!
+//! Binaries are found next to the test executable (`target/<profile>/`);
+//! `ARK_AGENT_BIN` / `ARK_COMMANDER_BIN` override them and `ARK_AGENT_RUNNER`
+//! (e.g. `qemu-aarch64-static`) runs the agent under an emulator.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ark_proto::admin_client::AdminClient;
+use ark_proto::{CreateEnrollTokenRequest, Event, ListEventsRequest, ListRunsRequest, RunInfo};
+use tonic::transport::Channel;
+
+pub use ark_commander::demo::origin::Origin;
+
+/// Timings every swarm test uses: short enough for quick tests, with the
+/// same ratio as production (TTL = 6 heartbeats).
+pub const TEST_HEARTBEAT: Duration = Duration::from_millis(500);
+pub const TEST_LEASE_TTL: Duration = Duration::from_secs(3);
+
+/// Path of a workspace binary.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let var = format!("ARK_{}_BIN", name.trim_start_matches("ark-").to_uppercase());
+    if let Ok(path) = std::env::var(&var) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(Path::parent).context("test executable has no parent")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!("{} not found: build the binaries first (`cargo build --bins`), or set {var}", path.display());
+    }
+    Ok(path)
+}
+
+/// A child process that is killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn_logged(mut cmd: Command, log: PathBuf) -> Result<Proc> {
+    let file = std::fs::File::create(&log)?;
+    cmd.stdout(Stdio::null()).stderr(file).env("ARK_LOG", "info");
+    let child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+    Ok(Proc { child, log })
+}
+
+/// The agent command, under `ARK_AGENT_RUNNER` when set.
+pub fn agent_command() -> Result<Command> {
+    let agent = bin("ark-agent")?;
+    Ok(match std::env::var("ARK_AGENT_RUNNER") {
+        Ok(runner) if !runner.is_empty() => {
+            let mut cmd = Command::new(runner);
+            cmd.arg(agent);
+            cmd
+        }
+        _ => Command::new(agent),
+    })
+}
+
+/// Writes a commander.toml with the test timings.
+pub fn write_commander_config(data: &Path) -> Result<()> {
+    std::fs::create_dir_all(data)?;
+    std::fs::write(
+        data.join("commander.toml"),
+        format!(
+            "lease-ttl = \"{}ms\"\nheartbeat = \"{}ms\"\nretry-backoff = \"1s\"\n",
+            TEST_LEASE_TTL.as_millis(),
+            TEST_HEARTBEAT.as_millis()
+        ),
+    )?;
+    Ok(())
+}
+
+/// Starts `ark-commander serve` on `listen` and waits until it is up.
+pub async fn spawn_commander(data: &Path, listen: &str) -> Result<Proc> {
+    write_commander_config(data)?;
+    let endpoint = data.join("endpoint");
+    let _ = std::fs::remove_file(&endpoint);
+    let mut cmd = Command::new(bin("ark-commander")?);
+    cmd.arg("--data").arg(data).arg("serve").arg("--listen").arg(listen);
+    let mut proc = spawn_logged(cmd, data.with_extension("log"))?;
+    wait_until(Duration::from_secs(20), "commander start", || {
+        let ok = endpoint.exists();
+        async move { Ok(ok) }
+    })
+    .await
+    .with_context(|| proc.log_text())?;
+    if let Ok(Some(status)) = proc.child.try_wait() {
+        bail!("commander exited: {status}\n{}", proc.log_text());
+    }
+    Ok(proc)
+}
+
+/// The running commander's admin client.
+pub fn admin(data: &Path) -> Result<AdminClient<Channel>> {
+    Ok(ark_commander::admin::connect(data, None)?)
+}
+
+/// Issues a one-time token for `name`.
+pub async fn token(commander_data: &Path, name: &str) -> Result<String> {
+    Ok(admin(commander_data)?
+        .create_enroll_token(CreateEnrollTokenRequest {
+            agent_name: name.into(),
+            ttl_ms: 0,
+        })
+        .await?
+        .into_inner()
+        .token)
+}
+
+/// Enrols an agent through the real `ark-agent enroll` binary.
+pub async fn enroll_agent(commander_data: &Path, agent_data: &Path, name: &str) -> Result<()> {
+    let token = token(commander_data, name).await?;
+    let url = ark_commander::server::endpoint(commander_data)?;
+    let out = agent_command()?
+        .arg("--data")
+        .arg(agent_data)
+        .args(["enroll", "--commander", &url, "--token", &token])
+        .output()?;
+    if !out.status.success() {
+        bail!("ark-agent enroll failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Starts `ark-agent run`.
+pub fn spawn_agent(agent_data: &Path) -> Result<Proc> {
+    let mut cmd = agent_command()?;
+    cmd.arg("--data").arg(agent_data).arg("run");
+    spawn_logged(cmd, agent_data.with_extension("log"))
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn runs(commander_data: &Path) -> Result<Vec<RunInfo>> {
+    Ok(admin(commander_data)?
+        .list_runs(ListRunsRequest { limit: 1000 })
+        .await?
+        .into_inner()
+        .runs)
+}
+
+pub async fn run(commander_data: &Path, id: i64) -> Result<RunInfo> {
+    runs(commander_data)
+        .await?
+        .into_iter()
+        .find(|r| r.id == id)
+        .with_context(|| format!("no run {id}"))
+}
+
+pub async fn events(commander_data: &Path, run_id: i64) -> Result<Vec<Event>> {
+    Ok(admin(commander_data)?
+        .list_events(ListEventsRequest { run_id, limit: 1000 })
+        .await?
+        .into_inner()
+        .events)
+}
+
+/// A free loopback port (bound, then released) for a commander that must
+/// come back on the same address after a restart.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Adds a `file` target.
+pub async fn add_file_target(commander_data: &Path, name: &str, url: &str) -> Result<()> {
+    admin(commander_data)?
+        .add_target(ark_proto::AddTargetRequest {
+            kind: "file".into(),
+            url: url.into(),
+            name: name.into(),
+            every_ms: 0,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Every `*.part` file staged under an agent's data dir, with its bytes.
+pub fn staged_files(agent_data: &Path) -> Vec<(String, Vec<u8>)> {
+    let Ok(entries) = std::fs::read_dir(agent_data.join("staging")) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap_or_default()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The id of `target`'s newest run, waiting for the scheduler to queue it.
+pub async fn run_of(commander_data: &Path, target: &str) -> Result<i64> {
+    let mut id = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while id.is_none() {
+        id = runs(commander_data).await?.iter().find(|r| r.target == target).map(|r| r.id);
+        if Instant::now() >= deadline {
+            bail!("no run of {target} was queued");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(id.unwrap_or_default())
+}

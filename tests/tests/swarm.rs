@@ -1,0 +1,289 @@
+//! Whole-swarm behaviour with the real binaries: a commander process,
+//! agent processes, a local origin. What belongs here: leasing, losing a
+//! device (`kill -9`), commander restarts, pause/resume, edge builds.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+use ark_commander::demo::sample_bytes;
+use ark_tests::*;
+
+/// Generous bound for anything that should take a few heartbeats.
+const SOON: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_runs_on_three_agents_each_complete_exactly_once() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let origin = Origin::start().await?;
+    let mut agents = Vec::new();
+    for i in 0..3 {
+        let adata = tmp.path().join(format!("agent-{i}"));
+        enroll_agent(&cdata, &adata, &format!("agent-{i}")).await?;
+        agents.push((adata.clone(), spawn_agent(&adata)?));
+    }
+    let mut expected = HashMap::new();
+    for i in 0..10u8 {
+        let bytes = sample_bytes(50_000 + usize::from(i) * 7_919, i);
+        let name = format!("file-{i}");
+        origin.put(&name, bytes.clone());
+        add_file_target(&cdata, &name, &origin.url(&name)).await?;
+        expected.insert(name, bytes);
+    }
+    wait_until(SOON, "10 succeeded runs", || {
+        let cdata = cdata.clone();
+        async move { Ok(runs(&cdata).await?.iter().filter(|r| r.state == "succeeded").count() == 10) }
+    })
+    .await?;
+
+    let all = runs(&cdata).await?;
+    ensure!(all.len() == 10, "one run per target, got {}", all.len());
+    for run in &all {
+        let events = events(&cdata, run.id).await?;
+        let leased = events.iter().filter(|e| e.kind == "leased").count();
+        let succeeded = events.iter().filter(|e| e.kind == "run_succeeded").count();
+        ensure!(leased == 1 && succeeded == 1, "run {} leased {leased}x, succeeded {succeeded}x", run.id);
+        ensure!(run.size_bytes == expected[&run.target].len() as u64, "run {} size", run.id);
+    }
+    // Each file sits in exactly one agent's staging dir, byte for byte.
+    let mut seen = HashSet::new();
+    let mut busy_agents = 0;
+    for (adata, _) in &agents {
+        let files = staged_files(adata);
+        busy_agents += usize::from(!files.is_empty());
+        for (file, bytes) in files {
+            let target = file.split_once('-').map(|(_, t)| t.trim_end_matches(".part")).unwrap_or("");
+            let target = target.replacen("file_", "file-", 1);
+            ensure!(expected.get(&target) == Some(&bytes), "{file} does not match its origin");
+            ensure!(seen.insert(target.clone()), "{target} staged twice");
+        }
+    }
+    ensure!(seen.len() == 10, "staged {} of 10", seen.len());
+    ensure!(busy_agents >= 2, "work was not spread: {busy_agents} agent(s) did everything");
+    Ok(())
+}
+
+/// Waits for `run` to be leased and returns (agent, generation).
+async fn leased(cdata: &std::path::Path, run_id: i64) -> Result<(String, u64)> {
+    wait_until(SOON, "the run to be leased", || async move { Ok(run(cdata, run_id).await?.state == "leased") }).await?;
+    let r = run(cdata, run_id).await?;
+    Ok((r.agent, r.generation))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_agent_loses_its_run_and_is_refused_on_the_old_lease() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let origin = Origin::start().await?;
+    // 1 MiB at 128 KiB/s: ~8 s per attempt, long enough to kill mid-way.
+    origin.put("slow.bin", sample_bytes(1 << 20, 7));
+    origin.throttle(128 * 1024);
+    let mut procs = HashMap::new();
+    for name in ["alpha", "beta"] {
+        let adata = tmp.path().join(name);
+        enroll_agent(&cdata, &adata, name).await?;
+        procs.insert(name.to_string(), (adata.clone(), spawn_agent(&adata)?));
+    }
+    add_file_target(&cdata, "slow", &origin.url("slow.bin")).await?;
+    let run_id = run_of(&cdata, "slow").await?;
+    let (holder, generation) = leased(&cdata, run_id).await?;
+    ensure!(generation == 1);
+    // Let it stage some bytes, then pull the plug.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (holder_data, mut holder_proc) = procs.remove(&holder).expect("holder is one of ours");
+    holder_proc.kill9();
+    let killed_at = Instant::now();
+
+    wait_until(SOON, "the run to move to the other agent", || {
+        let cdata = cdata.clone();
+        let holder = holder.clone();
+        async move {
+            let r = run(&cdata, run_id).await?;
+            Ok(r.state == "leased" && r.agent != holder)
+        }
+    })
+    .await?;
+    let moved_after = killed_at.elapsed();
+    // TTL plus one heartbeat, plus the sweep period and scheduling slack.
+    let bound = TEST_LEASE_TTL + TEST_HEARTBEAT + Duration::from_secs(2);
+    ensure!(moved_after <= bound, "reassigned after {moved_after:?}, bound {bound:?}");
+    let r = run(&cdata, run_id).await?;
+    ensure!(r.generation == 2 && r.attempts == 1, "generation {} attempts {}", r.generation, r.attempts);
+
+    // The lost device comes back and reports on its old lease: refused.
+    ensure!(
+        holder_data.join("leases").join(format!("{run_id}.json")).exists(),
+        "the killed agent left no lease file to report on"
+    );
+    let _back = spawn_agent(&holder_data)?;
+    wait_until(SOON, "the stale report to be refused", || {
+        let cdata = cdata.clone();
+        let holder = holder.clone();
+        async move {
+            Ok(events(&cdata, run_id)
+                .await?
+                .iter()
+                .any(|e| e.kind == "refused" && e.agent == holder && e.message.contains("lease 1")))
+        }
+    })
+    .await?;
+    wait_until(SOON, "the returning agent to clean up", || {
+        let gone = staged_files(&holder_data).is_empty()
+            && !holder_data.join("leases").join(format!("{run_id}.json")).exists();
+        async move { Ok(gone) }
+    })
+    .await?;
+    origin.throttle(0);
+    wait_until(SOON, "the run to succeed on the other agent", || {
+        let cdata = cdata.clone();
+        async move { Ok(run(&cdata, run_id).await?.state == "succeeded") }
+    })
+    .await?;
+    let done = run(&cdata, run_id).await?;
+    ensure!(done.agent != holder && done.generation == 2, "{done:?}");
+    ensure!(done.size_bytes == 1 << 20);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stops_new_leases_within_a_heartbeat_and_resume_restarts_them() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let origin = Origin::start().await?;
+    origin.put("a", sample_bytes(1000, 1));
+    origin.put("b", sample_bytes(1000, 2));
+    let adata = tmp.path().join("solo");
+    enroll_agent(&cdata, &adata, "solo").await?;
+    let _agent = spawn_agent(&adata)?;
+    wait_until(SOON, "the agent to come online", || {
+        let cdata = cdata.clone();
+        async move {
+            let agents = admin(&cdata)?.list_agents(ark_proto::ListAgentsRequest {}).await?.into_inner().agents;
+            Ok(agents.iter().any(|a| a.state == "online"))
+        }
+    })
+    .await?;
+
+    for agent in ["", "solo"] {
+        let target = if agent.is_empty() { "a" } else { "b" };
+        admin(&cdata)?.pause(ark_proto::PauseRequest { agent: agent.into() }).await?;
+        // One heartbeat for the pause to reach the agent's status file.
+        wait_until(TEST_HEARTBEAT * 4, "the agent to see the pause", || {
+            let paused = ark_agent::status::AgentStatus::load(&adata).ok().flatten().is_some_and(|s| s.paused);
+            async move { Ok(paused) }
+        })
+        .await?;
+        add_file_target(&cdata, target, &origin.url(target)).await?;
+        tokio::time::sleep(TEST_HEARTBEAT * 4).await;
+        let queued = runs(&cdata).await?;
+        let r = queued.iter().find(|r| r.target == target).expect("run queued");
+        ensure!(r.state == "queued", "paused ({agent:?}) but the run is {}", r.state);
+
+        admin(&cdata)?.resume(ark_proto::ResumeRequest { agent: agent.into() }).await?;
+        let id = r.id;
+        wait_until(SOON, "the run to succeed after resume", || {
+            let cdata = cdata.clone();
+            async move { Ok(run(&cdata, id).await?.state == "succeeded") }
+        })
+        .await?;
+    }
+    // Pausing an agent that does not exist names the problem.
+    let err = admin(&cdata)?
+        .pause(ark_proto::PauseRequest { agent: "nobody".into() })
+        .await
+        .expect_err("unknown agent paused");
+    ensure!(err.code() == tonic::Code::NotFound && err.message().contains("nobody"), "{err:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commander_killed_while_runs_are_leased_keeps_state_and_honours_leases() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let mut commander = spawn_commander(&cdata, &listen).await?;
+    let origin = Origin::start().await?;
+    origin.put("big.bin", sample_bytes(1 << 20, 9));
+    origin.throttle(192 * 1024);
+    let adata = tmp.path().join("steady");
+    enroll_agent(&cdata, &adata, "steady").await?;
+    let _agent = spawn_agent(&adata)?;
+    add_file_target(&cdata, "big", &origin.url("big.bin")).await?;
+    let run_id = run_of(&cdata, "big").await?;
+    let (holder, generation) = leased(&cdata, run_id).await?;
+
+    commander.kill9();
+    // Down for less than a TTL; the agent keeps downloading meanwhile.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _commander = spawn_commander(&cdata, &listen).await?;
+
+    let targets = admin(&cdata)?.list_targets(ark_proto::ListTargetsRequest {}).await?.into_inner().targets;
+    ensure!(targets.len() == 1 && targets[0].name == "big", "targets after restart: {targets:?}");
+    let after = run(&cdata, run_id).await?;
+    ensure!(after.state == "leased" && after.agent == holder && after.generation == generation, "{after:?}");
+
+    wait_until(SOON, "the leased run to complete under its original lease", || {
+        let cdata = cdata.clone();
+        async move { Ok(run(&cdata, run_id).await?.state == "succeeded") }
+    })
+    .await?;
+    let done = run(&cdata, run_id).await?;
+    ensure!(done.generation == generation && done.attempts == 0, "lease not honoured: {done:?}");
+    ensure!(events(&cdata, run_id).await?.iter().all(|e| e.kind != "lease_expired"));
+
+    // And a lease whose agent is gone too expires normally after a restart.
+    origin.put("second.bin", sample_bytes(1 << 20, 3));
+    add_file_target(&cdata, "second", &origin.url("second.bin")).await?;
+    let second = run_of(&cdata, "second").await?;
+    leased(&cdata, second).await?;
+    drop(_agent);
+    wait_until(SOON, "the orphaned lease to expire", || {
+        let cdata = cdata.clone();
+        async move { Ok(events(&cdata, second).await?.iter().any(|e| e.kind == "lease_expired")) }
+    })
+    .await?;
+    ensure!(run(&cdata, second).await?.state == "queued");
+    Ok(())
+}
+
+/// The aarch64 agent, under qemu-user, against this machine's commander.
+/// Run by `scripts/test.sh`, which builds the agent and sets
+/// `ARK_AGENT_BIN` and `ARK_AGENT_RUNNER=qemu-aarch64-static`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the aarch64 agent and qemu-user: run through scripts/test.sh"]
+async fn aarch64_agent_under_qemu_enrols_heartbeats_and_completes_a_run() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let origin = Origin::start().await?;
+    let bytes = sample_bytes(300_000, 5);
+    origin.put("edge.bin", bytes.clone());
+    let adata = tmp.path().join("pi");
+    enroll_agent(&cdata, &adata, "pi").await?;
+    let _agent = spawn_agent(&adata)?;
+    wait_until(Duration::from_secs(60), "the emulated agent to heartbeat", || {
+        let cdata = cdata.clone();
+        async move {
+            let agents = admin(&cdata)?.list_agents(ark_proto::ListAgentsRequest {}).await?.into_inner().agents;
+            Ok(agents.iter().any(|a| a.state == "online" && a.telemetry.is_some()))
+        }
+    })
+    .await?;
+    let agents = admin(&cdata)?.list_agents(ark_proto::ListAgentsRequest {}).await?.into_inner().agents;
+    let arch = agents[0].capabilities.clone().unwrap_or_default().arch;
+    let expected = std::env::var("ARK_EXPECT_ARCH").unwrap_or_else(|_| "aarch64".into());
+    ensure!(arch == expected, "agent reports arch {arch}, expected {expected}");
+    add_file_target(&cdata, "edge", &origin.url("edge.bin")).await?;
+    wait_until(Duration::from_secs(60), "the run to succeed", || {
+        let cdata = cdata.clone();
+        async move { Ok(runs(&cdata).await?.first().is_some_and(|r| r.state == "succeeded")) }
+    })
+    .await?;
+    let staged = staged_files(&adata);
+    ensure!(staged.len() == 1 && staged[0].1 == bytes, "staged bytes differ from the origin");
+    Ok(())
+}
