@@ -36,6 +36,8 @@ pub enum AgentError {
         call: &'static str,
         status: Box<tonic::Status>,
     },
+    #[error("the commander rejected this device's TLS certificate during {call} ({detail}): it was not issued by this commander's CA; enrol again with a fresh token")]
+    CertificateRejected { call: &'static str, detail: String },
     #[error("certificate request failed: {0}")]
     Certificate(#[from] rcgen::Error),
 }
@@ -51,6 +53,14 @@ impl AgentError {
     /// reach it": the first is final, the second is worth retrying.
     pub fn rpc(call: &'static str, status: tonic::Status) -> Self {
         use tonic::Code;
+        // With TLS 1.3 the server judges a client certificate after the
+        // client's side of the handshake is done, so a rejection arrives as
+        // a TLS alert on the first request, buried in the transport error.
+        let chain = format!("{status:?}");
+        if let Some(at) = chain.find("received fatal alert: ") {
+            let detail = chain[at..].split(['"', ' ', ')', ','].as_slice()).take(4).collect::<Vec<_>>().join(" ");
+            return Self::CertificateRejected { call, detail };
+        }
         match status.code() {
             Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
                 Self::Unreachable {
@@ -67,6 +77,6 @@ impl AgentError {
 
     /// True when the commander answered and said no (as opposed to a link problem).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Self::Refused { .. })
+        matches!(self, Self::Refused { .. } | Self::CertificateRejected { .. })
     }
 }
