@@ -89,10 +89,14 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused_with_the_file_named() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join(CONFIG_FILE), "max-jobs = 2\nmax_jobz = 3\n").expect("write");
+        std::fs::write(dir.path().join(CONFIG_FILE), "max-jobs = 2\nmax_jobz = 3\n")
+            .expect("write");
         let err = AgentConfig::load(dir.path()).expect_err("typo accepted");
         let text = err.to_string();
-        assert!(text.contains("agent.toml") && text.contains("max_jobz"), "{text}");
+        assert!(
+            text.contains("agent.toml") && text.contains("max_jobz"),
+            "{text}"
+        );
     }
 
     #[test]

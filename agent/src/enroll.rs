@@ -55,14 +55,21 @@ impl FromStr for EnrollToken {
             return Err(AgentError::BadToken("expected ark1-SECRET-PIN".into()));
         };
         if prefix != TOKEN_PREFIX {
-            return Err(AgentError::BadToken(format!("unknown token version {prefix:?}")));
+            return Err(AgentError::BadToken(format!(
+                "unknown token version {prefix:?}"
+            )));
         }
-        let is_hex = |v: &str, len: usize| v.len() == len && v.bytes().all(|b| b.is_ascii_hexdigit());
+        let is_hex =
+            |v: &str, len: usize| v.len() == len && v.bytes().all(|b| b.is_ascii_hexdigit());
         if !is_hex(secret, SECRET_HEX_LEN) {
-            return Err(AgentError::BadToken("the secret part is not 32 hex digits".into()));
+            return Err(AgentError::BadToken(
+                "the secret part is not 32 hex digits".into(),
+            ));
         }
         if !is_hex(pin, PIN_HEX_LEN) {
-            return Err(AgentError::BadToken("the CA pin is not 64 hex digits".into()));
+            return Err(AgentError::BadToken(
+                "the CA pin is not 64 hex digits".into(),
+            ));
         }
         Ok(Self {
             secret: secret.to_ascii_lowercase(),
@@ -93,7 +100,10 @@ pub async fn enroll(commander: &str, token: &EnrollToken, data: &Path) -> Result
     // The CA we got must be the one we pinned: the handshake proved the
     // server holds it, this proves the commander handed us the same one.
     let ca = link::parse_certs(&response.ca_pem, "CA from the commander")?;
-    if ca.iter().all(|cert| link::fingerprint(cert) != token.ca_pin) {
+    if ca
+        .iter()
+        .all(|cert| link::fingerprint(cert) != token.ca_pin)
+    {
         return Err(AgentError::Tls(
             "the commander returned a CA that does not match the token's pin".into(),
         ));
@@ -130,7 +140,10 @@ mod tests {
             "ark1-00",
             "ark2-0123456789abcdef0123456789abcdef-abab",
             &format!("ark1-0123456789abcdef0123456789abcdeg-{}", "ab".repeat(32)),
-            &format!("ark1-0123456789abcdef0123456789abcdef-{}-x", "ab".repeat(32)),
+            &format!(
+                "ark1-0123456789abcdef0123456789abcdef-{}-x",
+                "ab".repeat(32)
+            ),
         ] {
             assert!(bad.parse::<EnrollToken>().is_err(), "{bad:?} parsed");
         }

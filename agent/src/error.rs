@@ -58,7 +58,11 @@ impl AgentError {
         // a TLS alert on the first request, buried in the transport error.
         let chain = format!("{status:?}");
         if let Some(at) = chain.find("received fatal alert: ") {
-            let detail = chain[at..].split(['"', ' ', ')', ','].as_slice()).take(4).collect::<Vec<_>>().join(" ");
+            let detail = chain[at..]
+                .split(['"', ' ', ')', ','].as_slice())
+                .take(4)
+                .collect::<Vec<_>>()
+                .join(" ");
             return Self::CertificateRejected { call, detail };
         }
         match status.code() {
@@ -77,6 +81,9 @@ impl AgentError {
 
     /// True when the commander answered and said no (as opposed to a link problem).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Self::Refused { .. } | Self::CertificateRejected { .. })
+        matches!(
+            self,
+            Self::Refused { .. } | Self::CertificateRejected { .. }
+        )
     }
 }

@@ -51,7 +51,8 @@ impl Identity {
         ];
         for (file, value) in FILES.iter().zip(values) {
             let path = dir.join(file);
-            write_atomic(&path, value.as_bytes(), 0o600).map_err(AgentError::io("writing", path))?;
+            write_atomic(&path, value.as_bytes(), 0o600)
+                .map_err(AgentError::io("writing", path))?;
         }
         Ok(())
     }

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ark_proto::agent_session_client::AgentSessionClient;
-use ark_proto::{complete_request, CompleteRequest, JobFailure, JobResult, Lease, LeaseRef, ProgressRequest};
+use ark_proto::{
+    complete_request, CompleteRequest, JobFailure, JobResult, Lease, LeaseRef, ProgressRequest,
+};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
@@ -90,7 +92,13 @@ impl HeldLease {
         let safe: String = self
             .target
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         staging.join(format!("{}-{}.part", self.run_id, safe))
     }
@@ -191,7 +199,9 @@ async fn run(
         Err(abandon) => {
             let why = match abandon {
                 Abandon::Refused(message) => format!("the commander refused our report: {message}"),
-                Abandon::Expired => "the lease ran out while the commander was unreachable".to_string(),
+                Abandon::Expired => {
+                    "the lease ran out while the commander was unreachable".to_string()
+                }
                 Abandon::Dropped => "the commander dropped the lease".to_string(),
             };
             warn!(
@@ -220,11 +230,17 @@ async fn drive(
         // have given the run to someone else while we were down.
         match report(&mut client, lease, 0).await {
             Ok(ttl) => {
-                info!(run = lease.run_id, "commander still honours our lease: resuming");
+                info!(
+                    run = lease.run_id,
+                    "commander still honours our lease: resuming"
+                );
                 deadline = Instant::now() + ttl;
             }
             Err(e) if e.is_refusal() => return Err(Abandon::Refused(e.to_string())),
-            Err(e) => warn!(run = lease.run_id, "cannot confirm recovered lease yet: {e}"),
+            Err(e) => warn!(
+                run = lease.run_id,
+                "cannot confirm recovered lease yet: {e}"
+            ),
         }
     }
     info!(run = lease.run_id, generation = lease.generation, url = %lease.url, "job started");
@@ -305,7 +321,11 @@ async fn drive(
 }
 
 /// Reports progress on `lease`; Ok carries the renewed time to live.
-async fn report(client: &mut AgentSessionClient<Channel>, lease: &HeldLease, bytes_done: u64) -> Result<Duration> {
+async fn report(
+    client: &mut AgentSessionClient<Channel>,
+    lease: &HeldLease,
+    bytes_done: u64,
+) -> Result<Duration> {
     let response = client
         .report_progress(ProgressRequest {
             lease: Some(lease.lease_ref()),
@@ -340,22 +360,29 @@ pub async fn fetch_file(
     let status = response.status();
     if !status.is_success() {
         let retryable = status.is_server_error() || status.as_u16() == 429;
-        return Err(failure(format!("GET {url}: the origin answered HTTP {status}"), retryable));
+        return Err(failure(
+            format!("GET {url}: the origin answered HTTP {status}"),
+            retryable,
+        ));
     }
     if let Some(parent) = path.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| failure(format!("creating staging dir {}: {e}", parent.display()), false))?;
+        tokio::fs::create_dir_all(parent).await.map_err(|e| {
+            failure(
+                format!("creating staging dir {}: {e}", parent.display()),
+                false,
+            )
+        })?;
     }
     let io_failure = |e: std::io::Error| failure(format!("writing {}: {e}", path.display()), true);
     let mut file = tokio::fs::File::create(&path).await.map_err(io_failure)?;
     let started = Instant::now();
     let mut size = 0u64;
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| failure(format!("GET {url}: body interrupted after {size} bytes: {e}"), true))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        failure(
+            format!("GET {url}: body interrupted after {size} bytes: {e}"),
+            true,
+        )
+    })? {
         file.write_all(&chunk).await.map_err(io_failure)?;
         size += chunk.len() as u64;
         done.store(size, Ordering::Relaxed);

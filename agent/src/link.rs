@@ -143,9 +143,10 @@ impl ServerCertVerifier for PinnedCa {
             })?;
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
@@ -194,12 +195,18 @@ pub fn channel(url: &str, config: ClientConfig) -> Result<Channel> {
     };
     let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
     if uri.scheme_str() != Some("https") {
-        return Err(bad("the scheme must be https (the commander only speaks TLS)"));
+        return Err(bad(
+            "the scheme must be https (the commander only speaks TLS)",
+        ));
     }
     let host = uri.host().ok_or_else(|| bad("no host"))?.to_string();
     let port = uri.port_u16().unwrap_or(443);
-    let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    let server_name = ServerName::try_from(bare_host.clone()).map_err(|_| bad("invalid host name"))?;
+    let bare_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let server_name =
+        ServerName::try_from(bare_host.clone()).map_err(|_| bad("invalid host name"))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let connect = tower::service_fn(move |_: Uri| {
         let connector = connector.clone();

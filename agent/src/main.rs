@@ -11,10 +11,19 @@ use ark_agent::status::AgentStatus;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "ark-agent", version, about = "Ark's harvester agent: enrol once, then run")]
+#[command(
+    name = "ark-agent",
+    version,
+    about = "Ark's harvester agent: enrol once, then run"
+)]
 struct Cli {
     /// The agent's data dir (identity, config, staging, status).
-    #[arg(long, env = "ARK_DATA", default_value = "ark-agent-data", global = true)]
+    #[arg(
+        long,
+        env = "ARK_DATA",
+        default_value = "ark-agent-data",
+        global = true
+    )]
     data: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
@@ -81,7 +90,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ARK_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("ARK_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -99,8 +109,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Enroll { commander, token } => {
             let token: EnrollToken = token.parse()?;
-            let identity = runtime.block_on(ark_agent::enroll::enroll(&commander, &token, &cli.data))?;
-            println!("enrolled as {:?} with {commander}; identity in {}", identity.name, cli.data.join("identity").display());
+            let identity =
+                runtime.block_on(ark_agent::enroll::enroll(&commander, &token, &cli.data))?;
+            println!(
+                "enrolled as {:?} with {commander}; identity in {}",
+                identity.name,
+                cli.data.join("identity").display()
+            );
             Ok(())
         }
         Cmd::Run(overrides) => {
@@ -109,8 +124,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Status { json } => {
-            let status = AgentStatus::load(&cli.data)?
-                .with_context(|| format!("no status in {}: has `ark-agent run` ever started there?", cli.data.display()))?;
+            let status = AgentStatus::load(&cli.data)?.with_context(|| {
+                format!(
+                    "no status in {}: has `ark-agent run` ever started there?",
+                    cli.data.display()
+                )
+            })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -123,7 +142,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 println!("completed  {}", status.completed);
                 for job in &status.jobs {
-                    println!("job        run {} gen {} {} {} bytes", job.run_id, job.generation, job.url, job.bytes_done);
+                    println!(
+                        "job        run {} gen {} {} {} bytes",
+                        job.run_id, job.generation, job.url, job.bytes_done
+                    );
                 }
             }
             Ok(())

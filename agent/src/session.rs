@@ -61,7 +61,11 @@ impl Backoff {
 ///
 /// On shutdown, running jobs are stopped but their lease files stay, so the
 /// next start reports on them and the commander decides: resume or drop.
-pub async fn run(data: PathBuf, config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn run(
+    data: PathBuf,
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     link::install_crypto_provider();
     let identity = Identity::load(&data)?;
     let commander = if config.commander.is_empty() {
@@ -210,7 +214,8 @@ async fn turn(
 ) -> Result<(Option<Duration>, ark_proto::HeartbeatResponse)> {
     let mut register_interval = None;
     if !*registered {
-        let capabilities = sampler.capabilities(&config.kinds, config.max_jobs, config.bandwidth_cap);
+        let capabilities =
+            sampler.capabilities(&config.kinds, config.max_jobs, config.bandwidth_cap);
         let response = client
             .register(RegisterRequest {
                 capabilities: Some(capabilities),
@@ -248,7 +253,9 @@ mod tests {
         let steps: Vec<_> = (0..5).map(|_| backoff.step()).collect();
         assert_eq!(
             steps,
-            [250, 500, 1000, 1000, 1000].map(Duration::from_millis).to_vec()
+            [250, 500, 1000, 1000, 1000]
+                .map(Duration::from_millis)
+                .to_vec()
         );
         backoff.reset();
         assert_eq!(backoff.step(), Duration::from_millis(250));

@@ -99,7 +99,12 @@ impl Sampler {
     }
 
     /// What this device offers, for registration.
-    pub fn capabilities(&mut self, kinds: &[String], max_jobs: u32, bandwidth_cap: u64) -> Capabilities {
+    pub fn capabilities(
+        &mut self,
+        kinds: &[String],
+        max_jobs: u32,
+        bandwidth_cap: u64,
+    ) -> Capabilities {
         Capabilities {
             arch: std::env::consts::ARCH.to_string(),
             os: std::env::consts::OS.to_string(),
@@ -130,7 +135,11 @@ mod tests {
         let t = sampler.sample();
         assert!(t.memory_total_bytes > 0 && t.memory_used_bytes <= t.memory_total_bytes);
         assert!((0.0..=100.0).contains(&t.cpu_percent), "{}", t.cpu_percent);
-        assert!(t.staging_free_bytes > 0, "no disk found for {:?}", dir.path());
+        assert!(
+            t.staging_free_bytes > 0,
+            "no disk found for {:?}",
+            dir.path()
+        );
         assert!(t.bytes_per_second > 0, "throughput not counted");
         let caps = sampler.capabilities(&["file".into()], 2, 0);
         assert_eq!(caps.arch, std::env::consts::ARCH);

@@ -36,7 +36,8 @@ use ark_agent::identity::Identity;
 use ark_commander::config::CommanderConfig;
 use ark_proto::agent_session_client::AgentSessionClient;
 use ark_proto::{
-    Capabilities, CreateEnrollTokenRequest, HeartbeatRequest, RegisterRequest, StatusRequest, Telemetry,
+    Capabilities, CreateEnrollTokenRequest, HeartbeatRequest, RegisterRequest, StatusRequest,
+    Telemetry,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -75,7 +76,9 @@ fn parse_args() -> anyhow::Result<Args> {
         };
         let value = match inline {
             Some(v) => v,
-            None => it.next().with_context(|| format!("{name} needs a value\n{USAGE}"))?,
+            None => it
+                .next()
+                .with_context(|| format!("{name} needs a value\n{USAGE}"))?,
         };
         let number = |v: &str| -> anyhow::Result<u64> {
             v.parse::<u64>()
@@ -166,7 +169,9 @@ fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     ark_agent::link::install_crypto_provider();
 
-    let work = tempfile::Builder::new().prefix("ark-heartbeat-load-").tempdir()?;
+    let work = tempfile::Builder::new()
+        .prefix("ark-heartbeat-load-")
+        .tempdir()?;
     let commander_dir = work.path().join("commander");
     let agents_dir = work.path().join("agents");
     std::fs::create_dir_all(&agents_dir)?;
@@ -188,7 +193,11 @@ fn main() -> anyhow::Result<()> {
         ..CommanderConfig::default()
     };
     let handle = commander_rt
-        .block_on(ark_commander::server::spawn(&commander_dir, config, "127.0.0.1:0"))
+        .block_on(ark_commander::server::spawn(
+            &commander_dir,
+            config,
+            "127.0.0.1:0",
+        ))
         .context("starting the commander")?;
     let url = handle.url.clone();
 
@@ -202,7 +211,9 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "host: {} cores; commander and load generator share them (2 tokio runtimes)",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
     );
 
     let outcome = clients_rt.block_on(drive(&args, &commander_dir, &agents_dir, &url));
@@ -214,7 +225,12 @@ fn main() -> anyhow::Result<()> {
     outcome
 }
 
-async fn drive(args: &Args, commander_dir: &Path, agents_dir: &Path, url: &str) -> anyhow::Result<()> {
+async fn drive(
+    args: &Args,
+    commander_dir: &Path,
+    agents_dir: &Path,
+    url: &str,
+) -> anyhow::Result<()> {
     // ---- set-up: tokens, enrolment, one mTLS channel per agent, register.
     let setup_start = Instant::now();
     let agents = tokio::time::timeout(SETUP_LIMIT, enrol_all(args, commander_dir, agents_dir, url))
@@ -252,9 +268,15 @@ async fn drive(args: &Args, commander_dir: &Path, agents_dir: &Path, url: &str) 
     let mut registered = Vec::new();
     while let Some(joined) = set.join_next().await {
         let (agent, took, response) = joined?;
-        let response = response.with_context(|| format!("registering {}", agent.name))?.into_inner();
+        let response = response
+            .with_context(|| format!("registering {}", agent.name))?
+            .into_inner();
         if response.agent_name != agent.name {
-            bail!("registered {} but the commander says {}", agent.name, response.agent_name);
+            bail!(
+                "registered {} but the commander says {}",
+                agent.name,
+                response.agent_name
+            );
         }
         register_latencies.push(took);
         registered.push(agent);
@@ -364,7 +386,12 @@ async fn drive(args: &Args, commander_dir: &Path, agents_dir: &Path, url: &str) 
 
 /// Issues N tokens and enrols N agents through the real enrolment path,
 /// `enroll_concurrency` at a time; returns each with its own mTLS client.
-async fn enrol_all(args: &Args, commander_dir: &Path, agents_dir: &Path, url: &str) -> anyhow::Result<Vec<SimAgent>> {
+async fn enrol_all(
+    args: &Args,
+    commander_dir: &Path,
+    agents_dir: &Path,
+    url: &str,
+) -> anyhow::Result<Vec<SimAgent>> {
     let admin = ark_commander::admin::connect(commander_dir, Some(url)).context("admin client")?;
     let gate = Arc::new(Semaphore::new(args.enroll_concurrency));
     let mut set = JoinSet::new();
@@ -392,7 +419,10 @@ async fn enrol_all(args: &Args, commander_dir: &Path, agents_dir: &Path, url: &s
             if identity.name != name {
                 bail!("enrolled {name} but got the name {}", identity.name);
             }
-            let channel = ark_agent::link::channel(&url, ark_agent::link::mtls_client_config(&identity.credentials)?)?;
+            let channel = ark_agent::link::channel(
+                &url,
+                ark_agent::link::mtls_client_config(&identity.credentials)?,
+            )?;
             Ok(SimAgent {
                 name,
                 client: AgentSessionClient::new(channel),

@@ -17,6 +17,7 @@ pub fn connect(data: &Path, url: Option<&str>) -> Result<AdminClient<Channel>> {
         None => server::endpoint(data)?,
     };
     let credentials = pki::admin_credentials(data)?;
-    let channel = ark_agent::link::channel(&url, ark_agent::link::mtls_client_config(&credentials)?)?;
+    let channel =
+        ark_agent::link::channel(&url, ark_agent::link::mtls_client_config(&credentials)?)?;
     Ok(AdminClient::new(channel))
 }

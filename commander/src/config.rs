@@ -86,7 +86,9 @@ impl CommanderConfig {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        config.validate().map_err(|message| CommanderError::Config { path, message })?;
+        config
+            .validate()
+            .map_err(|message| CommanderError::Config { path, message })?;
         Ok(config)
     }
 

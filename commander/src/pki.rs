@@ -16,8 +16,8 @@ use ark_agent::identity::Credentials;
 use ark_agent::link::{fingerprint, parse_certs};
 use ark_agent::write_atomic;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 
 use crate::{CommanderError, Result};
@@ -75,9 +75,15 @@ pub fn admin_credentials(data: &Path) -> Result<Credentials> {
     })
 }
 
-fn leaf_params(common_name: &str, sans: Vec<String>, usage: ExtendedKeyUsagePurpose) -> Result<CertificateParams> {
+fn leaf_params(
+    common_name: &str,
+    sans: Vec<String>,
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<CertificateParams> {
     let mut params = CertificateParams::new(sans)?;
-    params.distinguished_name.push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
     params.extended_key_usages = vec![usage];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
@@ -100,7 +106,9 @@ impl Pki {
         if !ca_pem_path.exists() || !ca_key_path.exists() {
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::default();
-            params.distinguished_name.push(DnType::CommonName, "Ark commander CA");
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "Ark commander CA");
             params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
             params.key_usages = vec![
                 KeyUsagePurpose::KeyCertSign,
@@ -155,7 +163,11 @@ impl Pki {
 
     fn issue_server(&mut self, sans: &[String]) -> Result<()> {
         let key = KeyPair::generate()?;
-        let params = leaf_params("ark-commander", sans.to_vec(), ExtendedKeyUsagePurpose::ServerAuth)?;
+        let params = leaf_params(
+            "ark-commander",
+            sans.to_vec(),
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )?;
         let cert = params.signed_by(&key, &self.issuer()?)?;
         self.server_chain_pem = format!("{}{}", cert.pem(), self.ca_pem);
         self.server_key_pem = key.serialize_pem();
@@ -168,9 +180,14 @@ impl Pki {
     /// (name, client-auth usage); nothing in the CSR but its key is used.
     /// Returns the certificate PEM and its fingerprint.
     pub fn sign_agent(&self, csr_pem: &str, agent: &str) -> Result<(String, String)> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| CommanderError::Invalid(format!("the certificate request is not valid: {e}")))?;
-        csr.params = leaf_params(&format!("ark-agent {agent}"), Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)?;
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+            CommanderError::Invalid(format!("the certificate request is not valid: {e}"))
+        })?;
+        csr.params = leaf_params(
+            &format!("ark-agent {agent}"),
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
         let cert = csr.signed_by(&self.issuer()?)?;
         Ok((cert.pem(), fingerprint(cert.der())))
     }
@@ -179,7 +196,11 @@ impl Pki {
 /// The names the server certificate should carry: loopback, this host's
 /// name, the listen address when it is specific, and whatever was asked for.
 pub fn server_sans(listen: &std::net::SocketAddr, extra: &[String]) -> Vec<String> {
-    let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut sans = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     if !listen.ip().is_unspecified() {
         sans.push(listen.ip().to_string());
     }

@@ -22,8 +22,8 @@
 use std::sync::Arc;
 
 use ark_proto::{
-    command, complete_request, Command, CompleteRequest, HeartbeatRequest, HeartbeatResponse, Job, Lease, LeaseRef,
-    Pause, ProgressRequest, Resume,
+    command, complete_request, Command, CompleteRequest, HeartbeatRequest, HeartbeatResponse, Job,
+    Lease, LeaseRef, Pause, ProgressRequest, Resume,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -55,7 +55,8 @@ impl Scheduler {
     pub fn backoff(&self, attempts: u32) -> i64 {
         let base = ms(self.config.retry_backoff);
         let factor = 1i64 << attempts.saturating_sub(1).min(30);
-        base.saturating_mul(factor).min(ms(self.config.retry_backoff_max))
+        base.saturating_mul(factor)
+            .min(ms(self.config.retry_backoff_max))
     }
 
     /// Periodic upkeep: expire overdue leases, queue due runs.
@@ -77,7 +78,14 @@ impl Scheduler {
                 [now + ttl],
             )?;
             if n > 0 {
-                event(tx, now, None, None, "restart", &format!("commander restarted: {n} open lease(s) extended by one TTL"))?;
+                event(
+                    tx,
+                    now,
+                    None,
+                    None,
+                    "restart",
+                    &format!("commander restarted: {n} open lease(s) extended by one TTL"),
+                )?;
             }
             Ok(n)
         })
@@ -96,7 +104,10 @@ impl Scheduler {
                 "UPDATE leases SET ended_at = ?1, outcome = 'expired' WHERE run_id = ?2 AND generation = ?3",
                 params![now, run, generation],
             )?;
-            let reason = format!("lease {generation} expired on agent {agent}: no report within {:?}", self.config.lease_ttl);
+            let reason = format!(
+                "lease {generation} expired on agent {agent}: no report within {:?}",
+                self.config.lease_ttl
+            );
             self.retry_or_fail(tx, *run, agent, &reason, true, now, now)?;
             event(tx, now, Some(*run), Some(agent), "lease_expired", &reason)?;
         }
@@ -116,7 +127,10 @@ impl Scheduler {
         not_before: i64,
         now: i64,
     ) -> Result<()> {
-        let attempts: u32 = tx.query_row("SELECT attempts FROM runs WHERE id = ?1", [run], |r| r.get(0))?;
+        let attempts: u32 =
+            tx.query_row("SELECT attempts FROM runs WHERE id = ?1", [run], |r| {
+                r.get(0)
+            })?;
         let attempts = attempts + 1;
         if !retryable || attempts >= self.config.max_attempts {
             let why = if retryable {
@@ -149,7 +163,10 @@ impl Scheduler {
         for (target, every) in due {
             queue_run(tx, &target, now)?;
             let next = (every > 0).then_some(now + every);
-            tx.execute("UPDATE targets SET next_due = ?1 WHERE name = ?2", params![next, target])?;
+            tx.execute(
+                "UPDATE targets SET next_due = ?1 WHERE name = ?2",
+                params![next, target],
+            )?;
         }
         Ok(())
     }
@@ -170,7 +187,12 @@ impl Scheduler {
 
     /// An agent's heartbeat: record it, then answer with the pause state,
     /// leases it must drop, and new leases for its free slots.
-    pub fn heartbeat(&self, agent: &str, req: &HeartbeatRequest, now: i64) -> Result<HeartbeatResponse> {
+    pub fn heartbeat(
+        &self,
+        agent: &str,
+        req: &HeartbeatRequest,
+        now: i64,
+    ) -> Result<HeartbeatResponse> {
         self.store.tx(|tx| {
             state::agent_seen(tx, agent, req.telemetry.as_ref(), now)?;
             self.expire_leases(tx, now)?;
@@ -184,7 +206,9 @@ impl Scheduler {
             };
             let mut commands = vec![Command {
                 command: Some(match paused {
-                    Some(scope) => command::Command::Pause(Pause { scope: scope.into() }),
+                    Some(scope) => command::Command::Pause(Pause {
+                        scope: scope.into(),
+                    }),
                     None => command::Command::Resume(Resume {}),
                 }),
             }];
@@ -223,7 +247,14 @@ impl Scheduler {
                  ORDER BY not_before, id",
             )?;
             let rows = stmt.query_map(params![now, agent, ttl], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })?;
             rows.collect::<rusqlite::Result<_>>()?
         };
@@ -244,7 +275,14 @@ impl Scheduler {
                 "INSERT INTO leases (run_id, generation, agent, granted_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![run, generation, agent, now, now + ttl],
             )?;
-            event(tx, now, Some(run), Some(agent), "leased", &format!("lease {generation} granted (attempt {})", attempts + 1))?;
+            event(
+                tx,
+                now,
+                Some(run),
+                Some(agent),
+                "leased",
+                &format!("lease {generation} granted (attempt {})", attempts + 1),
+            )?;
             leases.push(Lease {
                 run_id: run,
                 generation: generation as u64,
@@ -260,10 +298,14 @@ impl Scheduler {
     fn check_lease(&self, tx: &Connection, agent: &str, lease: &LeaseRef, now: i64) -> Result<()> {
         let (run, generation) = (lease.run_id, lease.generation as i64);
         let current: Option<i64> = tx
-            .query_row("SELECT generation FROM runs WHERE id = ?1", [run], |r| r.get(0))
+            .query_row("SELECT generation FROM runs WHERE id = ?1", [run], |r| {
+                r.get(0)
+            })
             .optional()?;
         let Some(current) = current else {
-            return Err(CommanderError::StaleLease(format!("run {run} does not exist: drop the job")));
+            return Err(CommanderError::StaleLease(format!(
+                "run {run} does not exist: drop the job"
+            )));
         };
         let row: Option<(String, i64, Option<String>)> = tx
             .query_row(
@@ -302,12 +344,28 @@ impl Scheduler {
     }
 
     /// Records a refused report, then returns the refusal.
-    fn refuse(&self, agent: &str, lease: &LeaseRef, err: CommanderError, now: i64) -> CommanderError {
-        let message = format!("refused report from {agent} on run {} lease {}: {err}", lease.run_id, lease.generation);
+    fn refuse(
+        &self,
+        agent: &str,
+        lease: &LeaseRef,
+        err: CommanderError,
+        now: i64,
+    ) -> CommanderError {
+        let message = format!(
+            "refused report from {agent} on run {} lease {}: {err}",
+            lease.run_id, lease.generation
+        );
         tracing::warn!("{message}");
-        let _ = self
-            .store
-            .tx(|tx| event(tx, now, Some(lease.run_id), Some(agent), "refused", &message));
+        let _ = self.store.tx(|tx| {
+            event(
+                tx,
+                now,
+                Some(lease.run_id),
+                Some(agent),
+                "refused",
+                &message,
+            )
+        });
         err
     }
 
@@ -404,6 +462,217 @@ fn queue_run(tx: &Connection, target: &str, now: i64) -> Result<i64> {
         params![target, kind, url, now],
     )?;
     let id = tx.last_insert_rowid();
-    event(tx, now, Some(id), None, "queued", &format!("run of {target} queued"))?;
+    event(
+        tx,
+        now,
+        Some(id),
+        None,
+        "queued",
+        &format!("run of {target} queued"),
+    )?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ark_proto::{JobFailure, JobResult};
+
+    const T0: i64 = 1_000_000;
+
+    fn scheduler(dir: &std::path::Path) -> Scheduler {
+        let store = Arc::new(Store::open(&dir.join("state.sqlite")).expect("open store"));
+        let config = CommanderConfig {
+            lease_ttl: std::time::Duration::from_secs(30),
+            heartbeat: std::time::Duration::from_secs(5),
+            max_attempts: 3,
+            retry_backoff: std::time::Duration::from_secs(10),
+            retry_backoff_max: std::time::Duration::from_secs(25),
+            ..CommanderConfig::default()
+        };
+        let s = Scheduler::new(store, config);
+        s.store
+            .tx(|tx| {
+                for agent in ["a", "b"] {
+                    state::enroll_agent(tx, agent, &format!("fp-{agent}"), T0)?;
+                }
+                let target = ark_proto::AddTargetRequest {
+                    kind: "file".into(),
+                    url: "http://origin/x".into(),
+                    name: "x".into(),
+                    every_ms: 0,
+                };
+                state::add_target(tx, &target, T0).map(|_| ())
+            })
+            .expect("seed");
+        s
+    }
+
+    fn beat(s: &Scheduler, agent: &str, now: i64) -> Vec<Lease> {
+        let req = HeartbeatRequest {
+            telemetry: None,
+            free_slots: 1,
+            active: Vec::new(),
+        };
+        s.heartbeat(agent, &req, now).expect("heartbeat").leases
+    }
+
+    fn fail(s: &Scheduler, agent: &str, lease: &Lease, retryable: bool, now: i64) {
+        let req = CompleteRequest {
+            lease: Some(LeaseRef::of(lease)),
+            outcome: Some(complete_request::Outcome::Failure(JobFailure {
+                reason: format!("origin said no at {now}"),
+                retryable,
+            })),
+        };
+        s.complete(agent, &req, now).expect("complete");
+    }
+
+    fn run1(s: &Scheduler) -> ark_proto::RunInfo {
+        s.store.read(|c| state::run(c, 1)).expect("run 1")
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_base_up_to_its_cap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = scheduler(dir.path());
+        let waits: Vec<i64> = (1..=4).map(|n| s.backoff(n)).collect();
+        assert_eq!(waits, vec![10_000, 20_000, 25_000, 25_000]);
+    }
+
+    #[test]
+    fn failed_jobs_back_off_then_fail_for_good_with_their_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = scheduler(dir.path());
+        let mut now = T0;
+        for attempt in 1..=3u32 {
+            let lease = beat(&s, "a", now)
+                .pop()
+                .unwrap_or_else(|| panic!("no lease for attempt {attempt}"));
+            assert_eq!(lease.attempt, attempt);
+            assert_eq!(lease.generation, u64::from(attempt));
+            fail(&s, "a", &lease, true, now);
+            if attempt < 3 {
+                // Not before the backoff has passed...
+                let wait = s.backoff(attempt);
+                assert!(
+                    beat(&s, "a", now + wait - 1).is_empty(),
+                    "retried inside the backoff"
+                );
+                assert_eq!(run1(&s).state, "queued");
+                now += wait + s.ttl();
+            }
+        }
+        let run = run1(&s);
+        assert_eq!(run.state, "failed");
+        assert_eq!(run.attempts, 3);
+        assert!(
+            run.reason.starts_with("gave up after 3 attempts")
+                && run.reason.contains("origin said no"),
+            "{}",
+            run.reason
+        );
+        assert!(
+            beat(&s, "b", now + 3_600_000).is_empty(),
+            "a failed run was leased again"
+        );
+    }
+
+    #[test]
+    fn a_job_that_cannot_succeed_fails_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = scheduler(dir.path());
+        let lease = beat(&s, "a", T0).pop().expect("lease");
+        fail(&s, "a", &lease, false, T0);
+        let run = run1(&s);
+        assert_eq!((run.state.as_str(), run.attempts), ("failed", 1));
+        assert!(run.reason.starts_with("not retryable"), "{}", run.reason);
+    }
+
+    #[test]
+    fn an_expired_lease_goes_to_another_agent_first_and_its_holder_is_fenced_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = scheduler(dir.path());
+        let first = beat(&s, "a", T0).pop().expect("lease");
+        let expiry = T0 + s.ttl();
+        assert_eq!(s.sweep(expiry - 1).expect("sweep"), 0, "expired early");
+        assert_eq!(s.sweep(expiry).expect("sweep"), 1);
+        // The agent that lost it waits; another takes it at once.
+        assert!(
+            beat(&s, "a", expiry + 1).is_empty(),
+            "the losing agent got it straight back"
+        );
+        let second = beat(&s, "b", expiry + 1).pop().expect("reassigned");
+        assert_eq!((second.generation, second.attempt), (2, 2));
+        // The old holder's reports are refused, and recorded.
+        let report = ProgressRequest {
+            lease: Some(LeaseRef::of(&first)),
+            ..ProgressRequest::default()
+        };
+        let err = s
+            .progress("a", &report, expiry + 2)
+            .expect_err("stale report accepted");
+        assert!(matches!(err, CommanderError::StaleLease(_)), "{err}");
+        let refused = s
+            .store
+            .read(|c| state::list_events(c, 1, 100))
+            .expect("events")
+            .into_iter()
+            .filter(|e| e.kind == "refused" && e.agent == "a")
+            .count();
+        assert_eq!(refused, 1);
+        // The new holder's progress renews its lease past the old deadline.
+        let renew = ProgressRequest {
+            lease: Some(LeaseRef::of(&second)),
+            ..ProgressRequest::default()
+        };
+        s.progress("b", &renew, expiry + s.ttl()).expect("renew");
+        assert_eq!(
+            s.sweep(expiry + s.ttl() + 1).expect("sweep"),
+            0,
+            "a renewed lease expired"
+        );
+        let done = CompleteRequest {
+            lease: Some(LeaseRef::of(&second)),
+            outcome: Some(complete_request::Outcome::Success(JobResult {
+                size_bytes: 42,
+                ..JobResult::default()
+            })),
+        };
+        s.complete("b", &done, expiry + s.ttl() + 2)
+            .expect("complete");
+        let run = run1(&s);
+        assert_eq!(
+            (run.state.as_str(), run.size_bytes, run.agent.as_str()),
+            ("succeeded", 42, "b")
+        );
+    }
+
+    #[test]
+    fn pause_holds_new_grants_but_not_the_heartbeat() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = scheduler(dir.path());
+        s.store
+            .tx(|tx| state::set_setting(tx, state::SWARM_PAUSED, "1"))
+            .expect("pause");
+        let req = HeartbeatRequest {
+            telemetry: None,
+            free_slots: 1,
+            active: Vec::new(),
+        };
+        let resp = s.heartbeat("a", &req, T0).expect("heartbeat");
+        assert!(resp.leases.is_empty());
+        assert!(
+            matches!(resp.commands[0].command, Some(command::Command::Pause(ref p)) if p.scope == "swarm")
+        );
+        s.store
+            .tx(|tx| state::set_setting(tx, state::SWARM_PAUSED, "0"))
+            .expect("resume");
+        let resp = s.heartbeat("a", &req, T0 + 1).expect("heartbeat");
+        assert_eq!(resp.leases.len(), 1);
+        assert!(matches!(
+            resp.commands[0].command,
+            Some(command::Command::Resume(_))
+        ));
+    }
 }

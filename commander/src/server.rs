@@ -76,7 +76,9 @@ pub async fn run(
             message,
         })?;
     std::fs::create_dir_all(data).map_err(CommanderError::io("creating data dir", data))?;
-    let addr = listener.local_addr().map_err(CommanderError::io("reading listen address of", data))?;
+    let addr = listener
+        .local_addr()
+        .map_err(CommanderError::io("reading listen address of", data))?;
     let pki = Pki::load_or_create(data, &server_sans(&addr, &config.san))?;
     let tls_config = tls::server_config(&pki)?;
     let store = Arc::new(Store::open(&data.join(STATE_FILE))?);
@@ -151,7 +153,9 @@ pub async fn spawn(data: &Path, config: CommanderConfig, listen: &str) -> Result
     let listener = TcpListener::bind(listen)
         .await
         .map_err(CommanderError::io("binding", listen))?;
-    let addr = listener.local_addr().map_err(CommanderError::io("binding", listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(CommanderError::io("binding", listen))?;
     let endpoint = data.join(ENDPOINT_FILE);
     let _ = std::fs::remove_file(&endpoint);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -166,7 +170,9 @@ pub async fn spawn(data: &Path, config: CommanderConfig, listen: &str) -> Result
         if task.is_finished() {
             return match task.await {
                 Ok(Err(e)) => Err(e),
-                _ => Err(CommanderError::Tls("commander stopped during start-up".into())),
+                _ => Err(CommanderError::Tls(
+                    "commander stopped during start-up".into(),
+                )),
             };
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

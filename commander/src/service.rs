@@ -41,7 +41,9 @@ struct Inner {
 type Reply<T> = std::result::Result<Response<T>, Status>;
 
 fn reply<T>(result: Result<T>) -> Reply<T> {
-    result.map(Response::new).map_err(CommanderError::into_status)
+    result
+        .map(Response::new)
+        .map_err(CommanderError::into_status)
 }
 
 /// Names for agents and targets: short, and safe as a file name and a path
@@ -50,7 +52,9 @@ pub fn validate_name(name: &str, what: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with(['.', '-'])
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
     } else {
@@ -64,12 +68,26 @@ pub fn validate_name(name: &str, what: &str) -> Result<()> {
 pub fn name_from_url(url: &str) -> String {
     let uri: tonic::transport::Uri = url.parse().unwrap_or_default();
     let segment = uri.path().rsplit('/').find(|s| !s.is_empty()).unwrap_or("");
-    let raw = if segment.is_empty() { uri.host().unwrap_or("target") } else { segment };
+    let raw = if segment.is_empty() {
+        uri.host().unwrap_or("target")
+    } else {
+        segment
+    };
     let mut name: String = raw
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
-    name = name.trim_start_matches(['.', '-']).chars().take(64).collect();
+    name = name
+        .trim_start_matches(['.', '-'])
+        .chars()
+        .take(64)
+        .collect();
     if name.is_empty() {
         "target".into()
     } else {
@@ -80,7 +98,11 @@ pub fn name_from_url(url: &str) -> String {
 impl Services {
     pub fn new(scheduler: Scheduler, pki: Pki, listen: String) -> Self {
         Self {
-            inner: Arc::new(Inner { scheduler, pki, listen }),
+            inner: Arc::new(Inner {
+                scheduler,
+                pki,
+                listen,
+            }),
         }
     }
 
@@ -132,14 +154,24 @@ impl Services {
 impl Enrollment for Services {
     async fn enroll(&self, request: Request<EnrollRequest>) -> Reply<EnrollResponse> {
         let req = request.into_inner();
-        let hash = hex::encode(ring::digest::digest(&ring::digest::SHA256, req.token.as_bytes()));
+        let hash = hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            req.token.as_bytes(),
+        ));
         let now = unix_ms();
         let pki = &self.inner.pki;
         reply(self.store().tx(|tx| {
             let name = state::redeem_token(tx, &hash, now)?;
             let (certificate_pem, fingerprint) = pki.sign_agent(&req.csr_pem, &name)?;
             state::enroll_agent(tx, &name, &fingerprint, now)?;
-            state::event(tx, now, None, Some(&name), "enrolled", &format!("certificate {}", &fingerprint[..16]))?;
+            state::event(
+                tx,
+                now,
+                None,
+                Some(&name),
+                "enrolled",
+                &format!("certificate {}", &fingerprint[..16]),
+            )?;
             tracing::info!(agent = %name, "agent enrolled");
             Ok(EnrollResponse {
                 agent_name: name,
@@ -180,14 +212,17 @@ impl AgentSession for Services {
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Reply<HeartbeatResponse> {
         reply((|| {
             let agent = self.agent(&request)?;
-            self.scheduler().heartbeat(&agent, request.get_ref(), unix_ms())
+            self.scheduler()
+                .heartbeat(&agent, request.get_ref(), unix_ms())
         })())
     }
 
     async fn report_progress(&self, request: Request<ProgressRequest>) -> Reply<ProgressResponse> {
         reply((|| {
             let agent = self.agent(&request)?;
-            let ttl_ms = self.scheduler().progress(&agent, request.get_ref(), unix_ms())?;
+            let ttl_ms = self
+                .scheduler()
+                .progress(&agent, request.get_ref(), unix_ms())?;
             Ok(ProgressResponse { ttl_ms })
         })())
     }
@@ -195,7 +230,8 @@ impl AgentSession for Services {
     async fn complete(&self, request: Request<CompleteRequest>) -> Reply<CompleteResponse> {
         reply((|| {
             let agent = self.agent(&request)?;
-            self.scheduler().complete(&agent, request.get_ref(), unix_ms())?;
+            self.scheduler()
+                .complete(&agent, request.get_ref(), unix_ms())?;
             Ok(CompleteResponse {})
         })())
     }
@@ -203,7 +239,10 @@ impl AgentSession for Services {
 
 #[tonic::async_trait]
 impl Admin for Services {
-    async fn create_enroll_token(&self, request: Request<CreateEnrollTokenRequest>) -> Reply<CreateEnrollTokenResponse> {
+    async fn create_enroll_token(
+        &self,
+        request: Request<CreateEnrollTokenRequest>,
+    ) -> Reply<CreateEnrollTokenResponse> {
         reply((|| {
             self.admin(&request)?;
             let req = request.into_inner();
@@ -215,7 +254,10 @@ impl Admin for Services {
                 secret: hex::encode(secret),
                 ca_pin: self.inner.pki.ca_fingerprint.clone(),
             };
-            let hash = hex::encode(ring::digest::digest(&ring::digest::SHA256, token.secret.as_bytes()));
+            let hash = hex::encode(ring::digest::digest(
+                &ring::digest::SHA256,
+                token.secret.as_bytes(),
+            ));
             let now = unix_ms();
             let ttl = if req.ttl_ms > 0 {
                 req.ttl_ms as i64
@@ -224,7 +266,14 @@ impl Admin for Services {
             };
             self.store().tx(|tx| {
                 state::create_token(tx, &hash, &req.agent_name, now, now + ttl)?;
-                state::event(tx, now, None, Some(&req.agent_name), "token", "enrolment token issued")
+                state::event(
+                    tx,
+                    now,
+                    None,
+                    Some(&req.agent_name),
+                    "token",
+                    "enrolment token issued",
+                )
             })?;
             Ok(CreateEnrollTokenResponse {
                 token: token.to_string(),
@@ -260,13 +309,23 @@ impl Admin for Services {
             let now = unix_ms();
             self.store().tx(|tx| {
                 let info = state::add_target(tx, &req, now)?;
-                state::event(tx, now, None, None, "target_added", &format!("{} {} {}", req.name, req.kind, req.url))?;
+                state::event(
+                    tx,
+                    now,
+                    None,
+                    None,
+                    "target_added",
+                    &format!("{} {} {}", req.name, req.kind, req.url),
+                )?;
                 Ok(info)
             })
         })())
     }
 
-    async fn list_targets(&self, request: Request<ListTargetsRequest>) -> Reply<ListTargetsResponse> {
+    async fn list_targets(
+        &self,
+        request: Request<ListTargetsRequest>,
+    ) -> Reply<ListTargetsResponse> {
         reply((|| {
             self.admin(&request)?;
             Ok(ListTargetsResponse {
@@ -275,7 +334,10 @@ impl Admin for Services {
         })())
     }
 
-    async fn remove_target(&self, request: Request<RemoveTargetRequest>) -> Reply<RemoveTargetResponse> {
+    async fn remove_target(
+        &self,
+        request: Request<RemoveTargetRequest>,
+    ) -> Reply<RemoveTargetResponse> {
         reply((|| {
             self.admin(&request)?;
             let name = request.into_inner().name;
@@ -291,7 +353,8 @@ impl Admin for Services {
     async fn run_now(&self, request: Request<RunNowRequest>) -> Reply<RunInfo> {
         reply((|| {
             self.admin(&request)?;
-            self.scheduler().run_now(&request.into_inner().name, unix_ms())
+            self.scheduler()
+                .run_now(&request.into_inner().name, unix_ms())
         })())
     }
 
@@ -300,7 +363,9 @@ impl Admin for Services {
             self.admin(&request)?;
             let lost_after = self.scheduler().config.lease_ttl.as_millis() as i64;
             Ok(ListAgentsResponse {
-                agents: self.store().read(|c| state::list_agents(c, unix_ms(), lost_after))?,
+                agents: self
+                    .store()
+                    .read(|c| state::list_agents(c, unix_ms(), lost_after))?,
             })
         })())
     }
@@ -364,7 +429,9 @@ impl Admin for Services {
             let req = request.get_ref();
             let limit = if req.limit == 0 { 100 } else { req.limit };
             Ok(ListEventsResponse {
-                events: self.store().read(|c| state::list_events(c, req.run_id, limit))?,
+                events: self
+                    .store()
+                    .read(|c| state::list_events(c, req.run_id, limit))?,
             })
         })())
     }

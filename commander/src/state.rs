@@ -107,7 +107,9 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -132,7 +134,14 @@ impl Store {
 }
 
 /// Appends to the event log.
-pub fn event(conn: &Connection, at: i64, run: Option<i64>, agent: Option<&str>, kind: &str, message: &str) -> Result<()> {
+pub fn event(
+    conn: &Connection,
+    at: i64,
+    run: Option<i64>,
+    agent: Option<&str>,
+    kind: &str,
+    message: &str,
+) -> Result<()> {
     conn.execute(
         "INSERT INTO events (at, run_id, agent, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![at, run, agent, kind, message],
@@ -142,7 +151,9 @@ pub fn event(conn: &Connection, at: i64, run: Option<i64>, agent: Option<&str>, 
 
 pub fn setting(conn: &Connection, key: &str) -> Result<Option<String>> {
     Ok(conn
-        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
         .optional()?)
 }
 
@@ -164,7 +175,13 @@ pub fn swarm_paused(conn: &Connection) -> Result<bool> {
 // ------------------------------------------------------------------ tokens
 
 /// Records a token (only the hash of its secret).
-pub fn create_token(conn: &Connection, secret_sha256: &str, agent: &str, now: i64, expires_at: i64) -> Result<()> {
+pub fn create_token(
+    conn: &Connection,
+    secret_sha256: &str,
+    agent: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<()> {
     conn.execute(
         "INSERT INTO tokens (secret_sha256, agent_name, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
         params![secret_sha256, agent, now, expires_at],
@@ -181,7 +198,11 @@ pub fn redeem_token(conn: &Connection, secret_sha256: &str, now: i64) -> Result<
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let bad = |m: &str| CommanderError::BadToken(format!("{m}: ask the operator for a new one (`ark-commander enroll NAME`)"));
+    let bad = |m: &str| {
+        CommanderError::BadToken(format!(
+            "{m}: ask the operator for a new one (`ark-commander enroll NAME`)"
+        ))
+    };
     let Some((agent, expires_at, used_at)) = row else {
         return Err(bad("unknown enrolment token"));
     };
@@ -191,7 +212,10 @@ pub fn redeem_token(conn: &Connection, secret_sha256: &str, now: i64) -> Result<
     if now >= expires_at {
         return Err(bad("this enrolment token has expired"));
     }
-    conn.execute("UPDATE tokens SET used_at = ?1 WHERE secret_sha256 = ?2", params![now, secret_sha256])?;
+    conn.execute(
+        "UPDATE tokens SET used_at = ?1 WHERE secret_sha256 = ?2",
+        params![now, secret_sha256],
+    )?;
     Ok(agent)
 }
 
@@ -209,7 +233,11 @@ pub fn enroll_agent(conn: &Connection, name: &str, cert_sha256: &str, now: i64) 
 
 pub fn agent_by_cert(conn: &Connection, cert_sha256: &str) -> Result<Option<String>> {
     Ok(conn
-        .query_row("SELECT name FROM agents WHERE cert_sha256 = ?1", [cert_sha256], |r| r.get(0))
+        .query_row(
+            "SELECT name FROM agents WHERE cert_sha256 = ?1",
+            [cert_sha256],
+            |r| r.get(0),
+        )
         .optional()?)
 }
 
@@ -220,7 +248,12 @@ pub fn agent_exists(conn: &Connection, name: &str) -> Result<bool> {
         .is_some())
 }
 
-pub fn set_capabilities(conn: &Connection, name: &str, caps: &ark_proto::Capabilities, now: i64) -> Result<()> {
+pub fn set_capabilities(
+    conn: &Connection,
+    name: &str,
+    caps: &ark_proto::Capabilities,
+    now: i64,
+) -> Result<()> {
     conn.execute(
         "UPDATE agents SET capabilities = ?1, last_seen = ?2 WHERE name = ?3",
         params![caps.encode_to_vec(), now, name],
@@ -230,12 +263,23 @@ pub fn set_capabilities(conn: &Connection, name: &str, caps: &ark_proto::Capabil
 
 pub fn capabilities(conn: &Connection, name: &str) -> Result<Option<ark_proto::Capabilities>> {
     let blob: Option<Option<Vec<u8>>> = conn
-        .query_row("SELECT capabilities FROM agents WHERE name = ?1", [name], |r| r.get(0))
+        .query_row(
+            "SELECT capabilities FROM agents WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
         .optional()?;
-    Ok(blob.flatten().and_then(|b| ark_proto::Capabilities::decode(b.as_slice()).ok()))
+    Ok(blob
+        .flatten()
+        .and_then(|b| ark_proto::Capabilities::decode(b.as_slice()).ok()))
 }
 
-pub fn agent_seen(conn: &Connection, name: &str, telemetry: Option<&ark_proto::Telemetry>, now: i64) -> Result<()> {
+pub fn agent_seen(
+    conn: &Connection,
+    name: &str,
+    telemetry: Option<&ark_proto::Telemetry>,
+    now: i64,
+) -> Result<()> {
     conn.execute(
         "UPDATE agents SET last_seen = ?1, telemetry = COALESCE(?2, telemetry) WHERE name = ?3",
         params![now, telemetry.map(|t| t.encode_to_vec()), name],
@@ -245,13 +289,19 @@ pub fn agent_seen(conn: &Connection, name: &str, telemetry: Option<&ark_proto::T
 
 pub fn agent_paused(conn: &Connection, name: &str) -> Result<bool> {
     Ok(conn
-        .query_row("SELECT paused FROM agents WHERE name = ?1", [name], |r| r.get::<_, bool>(0))
+        .query_row("SELECT paused FROM agents WHERE name = ?1", [name], |r| {
+            r.get::<_, bool>(0)
+        })
         .optional()?
         .unwrap_or(false))
 }
 
 /// Lists agents; `lost_after` decides who counts as online.
-pub fn list_agents(conn: &Connection, now: i64, lost_after_ms: i64) -> Result<Vec<ark_proto::AgentInfo>> {
+pub fn list_agents(
+    conn: &Connection,
+    now: i64,
+    lost_after_ms: i64,
+) -> Result<Vec<ark_proto::AgentInfo>> {
     let mut stmt = conn.prepare(
         "SELECT name, enrolled_at, last_seen, paused, capabilities, telemetry FROM agents ORDER BY name",
     )?;
@@ -273,8 +323,9 @@ pub fn list_agents(conn: &Connection, now: i64, lost_after_ms: i64) -> Result<Ve
             Some(seen) if now - seen <= lost_after_ms => "online",
             Some(_) => "lost",
         };
-        let mut running_stmt =
-            conn.prepare_cached("SELECT run_id FROM leases WHERE agent = ?1 AND ended_at IS NULL ORDER BY run_id")?;
+        let mut running_stmt = conn.prepare_cached(
+            "SELECT run_id FROM leases WHERE agent = ?1 AND ended_at IS NULL ORDER BY run_id",
+        )?;
         let running = running_stmt
             .query_map([&name], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<i64>>>()?;
@@ -294,7 +345,11 @@ pub fn list_agents(conn: &Connection, now: i64, lost_after_ms: i64) -> Result<Ve
 
 // ----------------------------------------------------------------- targets
 
-pub fn add_target(conn: &Connection, t: &ark_proto::AddTargetRequest, now: i64) -> Result<ark_proto::TargetInfo> {
+pub fn add_target(
+    conn: &Connection,
+    t: &ark_proto::AddTargetRequest,
+    now: i64,
+) -> Result<ark_proto::TargetInfo> {
     let inserted = conn.execute(
         "INSERT OR IGNORE INTO targets (name, kind, url, every_ms, created_at, next_due) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
         params![t.name, t.kind, t.url, t.every_ms as i64, now],
@@ -338,7 +393,11 @@ pub fn list_targets(conn: &Connection) -> Result<Vec<ark_proto::TargetInfo>> {
 
 pub fn target(conn: &Connection, name: &str) -> Result<Option<(String, String)>> {
     Ok(conn
-        .query_row("SELECT kind, url FROM targets WHERE name = ?1", [name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT kind, url FROM targets WHERE name = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?)
 }
 
@@ -353,7 +412,8 @@ pub fn remove_target(conn: &Connection, name: &str) -> Result<()> {
 
 // -------------------------------------------------------------------- runs
 
-const RUN_COLUMNS: &str = "r.id, r.target, r.kind, r.url, r.state, r.attempts, r.generation, r.created_at,
+const RUN_COLUMNS: &str =
+    "r.id, r.target, r.kind, r.url, r.state, r.attempts, r.generation, r.created_at,
     r.finished_at, r.bytes_done, r.size_bytes, r.reason, l.agent, l.expires_at, r.last_agent";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ark_proto::RunInfo> {

@@ -76,13 +76,21 @@ impl Connected for TlsConn {
 }
 
 impl AsyncRead for TlsConn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -95,7 +103,10 @@ impl AsyncWrite for TlsConn {
 
 /// Accepts connections on `listener` and yields completed TLS sessions.
 /// The accept task stops when the returned stream is dropped.
-pub fn incoming(listener: TcpListener, config: Arc<ServerConfig>) -> ReceiverStream<std::io::Result<TlsConn>> {
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+) -> ReceiverStream<std::io::Result<TlsConn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     tokio::spawn(async move {
@@ -124,7 +135,10 @@ pub fn incoming(listener: TcpListener, config: Arc<ServerConfig>) -> ReceiverStr
                             .peer_certificates()
                             .and_then(|chain| chain.first())
                             .map(|cert| fingerprint(cert));
-                        let info = PeerInfo { addr, cert_fingerprint };
+                        let info = PeerInfo {
+                            addr,
+                            cert_fingerprint,
+                        };
                         let _ = tx.send(Ok(TlsConn { inner, info })).await;
                     }
                     Ok(Err(e)) => tracing::info!(%addr, "TLS handshake refused: {e}"),

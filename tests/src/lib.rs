@@ -31,10 +31,16 @@ pub fn bin(name: &str) -> Result<PathBuf> {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).context("test executable has no parent")?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no parent")?;
     let path = dir.join(name);
     if !path.exists() {
-        bail!("{} not found: build the binaries first (`cargo build --bins`), or set {var}", path.display());
+        bail!(
+            "{} not found: build the binaries first (`cargo build --bins`), or set {var}",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -68,7 +74,9 @@ impl Drop for Proc {
 
 fn spawn_logged(mut cmd: Command, log: PathBuf) -> Result<Proc> {
     let file = std::fs::File::create(&log)?;
-    cmd.stdout(Stdio::null()).stderr(file).env("ARK_LOG", "info");
+    cmd.stdout(Stdio::null())
+        .stderr(file)
+        .env("ARK_LOG", "info");
     let child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
     Ok(Proc { child, log })
 }
@@ -106,7 +114,11 @@ pub async fn spawn_commander(data: &Path, listen: &str) -> Result<Proc> {
     let endpoint = data.join("endpoint");
     let _ = std::fs::remove_file(&endpoint);
     let mut cmd = Command::new(bin("ark-commander")?);
-    cmd.arg("--data").arg(data).arg("serve").arg("--listen").arg(listen);
+    cmd.arg("--data")
+        .arg(data)
+        .arg("serve")
+        .arg("--listen")
+        .arg(listen);
     let mut proc = spawn_logged(cmd, data.with_extension("log"))?;
     wait_until(Duration::from_secs(20), "commander start", || {
         let ok = endpoint.exists();
@@ -147,7 +159,10 @@ pub async fn enroll_agent(commander_data: &Path, agent_data: &Path, name: &str) 
         .args(["enroll", "--commander", &url, "--token", &token])
         .output()?;
     if !out.status.success() {
-        bail!("ark-agent enroll failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "ark-agent enroll failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -195,7 +210,10 @@ pub async fn run(commander_data: &Path, id: i64) -> Result<RunInfo> {
 
 pub async fn events(commander_data: &Path, run_id: i64) -> Result<Vec<Event>> {
     Ok(admin(commander_data)?
-        .list_events(ListEventsRequest { run_id, limit: 1000 })
+        .list_events(ListEventsRequest {
+            run_id,
+            limit: 1000,
+        })
         .await?
         .into_inner()
         .events)
@@ -204,7 +222,9 @@ pub async fn events(commander_data: &Path, run_id: i64) -> Result<Vec<Event>> {
 /// A free loopback port (bound, then released) for a commander that must
 /// come back on the same address after a restart.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Adds a `file` target.
@@ -227,7 +247,12 @@ pub fn staged_files(agent_data: &Path) -> Vec<(String, Vec<u8>)> {
     };
     let mut files: Vec<_> = entries
         .filter_map(|e| e.ok())
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap_or_default()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap_or_default(),
+            )
+        })
         .collect();
     files.sort();
     files
@@ -238,7 +263,11 @@ pub async fn run_of(commander_data: &Path, target: &str) -> Result<i64> {
     let mut id = None;
     let deadline = Instant::now() + Duration::from_secs(20);
     while id.is_none() {
-        id = runs(commander_data).await?.iter().find(|r| r.target == target).map(|r| r.id);
+        id = runs(commander_data)
+            .await?
+            .iter()
+            .find(|r| r.target == target)
+            .map(|r| r.id);
         if Instant::now() >= deadline {
             bail!("no run of {target} was queued");
         }

@@ -29,7 +29,10 @@ async fn enrolled(c: &Handle, root: &Path, name: &str) -> Result<Identity> {
 }
 
 fn session(url: &str, credentials: &Credentials) -> Result<AgentSessionClient<Channel>> {
-    Ok(AgentSessionClient::new(link::channel(url, link::mtls_client_config(credentials)?)?))
+    Ok(AgentSessionClient::new(link::channel(
+        url,
+        link::mtls_client_config(credentials)?,
+    )?))
 }
 
 fn heartbeat(free_slots: u32) -> HeartbeatRequest {
@@ -45,14 +48,20 @@ async fn a_client_without_a_certificate_is_refused_with_the_fix() -> Result<()> 
     let tmp = tempfile::tempdir()?;
     let c = commander(&tmp.path().join("c")).await?;
     // Trusts the commander, presents nothing: as enrolment does.
-    let pin = link::fingerprint(&link::parse_certs(&std::fs::read_to_string(c.data.join("pki/ca.pem"))?, "ca")?[0]);
+    let pin = link::fingerprint(
+        &link::parse_certs(&std::fs::read_to_string(c.data.join("pki/ca.pem"))?, "ca")?[0],
+    );
     let channel = link::channel(&c.url, link::pinned_client_config(&pin)?)?;
     let err = AgentSessionClient::new(channel.clone())
         .heartbeat(heartbeat(1))
         .await
         .expect_err("anonymous heartbeat accepted");
     ensure!(err.code() == tonic::Code::Unauthenticated, "{err:?}");
-    ensure!(err.message().contains("ark-agent enroll"), "message does not name the fix: {}", err.message());
+    ensure!(
+        err.message().contains("ark-agent enroll"),
+        "message does not name the fix: {}",
+        err.message()
+    );
     let err = ark_proto::admin_client::AdminClient::new(channel)
         .list_agents(ListAgentsRequest {})
         .await
@@ -78,10 +87,17 @@ async fn a_certificate_from_another_ca_fails_the_handshake() -> Result<()> {
         .await
         .expect_err("foreign certificate accepted");
     let err = ark_agent::AgentError::rpc("heartbeat", err);
-    ensure!(matches!(err, ark_agent::AgentError::CertificateRejected { .. }), "{err}");
+    ensure!(
+        matches!(err, ark_agent::AgentError::CertificateRejected { .. }),
+        "{err}"
+    );
     ensure!(err.to_string().contains("enrol again"), "{err}");
     // No trace of it as an agent.
-    let agents = ark_tests::admin(&c.data)?.list_agents(ListAgentsRequest {}).await?.into_inner().agents;
+    let agents = ark_tests::admin(&c.data)?
+        .list_agents(ListAgentsRequest {})
+        .await?
+        .into_inner()
+        .agents;
     ensure!(agents.is_empty(), "{agents:?}");
     Ok(())
 }
@@ -96,7 +112,10 @@ async fn tokens_work_once_expire_and_pin_the_commander() -> Result<()> {
         .await
         .expect_err("token reused");
     ensure!(err.to_string().contains("already been used"), "{err}");
-    ensure!(!tmp.path().join("second/identity/cert.pem").exists(), "a refused enrolment left an identity");
+    ensure!(
+        !tmp.path().join("second/identity/cert.pem").exists(),
+        "a refused enrolment left an identity"
+    );
 
     let short = ark_tests::admin(&c.data)?
         .create_enroll_token(CreateEnrollTokenRequest {
@@ -113,7 +132,8 @@ async fn tokens_work_once_expire_and_pin_the_commander() -> Result<()> {
     ensure!(err.to_string().contains("expired"), "{err}");
 
     // A token whose pin is not this commander's CA: the secret never leaves.
-    let fresh: ark_agent::enroll::EnrollToken = ark_tests::token(&c.data, "pinned").await?.parse()?;
+    let fresh: ark_agent::enroll::EnrollToken =
+        ark_tests::token(&c.data, "pinned").await?.parse()?;
     let wrong_pin = ark_agent::enroll::EnrollToken {
         ca_pin: "00".repeat(32),
         ..fresh.clone()
@@ -124,7 +144,9 @@ async fn tokens_work_once_expire_and_pin_the_commander() -> Result<()> {
     ensure!(!err.is_refusal(), "the commander saw the request: {err}");
     // ...so the real token is still unused.
     ark_agent::enroll::enroll(&c.url, &fresh, &tmp.path().join("pinned")).await?;
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(tmp.path().join("pinned/identity/key.pem"))?.permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(tmp.path().join("pinned/identity/key.pem"))?.permissions(),
+    );
     ensure!(mode & 0o777 == 0o600, "key mode {mode:o}");
     Ok(())
 }
@@ -135,7 +157,10 @@ async fn an_agent_acts_only_on_its_own_current_lease_and_is_no_admin() -> Result
     let c = commander(&tmp.path().join("c")).await?;
     let a = enrolled(&c, tmp.path(), "a").await?;
     let b = enrolled(&c, tmp.path(), "b").await?;
-    let (mut sa, mut sb) = (session(&c.url, &a.credentials)?, session(&c.url, &b.credentials)?);
+    let (mut sa, mut sb) = (
+        session(&c.url, &a.credentials)?,
+        session(&c.url, &b.credentials)?,
+    );
     ark_tests::add_file_target(&c.data, "t", "http://127.0.0.1:9/t").await?;
     let mut lease = None;
     for _ in 0..50 {
@@ -154,17 +179,30 @@ async fn an_agent_acts_only_on_its_own_current_lease_and_is_no_admin() -> Result
         bytes_done: 1,
         ..ProgressRequest::default()
     };
-    let err = sb.report_progress(progress(lease.generation)).await.expect_err("b renewed a's lease");
+    let err = sb
+        .report_progress(progress(lease.generation))
+        .await
+        .expect_err("b renewed a's lease");
     ensure!(err.code() == tonic::Code::PermissionDenied, "{err:?}");
-    let err = sa.report_progress(progress(lease.generation + 1)).await.expect_err("future generation");
+    let err = sa
+        .report_progress(progress(lease.generation + 1))
+        .await
+        .expect_err("future generation");
     ensure!(err.code() == tonic::Code::FailedPrecondition, "{err:?}");
-    let ttl = sa.report_progress(progress(lease.generation)).await?.into_inner().ttl_ms;
+    let ttl = sa
+        .report_progress(progress(lease.generation))
+        .await?
+        .into_inner()
+        .ttl_ms;
     ensure!(ttl == ark_tests::TEST_LEASE_TTL.as_millis() as u64);
     let forged = CompleteRequest {
         lease: Some(LeaseRef::of(&lease)),
         outcome: Some(complete_request::Outcome::Success(JobResult::default())),
     };
-    let err = sb.complete(forged.clone()).await.expect_err("b completed a's run");
+    let err = sb
+        .complete(forged.clone())
+        .await
+        .expect_err("b completed a's run");
     ensure!(err.code() == tonic::Code::PermissionDenied, "{err:?}");
     sa.complete(forged.clone()).await?;
     let err = sa.complete(forged).await.expect_err("completed twice");

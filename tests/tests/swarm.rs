@@ -34,7 +34,14 @@ async fn ten_runs_on_three_agents_each_complete_exactly_once() -> Result<()> {
     }
     wait_until(SOON, "10 succeeded runs", || {
         let cdata = cdata.clone();
-        async move { Ok(runs(&cdata).await?.iter().filter(|r| r.state == "succeeded").count() == 10) }
+        async move {
+            Ok(runs(&cdata)
+                .await?
+                .iter()
+                .filter(|r| r.state == "succeeded")
+                .count()
+                == 10)
+        }
     })
     .await?;
 
@@ -44,8 +51,16 @@ async fn ten_runs_on_three_agents_each_complete_exactly_once() -> Result<()> {
         let events = events(&cdata, run.id).await?;
         let leased = events.iter().filter(|e| e.kind == "leased").count();
         let succeeded = events.iter().filter(|e| e.kind == "run_succeeded").count();
-        ensure!(leased == 1 && succeeded == 1, "run {} leased {leased}x, succeeded {succeeded}x", run.id);
-        ensure!(run.size_bytes == expected[&run.target].len() as u64, "run {} size", run.id);
+        ensure!(
+            leased == 1 && succeeded == 1,
+            "run {} leased {leased}x, succeeded {succeeded}x",
+            run.id
+        );
+        ensure!(
+            run.size_bytes == expected[&run.target].len() as u64,
+            "run {} size",
+            run.id
+        );
     }
     // Each file sits in exactly one agent's staging dir, byte for byte.
     let mut seen = HashSet::new();
@@ -54,20 +69,32 @@ async fn ten_runs_on_three_agents_each_complete_exactly_once() -> Result<()> {
         let files = staged_files(adata);
         busy_agents += usize::from(!files.is_empty());
         for (file, bytes) in files {
-            let target = file.split_once('-').map(|(_, t)| t.trim_end_matches(".part")).unwrap_or("");
+            let target = file
+                .split_once('-')
+                .map(|(_, t)| t.trim_end_matches(".part"))
+                .unwrap_or("");
             let target = target.replacen("file_", "file-", 1);
-            ensure!(expected.get(&target) == Some(&bytes), "{file} does not match its origin");
+            ensure!(
+                expected.get(&target) == Some(&bytes),
+                "{file} does not match its origin"
+            );
             ensure!(seen.insert(target.clone()), "{target} staged twice");
         }
     }
     ensure!(seen.len() == 10, "staged {} of 10", seen.len());
-    ensure!(busy_agents >= 2, "work was not spread: {busy_agents} agent(s) did everything");
+    ensure!(
+        busy_agents >= 2,
+        "work was not spread: {busy_agents} agent(s) did everything"
+    );
     Ok(())
 }
 
 /// Waits for `run` to be leased and returns (agent, generation).
 async fn leased(cdata: &std::path::Path, run_id: i64) -> Result<(String, u64)> {
-    wait_until(SOON, "the run to be leased", || async move { Ok(run(cdata, run_id).await?.state == "leased") }).await?;
+    wait_until(SOON, "the run to be leased", || async move {
+        Ok(run(cdata, run_id).await?.state == "leased")
+    })
+    .await?;
     let r = run(cdata, run_id).await?;
     Ok((r.agent, r.generation))
 }
@@ -109,13 +136,24 @@ async fn killed_agent_loses_its_run_and_is_refused_on_the_old_lease() -> Result<
     let moved_after = killed_at.elapsed();
     // TTL plus one heartbeat, plus the sweep period and scheduling slack.
     let bound = TEST_LEASE_TTL + TEST_HEARTBEAT + Duration::from_secs(2);
-    ensure!(moved_after <= bound, "reassigned after {moved_after:?}, bound {bound:?}");
+    ensure!(
+        moved_after <= bound,
+        "reassigned after {moved_after:?}, bound {bound:?}"
+    );
     let r = run(&cdata, run_id).await?;
-    ensure!(r.generation == 2 && r.attempts == 1, "generation {} attempts {}", r.generation, r.attempts);
+    ensure!(
+        r.generation == 2 && r.attempts == 1,
+        "generation {} attempts {}",
+        r.generation,
+        r.attempts
+    );
 
     // The lost device comes back and reports on its old lease: refused.
     ensure!(
-        holder_data.join("leases").join(format!("{run_id}.json")).exists(),
+        holder_data
+            .join("leases")
+            .join(format!("{run_id}.json"))
+            .exists(),
         "the killed agent left no lease file to report on"
     );
     let _back = spawn_agent(&holder_data)?;
@@ -132,7 +170,10 @@ async fn killed_agent_loses_its_run_and_is_refused_on_the_old_lease() -> Result<
     .await?;
     wait_until(SOON, "the returning agent to clean up", || {
         let gone = staged_files(&holder_data).is_empty()
-            && !holder_data.join("leases").join(format!("{run_id}.json")).exists();
+            && !holder_data
+                .join("leases")
+                .join(format!("{run_id}.json"))
+                .exists();
         async move { Ok(gone) }
     })
     .await?;
@@ -162,7 +203,11 @@ async fn pause_stops_new_leases_within_a_heartbeat_and_resume_restarts_them() ->
     wait_until(SOON, "the agent to come online", || {
         let cdata = cdata.clone();
         async move {
-            let agents = admin(&cdata)?.list_agents(ark_proto::ListAgentsRequest {}).await?.into_inner().agents;
+            let agents = admin(&cdata)?
+                .list_agents(ark_proto::ListAgentsRequest {})
+                .await?
+                .into_inner()
+                .agents;
             Ok(agents.iter().any(|a| a.state == "online"))
         }
     })
@@ -170,20 +215,38 @@ async fn pause_stops_new_leases_within_a_heartbeat_and_resume_restarts_them() ->
 
     for agent in ["", "solo"] {
         let target = if agent.is_empty() { "a" } else { "b" };
-        admin(&cdata)?.pause(ark_proto::PauseRequest { agent: agent.into() }).await?;
+        admin(&cdata)?
+            .pause(ark_proto::PauseRequest {
+                agent: agent.into(),
+            })
+            .await?;
         // One heartbeat for the pause to reach the agent's status file.
         wait_until(TEST_HEARTBEAT * 4, "the agent to see the pause", || {
-            let paused = ark_agent::status::AgentStatus::load(&adata).ok().flatten().is_some_and(|s| s.paused);
+            let paused = ark_agent::status::AgentStatus::load(&adata)
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.paused);
             async move { Ok(paused) }
         })
         .await?;
         add_file_target(&cdata, target, &origin.url(target)).await?;
         tokio::time::sleep(TEST_HEARTBEAT * 4).await;
         let queued = runs(&cdata).await?;
-        let r = queued.iter().find(|r| r.target == target).expect("run queued");
-        ensure!(r.state == "queued", "paused ({agent:?}) but the run is {}", r.state);
+        let r = queued
+            .iter()
+            .find(|r| r.target == target)
+            .expect("run queued");
+        ensure!(
+            r.state == "queued",
+            "paused ({agent:?}) but the run is {}",
+            r.state
+        );
 
-        admin(&cdata)?.resume(ark_proto::ResumeRequest { agent: agent.into() }).await?;
+        admin(&cdata)?
+            .resume(ark_proto::ResumeRequest {
+                agent: agent.into(),
+            })
+            .await?;
         let id = r.id;
         wait_until(SOON, "the run to succeed after resume", || {
             let cdata = cdata.clone();
@@ -193,10 +256,15 @@ async fn pause_stops_new_leases_within_a_heartbeat_and_resume_restarts_them() ->
     }
     // Pausing an agent that does not exist names the problem.
     let err = admin(&cdata)?
-        .pause(ark_proto::PauseRequest { agent: "nobody".into() })
+        .pause(ark_proto::PauseRequest {
+            agent: "nobody".into(),
+        })
         .await
         .expect_err("unknown agent paused");
-    ensure!(err.code() == tonic::Code::NotFound && err.message().contains("nobody"), "{err:?}");
+    ensure!(
+        err.code() == tonic::Code::NotFound && err.message().contains("nobody"),
+        "{err:?}"
+    );
     Ok(())
 }
 
@@ -221,19 +289,39 @@ async fn commander_killed_while_runs_are_leased_keeps_state_and_honours_leases()
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _commander = spawn_commander(&cdata, &listen).await?;
 
-    let targets = admin(&cdata)?.list_targets(ark_proto::ListTargetsRequest {}).await?.into_inner().targets;
-    ensure!(targets.len() == 1 && targets[0].name == "big", "targets after restart: {targets:?}");
+    let targets = admin(&cdata)?
+        .list_targets(ark_proto::ListTargetsRequest {})
+        .await?
+        .into_inner()
+        .targets;
+    ensure!(
+        targets.len() == 1 && targets[0].name == "big",
+        "targets after restart: {targets:?}"
+    );
     let after = run(&cdata, run_id).await?;
-    ensure!(after.state == "leased" && after.agent == holder && after.generation == generation, "{after:?}");
+    ensure!(
+        after.state == "leased" && after.agent == holder && after.generation == generation,
+        "{after:?}"
+    );
 
-    wait_until(SOON, "the leased run to complete under its original lease", || {
-        let cdata = cdata.clone();
-        async move { Ok(run(&cdata, run_id).await?.state == "succeeded") }
-    })
+    wait_until(
+        SOON,
+        "the leased run to complete under its original lease",
+        || {
+            let cdata = cdata.clone();
+            async move { Ok(run(&cdata, run_id).await?.state == "succeeded") }
+        },
+    )
     .await?;
     let done = run(&cdata, run_id).await?;
-    ensure!(done.generation == generation && done.attempts == 0, "lease not honoured: {done:?}");
-    ensure!(events(&cdata, run_id).await?.iter().all(|e| e.kind != "lease_expired"));
+    ensure!(
+        done.generation == generation && done.attempts == 0,
+        "lease not honoured: {done:?}"
+    );
+    ensure!(events(&cdata, run_id)
+        .await?
+        .iter()
+        .all(|e| e.kind != "lease_expired"));
 
     // And a lease whose agent is gone too expires normally after a restart.
     origin.put("second.bin", sample_bytes(1 << 20, 3));
@@ -243,7 +331,12 @@ async fn commander_killed_while_runs_are_leased_keeps_state_and_honours_leases()
     drop(_agent);
     wait_until(SOON, "the orphaned lease to expire", || {
         let cdata = cdata.clone();
-        async move { Ok(events(&cdata, second).await?.iter().any(|e| e.kind == "lease_expired")) }
+        async move {
+            Ok(events(&cdata, second)
+                .await?
+                .iter()
+                .any(|e| e.kind == "lease_expired"))
+        }
     })
     .await?;
     ensure!(run(&cdata, second).await?.state == "queued");
@@ -265,25 +358,50 @@ async fn aarch64_agent_under_qemu_enrols_heartbeats_and_completes_a_run() -> Res
     let adata = tmp.path().join("pi");
     enroll_agent(&cdata, &adata, "pi").await?;
     let _agent = spawn_agent(&adata)?;
-    wait_until(Duration::from_secs(60), "the emulated agent to heartbeat", || {
-        let cdata = cdata.clone();
-        async move {
-            let agents = admin(&cdata)?.list_agents(ark_proto::ListAgentsRequest {}).await?.into_inner().agents;
-            Ok(agents.iter().any(|a| a.state == "online" && a.telemetry.is_some()))
-        }
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the emulated agent to heartbeat",
+        || {
+            let cdata = cdata.clone();
+            async move {
+                let agents = admin(&cdata)?
+                    .list_agents(ark_proto::ListAgentsRequest {})
+                    .await?
+                    .into_inner()
+                    .agents;
+                Ok(agents
+                    .iter()
+                    .any(|a| a.state == "online" && a.telemetry.is_some()))
+            }
+        },
+    )
     .await?;
-    let agents = admin(&cdata)?.list_agents(ark_proto::ListAgentsRequest {}).await?.into_inner().agents;
+    let agents = admin(&cdata)?
+        .list_agents(ark_proto::ListAgentsRequest {})
+        .await?
+        .into_inner()
+        .agents;
     let arch = agents[0].capabilities.clone().unwrap_or_default().arch;
     let expected = std::env::var("ARK_EXPECT_ARCH").unwrap_or_else(|_| "aarch64".into());
-    ensure!(arch == expected, "agent reports arch {arch}, expected {expected}");
+    ensure!(
+        arch == expected,
+        "agent reports arch {arch}, expected {expected}"
+    );
     add_file_target(&cdata, "edge", &origin.url("edge.bin")).await?;
     wait_until(Duration::from_secs(60), "the run to succeed", || {
         let cdata = cdata.clone();
-        async move { Ok(runs(&cdata).await?.first().is_some_and(|r| r.state == "succeeded")) }
+        async move {
+            Ok(runs(&cdata)
+                .await?
+                .first()
+                .is_some_and(|r| r.state == "succeeded"))
+        }
     })
     .await?;
     let staged = staged_files(&adata);
-    ensure!(staged.len() == 1 && staged[0].1 == bytes, "staged bytes differ from the origin");
+    ensure!(
+        staged.len() == 1 && staged[0].1 == bytes,
+        "staged bytes differ from the origin"
+    );
     Ok(())
 }

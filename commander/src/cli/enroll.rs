@@ -28,7 +28,10 @@ impl EnrollCmd {
             .map_err(rpc("issuing a token"))?
             .into_inner();
         println!("{}", response.token);
-        let endpoint = url.map(str::to_string).or_else(|| crate::server::endpoint(data).ok()).unwrap_or_default();
+        let endpoint = url
+            .map(str::to_string)
+            .or_else(|| crate::server::endpoint(data).ok())
+            .unwrap_or_default();
         eprintln!(
             "one-time token for {:?}, valid until {} (ms since epoch). On the device:\n  ark-agent enroll --commander {} --token {}",
             self.name, response.expires_at_ms, endpoint, response.token

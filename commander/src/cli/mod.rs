@@ -19,10 +19,19 @@ use clap::{Parser, Subcommand};
 
 /// Top-level arguments.
 #[derive(Debug, Parser)]
-#[command(name = "ark-commander", version, about = "Ark's commander: targets, leases, the operator CLI")]
+#[command(
+    name = "ark-commander",
+    version,
+    about = "Ark's commander: targets, leases, the operator CLI"
+)]
 pub struct Cli {
     /// The commander's data dir (state, PKI, config).
-    #[arg(long, env = "ARK_DATA", default_value = "ark-commander-data", global = true)]
+    #[arg(
+        long,
+        env = "ARK_DATA",
+        default_value = "ark-commander-data",
+        global = true
+    )]
     pub data: PathBuf,
     /// Address of the running commander, for client commands (default: the
     /// one it recorded in the data dir).

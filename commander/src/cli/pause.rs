@@ -19,17 +19,29 @@ impl PauseCmd {
         let agent = self.agent.unwrap_or_default();
         if pause {
             admin
-                .pause(PauseRequest { agent: agent.clone() })
+                .pause(PauseRequest {
+                    agent: agent.clone(),
+                })
                 .await
                 .map_err(rpc("pausing"))?;
         } else {
             admin
-                .resume(ResumeRequest { agent: agent.clone() })
+                .resume(ResumeRequest {
+                    agent: agent.clone(),
+                })
                 .await
                 .map_err(rpc("resuming"))?;
         }
-        let who = if agent.is_empty() { "the whole swarm".to_string() } else { format!("agent {agent}") };
-        let what = if pause { "paused: no new leases; running jobs finish" } else { "resumed" };
+        let who = if agent.is_empty() {
+            "the whole swarm".to_string()
+        } else {
+            format!("agent {agent}")
+        };
+        let what = if pause {
+            "paused: no new leases; running jobs finish"
+        } else {
+            "resumed"
+        };
         println!("{who} {what} (at the next heartbeat)");
         Ok(())
     }

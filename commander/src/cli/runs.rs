@@ -27,11 +27,21 @@ impl RunsCmd {
         if self.json {
             return print_json(&runs.iter().map(run_json).collect());
         }
-        println!("{:>5} {:<20} {:<10} {:>3} {:<12} {:>11} {:<9} REASON", "RUN", "TARGET", "STATE", "TRY", "AGENT", "BYTES", "CREATED");
+        println!(
+            "{:>5} {:<20} {:<10} {:>3} {:<12} {:>11} {:<9} REASON",
+            "RUN", "TARGET", "STATE", "TRY", "AGENT", "BYTES", "CREATED"
+        );
         for r in runs {
             println!(
                 "{:>5} {:<20} {:<10} {:>3} {:<12} {:>11} {:<9} {}",
-                r.id, r.target, r.state, r.attempts, r.agent, r.bytes_done, ago(r.created_at_ms), r.reason
+                r.id,
+                r.target,
+                r.state,
+                r.attempts,
+                r.agent,
+                r.bytes_done,
+                ago(r.created_at_ms),
+                r.reason
             );
         }
         Ok(())

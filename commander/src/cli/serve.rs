@@ -59,7 +59,12 @@ impl ServeCmd {
         let config = self.overrides.apply(data)?;
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
-            .with_context(|| format!("cannot listen on {} (in use? try --listen 127.0.0.1:0)", config.listen))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (in use? try --listen 127.0.0.1:0)",
+                    config.listen
+                )
+            })?;
         crate::server::run(data, config, listener, super::shutdown_signal()).await?;
         Ok(())
     }

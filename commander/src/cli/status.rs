@@ -21,8 +21,16 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
             "runs_failed": s.runs_failed, "targets": s.targets, "version": s.commander_version, "listen": s.listen,
         }));
     }
-    println!("commander {} at {}{}", s.commander_version, s.listen, if s.swarm_paused { "  [PAUSED]" } else { "" });
-    println!("agents    {} online, {} lost", s.agents_online, s.agents_lost);
+    println!(
+        "commander {} at {}{}",
+        s.commander_version,
+        s.listen,
+        if s.swarm_paused { "  [PAUSED]" } else { "" }
+    );
+    println!(
+        "agents    {} online, {} lost",
+        s.agents_online, s.agents_lost
+    );
     println!(
         "runs      {} queued, {} leased, {} succeeded, {} failed",
         s.runs_queued, s.runs_leased, s.runs_succeeded, s.runs_failed

@@ -30,7 +30,12 @@ impl TargetCmd {
     pub async fn run(self, data: &Path, url: Option<&str>) -> anyhow::Result<()> {
         let mut admin = crate::admin::connect(data, url)?;
         match self {
-            TargetCmd::Add { kind, url, name, every } => {
+            TargetCmd::Add {
+                kind,
+                url,
+                name,
+                every,
+            } => {
                 let t = admin
                     .add_target(AddTargetRequest {
                         kind,
@@ -53,14 +58,20 @@ impl TargetCmd {
                 if args.json {
                     return print_json(&targets.iter().map(target_json).collect());
                 }
-                println!("{:<24} {:<6} {:<10} {:<12} URL", "NAME", "KIND", "EVERY", "LAST");
+                println!(
+                    "{:<24} {:<6} {:<10} {:<12} URL",
+                    "NAME", "KIND", "EVERY", "LAST"
+                );
                 for t in targets {
                     let every = if t.every_ms == 0 {
                         "once".to_string()
                     } else {
                         humantime::format_duration(Duration::from_millis(t.every_ms)).to_string()
                     };
-                    println!("{:<24} {:<6} {:<10} {:<12} {}", t.name, t.kind, every, t.last_state, t.url);
+                    println!(
+                        "{:<24} {:<6} {:<10} {:<12} {}",
+                        t.name, t.kind, every, t.last_state, t.url
+                    );
                 }
             }
             TargetCmd::Rm { name } => {
@@ -93,7 +104,13 @@ impl RunNowCmd {
         if self.json {
             return print_json(&run_json(&run));
         }
-        println!("run {} of {} is {} (created {})", run.id, run.target, run.state, ago(run.created_at_ms));
+        println!(
+            "run {} of {} is {} (created {})",
+            run.id,
+            run.target,
+            run.state,
+            ago(run.created_at_ms)
+        );
         Ok(())
     }
 }

@@ -45,7 +45,9 @@ pub struct DemoReport {
 
 /// Deterministic bytes for the demo's files (no randomness needed).
 pub fn sample_bytes(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 async fn enroll_agent(url: &str, data: &Path, agent_dir: &Path, name: &str) -> Result<()> {
@@ -68,24 +70,37 @@ async fn enroll_agent(url: &str, data: &Path, agent_dir: &Path, name: &str) -> R
 
 /// Runs the demo; with `once`, returns after the first harvest, otherwise
 /// keeps the swarm up until `shutdown` resolves.
-pub async fn run(demo: DemoConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<DemoReport> {
+pub async fn run(
+    demo: DemoConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<DemoReport> {
     let started = Instant::now();
     let commander_dir = demo.dir.join("commander");
-    std::fs::create_dir_all(&commander_dir).map_err(CommanderError::io("creating", &commander_dir))?;
+    std::fs::create_dir_all(&commander_dir)
+        .map_err(CommanderError::io("creating", &commander_dir))?;
     let config = CommanderConfig {
         heartbeat: DEMO_HEARTBEAT,
         lease_ttl: DEMO_LEASE_TTL,
         ..CommanderConfig::default()
     };
     let commander = server::spawn(&commander_dir, config, "127.0.0.1:0").await?;
-    let origin = Origin::start()
-        .await
-        .map_err(CommanderError::io("starting the demo origin on", "127.0.0.1"))?;
-    let files = [("welcome.txt", 4 * 1024), ("photos.tar", 3 * 1024 * 1024), ("podcast.mp3", 1536 * 1024)];
+    let origin = Origin::start().await.map_err(CommanderError::io(
+        "starting the demo origin on",
+        "127.0.0.1",
+    ))?;
+    let files = [
+        ("welcome.txt", 4 * 1024),
+        ("photos.tar", 3 * 1024 * 1024),
+        ("podcast.mp3", 1536 * 1024),
+    ];
     for (i, (name, size)) in files.iter().enumerate() {
         origin.put(name, sample_bytes(*size, i as u8));
     }
-    println!("commander  {}  (data in {})", commander.url, commander_dir.display());
+    println!(
+        "commander  {}  (data in {})",
+        commander.url,
+        commander_dir.display()
+    );
     println!("origin     http://{}", origin.addr);
 
     let (stop_agents, _) = tokio::sync::broadcast::channel::<()>(1);

@@ -69,7 +69,9 @@ impl Origin {
 
     /// Limits every response to `bytes_per_second` (0 lifts the limit).
     pub fn throttle(&self, bytes_per_second: u64) {
-        self.shared.throttle.store(bytes_per_second, Ordering::Relaxed);
+        self.shared
+            .throttle
+            .store(bytes_per_second, Ordering::Relaxed);
     }
 
     pub fn requests(&self) -> u64 {
