@@ -405,3 +405,47 @@ async fn aarch64_agent_under_qemu_enrols_heartbeats_and_completes_a_run() -> Res
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_outlives_a_short_outage_but_is_dropped_once_its_lease_runs_out() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let mut commander = spawn_commander(&cdata, &listen).await?;
+    let origin = Origin::start().await?;
+    // ~16 s at this rate: the job cannot finish during the outage.
+    origin.put("long.bin", sample_bytes(2 << 20, 4));
+    origin.throttle(128 * 1024);
+    let adata = tmp.path().join("patient");
+    enroll_agent(&cdata, &adata, "patient").await?;
+    let agent = spawn_agent(&adata)?;
+    add_file_target(&cdata, "long", &origin.url("long.bin")).await?;
+    let run_id = run_of(&cdata, "long").await?;
+    leased(&cdata, run_id).await?;
+    let lease_file = adata.join("leases").join(format!("{run_id}.json"));
+    ensure!(lease_file.exists());
+
+    commander.kill9();
+    // Within the TTL the job keeps going...
+    tokio::time::sleep(TEST_LEASE_TTL / 2).await;
+    ensure!(lease_file.exists() && !staged_files(&adata).is_empty(), "job stopped during a short outage");
+    // ...past it, the agent gives the job up and removes what it staged.
+    wait_until(SOON, "the agent to abandon the job", || {
+        let gone = !lease_file.exists() && staged_files(&adata).is_empty();
+        async move { Ok(gone) }
+    })
+    .await?;
+    ensure!(agent.log_text().contains("the lease ran out"), "{}", agent.log_text());
+
+    // When the commander returns, the run is harvested again from the queue.
+    origin.throttle(0);
+    let _commander = spawn_commander(&cdata, &listen).await?;
+    wait_until(SOON, "the run to succeed after the outage", || {
+        let cdata = cdata.clone();
+        async move { Ok(run(&cdata, run_id).await?.state == "succeeded") }
+    })
+    .await?;
+    let done = run(&cdata, run_id).await?;
+    ensure!(done.generation == 2 && done.attempts == 1, "{done:?}");
+    Ok(())
+}
