@@ -45,8 +45,8 @@ pub struct JobContext {
     pub data: PathBuf,
     pub staging: PathBuf,
     pub bytes: ByteCounter,
-    /// Bytes per second for one job; 0 = uncapped.
-    pub bandwidth_cap: u64,
+    /// The agent's bandwidth cap, shared by all its jobs.
+    pub throttle: Throttle,
     /// How often progress is reported (and so the lease renewed).
     pub progress_every: Duration,
 }
@@ -251,7 +251,7 @@ async fn drive(
         staged.to_path_buf(),
         bytes_done.clone(),
         ctx.bytes.clone(),
-        ctx.bandwidth_cap,
+        ctx.throttle.clone(),
     ));
     let mut ticker = tokio::time::interval(ctx.progress_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -343,14 +343,14 @@ fn failure(reason: String, retryable: bool) -> JobFailure {
 }
 
 /// Streams `url` into `path`, counting bytes as they arrive and holding the
-/// rate under `cap` bytes/s (0 = uncapped). Returns the size.
+/// agent's total rate under `throttle`. Returns the size.
 pub async fn fetch_file(
     http: reqwest::Client,
     url: String,
     path: PathBuf,
     done: Arc<AtomicU64>,
     counter: ByteCounter,
-    cap: u64,
+    throttle: Throttle,
 ) -> std::result::Result<u64, JobFailure> {
     let mut response = http
         .get(&url)
@@ -375,7 +375,6 @@ pub async fn fetch_file(
     }
     let io_failure = |e: std::io::Error| failure(format!("writing {}: {e}", path.display()), true);
     let mut file = tokio::fs::File::create(&path).await.map_err(io_failure)?;
-    let started = Instant::now();
     let mut size = 0u64;
     while let Some(chunk) = response.chunk().await.map_err(|e| {
         failure(
@@ -387,13 +386,78 @@ pub async fn fetch_file(
         size += chunk.len() as u64;
         done.store(size, Ordering::Relaxed);
         counter.add(chunk.len() as u64);
-        if cap > 0 {
-            let due = Duration::from_secs_f64(size as f64 / cap as f64);
-            if let Some(ahead) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(ahead).await;
-            }
-        }
+        throttle.take(chunk.len() as u64).await;
     }
     file.sync_all().await.map_err(io_failure)?;
     Ok(size)
+}
+
+/// A token bucket shared by every job of one agent: the agent's whole
+/// download rate stays under the cap, however many jobs run. The bucket holds
+/// at most one second of credit, so an idle hour buys no burst.
+#[derive(Debug, Clone, Default)]
+pub struct Throttle {
+    inner: Option<Arc<std::sync::Mutex<Bucket>>>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Throttle {
+    /// `bytes_per_second` = 0 means uncapped.
+    pub fn new(bytes_per_second: u64) -> Self {
+        let inner = (bytes_per_second > 0).then(|| {
+            Arc::new(std::sync::Mutex::new(Bucket {
+                rate: bytes_per_second as f64,
+                tokens: 0.0,
+                last: Instant::now(),
+            }))
+        });
+        Self { inner }
+    }
+
+    /// Accounts for `n` bytes, waiting as long as the cap requires.
+    pub async fn take(&self, n: u64) {
+        let Some(bucket) = &self.inner else { return };
+        let wait = {
+            let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let refill = now.duration_since(b.last).as_secs_f64() * b.rate;
+            b.tokens = (b.tokens + refill).min(b.rate) - n as f64;
+            b.last = now;
+            (b.tokens < 0.0).then(|| Duration::from_secs_f64(-b.tokens / b.rate))
+        };
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_throttle_holds_all_takers_together_under_the_cap() {
+        let throttle = Throttle::new(400_000);
+        let started = Instant::now();
+        // Two "jobs" of 100 kB each in 10 kB chunks: 200 kB at 400 kB/s.
+        let job = |t: Throttle| async move {
+            for _ in 0..10 {
+                t.take(10_000).await;
+            }
+        };
+        tokio::join!(job(throttle.clone()), job(throttle.clone()));
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(450),
+            "200 kB at 400 kB/s took only {elapsed:?}"
+        );
+        // Uncapped has no bucket at all: nothing to wait on.
+        assert!(Throttle::new(0).inner.is_none());
+    }
 }

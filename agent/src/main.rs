@@ -59,7 +59,7 @@ struct Overrides {
     /// Jobs at once.
     #[arg(long)]
     max_jobs: Option<u32>,
-    /// Bytes per second per job (0 = uncapped).
+    /// Bytes per second for all jobs together (0 = uncapped).
     #[arg(long)]
     bandwidth_cap: Option<u64>,
     /// Staging directory.

@@ -90,7 +90,7 @@ pub async fn run(
         data: data.clone(),
         staging,
         bytes,
-        bandwidth_cap: config.bandwidth_cap,
+        throttle: jobs::Throttle::new(config.bandwidth_cap),
         progress_every: DEFAULT_HEARTBEAT,
     };
     let mut jobs: HashMap<i64, JobHandle> = HashMap::new();

@@ -428,14 +428,21 @@ async fn a_job_outlives_a_short_outage_but_is_dropped_once_its_lease_runs_out() 
     commander.kill9();
     // Within the TTL the job keeps going...
     tokio::time::sleep(TEST_LEASE_TTL / 2).await;
-    ensure!(lease_file.exists() && !staged_files(&adata).is_empty(), "job stopped during a short outage");
+    ensure!(
+        lease_file.exists() && !staged_files(&adata).is_empty(),
+        "job stopped during a short outage"
+    );
     // ...past it, the agent gives the job up and removes what it staged.
     wait_until(SOON, "the agent to abandon the job", || {
         let gone = !lease_file.exists() && staged_files(&adata).is_empty();
         async move { Ok(gone) }
     })
     .await?;
-    ensure!(agent.log_text().contains("the lease ran out"), "{}", agent.log_text());
+    ensure!(
+        agent.log_text().contains("the lease ran out"),
+        "{}",
+        agent.log_text()
+    );
 
     // When the commander returns, the run is harvested again from the queue.
     origin.throttle(0);
