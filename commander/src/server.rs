@@ -54,7 +54,8 @@ pub fn endpoint(data: &Path) -> Result<String> {
         .map(|s| s.trim().to_string())
         .map_err(|_| {
             CommanderError::NotFound(format!(
-                "{} not found: is the commander running with `--data {}`? (or pass --commander URL)",
+                "{} not found: no commander has started with this data dir; start one with \
+                 `ark-commander --data {} serve`, or point at a running one with --commander URL",
                 path.display(),
                 data.display()
             ))
