@@ -16,6 +16,7 @@
 //! - [`telemetry`]: CPU, memory, temperature and disk readings (sysinfo).
 //! - [`jobs`]: running one leased job: fetch, report, complete, clean up.
 //! - [`session`]: the long-lived loop: register, heartbeat, reconnect.
+//! - [`process`]: logging and the shutdown signal, shared by both binaries.
 //! - [`status`]: the agent's last known state, written for `ark-agent status`.
 
 pub mod config;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod identity;
 pub mod jobs;
 pub mod link;
+pub mod process;
 pub mod session;
 pub mod status;
 pub mod telemetry;

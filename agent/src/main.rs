@@ -88,13 +88,7 @@ impl Overrides {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ARK_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ark_agent::process::init_logging("info");
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -120,7 +114,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Run(overrides) => {
             let config = overrides.apply(&cli.data)?;
-            runtime.block_on(ark_agent::session::run(cli.data, config, shutdown_signal()))?;
+            runtime.block_on(ark_agent::session::run(
+                cli.data,
+                config,
+                ark_agent::process::shutdown_signal(),
+            ))?;
             Ok(())
         }
         Cmd::Status { json } => {
@@ -154,14 +152,5 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", overrides.apply(&cli.data)?.to_toml());
             Ok(())
         }
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM (systemd's stop).
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
     }
 }

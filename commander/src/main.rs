@@ -7,13 +7,12 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = ark_commander::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ARK_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // The demo prints its own story; an info-level log would drown it out.
+    let default_level = match cli.cmd {
+        ark_commander::cli::Cmd::Demo(_) => "warn",
+        _ => "info",
+    };
+    ark_agent::process::init_logging(default_level);
     match ark_commander::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

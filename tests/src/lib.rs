@@ -275,3 +275,56 @@ pub async fn run_of(commander_data: &Path, target: &str) -> Result<i64> {
     }
     Ok(id.unwrap_or_default())
 }
+
+/// A commander process on a fixed loopback port (so it can come back on the
+/// same address), one agent process, and a throttled origin serving one file
+/// whose run is already leased: the set-up of every "something goes away in
+/// the middle of a job" test.
+#[derive(Debug)]
+pub struct SlowJob {
+    pub cdata: PathBuf,
+    pub adata: PathBuf,
+    pub listen: String,
+    pub commander: Proc,
+    pub agent: Proc,
+    pub origin: Origin,
+    pub run_id: i64,
+}
+
+impl SlowJob {
+    /// Starts everything and waits until the agent holds the run's lease.
+    pub async fn start(root: &Path, size: usize, bytes_per_second: u64) -> Result<Self> {
+        let cdata = root.join("commander");
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let commander = spawn_commander(&cdata, &listen).await?;
+        let origin = Origin::start().await?;
+        origin.put("slow.bin", ark_commander::demo::sample_bytes(size, 9));
+        origin.throttle(bytes_per_second);
+        let adata = root.join("worker");
+        enroll_agent(&cdata, &adata, "worker").await?;
+        let agent = spawn_agent(&adata)?;
+        add_file_target(&cdata, "slow", &origin.url("slow.bin")).await?;
+        let run_id = run_of(&cdata, "slow").await?;
+        wait_until(Duration::from_secs(30), "the run to be leased", || {
+            let cdata = cdata.clone();
+            async move { Ok(run(&cdata, run_id).await?.state == "leased") }
+        })
+        .await?;
+        Ok(Self {
+            cdata,
+            adata,
+            listen,
+            commander,
+            agent,
+            origin,
+            run_id,
+        })
+    }
+
+    /// The agent's persisted lease for the run.
+    pub fn lease_file(&self) -> PathBuf {
+        self.adata
+            .join("leases")
+            .join(format!("{}.json", self.run_id))
+    }
+}

@@ -271,18 +271,17 @@ async fn pause_stops_new_leases_within_a_heartbeat_and_resume_restarts_them() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commander_killed_while_runs_are_leased_keeps_state_and_honours_leases() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let cdata = tmp.path().join("commander");
-    let listen = format!("127.0.0.1:{}", free_port()?);
-    let mut commander = spawn_commander(&cdata, &listen).await?;
-    let origin = Origin::start().await?;
-    origin.put("big.bin", sample_bytes(1 << 20, 9));
-    origin.throttle(192 * 1024);
-    let adata = tmp.path().join("steady");
-    enroll_agent(&cdata, &adata, "steady").await?;
-    let _agent = spawn_agent(&adata)?;
-    add_file_target(&cdata, "big", &origin.url("big.bin")).await?;
-    let run_id = run_of(&cdata, "big").await?;
-    let (holder, generation) = leased(&cdata, run_id).await?;
+    let SlowJob {
+        cdata,
+        listen,
+        mut commander,
+        agent,
+        origin,
+        run_id,
+        ..
+    } = SlowJob::start(tmp.path(), 1 << 20, 192 * 1024).await?;
+    let leased_run = run(&cdata, run_id).await?;
+    let (holder, generation) = (leased_run.agent, leased_run.generation);
 
     commander.kill9();
     // Down for less than a TTL; the agent keeps downloading meanwhile.
@@ -295,7 +294,7 @@ async fn commander_killed_while_runs_are_leased_keeps_state_and_honours_leases()
         .into_inner()
         .targets;
     ensure!(
-        targets.len() == 1 && targets[0].name == "big",
+        targets.len() == 1 && targets[0].name == "slow",
         "targets after restart: {targets:?}"
     );
     let after = run(&cdata, run_id).await?;
@@ -328,7 +327,7 @@ async fn commander_killed_while_runs_are_leased_keeps_state_and_honours_leases()
     add_file_target(&cdata, "second", &origin.url("second.bin")).await?;
     let second = run_of(&cdata, "second").await?;
     leased(&cdata, second).await?;
-    drop(_agent);
+    drop(agent);
     wait_until(SOON, "the orphaned lease to expire", || {
         let cdata = cdata.clone();
         async move {
@@ -409,44 +408,31 @@ async fn aarch64_agent_under_qemu_enrols_heartbeats_and_completes_a_run() -> Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_outlives_a_short_outage_but_is_dropped_once_its_lease_runs_out() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let cdata = tmp.path().join("commander");
-    let listen = format!("127.0.0.1:{}", free_port()?);
-    let mut commander = spawn_commander(&cdata, &listen).await?;
-    let origin = Origin::start().await?;
     // ~16 s at this rate: the job cannot finish during the outage.
-    origin.put("long.bin", sample_bytes(2 << 20, 4));
-    origin.throttle(128 * 1024);
-    let adata = tmp.path().join("patient");
-    enroll_agent(&cdata, &adata, "patient").await?;
-    let agent = spawn_agent(&adata)?;
-    add_file_target(&cdata, "long", &origin.url("long.bin")).await?;
-    let run_id = run_of(&cdata, "long").await?;
-    leased(&cdata, run_id).await?;
-    let lease_file = adata.join("leases").join(format!("{run_id}.json"));
+    let mut job = SlowJob::start(tmp.path(), 2 << 20, 128 * 1024).await?;
+    let lease_file = job.lease_file();
     ensure!(lease_file.exists());
 
-    commander.kill9();
+    job.commander.kill9();
     // Within the TTL the job keeps going...
     tokio::time::sleep(TEST_LEASE_TTL / 2).await;
     ensure!(
-        lease_file.exists() && !staged_files(&adata).is_empty(),
+        lease_file.exists() && !staged_files(&job.adata).is_empty(),
         "job stopped during a short outage"
     );
     // ...past it, the agent gives the job up and removes what it staged.
     wait_until(SOON, "the agent to abandon the job", || {
-        let gone = !lease_file.exists() && staged_files(&adata).is_empty();
+        let gone = !lease_file.exists() && staged_files(&job.adata).is_empty();
         async move { Ok(gone) }
     })
     .await?;
-    ensure!(
-        agent.log_text().contains("the lease ran out"),
-        "{}",
-        agent.log_text()
-    );
+    let log = job.agent.log_text();
+    ensure!(log.contains("the lease ran out"), "{log}");
 
     // When the commander returns, the run is harvested again from the queue.
-    origin.throttle(0);
-    let _commander = spawn_commander(&cdata, &listen).await?;
+    job.origin.throttle(0);
+    let _commander = spawn_commander(&job.cdata, &job.listen).await?;
+    let (cdata, run_id) = (job.cdata.clone(), job.run_id);
     wait_until(SOON, "the run to succeed after the outage", || {
         let cdata = cdata.clone();
         async move { Ok(run(&cdata, run_id).await?.state == "succeeded") }
