@@ -134,7 +134,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("agent      {}", status.name);
                 println!("commander  {} ({})", status.commander, status.link);
                 println!("paused     {}", status.paused);
-                println!("heartbeat  {} ms since epoch", status.last_heartbeat_ms);
+                println!(
+                    "heartbeat  {}",
+                    ark_agent::status::ago(status.last_heartbeat_ms)
+                );
                 if !status.last_error.is_empty() {
                     println!("last error {}", status.last_error);
                 }

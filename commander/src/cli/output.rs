@@ -17,18 +17,7 @@ pub fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> anyhow::Error {
     move |status| anyhow::Error::new(ark_agent::AgentError::rpc(call, status))
 }
 
-/// "12s ago" style age of a Unix-ms timestamp (0 = never).
-pub fn ago(at_ms: i64) -> String {
-    if at_ms == 0 {
-        return "never".into();
-    }
-    let secs = (ark_agent::unix_ms() - at_ms).max(0) / 1000;
-    match secs {
-        0..=59 => format!("{secs}s ago"),
-        60..=3599 => format!("{}m ago", secs / 60),
-        _ => format!("{}h ago", secs / 3600),
-    }
-}
+pub use ark_agent::status::ago;
 
 pub fn target_json(t: &TargetInfo) -> Value {
     json!({"name": t.name, "kind": t.kind, "url": t.url, "every_ms": t.every_ms,
