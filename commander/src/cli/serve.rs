@@ -57,14 +57,12 @@ pub struct ServeCmd {
 impl ServeCmd {
     pub async fn run(self, data: &Path) -> anyhow::Result<()> {
         let config = self.overrides.apply(data)?;
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} (in use? try --listen 127.0.0.1:0)",
-                    config.listen
-                )
-            })?;
+        let listener = crate::server::bind(&config.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {} (in use? try --listen 127.0.0.1:0)",
+                config.listen
+            )
+        })?;
         crate::server::run(data, config, listener, super::shutdown_signal()).await?;
         Ok(())
     }
