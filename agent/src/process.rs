@@ -4,7 +4,10 @@
 
 /// Sets up `tracing` for a binary; `ARK_LOG` overrides `default_filter`.
 pub fn init_logging(default_filter: &str) {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        // Colour only for a person at a terminal, not in files or journald.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ARK_LOG")
                 .unwrap_or_else(|_| default_filter.into()),

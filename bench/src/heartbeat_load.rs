@@ -115,6 +115,8 @@ struct SimAgent {
 #[derive(Default)]
 struct AgentLog {
     latencies: Vec<Duration>,
+    /// (seconds since the measured phase began, latency) of every call.
+    timeline: Vec<(f64, Duration)>,
     errors: Vec<String>,
     max_sched_lag: Duration,
 }
@@ -163,6 +165,20 @@ fn own_memory_kib() -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// TcpExt ListenOverflows from /proc/net/netstat: SYNs dropped because a
+/// listener's accept queue was full (each costs the client a 1 s SYN
+/// retransmit). Counted for the whole network namespace, so other programs
+/// on the host add to it too.
+fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (keys, values) = (lines.next()?, lines.next()?);
+    let index = keys
+        .split_whitespace()
+        .position(|k| k == "ListenOverflows")?;
+    values.split_whitespace().nth(index)?.parse().ok()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -245,6 +261,7 @@ async fn drive(
         args.enroll_concurrency
     );
 
+    let overflows_before = listen_overflows();
     let register_start = Instant::now();
     let mut register_latencies = Vec::with_capacity(agents.len());
     let mut set = JoinSet::new();
@@ -283,6 +300,10 @@ async fn drive(
     }
     let register_secs = register_start.elapsed().as_secs_f64();
     registered.sort_by(|a, b| a.name.cmp(&b.name));
+    let register_overflows = match (overflows_before, listen_overflows()) {
+        (Some(a), Some(b)) => b.saturating_sub(a).to_string(),
+        _ => "unknown".to_string(),
+    };
     let register_slow = register_latencies
         .iter()
         .filter(|d| **d >= Duration::from_millis(900))
@@ -291,7 +312,8 @@ async fn drive(
     if let Some(s) = &register_summary {
         println!(
             "register (all {} at once, each on a new TCP+TLS 1.3 connection): {:.2} s total; \
-             latency ms p50={:.2} p90={:.2} p99={:.2} max={:.2}; {register_slow} took >= 900 ms",
+             latency ms p50={:.2} p90={:.2} p99={:.2} max={:.2}; {register_slow} took >= 900 ms; \
+             host ListenOverflows during it: {register_overflows}",
             s.n, register_secs, s.p50, s.p90, s.p99, s.max
         );
     }
@@ -306,14 +328,16 @@ async fn drive(
         // Spread the first beats evenly over one interval.
         let offset = args.interval.mul_f64(i as f64 / n as f64);
         let interval = args.interval;
-        set.spawn(beat(agent, start + offset, end, interval));
+        set.spawn(beat(agent, start, start + offset, end, interval));
     }
     let mut latencies = Vec::new();
+    let mut timeline = Vec::new();
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     let mut max_sched_lag = Duration::ZERO;
     while let Some(joined) = set.join_next().await {
         let log = joined?;
         latencies.extend(log.latencies);
+        timeline.extend(log.timeline);
         for e in log.errors {
             *errors.entry(e).or_default() += 1;
         }
@@ -340,6 +364,17 @@ async fn drive(
         println!("  error x{count}: {message}");
     }
     let summary = summarise(&mut latencies);
+    // When the slowest calls happened: periodic outliers point at something
+    // periodic in the commander (sweep, SQLite WAL checkpoint).
+    timeline.sort_by_key(|entry| std::cmp::Reverse(entry.1));
+    let slowest: Vec<String> = timeline
+        .iter()
+        .take(5)
+        .map(|(at, took)| format!("{:.2} ms at t={at:.2} s", took.as_secs_f64() * 1e3))
+        .collect();
+    if !slowest.is_empty() {
+        println!("slowest calls: {}", slowest.join(", "));
+    }
     match &summary {
         Some(s) => println!(
             "heartbeat latency ms: p50={:.2} p90={:.2} p99={:.2} max={:.2} mean={:.2}",
@@ -368,7 +403,7 @@ async fn drive(
         "RESULT agents={n} interval_ms={} seconds={} calls={calls} ok={} errors={error_count} \
          calls_per_s={calls_per_s:.1} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} mean_ms={:.2} \
          enroll_s={enrol_secs:.2} register_s={register_secs:.2} register_p50_ms={:.2} \
-         register_max_ms={:.2} register_slow={register_slow} sched_lag_max_ms={:.2} \
+         register_max_ms={:.2} register_slow={register_slow} register_listen_overflows={register_overflows} sched_lag_max_ms={:.2} \
          agents_online={} process_hwm_kib={hwm_kib}",
         args.interval.as_millis(),
         args.seconds,
@@ -447,6 +482,7 @@ async fn enrol_all(
 /// One agent's heartbeat loop: a beat every `interval` from `first` until `end`.
 async fn beat(
     mut agent: SimAgent,
+    origin: tokio::time::Instant,
     first: tokio::time::Instant,
     end: tokio::time::Instant,
     interval: Duration,
@@ -480,7 +516,11 @@ async fn beat(
         };
         let started = Instant::now();
         match agent.client.heartbeat(request).await {
-            Ok(_) => log.latencies.push(started.elapsed()),
+            Ok(_) => {
+                let took = started.elapsed();
+                log.latencies.push(took);
+                log.timeline.push(((fired - origin).as_secs_f64(), took));
+            }
             Err(status) => log
                 .errors
                 .push(format!("{:?}: {}", status.code(), status.message())),

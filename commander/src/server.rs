@@ -32,6 +32,10 @@ pub const STATE_FILE: &str = "state.sqlite";
 /// noticed within this much of the deadline even when no agent heartbeats.
 const SWEEP_EVERY_MAX: Duration = Duration::from_secs(1);
 
+/// How often the WAL is checkpointed (off the writers' path): often enough
+/// that the WAL stays a few MiB even with hundreds of agents heartbeating.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+
 /// Pending connections the kernel queues for us. The standard 128 is too
 /// few for a swarm: after a commander restart every agent reconnects at
 /// once, and a SYN dropped from a full queue costs its agent a one-second
@@ -128,10 +132,22 @@ pub async fn run(
     let every = config.heartbeat.min(SWEEP_EVERY_MAX);
     let sweep_task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
+        let mut last_checkpoint = std::time::Instant::now();
         loop {
             ticker.tick().await;
             let s = sweeper.clone();
-            match tokio::task::spawn_blocking(move || s.sweep(unix_ms())).await {
+            let checkpoint = last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
+            if checkpoint {
+                last_checkpoint = std::time::Instant::now();
+            }
+            let work = move || {
+                s.sweep(unix_ms())?;
+                if checkpoint {
+                    s.store.checkpoint()?;
+                }
+                Ok::<_, CommanderError>(())
+            };
+            match tokio::task::spawn_blocking(work).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::error!("sweep failed: {e}"),
                 Err(e) => tracing::error!("sweep task failed: {e}"),

@@ -106,6 +106,20 @@ impl Services {
         }
     }
 
+    /// Runs `f` on tokio's blocking pool. Store calls take a lock and may
+    /// wait on the disk (an fsync on a Pi's SD card can take 100 ms); doing
+    /// them there keeps the async workers free for the other agents' TLS.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Services) -> Result<T> + Send + 'static,
+    ) -> Reply<T> {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || f(&this)).await {
+            Ok(result) => reply(result),
+            Err(e) => Err(Status::internal(format!("commander task failed: {e}"))),
+        }
+    }
+
     fn scheduler(&self) -> &Scheduler {
         &self.inner.scheduler
     }
@@ -154,42 +168,45 @@ impl Services {
 impl Enrollment for Services {
     async fn enroll(&self, request: Request<EnrollRequest>) -> Reply<EnrollResponse> {
         let req = request.into_inner();
-        let hash = hex::encode(ring::digest::digest(
-            &ring::digest::SHA256,
-            req.token.as_bytes(),
-        ));
-        let now = unix_ms();
-        let pki = &self.inner.pki;
-        reply(self.store().tx(|tx| {
-            let name = state::redeem_token(tx, &hash, now)?;
-            let (certificate_pem, fingerprint) = pki.sign_agent(&req.csr_pem, &name)?;
-            state::enroll_agent(tx, &name, &fingerprint, now)?;
-            state::event(
-                tx,
-                now,
-                None,
-                Some(&name),
-                "enrolled",
-                &format!("certificate {}", &fingerprint[..16]),
-            )?;
-            tracing::info!(agent = %name, "agent enrolled");
-            Ok(EnrollResponse {
-                agent_name: name,
-                certificate_pem,
-                ca_pem: pki.ca_pem().to_string(),
+        self.blocking(move |s| {
+            let hash = hex::encode(ring::digest::digest(
+                &ring::digest::SHA256,
+                req.token.as_bytes(),
+            ));
+            let now = unix_ms();
+            let pki = &s.inner.pki;
+            s.store().tx(|tx| {
+                let name = state::redeem_token(tx, &hash, now)?;
+                let (certificate_pem, fingerprint) = pki.sign_agent(&req.csr_pem, &name)?;
+                state::enroll_agent(tx, &name, &fingerprint, now)?;
+                state::event(
+                    tx,
+                    now,
+                    None,
+                    Some(&name),
+                    "enrolled",
+                    &format!("certificate {}", &fingerprint[..16]),
+                )?;
+                tracing::info!(agent = %name, "agent enrolled");
+                Ok(EnrollResponse {
+                    agent_name: name,
+                    certificate_pem,
+                    ca_pem: pki.ca_pem().to_string(),
+                })
             })
-        }))
+        })
+        .await
     }
 }
 
 #[tonic::async_trait]
 impl AgentSession for Services {
     async fn register(&self, request: Request<RegisterRequest>) -> Reply<RegisterResponse> {
-        reply((|| {
-            let agent = self.agent(&request)?;
+        self.blocking(move |s| {
+            let agent = s.agent(&request)?;
             let caps = request.into_inner().capabilities.unwrap_or_default();
             let now = unix_ms();
-            self.store().tx(|tx| {
+            s.store().tx(|tx| {
                 state::set_capabilities(tx, &agent, &caps, now)?;
                 state::event(
                     tx,
@@ -200,40 +217,44 @@ impl AgentSession for Services {
                     &format!("{} {} cores, kinds {:?}", caps.arch, caps.cores, caps.kinds),
                 )
             })?;
-            let config = &self.scheduler().config;
+            let config = &s.scheduler().config;
             Ok(RegisterResponse {
                 agent_name: agent,
                 heartbeat_interval_ms: config.heartbeat.as_millis() as u64,
                 lease_ttl_ms: config.lease_ttl.as_millis() as u64,
             })
-        })())
+        })
+        .await
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Reply<HeartbeatResponse> {
-        reply((|| {
-            let agent = self.agent(&request)?;
-            self.scheduler()
+        self.blocking(move |s| {
+            let agent = s.agent(&request)?;
+            s.scheduler()
                 .heartbeat(&agent, request.get_ref(), unix_ms())
-        })())
+        })
+        .await
     }
 
     async fn report_progress(&self, request: Request<ProgressRequest>) -> Reply<ProgressResponse> {
-        reply((|| {
-            let agent = self.agent(&request)?;
-            let ttl_ms = self
+        self.blocking(move |s| {
+            let agent = s.agent(&request)?;
+            let ttl_ms = s
                 .scheduler()
                 .progress(&agent, request.get_ref(), unix_ms())?;
             Ok(ProgressResponse { ttl_ms })
-        })())
+        })
+        .await
     }
 
     async fn complete(&self, request: Request<CompleteRequest>) -> Reply<CompleteResponse> {
-        reply((|| {
-            let agent = self.agent(&request)?;
-            self.scheduler()
+        self.blocking(move |s| {
+            let agent = s.agent(&request)?;
+            s.scheduler()
                 .complete(&agent, request.get_ref(), unix_ms())?;
             Ok(CompleteResponse {})
-        })())
+        })
+        .await
     }
 }
 

@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# Reproduces every figure in bench/RESULTS.md and rewrites that file.
+#
+#   bench/run.sh              # cross-build the agents, build, measure (the full run)
+#   bench/run.sh --no-build   # reuse dist/ark-agent-* instead of cross-building
+#
+# Measurements (see bench/README.md):
+#   1. stripped static agent size per target (dist/ark-agent-<triple>)
+#   2. agent idle RSS: a real commander + `ark-agent run`, VmRSS/VmHWM after IDLE_WAIT s
+#   3. commander heartbeat latency with 200 simulated agents (bench/src/heartbeat_load.rs)
+#
+# Loopback only; every process it starts is stopped on exit. Apart from the
+# cross builds (scripts/build-agents.sh) it runs in about 3 minutes once the
+# release build is up to date.
+#
+# Environment knobs: IDLE_WAIT (seconds, default 10), HB_SECONDS (default 30).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RESULTS="$ROOT/bench/RESULTS.md"
+TRIPLES=(aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf x86_64-unknown-linux-musl)
+IDLE_WAIT="${IDLE_WAIT:-10}"
+HB_SECONDS="${HB_SECONDS:-30}"
+
+BUILD_AGENTS=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-build) BUILD_AGENTS=0 ;;
+    -h | --help)
+      sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "bench/run.sh: unknown argument '$arg' (try --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+note() { printf 'bench: %s\n' "$*" >&2; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/ark-bench.XXXXXX")"
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cd "$ROOT"
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+REL="$TARGET_DIR/release"
+
+# ---------------------------------------------------------------- builds
+if ((BUILD_AGENTS)); then
+  [[ -x scripts/build-agents.sh ]] || die "scripts/build-agents.sh is missing; run with --no-build to use dist/"
+  note "cross-building the agents: scripts/build-agents.sh ${TRIPLES[*]}"
+  scripts/build-agents.sh "${TRIPLES[@]}" >&2
+  AGENTS_NOTE="built by this run with \`scripts/build-agents.sh\`"
+else
+  AGENTS_NOTE="reused from \`dist/\` (\`--no-build\`); rebuild with \`scripts/build-agents.sh\`"
+fi
+note "cargo build --release -p ark-agent -p ark-commander -p ark-bench"
+cargo build --release -p ark-agent -p ark-commander -p ark-bench >&2
+for bin in ark-agent ark-commander heartbeat-load; do
+  [[ -x "$REL/$bin" ]] || die "missing $REL/$bin after the build"
+done
+
+# ---------------------------------------------------------------- machine
+human_mib() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
+CPU_MODEL="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+[[ -n "$CPU_MODEL" ]] || CPU_MODEL="$(awk -F': ' '/^(Hardware|Model|CPU part)/ { print $2; exit }' /proc/cpuinfo)"
+NPROC="$(nproc)"
+MEM_MIB="$(awk '/^MemTotal/ { printf "%d", $2 / 1024 }' /proc/meminfo)"
+KERNEL="$(uname -sr)"
+RUSTC="$(rustc --version)"
+REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
+
+# ---------------------------------------------------------------- 1. sizes
+note "1/3 agent sizes"
+SIZE_ROWS=""
+for triple in "${TRIPLES[@]}"; do
+  f="dist/ark-agent-$triple"
+  if [[ -f "$f" ]]; then
+    bytes="$(stat -c %s "$f")"
+    desc="$(file -b "$f" 2>/dev/null | sed 's/, BuildID\[[^]]*\]=[0-9a-f]*//' || echo "?")"
+    built="$(date -u -r "$f" '+%Y-%m-%d %H:%M')"
+    SIZE_ROWS+="| \`$triple\` | $bytes | $(human_mib "$bytes") | $desc | $built |"$'\n'
+  else
+    SIZE_ROWS+="| \`$triple\` | — | — | not built (\`$f\` missing) | — |"$'\n'
+  fi
+done
+host_bytes="$(stat -c %s "$REL/ark-agent")"
+SIZE_ROWS+="| host release build (glibc, for reference) | $host_bytes | $(human_mib "$host_bytes") | $(file -b "$REL/ark-agent" | sed 's/, BuildID\[[^]]*\]=[0-9a-f]*//') | $(date -u -r "$REL/ark-agent" '+%Y-%m-%d %H:%M') |"$'\n'
+
+# ---------------------------------------------------------------- 2. idle RSS
+note "2/3 agent idle RSS (${IDLE_WAIT}s per agent)"
+CDATA="$WORK/commander"
+"$REL/ark-commander" serve --data "$CDATA" --listen 127.0.0.1:0 --heartbeat 1s --lease-ttl 5s \
+  >"$WORK/commander.log" 2>&1 &
+CPID=$!
+PIDS+=("$CPID")
+for _ in $(seq 100); do
+  [[ -s "$CDATA/endpoint" ]] && break
+  kill -0 "$CPID" 2>/dev/null || die "the commander exited: $(cat "$WORK/commander.log")"
+  sleep 0.1
+done
+[[ -s "$CDATA/endpoint" ]] || die "the commander did not write $CDATA/endpoint within 10 s"
+URL="$(cat "$CDATA/endpoint")"
+
+# status_kib PID FIELD -> the value in KiB of FIELD in /proc/PID/status
+status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
+RSS_ROWS=""
+measure_idle() { # label binary name
+  local label="$1" bin="$2" name="$3" adata="$WORK/agent-$3" token apid link rss hwm threads crss
+  token="$("$REL/ark-commander" --data "$CDATA" enroll "$name" 2>/dev/null | head -n1)"
+  [[ "$token" == ark1-* ]] || die "could not issue a token for $name"
+  "$bin" --data "$adata" enroll --commander "$URL" --token "$token" >"$WORK/$name.enroll.log" 2>&1 \
+    || die "enrolment of $name failed: $(cat "$WORK/$name.enroll.log")"
+  "$bin" --data "$adata" run >"$WORK/$name.log" 2>&1 &
+  apid=$!
+  PIDS+=("$apid")
+  sleep "$IDLE_WAIT"
+  kill -0 "$apid" 2>/dev/null || die "$name exited early: $(cat "$WORK/$name.log")"
+  rss="$(status_kib "$apid" VmRSS)"
+  hwm="$(status_kib "$apid" VmHWM)"
+  threads="$(status_kib "$apid" Threads)"
+  crss="$(status_kib "$CPID" VmRSS)"
+  link="$("$bin" --data "$adata" status --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["link"])' || echo "?")"
+  kill "$apid" 2>/dev/null || true
+  wait "$apid" 2>/dev/null || true
+  [[ "$link" == connected ]] || note "warning: $name reports link '$link' (see its log)"
+  RSS_ROWS+="| $label | $rss ($(awk -v k="$rss" 'BEGIN{printf "%.1f", k/1024}') MiB) | $hwm ($(awk -v k="$hwm" 'BEGIN{printf "%.1f", k/1024}') MiB) | $threads | $link | $crss |"$'\n'
+}
+# Baseline: what a hand-rolled harvester script costs just to sit there — a
+# python3 interpreter with the modules such a script imports, sleeping.
+PY_ROW=""
+if command -v python3 >/dev/null 2>&1; then
+  python3 -c 'import ssl, json, sqlite3, urllib.request, time; time.sleep(3600)' &
+  PYPID=$!
+  PIDS+=("$PYPID")
+fi
+measure_idle "host release build (glibc, \`target/release/ark-agent\`)" "$REL/ark-agent" idle-glibc
+if [[ -n "${PYPID:-}" ]] && kill -0 "$PYPID" 2>/dev/null; then
+  py_rss="$(status_kib "$PYPID" VmRSS)"
+  py_hwm="$(status_kib "$PYPID" VmHWM)"
+  PY_ROW="| baseline: $(python3 --version 2>&1), idle, \`ssl json sqlite3 urllib.request\` imported | $py_rss ($(awk -v k="$py_rss" 'BEGIN{printf "%.1f", k/1024}') MiB) | $py_hwm ($(awk -v k="$py_hwm" 'BEGIN{printf "%.1f", k/1024}') MiB) | $(status_kib "$PYPID" Threads) | — | — |"$'\n'
+  kill "$PYPID" 2>/dev/null || true
+  wait "$PYPID" 2>/dev/null || true
+fi
+HOST_TRIPLE="$(uname -m)-unknown-linux-musl"
+if [[ -x "dist/ark-agent-$HOST_TRIPLE" ]]; then
+  measure_idle "static musl (\`dist/ark-agent-$HOST_TRIPLE\`)" "$ROOT/dist/ark-agent-$HOST_TRIPLE" idle-musl
+else
+  RSS_ROWS+="| static musl (\`dist/ark-agent-$HOST_TRIPLE\`) | not measured: file missing | | | | |"$'\n'
+fi
+RSS_ROWS+="$PY_ROW"
+kill "$CPID" 2>/dev/null || true
+wait "$CPID" 2>/dev/null || true
+
+# ---------------------------------------------------------------- 3. heartbeats
+note "3/3 commander heartbeat latency (${HB_SECONDS}s per scenario)"
+HB_ROWS=""
+HB_LOGS=""
+run_load() { # label args...
+  local label="$1" out result
+  shift
+  out="$WORK/load-$#-$RANDOM.log"
+  note "  heartbeat-load $*"
+  if ! "$REL/heartbeat-load" "$@" >"$out" 2>&1; then
+    note "warning: heartbeat-load $* reported a failure (see RESULTS.md)"
+  fi
+  result="$(grep '^RESULT ' "$out" | tail -n1 || true)"
+  HB_LOGS+=$'\n'"\`heartbeat-load $*\`"$'\n\n```text\n'"$(cat "$out")"$'\n```\n'
+  if [[ -z "$result" ]]; then
+    HB_ROWS+="| $label | failed, see the log below | | | | | | | | | |"$'\n'
+    return
+  fi
+  # shellcheck disable=SC2086 # word splitting of key=value pairs is intended
+  local -A r=()
+  local kv
+  for kv in ${result#RESULT }; do r[${kv%%=*}]="${kv#*=}"; done
+  HB_ROWS+="| $label | ${r[agents]} | ${r[interval_ms]} | ${r[calls_per_s]} | ${r[p50_ms]} | ${r[p90_ms]} | ${r[p99_ms]} | ${r[max_ms]} | ${r[errors]} / ${r[calls]} | ${r[agents_online]} | ${r[register_p50_ms]} / ${r[register_max_ms]} (${r[register_slow]} ≥ 0.9 s; overflows ${r[register_listen_overflows]}) |"$'\n'
+}
+run_load "**production default**" --agents 200 --interval-ms 5000 --seconds "$HB_SECONDS"
+run_load "5x production rate" --agents 200 --interval-ms 1000 --seconds "$HB_SECONDS"
+run_load "1000 agents" --agents 1000 --interval-ms 5000 --seconds "$HB_SECONDS"
+
+# ---------------------------------------------------------------- report
+note "writing $RESULTS"
+cat >"$RESULTS" <<EOF
+# Ark benchmark results
+
+Generated by \`bench/run.sh$( ((BUILD_AGENTS)) || printf ' --no-build')\` — do not edit by hand; rerun the script.
+What each figure means and what to compare it with: [README.md](README.md).
+
+- Date: $DATE
+- Machine: $NPROC × $CPU_MODEL, $MEM_MIB MiB RAM, $KERNEL
+- Toolchain: $RUSTC (release profile: fat LTO, 1 codegen unit, stripped)
+- Source: commit $REV plus any uncommitted changes in the work tree
+
+## 1. Agent binary size (stripped, static)
+
+Agents $AGENTS_NOTE.
+
+| target | bytes | MiB | \`file\` says | built (UTC) |
+|---|---:|---:|---|---|
+$SIZE_ROWS
+## 2. Agent idle memory
+
+One commander (\`ark-commander serve --heartbeat 1s --lease-ttl 5s\`) on
+loopback, one enrolled agent running \`ark-agent run\` with no work, read from
+\`/proc/PID/status\` after ${IDLE_WAIT} s (≈${IDLE_WAIT} heartbeats, telemetry
+sampled each time). The last column is the commander's own RSS at that moment
+(one or two agents enrolled, no targets).
+
+| agent binary | VmRSS KiB | VmHWM KiB (peak) | threads | link | commander VmRSS KiB |
+|---|---:|---:|---:|---|---:|
+$RSS_ROWS
+## 3. Commander heartbeat latency
+
+\`heartbeat-load\` (bench/src/heartbeat_load.rs): a commander in-process, N
+agents enrolled through the real token + CSR path, each on its own mutual-TLS
+connection, heartbeating concurrently for ${HB_SECONDS} s with first beats spread
+over one interval. Latency is measured by the client, per call, over loopback;
+the simulated agents share the CPU with the commander, so these are upper bounds.
+The last column is the set-up step where all N agents open a TCP + TLS 1.3
+connection and register at the same instant (a swarm reconnecting after a
+commander restart): its p50 / max, how many took ≥ 0.9 s, and how many SYNs the
+host dropped meanwhile because a listener's accept queue was full
+(\`ListenOverflows\` in /proc/net/netstat, host-wide; each costs a client a 1 s
+SYN retransmit).
+
+| scenario | agents | interval ms | calls/s | p50 ms | p90 ms | p99 ms | max ms | errors / calls | online at end | register burst p50 / max ms |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|
+$HB_ROWS
+<details><summary>Full output of each run</summary>
+$HB_LOGS
+</details>
+EOF
+note "done: $RESULTS"
