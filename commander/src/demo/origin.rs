@@ -1,11 +1,17 @@
 //! A small HTTP/1.1 origin serving in-memory files: the demo's source of
-//! things to harvest, and the tests' controllable origin (throttle, request
-//! count). It answers `GET /<name>` with the bytes, anything else with 404.
+//! things to harvest, and the tests' controllable origin.
+//!
+//! It speaks enough HTTP for a harvester to be tested honestly: strong
+//! ETags and Last-Modified, conditional GET (`If-None-Match`,
+//! `If-Modified-Since` → 304), byte ranges (`Range: bytes=N-` / `N-M` → 206
+//! with `Content-Range`, checked against `If-Range`), and faults on demand:
+//! a throttle, connections cut after N body bytes, and an origin that
+//! ignores `Range`. Every request is logged for tests to assert on.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,12 +23,38 @@ const CHUNK: usize = 16 * 1024;
 /// Longest request head we read before giving up on a client.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// One served file and its validators.
+#[derive(Debug)]
+struct File {
+    bytes: Arc<Vec<u8>>,
+    etag: String,
+    last_modified: String,
+}
+
+/// What the origin saw and answered, for assertions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    pub method: String,
+    pub path: String,
+    /// The `Range` header, if any.
+    pub range: Option<String>,
+    /// Whether the request was conditional (If-None-Match / If-Modified-Since).
+    pub conditional: bool,
+    pub status: u16,
+}
+
 #[derive(Debug, Default)]
 struct Shared {
-    files: std::sync::RwLock<HashMap<String, Arc<Vec<u8>>>>,
+    files: RwLock<HashMap<String, File>>,
+    /// Bumped on every `put`, so a changed file gets a newer Last-Modified.
+    version: AtomicU64,
     /// Bytes per second per response; 0 = unthrottled.
     throttle: AtomicU64,
-    requests: AtomicU64,
+    /// Cut the next `cuts_left` responses after `cut_after` body bytes.
+    cut_after: AtomicU64,
+    cuts_left: AtomicU64,
+    ignore_range: AtomicBool,
+    log: Mutex<Vec<Logged>>,
 }
 
 /// A running origin; dropped, it stops accepting.
@@ -37,6 +69,16 @@ impl Drop for Origin {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A strong validator from the content (FNV-1a: fast, and any change of
+/// content changes it for test purposes).
+fn etag_of(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("\"{:x}-{hash:016x}\"", bytes.len())
 }
 
 impl Origin {
@@ -54,13 +96,21 @@ impl Origin {
         Ok(Self { addr, shared, task })
     }
 
-    /// Serves `bytes` at `/<name>`.
+    /// Serves `bytes` at `/<name>` (replacing what was there).
     pub fn put(&self, name: &str, bytes: Vec<u8>) {
+        let version = self.shared.version.fetch_add(1, Ordering::Relaxed);
+        // One "day" per version keeps dates valid and strictly increasing.
+        let last_modified = format!("Sun, {:02} Nov 2026 00:00:00 GMT", 1 + version % 28);
+        let file = File {
+            etag: etag_of(&bytes),
+            bytes: Arc::new(bytes),
+            last_modified,
+        };
         self.shared
             .files
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.trim_start_matches('/').to_string(), Arc::new(bytes));
+            .insert(name.trim_start_matches('/').to_string(), file);
     }
 
     pub fn url(&self, name: &str) -> String {
@@ -69,52 +119,147 @@ impl Origin {
 
     /// Limits every response to `bytes_per_second` (0 lifts the limit).
     pub fn throttle(&self, bytes_per_second: u64) {
-        self.shared
-            .throttle
-            .store(bytes_per_second, Ordering::Relaxed);
+        self.shared.throttle.store(bytes_per_second, Ordering::Relaxed);
+    }
+
+    /// Cuts the connection of the next `times` responses after `bytes`
+    /// bytes of body.
+    pub fn cut_after(&self, bytes: u64, times: u64) {
+        self.shared.cut_after.store(bytes, Ordering::Relaxed);
+        self.shared.cuts_left.store(times, Ordering::Relaxed);
+    }
+
+    /// Makes the origin ignore `Range` (answer 200 with the whole body).
+    pub fn ignore_range(&self, ignore: bool) {
+        self.shared.ignore_range.store(ignore, Ordering::Relaxed);
     }
 
     pub fn requests(&self) -> u64 {
-        self.shared.requests.load(Ordering::Relaxed)
+        self.log().len() as u64
+    }
+
+    /// Every request so far.
+    pub fn log(&self) -> Vec<Logged> {
+        self.shared.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
+/// The value of header `name` (case-insensitive) in a request head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+/// Parses `bytes=N-` or `bytes=N-M` into an inclusive range within `len`.
+fn parse_range(value: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = value.strip_prefix("bytes=")?;
+    let (start, end) = spec.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end = if end.trim().is_empty() {
+        len.checked_sub(1)?
+    } else {
+        end.trim().parse::<u64>().ok()?.min(len.checked_sub(1)?)
+    };
+    (start <= end && start < len).then_some((start, end))
+}
+
 async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
-    let mut head = Vec::with_capacity(1024);
+    let mut raw = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
         }
-        if head.len() > MAX_HEAD {
+        if raw.len() > MAX_HEAD {
             return;
         }
     }
-    shared.requests.fetch_add(1, Ordering::Relaxed);
-    let line = String::from_utf8_lossy(&head);
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-    let file = shared
-        .files
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(path.trim_start_matches('/'))
-        .cloned();
-    let Some(body) = file.filter(|_| method == "GET") else {
+    let head = String::from_utf8_lossy(&raw).into_owned();
+    let mut parts = head.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("/").to_string());
+    let range = header(&head, "range").map(str::to_string);
+    let if_none_match = header(&head, "if-none-match");
+    let if_modified_since = header(&head, "if-modified-since");
+    let if_range = header(&head, "if-range");
+    let found = {
+        let files = shared.files.read().unwrap_or_else(|p| p.into_inner());
+        files
+            .get(path.trim_start_matches('/'))
+            .map(|f| (f.bytes.clone(), f.etag.clone(), f.last_modified.clone()))
+    };
+    let mut log = Logged {
+        method: method.clone(),
+        path: path.clone(),
+        range: range.clone(),
+        conditional: if_none_match.is_some() || if_modified_since.is_some(),
+        status: 404,
+    };
+    let Some((body, etag, last_modified)) = found.filter(|_| method == "GET") else {
+        shared.log.lock().unwrap_or_else(|p| p.into_inner()).push(log);
         let _ = stream
             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             .await;
         return;
     };
+    let validators = format!("ETag: {etag}\r\nLast-Modified: {last_modified}\r\n");
+    let unchanged = match (if_none_match, if_modified_since) {
+        (Some(tags), _) => tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"),
+        (None, Some(since)) => since == last_modified,
+        (None, None) => false,
+    };
+    if unchanged {
+        log.status = 304;
+        shared.log.lock().unwrap_or_else(|p| p.into_inner()).push(log);
+        let reply = format!("HTTP/1.1 304 Not Modified\r\n{validators}Connection: close\r\n\r\n");
+        let _ = stream.write_all(reply.as_bytes()).await;
+        return;
+    }
+    let len = body.len() as u64;
+    let range_ok = !shared.ignore_range.load(Ordering::Relaxed)
+        && if_range.is_none_or(|v| v == etag || v == last_modified);
+    let (status_line, start, end) = match range.as_deref().filter(|_| range_ok).map(|r| parse_range(r, len)) {
+        Some(Some((start, end))) => ("206 Partial Content", start, end + 1),
+        Some(None) => {
+            log.status = 416;
+            shared.log.lock().unwrap_or_else(|p| p.into_inner()).push(log);
+            let reply = format!(
+                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(reply.as_bytes()).await;
+            return;
+        }
+        None => ("200 OK", 0, len),
+    };
+    log.status = if start == 0 && end == len && status_line.starts_with("200") { 200 } else { 206 };
+    shared.log.lock().unwrap_or_else(|p| p.into_inner()).push(log);
+    let content_range = if status_line.starts_with("206") {
+        format!("Content-Range: bytes {start}-{}/{len}\r\n", end - 1)
+    } else {
+        String::new()
+    };
     let header = format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {status_line}\r\nContent-Length: {}\r\n{content_range}{validators}Accept-Ranges: bytes\r\n\
+         Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+        end - start
     );
     if stream.write_all(header.as_bytes()).await.is_err() {
         return;
     }
+    let cut = (shared
+        .cuts_left
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok())
+    .then(|| shared.cut_after.load(Ordering::Relaxed));
+    let body = &body[start as usize..end as usize];
+    let mut sent = 0u64;
     for chunk in body.chunks(CHUNK) {
+        let chunk = match cut {
+            Some(limit) if sent + chunk.len() as u64 >= limit => &chunk[..(limit - sent) as usize],
+            _ => chunk,
+        };
         let rate = shared.throttle.load(Ordering::Relaxed);
         if rate > 0 {
             tokio::time::sleep(Duration::from_secs_f64(chunk.len() as f64 / rate as f64)).await;
@@ -122,6 +267,27 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         if stream.write_all(chunk).await.is_err() {
             return;
         }
+        sent += chunk.len() as u64;
+        if cut.is_some_and(|limit| sent >= limit) {
+            // Drop without a clean shutdown: the client sees a short body.
+            return;
+        }
     }
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_within_the_file() {
+        assert_eq!(parse_range("bytes=0-", 10), Some((0, 9)));
+        assert_eq!(parse_range("bytes=4-6", 10), Some((4, 6)));
+        assert_eq!(parse_range("bytes=4-100", 10), Some((4, 9)));
+        assert_eq!(parse_range("bytes=10-", 10), None);
+        assert_eq!(parse_range("bytes=7-3", 10), None);
+        assert_eq!(parse_range("items=0-", 10), None);
+        assert_eq!(parse_range("bytes=0-", 0), None);
+    }
 }
