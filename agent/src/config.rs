@@ -33,6 +33,15 @@ pub struct AgentConfig {
     /// Longest wait between reconnect attempts when the commander is away.
     #[serde(with = "humantime_serde")]
     pub max_reconnect_backoff: Duration,
+    /// Largest file a job may fetch, in bytes.
+    pub max_size: u64,
+    /// Longest silence from an origin before a fetch gives up.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Minimum average download rate (bytes/s) over `min-rate-window`; 0 = off.
+    pub min_rate: u64,
+    #[serde(with = "humantime_serde")]
+    pub min_rate_window: Duration,
 }
 
 /// Longest pause between reconnect attempts: short enough that an agent is
@@ -48,6 +57,10 @@ impl Default for AgentConfig {
             max_jobs: DEFAULT_MAX_JOBS,
             bandwidth_cap: 0,
             max_reconnect_backoff: DEFAULT_MAX_RECONNECT_BACKOFF,
+            max_size: crate::fetch::DEFAULT_MAX_SIZE,
+            read_timeout: crate::fetch::DEFAULT_READ_TIMEOUT,
+            min_rate: crate::fetch::DEFAULT_MIN_RATE,
+            min_rate_window: crate::fetch::DEFAULT_MIN_RATE_WINDOW,
         }
     }
 }
@@ -73,6 +86,17 @@ impl AgentConfig {
             data.join("staging")
         } else {
             self.staging.clone()
+        }
+    }
+
+    /// The fetch limits this config sets.
+    pub fn limits(&self) -> crate::fetch::Limits {
+        crate::fetch::Limits {
+            max_size: self.max_size,
+            read_timeout: self.read_timeout,
+            min_rate: self.min_rate,
+            min_rate_window: self.min_rate_window,
+            ..crate::fetch::Limits::default()
         }
     }
 

@@ -10,7 +10,8 @@
 //!   (cleaning up) only once the lease's time has run out without a renewal.
 //!
 //! For this version the only kind is `file`: stream one HTTP(S) URL into
-//! the staging dir. The verified pipeline will replace [`fetch_file`].
+//! the staging dir through [`crate::fetch`]; the verified pipeline will
+//! tee those bytes through the hasher and upload them.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,12 +23,12 @@ use ark_proto::{
     complete_request, CompleteRequest, JobFailure, JobResult, Lease, LeaseRef, ProgressRequest,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tracing::{info, warn};
 
+use crate::fetch::{self, Fetched, Limits, Sinks, Validators};
 use crate::telemetry::ByteCounter;
 use crate::{write_atomic, AgentError, Result};
 
@@ -47,6 +48,8 @@ pub struct JobContext {
     pub bytes: ByteCounter,
     /// The agent's bandwidth cap, shared by all its jobs.
     pub throttle: Throttle,
+    /// Size, timeout and speed limits for every fetch.
+    pub limits: Limits,
     /// How often progress is reported (and so the lease renewed).
     pub progress_every: Duration,
 }
@@ -60,6 +63,9 @@ pub struct HeldLease {
     pub target: String,
     pub kind: String,
     pub url: String,
+    /// Validators of the last harvest, for a conditional GET.
+    #[serde(default)]
+    pub conditional: Validators,
 }
 
 impl HeldLease {
@@ -72,6 +78,10 @@ impl HeldLease {
             target: job.target,
             kind: job.kind,
             url: job.url,
+            conditional: Validators {
+                etag: Some(job.etag).filter(|v| !v.is_empty()),
+                last_modified: Some(job.last_modified).filter(|v| !v.is_empty()),
+            },
         }
     }
 
@@ -245,20 +255,30 @@ async fn drive(
     }
     info!(run = lease.run_id, generation = lease.generation, url = %lease.url, "job started");
     let started = Instant::now();
-    let mut fetch = tokio::spawn(fetch_file(
-        ctx.http.clone(),
-        lease.url.clone(),
-        staged.to_path_buf(),
-        bytes_done.clone(),
-        ctx.bytes.clone(),
-        ctx.throttle.clone(),
-    ));
+    let mut fetch = {
+        let (http, url, dest) = (ctx.http.clone(), lease.url.clone(), staged.to_path_buf());
+        let (conditional, limits) = (lease.conditional.clone(), ctx.limits.clone());
+        let (throttle, progress, counter) =
+            (ctx.throttle.clone(), bytes_done.clone(), ctx.bytes.clone());
+        tokio::spawn(async move {
+            let sinks = Sinks {
+                throttle: &throttle,
+                progress: &progress,
+                counter: &counter,
+            };
+            fetch::fetch(&http, &url, &dest, &conditional, &limits, sinks).await
+        })
+    };
     let mut ticker = tokio::time::interval(ctx.progress_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         tokio::select! {
             joined = &mut fetch => {
-                break joined.unwrap_or_else(|e| Err(JobFailure { reason: format!("fetch task failed: {e}"), retryable: true }));
+                break match joined {
+                    Ok(Ok(fetched)) => Ok(fetched),
+                    Ok(Err(e)) => Err(failure(e.to_string(), e.retryable())),
+                    Err(e) => Err(failure(format!("fetch task failed: {e}"), true)),
+                };
             }
             _ = drop_lease.notified() => {
                 fetch.abort();
@@ -283,10 +303,25 @@ async fn drive(
         }
     };
     let outcome = match &result {
-        Ok(size) => complete_request::Outcome::Success(JobResult {
+        Ok(Fetched::NotModified) => complete_request::Outcome::Success(JobResult {
+            unchanged: true,
+            duration_ms: started.elapsed().as_millis() as u64,
+            ..JobResult::default()
+        }),
+        Ok(Fetched::Body {
+            size,
+            validators,
+            resumes,
+            restarts,
+        }) => complete_request::Outcome::Success(JobResult {
             size_bytes: *size,
             staged_path: staged.display().to_string(),
             duration_ms: started.elapsed().as_millis() as u64,
+            unchanged: false,
+            etag: validators.etag.clone().unwrap_or_default(),
+            last_modified: validators.last_modified.clone().unwrap_or_default(),
+            resumes: *resumes,
+            restarts: *restarts,
         }),
         Err(failure) => {
             let _ = tokio::fs::remove_file(staged).await;
@@ -301,7 +336,12 @@ async fn drive(
         match client.complete(request).await {
             Ok(_) => {
                 match &result {
-                    Ok(size) => info!(run = lease.run_id, size, "run completed"),
+                    Ok(Fetched::NotModified) => {
+                        info!(run = lease.run_id, "origin unchanged: run completed")
+                    }
+                    Ok(Fetched::Body { size, .. }) => {
+                        info!(run = lease.run_id, size, "run completed")
+                    }
                     Err(f) => warn!(run = lease.run_id, reason = %f.reason, "run failed"),
                 }
                 return Ok(());
@@ -340,56 +380,6 @@ async fn report(
 
 fn failure(reason: String, retryable: bool) -> JobFailure {
     JobFailure { reason, retryable }
-}
-
-/// Streams `url` into `path`, counting bytes as they arrive and holding the
-/// agent's total rate under `throttle`. Returns the size.
-pub async fn fetch_file(
-    http: reqwest::Client,
-    url: String,
-    path: PathBuf,
-    done: Arc<AtomicU64>,
-    counter: ByteCounter,
-    throttle: Throttle,
-) -> std::result::Result<u64, JobFailure> {
-    let mut response = http
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| failure(format!("GET {url}: {e}"), true))?;
-    let status = response.status();
-    if !status.is_success() {
-        let retryable = status.is_server_error() || status.as_u16() == 429;
-        return Err(failure(
-            format!("GET {url}: the origin answered HTTP {status}"),
-            retryable,
-        ));
-    }
-    if let Some(parent) = path.parent() {
-        tokio::fs::create_dir_all(parent).await.map_err(|e| {
-            failure(
-                format!("creating staging dir {}: {e}", parent.display()),
-                false,
-            )
-        })?;
-    }
-    let io_failure = |e: std::io::Error| failure(format!("writing {}: {e}", path.display()), true);
-    let mut file = tokio::fs::File::create(&path).await.map_err(io_failure)?;
-    let mut size = 0u64;
-    while let Some(chunk) = response.chunk().await.map_err(|e| {
-        failure(
-            format!("GET {url}: body interrupted after {size} bytes: {e}"),
-            true,
-        )
-    })? {
-        file.write_all(&chunk).await.map_err(io_failure)?;
-        size += chunk.len() as u64;
-        done.store(size, Ordering::Relaxed);
-        counter.add(chunk.len() as u64);
-        throttle.take(chunk.len() as u64).await;
-    }
-    file.sync_all().await.map_err(io_failure)?;
-    Ok(size)
 }
 
 /// A token bucket shared by every job of one agent: the agent's whole

@@ -14,6 +14,7 @@
 //!   commander (also used by the commander's own CLI).
 //! - [`enroll`]: the one-time token format and the enrolment exchange.
 //! - [`telemetry`]: CPU, memory, temperature and disk readings (sysinfo).
+//! - [`fetch`]: streaming HTTP fetch: conditional GET, range resume, refusals.
 //! - [`jobs`]: running one leased job: fetch, report, complete, clean up.
 //! - [`session`]: the long-lived loop: register, heartbeat, reconnect.
 //! - [`process`]: logging and the shutdown signal, shared by both binaries.
@@ -22,6 +23,7 @@
 pub mod config;
 pub mod enroll;
 pub mod error;
+pub mod fetch;
 pub mod identity;
 pub mod jobs;
 pub mod link;

@@ -91,6 +91,7 @@ pub async fn run(
         staging,
         bytes,
         throttle: jobs::Throttle::new(config.bandwidth_cap),
+        limits: config.limits(),
         progress_every: DEFAULT_HEARTBEAT,
     };
     let mut jobs: HashMap<i64, JobHandle> = HashMap::new();

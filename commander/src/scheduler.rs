@@ -283,12 +283,19 @@ impl Scheduler {
                 "leased",
                 &format!("lease {generation} granted (attempt {})", attempts + 1),
             )?;
+            let (etag, last_modified) = state::target_validators(tx, &target)?;
             leases.push(Lease {
                 run_id: run,
                 generation: generation as u64,
                 ttl_ms: ttl as u64,
                 attempt: attempts + 1,
-                job: Some(Job { target, kind, url }),
+                job: Some(Job {
+                    target,
+                    kind,
+                    url,
+                    etag,
+                    last_modified,
+                }),
             });
         }
         Ok(leases)
@@ -410,16 +417,32 @@ impl Scheduler {
             let (run, generation) = (lease.run_id, lease.generation as i64);
             match outcome {
                 complete_request::Outcome::Success(result) => {
+                    let state = if result.unchanged { run_state::UNCHANGED } else { run_state::SUCCEEDED };
                     tx.execute(
-                        "UPDATE leases SET ended_at = ?1, outcome = 'succeeded' WHERE run_id = ?2 AND generation = ?3",
-                        params![now, run, generation],
+                        "UPDATE leases SET ended_at = ?1, outcome = ?4 WHERE run_id = ?2 AND generation = ?3",
+                        params![now, run, generation, state],
                     )?;
                     tx.execute(
                         "UPDATE runs SET state = ?1, finished_at = ?2, size_bytes = ?3, bytes_done = ?3, reason = '',
                          last_agent = ?4 WHERE id = ?5",
-                        params![run_state::SUCCEEDED, now, result.size_bytes as i64, agent, run],
+                        params![state, now, result.size_bytes as i64, agent, run],
                     )?;
-                    event(tx, now, Some(run), Some(agent), "run_succeeded", &format!("{} bytes", result.size_bytes))?;
+                    let message = if result.unchanged {
+                        "origin unchanged (conditional request answered 304)".to_string()
+                    } else {
+                        // Remember what the origin said about this version,
+                        // so the next run can ask "changed since?".
+                        tx.execute(
+                            "UPDATE targets SET etag = ?1, last_modified = ?2
+                             WHERE name = (SELECT target FROM runs WHERE id = ?3)",
+                            params![result.etag, result.last_modified, run],
+                        )?;
+                        format!(
+                            "{} bytes ({} resumes, {} restarts from zero)",
+                            result.size_bytes, result.resumes, result.restarts
+                        )
+                    };
+                    event(tx, now, Some(run), Some(agent), &format!("run_{state}"), &message)?;
                 }
                 complete_request::Outcome::Failure(failure) => {
                     tx.execute(

@@ -38,7 +38,9 @@ CREATE TABLE IF NOT EXISTS targets (
     url        TEXT NOT NULL,
     every_ms   INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
-    next_due   INTEGER
+    next_due   INTEGER,
+    etag          TEXT NOT NULL DEFAULT '',
+    last_modified TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS runs (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -87,6 +89,8 @@ pub mod run_state {
     pub const QUEUED: &str = "queued";
     pub const LEASED: &str = "leased";
     pub const SUCCEEDED: &str = "succeeded";
+    /// The origin had nothing new: one conditional request, no body.
+    pub const UNCHANGED: &str = "unchanged";
     pub const FAILED: &str = "failed";
 }
 
@@ -114,6 +118,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let checkpointer = Connection::open(path)?;
         checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Self {
@@ -151,6 +156,28 @@ impl Store {
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         f(&self.lock())
     }
+}
+
+/// Columns added after a table was first created: `CREATE TABLE IF NOT
+/// EXISTS` leaves an older database's table as it was, so they are added
+/// here, each once.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("targets", "etag", "TEXT NOT NULL DEFAULT ''"),
+    ("targets", "last_modified", "TEXT NOT NULL DEFAULT ''"),
+];
+
+fn migrate(conn: &Connection) -> Result<()> {
+    for (table, column, decl) in ADDED_COLUMNS {
+        let present: bool = conn.query_row(
+            &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+            [column],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Appends to the event log.
@@ -409,6 +436,18 @@ pub fn list_targets(conn: &Connection) -> Result<Vec<ark_proto::TargetInfo>> {
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The validators of a target's last harvest (etag, last-modified).
+pub fn target_validators(conn: &Connection, name: &str) -> Result<(String, String)> {
+    Ok(conn
+        .query_row(
+            "SELECT etag, last_modified FROM targets WHERE name = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or_default())
 }
 
 pub fn target(conn: &Connection, name: &str) -> Result<Option<(String, String)>> {

@@ -119,7 +119,9 @@ impl Origin {
 
     /// Limits every response to `bytes_per_second` (0 lifts the limit).
     pub fn throttle(&self, bytes_per_second: u64) {
-        self.shared.throttle.store(bytes_per_second, Ordering::Relaxed);
+        self.shared
+            .throttle
+            .store(bytes_per_second, Ordering::Relaxed);
     }
 
     /// Cuts the connection of the next `times` responses after `bytes`
@@ -140,7 +142,11 @@ impl Origin {
 
     /// Every request so far.
     pub fn log(&self) -> Vec<Logged> {
-        self.shared.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -179,7 +185,10 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     }
     let head = String::from_utf8_lossy(&raw).into_owned();
     let mut parts = head.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("/").to_string());
+    let (method, path) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("/").to_string(),
+    );
     let range = header(&head, "range").map(str::to_string);
     let if_none_match = header(&head, "if-none-match");
     let if_modified_since = header(&head, "if-modified-since");
@@ -198,7 +207,11 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         status: 404,
     };
     let Some((body, etag, last_modified)) = found.filter(|_| method == "GET") else {
-        shared.log.lock().unwrap_or_else(|p| p.into_inner()).push(log);
+        shared
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(log);
         let _ = stream
             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             .await;
@@ -212,7 +225,11 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     };
     if unchanged {
         log.status = 304;
-        shared.log.lock().unwrap_or_else(|p| p.into_inner()).push(log);
+        shared
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(log);
         let reply = format!("HTTP/1.1 304 Not Modified\r\n{validators}Connection: close\r\n\r\n");
         let _ = stream.write_all(reply.as_bytes()).await;
         return;
@@ -220,11 +237,19 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     let len = body.len() as u64;
     let range_ok = !shared.ignore_range.load(Ordering::Relaxed)
         && if_range.is_none_or(|v| v == etag || v == last_modified);
-    let (status_line, start, end) = match range.as_deref().filter(|_| range_ok).map(|r| parse_range(r, len)) {
+    let (status_line, start, end) = match range
+        .as_deref()
+        .filter(|_| range_ok)
+        .map(|r| parse_range(r, len))
+    {
         Some(Some((start, end))) => ("206 Partial Content", start, end + 1),
         Some(None) => {
             log.status = 416;
-            shared.log.lock().unwrap_or_else(|p| p.into_inner()).push(log);
+            shared
+                .log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(log);
             let reply = format!(
                 "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             );
@@ -233,8 +258,16 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         }
         None => ("200 OK", 0, len),
     };
-    log.status = if start == 0 && end == len && status_line.starts_with("200") { 200 } else { 206 };
-    shared.log.lock().unwrap_or_else(|p| p.into_inner()).push(log);
+    log.status = if start == 0 && end == len && status_line.starts_with("200") {
+        200
+    } else {
+        206
+    };
+    shared
+        .log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(log);
     let content_range = if status_line.starts_with("206") {
         format!("Content-Range: bytes {start}-{}/{len}\r\n", end - 1)
     } else {

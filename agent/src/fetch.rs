@@ -1,0 +1,394 @@
+//! Streaming HTTP fetch into a staging file: the part of a harvest that
+//! talks to the origin.
+//!
+//! - Conditional GET: with the validators of the last harvest
+//!   (`If-None-Match` / `If-Modified-Since`) an unchanged origin costs one
+//!   request and no body ([`Fetched::NotModified`]).
+//! - Resume: when the body is cut, the fetch continues with
+//!   `Range: bytes=<offset>-` guarded by `If-Range`, and checks that the
+//!   `Content-Range` answers exactly what was asked. An origin that cannot
+//!   resume (answers 200 to a range) restarts from zero — counted in
+//!   [`Fetched::Body::restarts`], never silent.
+//! - Refusals before a byte is written: a non-2xx status, an HTML page where
+//!   a file was expected (an error page served with 200), a declared length
+//!   over the limit.
+//! - While streaming: a maximum size, a read timeout (a silent origin), and a
+//!   minimum average rate over a window (a 1-byte/s drip).
+//!
+//! No `Accept-Encoding` is sent and no decompression is done: the bytes on
+//! disk are the bytes the origin published, and a gzip bomb stays a small
+//! compressed file bounded by the size limit.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{self, HeaderMap};
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::jobs::Throttle;
+use crate::telemetry::ByteCounter;
+
+/// What an origin said about a version of a resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    fn from_headers(headers: &HeaderMap) -> Self {
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Self {
+            etag: text(header::ETAG),
+            last_modified: text(header::LAST_MODIFIED),
+        }
+    }
+
+    /// The value for `If-Range`: a strong ETag, else the date.
+    fn if_range(&self) -> Option<&str> {
+        self.etag
+            .as_deref()
+            .filter(|etag| !etag.starts_with("W/"))
+            .or(self.last_modified.as_deref())
+    }
+}
+
+/// The limits one fetch runs under.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest body accepted, in bytes.
+    pub max_size: u64,
+    /// Longest silence from the origin before the fetch gives up.
+    pub read_timeout: Duration,
+    /// Minimum average rate (bytes/s) over `min_rate_window`; 0 = no rule.
+    pub min_rate: u64,
+    pub min_rate_window: Duration,
+    /// Body interruptions survived by resuming before the fetch fails.
+    pub max_resumes: u32,
+}
+
+/// Default maximum size: above the largest Kiwix archive (full English
+/// Wikipedia with pictures is ~110 GiB), below "the origin is endless".
+pub const DEFAULT_MAX_SIZE: u64 = 256 << 30;
+/// A minute of silence is a dead origin, not a slow one.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// 1 KiB/s averaged over two minutes: slower than any real link a
+/// household has, faster than a drip meant to hold a lease forever.
+pub const DEFAULT_MIN_RATE: u64 = 1024;
+pub const DEFAULT_MIN_RATE_WINDOW: Duration = Duration::from_secs(120);
+/// Resumes per fetch: enough for a flaky Wi-Fi night, few enough that a
+/// broken origin fails in reasonable time.
+pub const DEFAULT_MAX_RESUMES: u32 = 10;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_size: DEFAULT_MAX_SIZE,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            min_rate: DEFAULT_MIN_RATE,
+            min_rate_window: DEFAULT_MIN_RATE_WINDOW,
+            max_resumes: DEFAULT_MAX_RESUMES,
+        }
+    }
+}
+
+/// How a fetch ended well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The origin answered 304 to our validators: nothing was written.
+    NotModified,
+    Body {
+        size: u64,
+        validators: Validators,
+        /// Times the body was cut and continued with a range request.
+        resumes: u32,
+        /// Times the origin could not resume and the fetch began again at 0.
+        restarts: u32,
+    },
+}
+
+/// Why a fetch failed; each says what failed on which URL.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("GET {url}: the origin answered HTTP {status}")]
+    Status { url: String, status: StatusCode },
+    #[error("GET {url}: refused: {why}")]
+    Refused { url: String, why: String },
+    #[error("GET {url}: larger than the limit of {limit} bytes{}", .declared.map(|d| format!(" (declares {d})")).unwrap_or_default())]
+    TooLarge {
+        url: String,
+        limit: u64,
+        declared: Option<u64>,
+    },
+    #[error(
+        "GET {url}: too slow: {rate} bytes/s over {window:?}, below the minimum of {min} bytes/s"
+    )]
+    TooSlow {
+        url: String,
+        rate: u64,
+        min: u64,
+        window: Duration,
+    },
+    #[error("GET {url}: the origin sent nothing for {0:?}", .after)]
+    Stalled { url: String, after: Duration },
+    #[error("GET {url}: the body was cut {resumes} times; giving up at byte {offset}")]
+    Interrupted {
+        url: String,
+        resumes: u32,
+        offset: u64,
+    },
+    #[error("GET {url}: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl FetchError {
+    /// Whether trying the run again later can help.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::Refused { .. } | Self::TooLarge { .. } => false,
+            Self::TooSlow { .. }
+            | Self::Stalled { .. }
+            | Self::Interrupted { .. }
+            | Self::Transport { .. }
+            | Self::Io { .. } => true,
+        }
+    }
+}
+
+/// Where the bytes go, and who hears about them.
+#[derive(Debug, Clone, Copy)]
+pub struct Sinks<'a> {
+    pub throttle: &'a Throttle,
+    /// This fetch's progress (bytes on disk).
+    pub progress: &'a AtomicU64,
+    /// The agent's throughput counter.
+    pub counter: &'a ByteCounter,
+}
+
+/// Is `content_type` an HTML page where `url` does not ask for one?
+fn html_instead_of_file(url: &str, headers: &HeaderMap) -> bool {
+    let is_html = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    let path = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .to_ascii_lowercase();
+    is_html && !(path.ends_with(".html") || path.ends_with(".htm"))
+}
+
+/// Parses `Content-Range: bytes START-END/TOTAL`.
+fn content_range(headers: &HeaderMap) -> Option<(u64, u64, Option<u64>)> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let spec = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = spec.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let total = if total == "*" {
+        None
+    } else {
+        Some(total.parse().ok()?)
+    };
+    Some((start.parse().ok()?, end.parse().ok()?, total))
+}
+
+/// Fetches `url` into `dest` (created or truncated).
+pub async fn fetch(
+    http: &reqwest::Client,
+    url: &str,
+    dest: &Path,
+    conditional: &Validators,
+    limits: &Limits,
+    sinks: Sinks<'_>,
+) -> Result<Fetched, FetchError> {
+    let io = |source| FetchError::Io {
+        path: dest.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent).await.map_err(io)?;
+    }
+    let mut file: Option<tokio::fs::File> = None;
+    let mut offset = 0u64;
+    let mut total: Option<u64> = None;
+    let mut validators = Validators::default();
+    let (mut resumes, mut restarts) = (0u32, 0u32);
+    let mut window = (Instant::now(), 0u64);
+    loop {
+        let first = file.is_none();
+        let mut request = http.get(url);
+        if first {
+            if let Some(etag) = &conditional.etag {
+                request = request.header(header::IF_NONE_MATCH, etag);
+            }
+            if let Some(date) = &conditional.last_modified {
+                request = request.header(header::IF_MODIFIED_SINCE, date);
+            }
+        } else {
+            request = request.header(header::RANGE, format!("bytes={offset}-"));
+            if let Some(v) = validators.if_range() {
+                request = request.header(header::IF_RANGE, v);
+            }
+        }
+        let transport = |source| FetchError::Transport {
+            url: url.to_string(),
+            source,
+        };
+        let mut response = match tokio::time::timeout(limits.read_timeout, request.send()).await {
+            Err(_) => {
+                return Err(FetchError::Stalled {
+                    url: url.into(),
+                    after: limits.read_timeout,
+                })
+            }
+            Ok(result) => result.map_err(transport)?,
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let refuse = |why: String| FetchError::Refused {
+            url: url.into(),
+            why,
+        };
+        match status {
+            StatusCode::NOT_MODIFIED
+                if first && (conditional.etag.is_some() || conditional.last_modified.is_some()) =>
+            {
+                return Ok(Fetched::NotModified);
+            }
+            StatusCode::PARTIAL_CONTENT if !first => {
+                let (start, _end, announced) = content_range(&headers)
+                    .ok_or_else(|| refuse("a 206 answer without a usable Content-Range".into()))?;
+                if start != offset || (announced.is_some() && total.is_some() && announced != total)
+                {
+                    return Err(refuse(format!(
+                        "asked for bytes {offset}- of {total:?}, got Content-Range {start}-…/{announced:?}"
+                    )));
+                }
+            }
+            StatusCode::OK => {
+                if !first {
+                    // The origin ignored the range or the file changed
+                    // (If-Range): the only honest course is from zero.
+                    restarts += 1;
+                    tracing::warn!(%url, offset, "origin cannot resume: starting again from byte 0");
+                    offset = 0;
+                    sinks.progress.store(0, Ordering::Relaxed);
+                }
+                if html_instead_of_file(url, &headers) {
+                    return Err(refuse(
+                        "the origin sent an HTML page instead of the file (an error page?)".into(),
+                    ));
+                }
+                let declared = response.content_length();
+                if declared.is_some_and(|d| d > limits.max_size) {
+                    return Err(FetchError::TooLarge {
+                        url: url.into(),
+                        limit: limits.max_size,
+                        declared,
+                    });
+                }
+                total = declared;
+                validators = Validators::from_headers(&headers);
+                let opened = tokio::fs::File::create(dest).await.map_err(io)?;
+                file = Some(opened);
+            }
+            status if status.is_success() => {
+                return Err(refuse(format!(
+                    "unexpected HTTP {status} (asked {})",
+                    if first { "the file" } else { "a range" }
+                )));
+            }
+            status => {
+                return Err(FetchError::Status {
+                    url: url.into(),
+                    status,
+                })
+            }
+        }
+        let Some(out) = file.as_mut() else {
+            return Err(refuse("no file to write to".into()));
+        };
+        // Stream this response's body.
+        let cut = loop {
+            let chunk = match tokio::time::timeout(limits.read_timeout, response.chunk()).await {
+                Err(_) => {
+                    return Err(FetchError::Stalled {
+                        url: url.into(),
+                        after: limits.read_timeout,
+                    })
+                }
+                Ok(Err(_)) => break true,
+                Ok(Ok(None)) => break total.is_some_and(|t| offset < t),
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            let len = chunk.len() as u64;
+            if offset + len > limits.max_size {
+                return Err(FetchError::TooLarge {
+                    url: url.into(),
+                    limit: limits.max_size,
+                    declared: total,
+                });
+            }
+            out.write_all(&chunk).await.map_err(io)?;
+            offset += len;
+            sinks.progress.store(offset, Ordering::Relaxed);
+            sinks.counter.add(len);
+            sinks.throttle.take(len).await;
+            let elapsed = window.0.elapsed();
+            if limits.min_rate > 0 && elapsed >= limits.min_rate_window {
+                let rate =
+                    ((offset.saturating_sub(window.1)) as f64 / elapsed.as_secs_f64()) as u64;
+                if rate < limits.min_rate {
+                    return Err(FetchError::TooSlow {
+                        url: url.into(),
+                        rate,
+                        min: limits.min_rate,
+                        window: limits.min_rate_window,
+                    });
+                }
+                window = (Instant::now(), offset);
+            }
+        };
+        if !cut {
+            out.sync_all().await.map_err(io)?;
+            return Ok(Fetched::Body {
+                size: offset,
+                validators,
+                resumes,
+                restarts,
+            });
+        }
+        out.flush().await.map_err(io)?;
+        resumes += 1;
+        if resumes > limits.max_resumes {
+            return Err(FetchError::Interrupted {
+                url: url.into(),
+                resumes: resumes - 1,
+                offset,
+            });
+        }
+        tracing::info!(%url, offset, resumes, "body cut: resuming with a range request");
+    }
+}
