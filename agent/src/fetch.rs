@@ -186,6 +186,25 @@ pub struct Sinks<'a> {
     pub counter: &'a ByteCounter,
 }
 
+/// Redirects followed before a fetch fails: real mirrors redirect once or
+/// twice (MirrorBrain → mirror); a loop stops here.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// How long a TCP connect to an origin may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The HTTP client every fetch uses: rustls with Ark's one provider (ring,
+/// installed here if it is not yet), bounded redirects, a connect timeout,
+/// and no transparent decompression.
+pub fn http_client() -> reqwest::Result<reqwest::Client> {
+    crate::link::install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .user_agent(concat!("ark-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// Is `content_type` an HTML page where `url` does not ask for one?
 fn html_instead_of_file(url: &str, headers: &HeaderMap) -> bool {
     let is_html = headers

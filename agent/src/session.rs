@@ -77,11 +77,8 @@ pub async fn run(
     std::fs::create_dir_all(&staging).map_err(AgentError::io("creating staging dir", &staging))?;
     let channel = link::channel(&commander, link::mtls_client_config(&identity.credentials)?)?;
     let mut client = AgentSessionClient::new(channel);
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::limited(5))
-        .build()
-        .map_err(|e| AgentError::Tls(format!("HTTP client: {e}")))?;
+    let http =
+        crate::fetch::http_client().map_err(|e| AgentError::Tls(format!("HTTP client: {e}")))?;
     let bytes = ByteCounter::default();
     let mut sampler = Sampler::new(&staging, bytes.clone());
     let mut ctx = JobContext {

@@ -442,3 +442,75 @@ async fn a_job_outlives_a_short_outage_but_is_dropped_once_its_lease_runs_out() 
     ensure!(done.generation == 2 && done.attempts == 1, "{done:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_origin_costs_one_conditional_request_and_the_run_ends_unchanged() -> Result<()>
+{
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let origin = Origin::start().await?;
+    origin.put("feed.bin", sample_bytes(200_000, 1));
+    let adata = tmp.path().join("only");
+    enroll_agent(&cdata, &adata, "only").await?;
+    let _agent = spawn_agent(&adata)?;
+    add_file_target(&cdata, "feed", &origin.url("feed.bin")).await?;
+    let first = run_of(&cdata, "feed").await?;
+    let state_of = |id: i64| {
+        let cdata = cdata.clone();
+        async move { Ok::<_, anyhow::Error>(run(&cdata, id).await?.state) }
+    };
+    wait_until(SOON, "the first harvest", || async {
+        Ok(state_of(first).await? == "succeeded")
+    })
+    .await?;
+
+    let before = origin.log().len();
+    let again = admin(&cdata)?
+        .run_now(ark_proto::RunNowRequest {
+            name: "feed".into(),
+        })
+        .await?
+        .into_inner()
+        .id;
+    wait_until(SOON, "the second run to end", || async {
+        Ok(state_of(again).await? != "queued" && state_of(again).await? != "leased")
+    })
+    .await?;
+    ensure!(
+        state_of(again).await? == "unchanged",
+        "second run: {}",
+        state_of(again).await?
+    );
+    let log = origin.log();
+    ensure!(
+        log.len() == before + 1,
+        "{} requests for an unchanged origin",
+        log.len() - before
+    );
+    ensure!(
+        log[before].conditional && log[before].status == 304,
+        "{:?}",
+        log[before]
+    );
+    ensure!(
+        staged_files(&adata).len() == 1,
+        "an unchanged run staged something"
+    );
+
+    // A change at the origin is a new harvest.
+    origin.put("feed.bin", sample_bytes(200_001, 2));
+    let third = admin(&cdata)?
+        .run_now(ark_proto::RunNowRequest {
+            name: "feed".into(),
+        })
+        .await?
+        .into_inner()
+        .id;
+    wait_until(SOON, "the third run", || async {
+        Ok(state_of(third).await? == "succeeded")
+    })
+    .await?;
+    ensure!(run(&cdata, third).await?.size_bytes == 200_001);
+    Ok(())
+}

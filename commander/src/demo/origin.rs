@@ -29,6 +29,7 @@ struct File {
     bytes: Arc<Vec<u8>>,
     etag: String,
     last_modified: String,
+    content_type: String,
 }
 
 /// What the origin saw and answered, for assertions.
@@ -98,6 +99,11 @@ impl Origin {
 
     /// Serves `bytes` at `/<name>` (replacing what was there).
     pub fn put(&self, name: &str, bytes: Vec<u8>) {
+        self.put_typed(name, bytes, "application/octet-stream");
+    }
+
+    /// Serves `bytes` at `/<name>` with the given `Content-Type`.
+    pub fn put_typed(&self, name: &str, bytes: Vec<u8>, content_type: &str) {
         let version = self.shared.version.fetch_add(1, Ordering::Relaxed);
         // One "day" per version keeps dates valid and strictly increasing.
         let last_modified = format!("Sun, {:02} Nov 2026 00:00:00 GMT", 1 + version % 28);
@@ -105,6 +111,7 @@ impl Origin {
             etag: etag_of(&bytes),
             bytes: Arc::new(bytes),
             last_modified,
+            content_type: content_type.to_string(),
         };
         self.shared
             .files
@@ -195,9 +202,14 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     let if_range = header(&head, "if-range");
     let found = {
         let files = shared.files.read().unwrap_or_else(|p| p.into_inner());
-        files
-            .get(path.trim_start_matches('/'))
-            .map(|f| (f.bytes.clone(), f.etag.clone(), f.last_modified.clone()))
+        files.get(path.trim_start_matches('/')).map(|f| {
+            (
+                f.bytes.clone(),
+                f.etag.clone(),
+                f.last_modified.clone(),
+                f.content_type.clone(),
+            )
+        })
     };
     let mut log = Logged {
         method: method.clone(),
@@ -206,7 +218,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         conditional: if_none_match.is_some() || if_modified_since.is_some(),
         status: 404,
     };
-    let Some((body, etag, last_modified)) = found.filter(|_| method == "GET") else {
+    let Some((body, etag, last_modified, content_type)) = found.filter(|_| method == "GET") else {
         shared
             .log
             .lock()
@@ -275,7 +287,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     };
     let header = format!(
         "HTTP/1.1 {status_line}\r\nContent-Length: {}\r\n{content_range}{validators}Accept-Ranges: bytes\r\n\
-         Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+         Content-Type: {content_type}\r\nConnection: close\r\n\r\n",
         end - start
     );
     if stream.write_all(header.as_bytes()).await.is_err() {
@@ -288,19 +300,26 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     .then(|| shared.cut_after.load(Ordering::Relaxed));
     let body = &body[start as usize..end as usize];
     let mut sent = 0u64;
-    for chunk in body.chunks(CHUNK) {
-        let chunk = match cut {
-            Some(limit) if sent + chunk.len() as u64 >= limit => &chunk[..(limit - sent) as usize],
-            _ => chunk,
-        };
+    while (sent as usize) < body.len() {
+        // Throttled, write about ten pieces a second so a slow origin
+        // trickles rather than pausing for a whole chunk.
         let rate = shared.throttle.load(Ordering::Relaxed);
-        if rate > 0 {
-            tokio::time::sleep(Duration::from_secs_f64(chunk.len() as f64 / rate as f64)).await;
+        let step = if rate > 0 {
+            (rate as usize / 10).clamp(1, CHUNK)
+        } else {
+            CHUNK
+        };
+        let mut piece = &body[sent as usize..(sent as usize + step).min(body.len())];
+        if let Some(limit) = cut {
+            piece = &piece[..piece.len().min((limit - sent) as usize)];
         }
-        if stream.write_all(chunk).await.is_err() {
+        if rate > 0 {
+            tokio::time::sleep(Duration::from_secs_f64(piece.len() as f64 / rate as f64)).await;
+        }
+        if stream.write_all(piece).await.is_err() {
             return;
         }
-        sent += chunk.len() as u64;
+        sent += piece.len() as u64;
         if cut.is_some_and(|limit| sent >= limit) {
             // Drop without a clean shutdown: the client sees a short body.
             return;

@@ -1,0 +1,328 @@
+//! The agent's streaming fetch against a real HTTP origin (the harness's
+//! fault-injecting one). What belongs here: conditional GET, range resume,
+//! restarts from zero, and every refusal of a hostile or broken origin.
+//! Sizes walk the table every byte-handling test walks.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use ark_agent::fetch::{fetch, FetchError, Fetched, Limits, Sinks, Validators};
+use ark_agent::jobs::Throttle;
+use ark_agent::telemetry::ByteCounter;
+use ark_commander::demo::sample_bytes;
+use ark_tests::Origin;
+
+/// 0, 1, around the 16 KiB chunk group (group−1, group, group+1), several
+/// MiB, and a size that is a multiple of nothing in particular.
+const SIZES: &[usize] = &[
+    0,
+    1,
+    16 * 1024 - 1,
+    16 * 1024,
+    16 * 1024 + 1,
+    5 * 1024 * 1024 + 7,
+    1_234_567,
+];
+
+struct Fixture {
+    origin: Origin,
+    http: reqwest::Client,
+    dir: tempfile::TempDir,
+    throttle: Throttle,
+    progress: AtomicU64,
+    counter: ByteCounter,
+}
+
+impl Fixture {
+    async fn new() -> Result<Self> {
+        Ok(Self {
+            origin: Origin::start().await?,
+            http: ark_agent::fetch::http_client()?,
+            dir: tempfile::tempdir()?,
+            throttle: Throttle::new(0),
+            progress: AtomicU64::new(0),
+            counter: ByteCounter::default(),
+        })
+    }
+
+    async fn get(
+        &self,
+        name: &str,
+        conditional: &Validators,
+        limits: &Limits,
+    ) -> Result<Fetched, FetchError> {
+        let sinks = Sinks {
+            throttle: &self.throttle,
+            progress: &self.progress,
+            counter: &self.counter,
+        };
+        fetch(
+            &self.http,
+            &self.origin.url(name),
+            &self.dest(name),
+            conditional,
+            limits,
+            sinks,
+        )
+        .await
+    }
+
+    fn dest(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(format!("{name}.part"))
+    }
+
+    fn staged(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dest(name)).unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn every_size_arrives_whole_and_a_second_fetch_costs_one_conditional_request() -> Result<()> {
+    let f = Fixture::new().await?;
+    for (i, &size) in SIZES.iter().enumerate() {
+        let name = format!("f{size}");
+        let bytes = sample_bytes(size, i as u8);
+        f.origin.put(&name, bytes.clone());
+        let Fetched::Body {
+            size: got,
+            validators,
+            resumes,
+            restarts,
+        } = f
+            .get(&name, &Validators::default(), &Limits::default())
+            .await?
+        else {
+            anyhow::bail!("size {size}: no body");
+        };
+        ensure!(
+            got == size as u64 && f.staged(&name) == bytes,
+            "size {size}: bytes differ"
+        );
+        ensure!(resumes == 0 && restarts == 0);
+        ensure!(
+            validators.etag.is_some() && validators.last_modified.is_some(),
+            "{validators:?}"
+        );
+        let before = f.origin.requests();
+        let again = f.get(&name, &validators, &Limits::default()).await?;
+        ensure!(again == Fetched::NotModified, "size {size}: {again:?}");
+        let log = f.origin.log();
+        ensure!(
+            log.len() as u64 == before + 1,
+            "more than one request for an unchanged origin"
+        );
+        let last = log.last().expect("logged");
+        ensure!(last.conditional && last.status == 304, "{last:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_changed_origin_is_fetched_again() -> Result<()> {
+    let f = Fixture::new().await?;
+    let mut bytes = sample_bytes(100_000, 1);
+    f.origin.put("doc", bytes.clone());
+    let Fetched::Body { validators, .. } = f
+        .get("doc", &Validators::default(), &Limits::default())
+        .await?
+    else {
+        anyhow::bail!("no body");
+    };
+    bytes[54_321] ^= 0x01;
+    f.origin.put("doc", bytes.clone());
+    let again = f.get("doc", &validators, &Limits::default()).await?;
+    ensure!(
+        matches!(again, Fetched::Body { size: 100_000, .. }),
+        "{again:?}"
+    );
+    ensure!(f.staged("doc") == bytes, "the flipped byte did not arrive");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_body_cut_three_times_resumes_by_range_for_every_size() -> Result<()> {
+    let f = Fixture::new().await?;
+    for (i, &size) in SIZES.iter().enumerate().filter(|(_, s)| **s > 3) {
+        let name = format!("cut{size}");
+        let bytes = sample_bytes(size, i as u8 + 40);
+        f.origin.put(&name, bytes.clone());
+        let cut = (size as u64 / 4).max(1);
+        f.origin.cut_after(cut, 3);
+        let before = f.origin.log().len();
+        let fetched = f
+            .get(&name, &Validators::default(), &Limits::default())
+            .await?;
+        ensure!(
+            matches!(
+                fetched,
+                Fetched::Body {
+                    resumes: 3,
+                    restarts: 0,
+                    ..
+                }
+            ),
+            "size {size}: {fetched:?}"
+        );
+        ensure!(
+            f.staged(&name) == bytes,
+            "size {size}: resumed bytes differ"
+        );
+        let log = f.origin.log();
+        let ranges: Vec<_> = log[before..].iter().map(|l| l.range.clone()).collect();
+        let expected: Vec<_> = [None, Some(cut), Some(2 * cut), Some(3 * cut)]
+            .iter()
+            .map(|o| o.map(|o| format!("bytes={o}-")))
+            .collect();
+        ensure!(ranges == expected, "size {size}: ranges asked {ranges:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_origin_that_cannot_resume_restarts_from_zero_and_says_so() -> Result<()> {
+    let f = Fixture::new().await?;
+    let bytes = sample_bytes(300_000, 3);
+    f.origin.put("norange", bytes.clone());
+    f.origin.ignore_range(true);
+    f.origin.cut_after(100_000, 1);
+    let fetched = f
+        .get("norange", &Validators::default(), &Limits::default())
+        .await?;
+    ensure!(
+        matches!(
+            fetched,
+            Fetched::Body {
+                resumes: 1,
+                restarts: 1,
+                size: 300_000,
+                ..
+            }
+        ),
+        "{fetched:?}"
+    );
+    ensure!(f.staged("norange") == bytes);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_file_that_changes_mid_resume_is_fetched_whole_again() -> Result<()> {
+    let f = Fixture::new().await?;
+    f.origin.put("moving", sample_bytes(200_000, 1));
+    f.origin.cut_after(50_000, 1);
+    // The first response takes ~0.5 s to reach its cut at 50 000 bytes.
+    f.origin.throttle(100_000);
+    let (none, limits) = (Validators::default(), Limits::default());
+    let fetch = f.get("moving", &none, &limits);
+    let change = async {
+        // Replace the file once the first response is on the wire, before
+        // the cut: the resume that follows must notice.
+        while f.progress.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        f.origin.put("moving", sample_bytes(200_000, 2));
+        f.origin.throttle(0);
+    };
+    let (fetched, ()) = tokio::join!(fetch, change);
+    let fetched = fetched?;
+    // If-Range no longer matches: the origin sends the new version whole.
+    ensure!(
+        matches!(fetched, Fetched::Body { restarts: 1, .. }),
+        "{fetched:?}"
+    );
+    ensure!(
+        f.staged("moving") == sample_bytes(200_000, 2),
+        "a mix of two versions was staged"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn hostile_and_broken_origins_are_refused_with_a_reason() -> Result<()> {
+    let f = Fixture::new().await?;
+    // An error page served with 200.
+    f.origin.put_typed(
+        "page",
+        b"<html><body>Oops, we moved!</body></html>".to_vec(),
+        "text/html; charset=utf-8",
+    );
+    let err = f
+        .get("page", &Validators::default(), &Limits::default())
+        .await
+        .expect_err("HTML became the file");
+    ensure!(
+        err.to_string().contains("HTML page") && !err.retryable(),
+        "{err}"
+    );
+    ensure!(!f.dest("page").exists(), "a refused body was written");
+
+    // Larger than the limit: refused from its Content-Length, before a byte.
+    f.origin.put("huge", sample_bytes(2 << 20, 1));
+    let small = Limits {
+        max_size: 1 << 20,
+        ..Limits::default()
+    };
+    let err = f
+        .get("huge", &Validators::default(), &small)
+        .await
+        .expect_err("too large accepted");
+    ensure!(
+        matches!(
+            err,
+            FetchError::TooLarge {
+                declared: Some(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    ensure!(!f.dest("huge").exists());
+
+    // A missing file: a status error, not worth retrying.
+    let err = f
+        .get("absent", &Validators::default(), &Limits::default())
+        .await
+        .expect_err("404 accepted");
+    ensure!(
+        matches!(err, FetchError::Status { .. })
+            && err.to_string().contains("404")
+            && !err.retryable(),
+        "{err}"
+    );
+
+    // A drip: 64 bytes/s against a 1 KiB/s minimum over one second.
+    f.origin.put("drip", sample_bytes(100_000, 2));
+    f.origin.throttle(64);
+    let strict = Limits {
+        min_rate: 1024,
+        min_rate_window: Duration::from_secs(1),
+        read_timeout: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let err = f
+        .get("drip", &Validators::default(), &strict)
+        .await
+        .expect_err("drip accepted");
+    ensure!(
+        matches!(err, FetchError::TooSlow { .. }) && err.retryable(),
+        "{err}"
+    );
+    f.origin.throttle(0);
+
+    // An origin that keeps cutting: gives up after the allowed resumes.
+    f.origin.put("flaky", sample_bytes(100_000, 3));
+    f.origin.cut_after(1_000, 100);
+    let few = Limits {
+        max_resumes: 2,
+        ..Limits::default()
+    };
+    let err = f
+        .get("flaky", &Validators::default(), &few)
+        .await
+        .expect_err("endless cuts accepted");
+    ensure!(
+        matches!(err, FetchError::Interrupted { resumes: 2, .. }),
+        "{err}"
+    );
+    Ok(())
+}
