@@ -30,6 +30,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::jobs::Throttle;
 use crate::telemetry::ByteCounter;
+use crate::tree::{outboard_path, TreeHasher, CV_LEN};
 
 /// What an origin said about a version of a resource.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +108,8 @@ pub enum Fetched {
     NotModified,
     Body {
         size: u64,
+        /// BLAKE3 of the body, computed as it arrived (equals `b3sum`).
+        root: blake3::Hash,
         validators: Validators,
         /// Times the body was cut and continued with a range request.
         resumes: u32,
@@ -250,6 +253,12 @@ pub async fn fetch(
         tokio::fs::create_dir_all(parent).await.map_err(io)?;
     }
     let mut file: Option<tokio::fs::File> = None;
+    // Every byte passes once through the tree hasher; the group CVs it
+    // completes go to the outboard beside the file as they are made.
+    let mut tree = TreeHasher::new();
+    let outboard_at = outboard_path(dest);
+    let mut outboard: Option<tokio::fs::File> = None;
+    let mut cv_bytes: Vec<u8> = Vec::with_capacity(64 * CV_LEN);
     let mut offset = 0u64;
     let mut total: Option<u64> = None;
     let mut validators = Validators::default();
@@ -332,6 +341,8 @@ pub async fn fetch(
                 validators = Validators::from_headers(&headers);
                 let opened = tokio::fs::File::create(dest).await.map_err(io)?;
                 file = Some(opened);
+                tree = TreeHasher::new();
+                outboard = Some(tokio::fs::File::create(&outboard_at).await.map_err(io)?);
             }
             status if status.is_success() => {
                 return Err(refuse(format!(
@@ -371,6 +382,14 @@ pub async fn fetch(
                 });
             }
             out.write_all(&chunk).await.map_err(io)?;
+            tree.update(&chunk);
+            cv_bytes.clear();
+            for cv in tree.take_cvs() {
+                cv_bytes.extend_from_slice(&cv);
+            }
+            if let (false, Some(ob)) = (cv_bytes.is_empty(), outboard.as_mut()) {
+                ob.write_all(&cv_bytes).await.map_err(io)?;
+            }
             offset += len;
             sinks.progress.store(offset, Ordering::Relaxed);
             sinks.counter.add(len);
@@ -392,8 +411,16 @@ pub async fn fetch(
         };
         if !cut {
             out.sync_all().await.map_err(io)?;
+            let (root, last) = std::mem::take(&mut tree).finalize();
+            if let Some(ob) = outboard.as_mut() {
+                if let Some(last) = last {
+                    ob.write_all(&last).await.map_err(io)?;
+                }
+                ob.sync_all().await.map_err(io)?;
+            }
             return Ok(Fetched::Body {
                 size: offset,
+                root,
                 validators,
                 resumes,
                 restarts,

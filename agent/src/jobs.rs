@@ -219,7 +219,7 @@ async fn run(
                 generation = lease.generation,
                 "abandoning job and removing its staged bytes: {why}"
             );
-            let _ = tokio::fs::remove_file(&staged).await;
+            remove_staged(&staged).await;
         }
     }
     lease.forget(&ctx.data);
@@ -310,10 +310,12 @@ async fn drive(
         }),
         Ok(Fetched::Body {
             size,
+            root,
             validators,
             resumes,
             restarts,
         }) => complete_request::Outcome::Success(JobResult {
+            blake3: root.to_hex().to_string(),
             size_bytes: *size,
             staged_path: staged.display().to_string(),
             duration_ms: started.elapsed().as_millis() as u64,
@@ -324,7 +326,7 @@ async fn drive(
             restarts: *restarts,
         }),
         Err(failure) => {
-            let _ = tokio::fs::remove_file(staged).await;
+            remove_staged(staged).await;
             complete_request::Outcome::Failure(failure.clone())
         }
     };
@@ -358,6 +360,12 @@ async fn drive(
             }
         }
     }
+}
+
+/// Removes a staged file and its outboard.
+async fn remove_staged(staged: &Path) {
+    let _ = tokio::fs::remove_file(staged).await;
+    let _ = tokio::fs::remove_file(crate::tree::outboard_path(staged)).await;
 }
 
 /// Reports progress on `lease`; Ok carries the renewed time to live.

@@ -16,6 +16,7 @@
 //! - [`telemetry`]: CPU, memory, temperature and disk readings (sysinfo).
 //! - [`fetch`]: streaming HTTP fetch: conditional GET, range resume, refusals.
 //! - [`jobs`]: running one leased job: fetch, report, complete, clean up.
+//! - [`tree`]: chunked BLAKE3 in one pass: the root and the group outboard.
 //! - [`session`]: the long-lived loop: register, heartbeat, reconnect.
 //! - [`process`]: logging and the shutdown signal, shared by both binaries.
 //! - [`status`]: the agent's last known state, written for `ark-agent status`.
@@ -31,6 +32,7 @@ pub mod process;
 pub mod session;
 pub mod status;
 pub mod telemetry;
+pub mod tree;
 
 pub use error::{AgentError, Result};
 

@@ -424,8 +424,8 @@ impl Scheduler {
                     )?;
                     tx.execute(
                         "UPDATE runs SET state = ?1, finished_at = ?2, size_bytes = ?3, bytes_done = ?3, reason = '',
-                         last_agent = ?4 WHERE id = ?5",
-                        params![state, now, result.size_bytes as i64, agent, run],
+                         last_agent = ?4, blake3 = ?6 WHERE id = ?5",
+                        params![state, now, result.size_bytes as i64, agent, run, result.blake3],
                     )?;
                     let message = if result.unchanged {
                         "origin unchanged (conditional request answered 304)".to_string()

@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at INTEGER,
     bytes_done  INTEGER NOT NULL DEFAULT 0,
     size_bytes  INTEGER,
-    reason      TEXT NOT NULL DEFAULT ''
+    reason      TEXT NOT NULL DEFAULT '',
+    blake3      TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs(state, not_before);
 CREATE TABLE IF NOT EXISTS leases (
@@ -164,6 +165,7 @@ impl Store {
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("targets", "etag", "TEXT NOT NULL DEFAULT ''"),
     ("targets", "last_modified", "TEXT NOT NULL DEFAULT ''"),
+    ("runs", "blake3", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -473,7 +475,7 @@ pub fn remove_target(conn: &Connection, name: &str) -> Result<()> {
 
 const RUN_COLUMNS: &str =
     "r.id, r.target, r.kind, r.url, r.state, r.attempts, r.generation, r.created_at,
-    r.finished_at, r.bytes_done, r.size_bytes, r.reason, l.agent, l.expires_at, r.last_agent";
+    r.finished_at, r.bytes_done, r.size_bytes, r.reason, l.agent, l.expires_at, r.last_agent, r.blake3";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ark_proto::RunInfo> {
     let lease_agent: Option<String> = r.get(12)?;
@@ -493,6 +495,7 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ark_proto::RunInfo> {
         reason: r.get(11)?,
         agent: lease_agent.or(last_agent).unwrap_or_default(),
         lease_expires_at_ms: r.get::<_, Option<i64>>(13)?.unwrap_or(0),
+        blake3: r.get(15)?,
     })
 }
 

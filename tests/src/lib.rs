@@ -247,6 +247,7 @@ pub fn staged_files(agent_data: &Path) -> Vec<(String, Vec<u8>)> {
     };
     let mut files: Vec<_> = entries
         .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
         .map(|e| {
             (
                 e.file_name().to_string_lossy().into_owned(),

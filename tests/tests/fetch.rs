@@ -86,6 +86,7 @@ async fn every_size_arrives_whole_and_a_second_fetch_costs_one_conditional_reque
         f.origin.put(&name, bytes.clone());
         let Fetched::Body {
             size: got,
+            root,
             validators,
             resumes,
             restarts,
@@ -99,6 +100,28 @@ async fn every_size_arrives_whole_and_a_second_fetch_costs_one_conditional_reque
             got == size as u64 && f.staged(&name) == bytes,
             "size {size}: bytes differ"
         );
+        ensure!(
+            root == blake3::hash(&bytes),
+            "size {size}: root differs from BLAKE3"
+        );
+        let outboard = std::fs::read(ark_agent::tree::outboard_path(&f.dest(&name)))?;
+        ensure!(
+            outboard.len() as u64 == (size as u64).div_ceil(ark_agent::tree::GROUP_LEN as u64) * 32,
+            "size {size}: outboard of {} bytes",
+            outboard.len()
+        );
+        if size == 5 * 1024 * 1024 + 7 {
+            // The tool a user would reach for agrees.
+            let out = std::process::Command::new("b3sum")
+                .arg("--no-names")
+                .arg(f.dest(&name))
+                .output()
+                .map_err(|e| anyhow::anyhow!("b3sum: {e} (apt-get install b3sum)"))?;
+            ensure!(
+                String::from_utf8(out.stdout)?.trim() == root.to_hex().as_str(),
+                "b3sum disagrees"
+            );
+        }
         ensure!(resumes == 0 && restarts == 0);
         ensure!(
             validators.etag.is_some() && validators.last_modified.is_some(),
@@ -202,6 +225,10 @@ async fn an_origin_that_cannot_resume_restarts_from_zero_and_says_so() -> Result
         "{fetched:?}"
     );
     ensure!(f.staged("norange") == bytes);
+    ensure!(
+        matches!(fetched, Fetched::Body { root, .. } if root == blake3::hash(&bytes)),
+        "a restart from zero left the first attempt's bytes in the hash"
+    );
     Ok(())
 }
 

@@ -29,7 +29,7 @@ pub fn run_json(r: &RunInfo) -> Value {
            "attempts": r.attempts, "agent": r.agent, "generation": r.generation,
            "created_at_ms": r.created_at_ms, "finished_at_ms": r.finished_at_ms,
            "lease_expires_at_ms": r.lease_expires_at_ms, "bytes_done": r.bytes_done,
-           "size_bytes": r.size_bytes, "reason": r.reason})
+           "size_bytes": r.size_bytes, "blake3": r.blake3, "reason": r.reason})
 }
 
 pub fn agent_json(a: &AgentInfo) -> Value {

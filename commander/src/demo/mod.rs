@@ -34,6 +34,7 @@ pub struct Landed {
     pub target: String,
     pub agent: String,
     pub size: u64,
+    pub blake3: String,
 }
 
 /// The demo's outcome.
@@ -161,6 +162,7 @@ pub async fn run(
                     target: r.target.clone(),
                     agent: r.agent.clone(),
                     size: r.size_bytes,
+                    blake3: r.blake3.clone(),
                 })
                 .collect::<Vec<_>>();
         }
@@ -172,7 +174,10 @@ pub async fn run(
     };
     println!("\nharvested in {:.1?}:", report.elapsed);
     for l in &report.landed {
-        println!("  {:<14} {:>9} bytes  by {}", l.target, l.size, l.agent);
+        println!(
+            "  {:<14} {:>9} bytes  blake3 {}  by {}",
+            l.target, l.size, &l.blake3, l.agent
+        );
     }
     if !demo.once {
         println!("\nswarm running; try `ark-commander --data {} agents` in another shell. Ctrl-C to stop.", commander_dir.display());
