@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 use reqwest::header::{self, HeaderMap};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::jobs::Throttle;
 use crate::telemetry::ByteCounter;
-use crate::tree::{outboard_path, TreeHasher, CV_LEN};
+use crate::tree::{group_cv, outboard_path, TreeHasher, CV_LEN, GROUP_LEN};
 
 /// What an origin said about a version of a resource.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +115,9 @@ pub enum Fetched {
         resumes: u32,
         /// Times the origin could not resume and the fetch began again at 0.
         restarts: u32,
+        /// Bytes a previous attempt left on disk that were re-verified
+        /// against their outboard and kept (the fetch resumed after them).
+        reused: u64,
     },
 }
 
@@ -187,6 +190,71 @@ pub struct Sinks<'a> {
     pub progress: &'a AtomicU64,
     /// The agent's throughput counter.
     pub counter: &'a ByteCounter,
+}
+
+/// Bytes between two durable checkpoints of a fetch in progress: the most
+/// a crash (or `kill -9`) costs. Each checkpoint is two fsyncs, so much
+/// smaller would slow an SD card down; much larger would lose more.
+pub const CHECKPOINT_BYTES: u64 = 4 << 20;
+
+/// What a fetch leaves beside its file so a later attempt (after a crash or
+/// a restart) can resume it. It names only whole groups whose CVs are
+/// durable in the outboard, and is only a hint: the resuming fetch
+/// re-hashes those groups on disk and trusts what matches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ResumeState {
+    url: String,
+    validators: Validators,
+    total: Option<u64>,
+    groups: u64,
+}
+
+/// Where the resume state of a staged file lives: beside it.
+pub fn resume_path(data: &Path) -> PathBuf {
+    let mut name = data.as_os_str().to_owned();
+    name.push(".resume");
+    name.into()
+}
+
+/// Makes the data and outboard durable, then records how far they go
+/// (write, fsync, rename: never a state ahead of its bytes).
+async fn checkpoint(
+    out: &mut tokio::fs::File,
+    outboard: &mut tokio::fs::File,
+    at: &Path,
+    state: &ResumeState,
+) -> std::io::Result<()> {
+    out.sync_data().await?;
+    outboard.sync_data().await?;
+    let json = serde_json::to_vec(state).unwrap_or_default();
+    let at = at.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::write_atomic(&at, &json, 0o600)).await?
+}
+
+/// The CVs of the groups on disk that still match the outboard, up to the
+/// first that does not (a byte flipped while the agent was down, a torn
+/// write): the fetch resumes from there.
+fn verify_on_disk(
+    data: &Path,
+    outboard: &Path,
+    groups: u64,
+) -> std::io::Result<Vec<blake3::hazmat::ChainingValue>> {
+    use std::io::Read;
+    let mut data = std::fs::File::open(data)?;
+    let recorded = std::fs::read(outboard)?;
+    let mut verified = Vec::new();
+    let mut group = vec![0u8; GROUP_LEN];
+    for (index, cv) in recorded
+        .chunks_exact(CV_LEN)
+        .take(groups as usize)
+        .enumerate()
+    {
+        if data.read_exact(&mut group).is_err() || group_cv(index as u64, &group) != cv {
+            break;
+        }
+        verified.push(cv.try_into().unwrap_or([0; CV_LEN]));
+    }
+    Ok(verified)
 }
 
 /// Redirects followed before a fetch fails: real mirrors redirect once or
@@ -263,7 +331,57 @@ pub async fn fetch(
     let mut total: Option<u64> = None;
     let mut validators = Validators::default();
     let (mut resumes, mut restarts) = (0u32, 0u32);
-    let mut window = (Instant::now(), 0u64);
+    let resume_at = resume_path(dest);
+    let mut cvs_written = 0u64;
+    let mut reused = 0u64;
+    let previous = std::fs::read(&resume_at)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<ResumeState>(&json).ok())
+        .filter(|state| state.url == url);
+    if let Some(state) = previous {
+        let (data, ob) = (dest.to_path_buf(), outboard_at.clone());
+        let groups = state.groups;
+        let cvs = tokio::task::spawn_blocking(move || verify_on_disk(&data, &ob, groups))
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .unwrap_or_default();
+        if (cvs.len() as u64) < groups {
+            tracing::warn!(
+                %url,
+                group = cvs.len(),
+                "bytes on disk no longer match their recorded hash: re-fetching from that group"
+            );
+        }
+        if !cvs.is_empty() {
+            let verified = cvs.len() as u64;
+            offset = verified * GROUP_LEN as u64;
+            let mut data = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(dest)
+                .await
+                .map_err(io)?;
+            data.set_len(offset).await.map_err(io)?;
+            data.seek(std::io::SeekFrom::End(0)).await.map_err(io)?;
+            let mut ob = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(&outboard_at)
+                .await
+                .map_err(io)?;
+            ob.set_len(verified * CV_LEN as u64).await.map_err(io)?;
+            ob.seek(std::io::SeekFrom::End(0)).await.map_err(io)?;
+            file = Some(data);
+            outboard = Some(ob);
+            tree = TreeHasher::from_verified_groups(&cvs);
+            validators = state.validators;
+            total = state.total;
+            cvs_written = verified;
+            reused = offset;
+            sinks.progress.store(offset, Ordering::Relaxed);
+            tracing::info!(%url, offset, "resuming after re-verifying the bytes already on disk");
+        }
+    }
+    let mut last_checkpoint = offset;
+    let mut window = (Instant::now(), offset);
     loop {
         let first = file.is_none();
         let mut request = http.get(url);
@@ -321,7 +439,11 @@ pub async fn fetch(
                     // (If-Range): the only honest course is from zero.
                     restarts += 1;
                     tracing::warn!(%url, offset, "origin cannot resume: starting again from byte 0");
+                    let _ = tokio::fs::remove_file(&resume_at).await;
                     offset = 0;
+                    cvs_written = 0;
+                    reused = 0;
+                    last_checkpoint = 0;
                     sinks.progress.store(0, Ordering::Relaxed);
                 }
                 if html_instead_of_file(url, &headers) {
@@ -389,8 +511,21 @@ pub async fn fetch(
             }
             if let (false, Some(ob)) = (cv_bytes.is_empty(), outboard.as_mut()) {
                 ob.write_all(&cv_bytes).await.map_err(io)?;
+                cvs_written += (cv_bytes.len() / CV_LEN) as u64;
             }
             offset += len;
+            if offset - last_checkpoint >= CHECKPOINT_BYTES {
+                if let Some(ob) = outboard.as_mut() {
+                    let state = ResumeState {
+                        url: url.into(),
+                        validators: validators.clone(),
+                        total,
+                        groups: cvs_written,
+                    };
+                    checkpoint(out, ob, &resume_at, &state).await.map_err(io)?;
+                }
+                last_checkpoint = offset;
+            }
             sinks.progress.store(offset, Ordering::Relaxed);
             sinks.counter.add(len);
             sinks.throttle.take(len).await;
@@ -418,15 +553,27 @@ pub async fn fetch(
                 }
                 ob.sync_all().await.map_err(io)?;
             }
+            let _ = tokio::fs::remove_file(&resume_at).await;
             return Ok(Fetched::Body {
                 size: offset,
                 root,
                 validators,
                 resumes,
                 restarts,
+                reused,
             });
         }
         out.flush().await.map_err(io)?;
+        if let Some(ob) = outboard.as_mut() {
+            let state = ResumeState {
+                url: url.into(),
+                validators: validators.clone(),
+                total,
+                groups: cvs_written,
+            };
+            checkpoint(out, ob, &resume_at, &state).await.map_err(io)?;
+            last_checkpoint = offset;
+        }
         resumes += 1;
         if resumes > limits.max_resumes {
             return Err(FetchError::Interrupted {

@@ -314,6 +314,7 @@ async fn drive(
             validators,
             resumes,
             restarts,
+            ..
         }) => complete_request::Outcome::Success(JobResult {
             blake3: root.to_hex().to_string(),
             size_bytes: *size,
@@ -366,6 +367,7 @@ async fn drive(
 async fn remove_staged(staged: &Path) {
     let _ = tokio::fs::remove_file(staged).await;
     let _ = tokio::fs::remove_file(crate::tree::outboard_path(staged)).await;
+    let _ = tokio::fs::remove_file(crate::fetch::resume_path(staged)).await;
 }
 
 /// Reports progress on `lease`; Ok carries the renewed time to live.

@@ -90,6 +90,7 @@ async fn every_size_arrives_whole_and_a_second_fetch_costs_one_conditional_reque
             validators,
             resumes,
             restarts,
+            ..
         } = f
             .get(&name, &Validators::default(), &Limits::default())
             .await?
@@ -351,5 +352,64 @@ async fn hostile_and_broken_origins_are_refused_with_a_reason() -> Result<()> {
         matches!(err, FetchError::Interrupted { resumes: 2, .. }),
         "{err}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_later_attempt_reuses_verified_bytes_and_refetches_from_a_flipped_group() -> Result<()> {
+    use ark_agent::tree::GROUP_LEN;
+    let f = Fixture::new().await?;
+    let no_resume = Limits {
+        max_resumes: 0,
+        ..Limits::default()
+    };
+    let size = 20 * GROUP_LEN + 99;
+    for (name, flip) in [("intact", None), ("flipped", Some(4 * GROUP_LEN + 1234))] {
+        let bytes = sample_bytes(size, 11);
+        f.origin.put(name, bytes.clone());
+        // The first attempt dies 500 bytes into group 10.
+        f.origin.cut_after(10 * GROUP_LEN as u64 + 500, 1);
+        let err = f
+            .get(name, &Validators::default(), &no_resume)
+            .await
+            .expect_err("cut accepted");
+        ensure!(matches!(err, FetchError::Interrupted { .. }), "{err}");
+        ensure!(
+            ark_agent::fetch::resume_path(&f.dest(name)).exists(),
+            "no resume state left"
+        );
+        if let Some(at) = flip {
+            // A byte flipped on disk while nobody was looking.
+            let mut on_disk = std::fs::read(f.dest(name))?;
+            on_disk[at] ^= 0x20;
+            std::fs::write(f.dest(name), on_disk)?;
+        }
+        let before = f.origin.log().len();
+        let fetched = f
+            .get(name, &Validators::default(), &Limits::default())
+            .await?;
+        let expected_reuse = flip.map_or(10 * GROUP_LEN, |at| at / GROUP_LEN * GROUP_LEN) as u64;
+        let Fetched::Body { root, reused, .. } = fetched else {
+            anyhow::bail!("{name}: no body");
+        };
+        ensure!(
+            reused == expected_reuse,
+            "{name}: reused {reused}, expected {expected_reuse}"
+        );
+        ensure!(
+            root == blake3::hash(&bytes) && f.staged(name) == bytes,
+            "{name}: wrong bytes"
+        );
+        let log = f.origin.log();
+        ensure!(
+            log[before].range == Some(format!("bytes={expected_reuse}-")),
+            "{name}: resumed with {:?}",
+            log[before].range
+        );
+        ensure!(
+            !ark_agent::fetch::resume_path(&f.dest(name)).exists(),
+            "resume state outlived the fetch"
+        );
+    }
     Ok(())
 }

@@ -514,3 +514,58 @@ async fn an_unchanged_origin_costs_one_conditional_request_and_the_run_ends_unch
     ensure!(run(&cdata, third).await?.size_bytes == 200_001);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_download_resumes_from_verified_bytes_and_refetches_a_flipped_group(
+) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let size = 12 << 20;
+    let mut job = SlowJob::start(tmp.path(), size, 4 << 20).await?;
+    // Past the first durable checkpoint (4 MiB) before the plug is pulled.
+    wait_until(SOON, "6 MiB on disk", || {
+        let done = ark_agent::status::AgentStatus::load(&job.adata)
+            .ok()
+            .flatten()
+            .and_then(|s| s.jobs.first().map(|j| j.bytes_done))
+            .unwrap_or(0);
+        async move { Ok(done >= 6 << 20) }
+    })
+    .await?;
+    job.agent.kill9();
+    let part = staged_files(&job.adata);
+    ensure!(part.len() == 1, "no staged file after the kill");
+    let part_path = job.adata.join("staging").join(&part[0].0);
+    // A byte rots on the card while the agent is down.
+    let mut on_disk = std::fs::read(&part_path)?;
+    on_disk[(1 << 20) + 77] ^= 0x01;
+    std::fs::write(&part_path, on_disk)?;
+    let before = job.origin.log().len();
+    job.origin.throttle(0);
+    job.agent = spawn_agent(&job.adata)?;
+
+    let (cdata, run_id) = (job.cdata.clone(), job.run_id);
+    wait_until(SOON, "the resumed run to succeed", || {
+        let cdata = cdata.clone();
+        async move { Ok(run(&cdata, run_id).await?.state == "succeeded") }
+    })
+    .await?;
+    let done = run(&cdata, run_id).await?;
+    ensure!(
+        done.generation == 1 && done.attempts == 0,
+        "the lease was not honoured across the restart: {done:?}"
+    );
+    let expected = sample_bytes(size, 9);
+    ensure!(
+        done.blake3 == blake3::hash(&expected).to_hex().as_str(),
+        "wrong root reported"
+    );
+    let resumed: Vec<_> = job.origin.log()[before..]
+        .iter()
+        .map(|l| l.range.clone())
+        .collect();
+    ensure!(
+        resumed == vec![Some(format!("bytes={}-", 1 << 20))],
+        "expected one range request from the flipped group, got {resumed:?}"
+    );
+    Ok(())
+}
