@@ -176,8 +176,9 @@ impl FetchError {
             Self::TooSlow { .. }
             | Self::Stalled { .. }
             | Self::Interrupted { .. }
-            | Self::Transport { .. }
             | Self::Io { .. } => true,
+            // A redirect loop stays a loop; a dropped connection may not.
+            Self::Transport { source, .. } => !source.is_redirect(),
         }
     }
 }

@@ -17,7 +17,7 @@ use ark_proto::admin_client::AdminClient;
 use ark_proto::{CreateEnrollTokenRequest, Event, ListEventsRequest, ListRunsRequest, RunInfo};
 use tonic::transport::Channel;
 
-pub use ark_commander::demo::origin::Origin;
+pub use ark_commander::demo::origin::{Hostile, Origin};
 
 /// Timings every swarm test uses: short enough for quick tests, with the
 /// same ratio as production (TTL = 6 heartbeats).

@@ -11,7 +11,7 @@ use ark_agent::fetch::{fetch, FetchError, Fetched, Limits, Sinks, Validators};
 use ark_agent::jobs::Throttle;
 use ark_agent::telemetry::ByteCounter;
 use ark_commander::demo::sample_bytes;
-use ark_tests::Origin;
+use ark_tests::{Hostile, Origin};
 
 /// 0, 1, around the 16 KiB chunk group (group−1, group, group+1), several
 /// MiB, and a size that is a multiple of nothing in particular.
@@ -411,5 +411,90 @@ async fn a_later_attempt_reuses_verified_bytes_and_refetches_from_a_flipped_grou
             "resume state outlived the fetch"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn lying_endless_looping_and_compressed_origins() -> Result<()> {
+    let f = Fixture::new().await?;
+    let none = Validators::default();
+
+    // Declares more than it sends, every time: cut, resumed, cut again…
+    f.origin.hostile(
+        "liar",
+        Hostile::LieLength {
+            declared: 100_000,
+            bytes: std::sync::Arc::new(sample_bytes(60_000, 1)),
+        },
+    );
+    let few = Limits {
+        max_resumes: 2,
+        ..Limits::default()
+    };
+    let err = f
+        .get("liar", &none, &few)
+        .await
+        .expect_err("short body accepted");
+    ensure!(
+        matches!(err, FetchError::Interrupted { resumes: 2, .. }),
+        "{err}"
+    );
+
+    // No length and no end: stopped at the size limit.
+    f.origin.hostile("endless", Hostile::Endless);
+    let capped = Limits {
+        max_size: 1 << 20,
+        ..Limits::default()
+    };
+    let err = f
+        .get("endless", &none, &capped)
+        .await
+        .expect_err("endless body accepted");
+    ensure!(
+        matches!(err, FetchError::TooLarge { declared: None, .. }),
+        "{err}"
+    );
+
+    // A redirect to itself: bounded, named, and not worth retrying.
+    f.origin.hostile("loop", Hostile::RedirectTo("loop".into()));
+    let before = f.origin.log().len();
+    let err = f
+        .get("loop", &none, &Limits::default())
+        .await
+        .expect_err("redirect loop followed");
+    ensure!(
+        err.to_string().contains("redirect") && !err.retryable(),
+        "{err}"
+    );
+    let followed = f.origin.log().len() - before;
+    // The first request, the redirects followed, and the one whose answer
+    // tipped the count over: a loop costs a handful of requests, no more.
+    ensure!(
+        followed <= ark_agent::fetch::MAX_REDIRECTS + 2,
+        "followed {followed} redirects"
+    );
+
+    // A gzip bomb: 100 MiB of zeros in ~100 KiB. Stored as sent, never expanded.
+    let bomb = std::process::Command::new("sh")
+        .args(["-c", "head -c 104857600 /dev/zero | gzip -9"])
+        .output()?
+        .stdout;
+    ensure!(bomb.len() < 200_000, "the bomb is {} bytes", bomb.len());
+    f.origin.hostile(
+        "bomb.gz",
+        Hostile::WithHeaders {
+            headers: vec![
+                ("Content-Encoding".into(), "gzip".into()),
+                ("Content-Type".into(), "application/octet-stream".into()),
+            ],
+            bytes: std::sync::Arc::new(bomb.clone()),
+        },
+    );
+    let fetched = f.get("bomb.gz", &none, &capped).await?;
+    ensure!(
+        matches!(fetched, Fetched::Body { size, .. } if size == bomb.len() as u64),
+        "{fetched:?}"
+    );
+    ensure!(f.staged("bomb.gz") == bomb, "the body was decoded");
     Ok(())
 }

@@ -32,6 +32,26 @@ struct File {
     content_type: String,
 }
 
+/// Misbehaviours the origin can be told to show at a path.
+#[derive(Debug, Clone)]
+pub enum Hostile {
+    /// `302 Found` pointing at another path (itself, for a loop).
+    RedirectTo(String),
+    /// Declares `declared` bytes of body but sends `bytes` and closes.
+    LieLength { declared: u64, bytes: Arc<Vec<u8>> },
+    /// A 200 with no length whose body never ends (capped at
+    /// [`ENDLESS_CAP`] so the test server stops on its own).
+    Endless,
+    /// A 200 with extra header lines (e.g. `Content-Encoding: gzip`).
+    WithHeaders {
+        headers: Vec<(String, String)>,
+        bytes: Arc<Vec<u8>>,
+    },
+}
+
+/// Where an "endless" body stops: far beyond any test's size limit.
+pub const ENDLESS_CAP: u64 = 1 << 30;
+
 /// What the origin saw and answered, for assertions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logged {
@@ -55,6 +75,7 @@ struct Shared {
     cut_after: AtomicU64,
     cuts_left: AtomicU64,
     ignore_range: AtomicBool,
+    hostile: RwLock<HashMap<String, Hostile>>,
     log: Mutex<Vec<Logged>>,
 }
 
@@ -118,6 +139,15 @@ impl Origin {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.trim_start_matches('/').to_string(), file);
+    }
+
+    /// Makes `/<name>` misbehave.
+    pub fn hostile(&self, name: &str, behaviour: Hostile) {
+        self.shared
+            .hostile
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.trim_start_matches('/').to_string(), behaviour);
     }
 
     pub fn url(&self, name: &str) -> String {
@@ -200,6 +230,27 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     let if_none_match = header(&head, "if-none-match");
     let if_modified_since = header(&head, "if-modified-since");
     let if_range = header(&head, "if-range");
+    let hostile = shared
+        .hostile
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(path.trim_start_matches('/'))
+        .cloned();
+    if let Some(behaviour) = hostile {
+        let status = misbehave(&mut stream, behaviour).await;
+        shared
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Logged {
+                method,
+                path,
+                range,
+                conditional: if_none_match.is_some() || if_modified_since.is_some(),
+                status,
+            });
+        return;
+    }
     let found = {
         let files = shared.files.read().unwrap_or_else(|p| p.into_inner());
         files.get(path.trim_start_matches('/')).map(|f| {
@@ -326,6 +377,49 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// Answers as `behaviour` says; returns the status sent.
+async fn misbehave(stream: &mut TcpStream, behaviour: Hostile) -> u16 {
+    match behaviour {
+        Hostile::RedirectTo(to) => {
+            let reply = format!("HTTP/1.1 302 Found\r\nLocation: /{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", to.trim_start_matches('/'));
+            let _ = stream.write_all(reply.as_bytes()).await;
+            302
+        }
+        Hostile::LieLength { declared, bytes } => {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {declared}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n");
+            if stream.write_all(head.as_bytes()).await.is_ok() {
+                let _ = stream.write_all(&bytes).await;
+            }
+            200
+        }
+        Hostile::Endless => {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n";
+            if stream.write_all(head.as_bytes()).await.is_ok() {
+                let block = vec![0x5a; CHUNK];
+                let mut sent = 0u64;
+                while sent < ENDLESS_CAP && stream.write_all(&block).await.is_ok() {
+                    sent += CHUNK as u64;
+                }
+            }
+            200
+        }
+        Hostile::WithHeaders { headers, bytes } => {
+            let extra: String = headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\r\n"))
+                .collect();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+                bytes.len()
+            );
+            if stream.write_all(head.as_bytes()).await.is_ok() {
+                let _ = stream.write_all(&bytes).await;
+            }
+            200
+        }
+    }
 }
 
 #[cfg(test)]
