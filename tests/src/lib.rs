@@ -329,3 +329,129 @@ impl SlowJob {
             .join(format!("{}.json", self.run_id))
     }
 }
+
+/// A TCP proxy on loopback in front of `upstream` that cuts the first
+/// `cuts` connections after `after` bytes of response: a network drop in
+/// front of a real server (nginx) that cannot be told to drop by itself.
+#[derive(Debug)]
+pub struct CuttingProxy {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl CuttingProxy {
+    pub async fn start(upstream: std::net::SocketAddr, after: u64, cuts: u64) -> Result<Self> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let left = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(cuts));
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let cut = left
+                    .fetch_update(
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                        |n| n.checked_sub(1),
+                    )
+                    .is_ok();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let upload = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    });
+                    let mut sent = 0u64;
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match server_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let n = if cut {
+                            n.min((after - sent) as usize)
+                        } else {
+                            n
+                        };
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        sent += n as u64;
+                        if cut && sent >= after {
+                            break;
+                        }
+                    }
+                    upload.abort();
+                });
+            }
+        });
+        Ok(Self { addr, task })
+    }
+}
+
+/// nginx (Debian's) serving `root` on a free loopback port, stopped on drop.
+#[derive(Debug)]
+pub struct Nginx {
+    pub addr: std::net::SocketAddr,
+    pub dir: PathBuf,
+    proc: Proc,
+}
+
+impl Nginx {
+    pub async fn start(dir: &Path, root: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        std::fs::create_dir_all(dir)?;
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+               default_type application/octet-stream;\n\
+               server {{ listen {addr}; root {root}; }}\n}}\n",
+            root = root.display()
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let nginx = ["/usr/sbin/nginx", "nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists() || which(p))
+            .context("nginx not found (apt-get install nginx-light)")?;
+        let mut cmd = Command::new(nginx);
+        cmd.arg("-p").arg(dir).arg("-c").arg(&conf_path);
+        let proc = spawn_logged(cmd, dir.join("stderr.log"))?;
+        wait_until(Duration::from_secs(10), "nginx to listen", || async move {
+            Ok(tokio::net::TcpStream::connect(addr).await.is_ok())
+        })
+        .await
+        .with_context(|| std::fs::read_to_string(dir.join("error.log")).unwrap_or_default())?;
+        Ok(Self {
+            addr,
+            dir: dir.to_path_buf(),
+            proc,
+        })
+    }
+
+    /// nginx's access log: one line per request it served.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).exists()))
+}

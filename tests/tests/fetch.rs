@@ -498,3 +498,68 @@ async fn lying_endless_looping_and_compressed_origins() -> Result<()> {
     ensure!(f.staged("bomb.gz") == bomb, "the body was decoded");
     Ok(())
 }
+
+/// The same fetch against a real server: Debian's nginx, behind a proxy
+/// that drops the first connection mid-body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_as_the_origin_resumes_by_range_and_answers_conditional_requests() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(&www)?;
+    let bytes = sample_bytes(3 * 1024 * 1024 + 333, 21);
+    std::fs::write(www.join("archive.zim"), &bytes)?;
+    let nginx = ark_tests::Nginx::start(&tmp.path().join("nginx"), &www).await?;
+    let proxy = ark_tests::CuttingProxy::start(nginx.addr, 1_000_000, 1).await?;
+    let url = format!("http://{}/archive.zim", proxy.addr);
+
+    let http = ark_agent::fetch::http_client()?;
+    let (throttle, progress, counter) =
+        (Throttle::new(0), AtomicU64::new(0), ByteCounter::default());
+    let sinks = Sinks {
+        throttle: &throttle,
+        progress: &progress,
+        counter: &counter,
+    };
+    let dest = tmp.path().join("staging/archive.zim.part");
+    let fetched = fetch(
+        &http,
+        &url,
+        &dest,
+        &Validators::default(),
+        &Limits::default(),
+        sinks,
+    )
+    .await?;
+    let Fetched::Body {
+        root,
+        validators,
+        resumes,
+        restarts,
+        ..
+    } = fetched
+    else {
+        anyhow::bail!("no body: {fetched:?}");
+    };
+    ensure!(
+        resumes == 1 && restarts == 0,
+        "resumes {resumes}, restarts {restarts}"
+    );
+    ensure!(
+        root == blake3::hash(&bytes) && std::fs::read(&dest)? == bytes,
+        "bytes differ"
+    );
+    let log = nginx.access_log();
+    ensure!(
+        log.lines().any(|l| l.contains("\" 206 ")),
+        "nginx served no range:\n{log}"
+    );
+
+    let again = fetch(&http, &url, &dest, &validators, &Limits::default(), sinks).await?;
+    ensure!(again == Fetched::NotModified, "{again:?}");
+    let log = nginx.access_log();
+    ensure!(
+        log.lines().last().is_some_and(|l| l.contains("\" 304 ")),
+        "nginx did not answer 304:\n{log}"
+    );
+    Ok(())
+}
