@@ -6,7 +6,7 @@
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use ark_agent::fetch::{fetch, FetchError, Fetched, Limits, Sinks, Validators};
 use ark_agent::jobs::Throttle;
 use ark_agent::telemetry::ByteCounter;
@@ -548,18 +548,23 @@ async fn nginx_as_the_origin_resumes_by_range_and_answers_conditional_requests()
         root == blake3::hash(&bytes) && std::fs::read(&dest)? == bytes,
         "bytes differ"
     );
-    let log = nginx.access_log();
-    ensure!(
-        log.lines().any(|l| l.contains("\" 206 ")),
-        "nginx served no range:\n{log}"
-    );
+    // nginx logs a request after answering it: give the line a moment.
+    let logged = |status: &'static str| {
+        let log = nginx.access_log();
+        async move { Ok(log.lines().any(|l| l.contains(status))) }
+    };
+    ark_tests::wait_until(Duration::from_secs(5), "nginx to log a 206", || {
+        logged("\" 206 ")
+    })
+    .await
+    .with_context(|| nginx.access_log())?;
 
     let again = fetch(&http, &url, &dest, &validators, &Limits::default(), sinks).await?;
     ensure!(again == Fetched::NotModified, "{again:?}");
-    let log = nginx.access_log();
-    ensure!(
-        log.lines().last().is_some_and(|l| l.contains("\" 304 ")),
-        "nginx did not answer 304:\n{log}"
-    );
+    ark_tests::wait_until(Duration::from_secs(5), "nginx to log a 304", || {
+        logged("\" 304 ")
+    })
+    .await
+    .with_context(|| nginx.access_log())?;
     Ok(())
 }
