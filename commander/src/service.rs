@@ -436,6 +436,7 @@ impl Admin for Services {
                     runs_leased: count(state::run_state::LEASED),
                     runs_succeeded: count(state::run_state::SUCCEEDED),
                     runs_failed: count(state::run_state::FAILED),
+                    runs_unchanged: count(state::run_state::UNCHANGED),
                     targets: state::list_targets(c)?.len() as u32,
                     commander_version: env!("CARGO_PKG_VERSION").into(),
                     listen: self.inner.listen.clone(),

@@ -18,7 +18,7 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
         return print_json(&json!({
             "swarm_paused": s.swarm_paused, "agents_online": s.agents_online, "agents_lost": s.agents_lost,
             "runs_queued": s.runs_queued, "runs_leased": s.runs_leased, "runs_succeeded": s.runs_succeeded,
-            "runs_failed": s.runs_failed, "targets": s.targets, "version": s.commander_version, "listen": s.listen,
+            "runs_failed": s.runs_failed, "runs_unchanged": s.runs_unchanged, "targets": s.targets, "version": s.commander_version, "listen": s.listen,
         }));
     }
     println!(
@@ -32,8 +32,8 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
         s.agents_online, s.agents_lost
     );
     println!(
-        "runs      {} queued, {} leased, {} succeeded, {} failed",
-        s.runs_queued, s.runs_leased, s.runs_succeeded, s.runs_failed
+        "runs      {} queued, {} leased, {} succeeded, {} unchanged, {} failed",
+        s.runs_queued, s.runs_leased, s.runs_succeeded, s.runs_unchanged, s.runs_failed
     );
     println!("targets   {}", s.targets);
     Ok(())
