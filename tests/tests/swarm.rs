@@ -497,6 +497,14 @@ async fn an_unchanged_origin_costs_one_conditional_request_and_the_run_ends_unch
         staged_files(&adata).len() == 1,
         "an unchanged run staged something"
     );
+    let status = admin(&cdata)?
+        .status(ark_proto::StatusRequest {})
+        .await?
+        .into_inner();
+    ensure!(
+        status.runs_unchanged == 1 && status.runs_succeeded == 1,
+        "{status:?}"
+    );
 
     // A change at the origin is a new harvest.
     origin.put("feed.bin", sample_bytes(200_001, 2));
