@@ -381,6 +381,12 @@ pub async fn fetch(
             tracing::info!(%url, offset, "resuming after re-verifying the bytes already on disk");
         }
     }
+    let state_at = |validators: &Validators, total: Option<u64>, groups: u64| ResumeState {
+        url: url.into(),
+        validators: validators.clone(),
+        total,
+        groups,
+    };
     let mut last_checkpoint = offset;
     let mut window = (Instant::now(), offset);
     loop {
@@ -517,12 +523,7 @@ pub async fn fetch(
             offset += len;
             if offset - last_checkpoint >= CHECKPOINT_BYTES {
                 if let Some(ob) = outboard.as_mut() {
-                    let state = ResumeState {
-                        url: url.into(),
-                        validators: validators.clone(),
-                        total,
-                        groups: cvs_written,
-                    };
+                    let state = state_at(&validators, total, cvs_written);
                     checkpoint(out, ob, &resume_at, &state).await.map_err(io)?;
                 }
                 last_checkpoint = offset;
@@ -566,12 +567,7 @@ pub async fn fetch(
         }
         out.flush().await.map_err(io)?;
         if let Some(ob) = outboard.as_mut() {
-            let state = ResumeState {
-                url: url.into(),
-                validators: validators.clone(),
-                total,
-                groups: cvs_written,
-            };
+            let state = state_at(&validators, total, cvs_written);
             checkpoint(out, ob, &resume_at, &state).await.map_err(io)?;
             last_checkpoint = offset;
         }

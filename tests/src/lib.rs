@@ -455,3 +455,14 @@ fn which(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).exists()))
 }
+
+/// `run-now` for `target`; returns the run's id.
+pub async fn run_now(commander_data: &Path, target: &str) -> Result<i64> {
+    Ok(admin(commander_data)?
+        .run_now(ark_proto::RunNowRequest {
+            name: target.into(),
+        })
+        .await?
+        .into_inner()
+        .id)
+}

@@ -466,13 +466,7 @@ async fn an_unchanged_origin_costs_one_conditional_request_and_the_run_ends_unch
     .await?;
 
     let before = origin.log().len();
-    let again = admin(&cdata)?
-        .run_now(ark_proto::RunNowRequest {
-            name: "feed".into(),
-        })
-        .await?
-        .into_inner()
-        .id;
+    let again = run_now(&cdata, "feed").await?;
     wait_until(SOON, "the second run to end", || async {
         Ok(state_of(again).await? != "queued" && state_of(again).await? != "leased")
     })
@@ -508,13 +502,7 @@ async fn an_unchanged_origin_costs_one_conditional_request_and_the_run_ends_unch
 
     // A change at the origin is a new harvest.
     origin.put("feed.bin", sample_bytes(200_001, 2));
-    let third = admin(&cdata)?
-        .run_now(ark_proto::RunNowRequest {
-            name: "feed".into(),
-        })
-        .await?
-        .into_inner()
-        .id;
+    let third = run_now(&cdata, "feed").await?;
     wait_until(SOON, "the third run", || async {
         Ok(state_of(third).await? == "succeeded")
     })
