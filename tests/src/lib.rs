@@ -466,3 +466,27 @@ pub async fn run_now(commander_data: &Path, target: &str) -> Result<i64> {
         .into_inner()
         .id)
 }
+
+/// Waits until run `run_id` is in `state`; returns it then.
+pub async fn wait_for_run(
+    commander_data: &Path,
+    run_id: i64,
+    state: &str,
+    timeout: Duration,
+) -> Result<RunInfo> {
+    let what = format!("run {run_id} to be {state}");
+    wait_until(timeout, &what, || async move {
+        Ok(run(commander_data, run_id).await?.state == state)
+    })
+    .await?;
+    run(commander_data, run_id).await
+}
+
+/// Every agent the commander knows.
+pub async fn agents(commander_data: &Path) -> Result<Vec<ark_proto::AgentInfo>> {
+    Ok(admin(commander_data)?
+        .list_agents(ark_proto::ListAgentsRequest {})
+        .await?
+        .into_inner()
+        .agents)
+}

@@ -178,11 +178,7 @@ async fn killed_agent_loses_its_run_and_is_refused_on_the_old_lease() -> Result<
     })
     .await?;
     origin.throttle(0);
-    wait_until(SOON, "the run to succeed on the other agent", || {
-        let cdata = cdata.clone();
-        async move { Ok(run(&cdata, run_id).await?.state == "succeeded") }
-    })
-    .await?;
+    wait_for_run(&cdata, run_id, "succeeded", SOON).await?;
     let done = run(&cdata, run_id).await?;
     ensure!(done.agent != holder && done.generation == 2, "{done:?}");
     ensure!(done.size_bytes == 1 << 20);
@@ -203,11 +199,7 @@ async fn pause_stops_new_leases_within_a_heartbeat_and_resume_restarts_them() ->
     wait_until(SOON, "the agent to come online", || {
         let cdata = cdata.clone();
         async move {
-            let agents = admin(&cdata)?
-                .list_agents(ark_proto::ListAgentsRequest {})
-                .await?
-                .into_inner()
-                .agents;
+            let agents = agents(&cdata).await?;
             Ok(agents.iter().any(|a| a.state == "online"))
         }
     })
@@ -248,11 +240,7 @@ async fn pause_stops_new_leases_within_a_heartbeat_and_resume_restarts_them() ->
             })
             .await?;
         let id = r.id;
-        wait_until(SOON, "the run to succeed after resume", || {
-            let cdata = cdata.clone();
-            async move { Ok(run(&cdata, id).await?.state == "succeeded") }
-        })
-        .await?;
+        wait_for_run(&cdata, id, "succeeded", SOON).await?;
     }
     // Pausing an agent that does not exist names the problem.
     let err = admin(&cdata)?
@@ -363,11 +351,7 @@ async fn aarch64_agent_under_qemu_enrols_heartbeats_and_completes_a_run() -> Res
         || {
             let cdata = cdata.clone();
             async move {
-                let agents = admin(&cdata)?
-                    .list_agents(ark_proto::ListAgentsRequest {})
-                    .await?
-                    .into_inner()
-                    .agents;
+                let agents = agents(&cdata).await?;
                 Ok(agents
                     .iter()
                     .any(|a| a.state == "online" && a.telemetry.is_some()))
@@ -375,11 +359,7 @@ async fn aarch64_agent_under_qemu_enrols_heartbeats_and_completes_a_run() -> Res
         },
     )
     .await?;
-    let agents = admin(&cdata)?
-        .list_agents(ark_proto::ListAgentsRequest {})
-        .await?
-        .into_inner()
-        .agents;
+    let agents = agents(&cdata).await?;
     let arch = agents[0].capabilities.clone().unwrap_or_default().arch;
     let expected = std::env::var("ARK_EXPECT_ARCH").unwrap_or_else(|_| "aarch64".into());
     ensure!(
@@ -433,11 +413,7 @@ async fn a_job_outlives_a_short_outage_but_is_dropped_once_its_lease_runs_out() 
     job.origin.throttle(0);
     let _commander = spawn_commander(&job.cdata, &job.listen).await?;
     let (cdata, run_id) = (job.cdata.clone(), job.run_id);
-    wait_until(SOON, "the run to succeed after the outage", || {
-        let cdata = cdata.clone();
-        async move { Ok(run(&cdata, run_id).await?.state == "succeeded") }
-    })
-    .await?;
+    wait_for_run(&cdata, run_id, "succeeded", SOON).await?;
     let done = run(&cdata, run_id).await?;
     ensure!(done.generation == 2 && done.attempts == 1, "{done:?}");
     Ok(())
@@ -540,11 +516,7 @@ async fn an_agent_killed_mid_download_resumes_from_verified_bytes_and_refetches_
     job.agent = spawn_agent(&job.adata)?;
 
     let (cdata, run_id) = (job.cdata.clone(), job.run_id);
-    wait_until(SOON, "the resumed run to succeed", || {
-        let cdata = cdata.clone();
-        async move { Ok(run(&cdata, run_id).await?.state == "succeeded") }
-    })
-    .await?;
+    wait_for_run(&cdata, run_id, "succeeded", SOON).await?;
     let done = run(&cdata, run_id).await?;
     ensure!(
         done.generation == 1 && done.attempts == 0,
