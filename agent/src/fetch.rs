@@ -217,6 +217,13 @@ pub fn resume_path(data: &Path) -> PathBuf {
     name.into()
 }
 
+/// Removes a staged file with its outboard and resume state.
+pub async fn remove_staged(dest: &Path) {
+    let _ = tokio::fs::remove_file(dest).await;
+    let _ = tokio::fs::remove_file(outboard_path(dest)).await;
+    let _ = tokio::fs::remove_file(resume_path(dest)).await;
+}
+
 /// Makes the data and outboard durable, then records how far they go
 /// (write, fsync, rename: never a state ahead of its bytes).
 async fn checkpoint(
@@ -428,6 +435,9 @@ pub async fn fetch(
             StatusCode::NOT_MODIFIED
                 if first && (conditional.etag.is_some() || conditional.last_modified.is_some()) =>
             {
+                // Whatever an earlier attempt left (bytes that no longer
+                // verified) is of no use now.
+                remove_staged(dest).await;
                 return Ok(Fetched::NotModified);
             }
             StatusCode::PARTIAL_CONTENT if !first => {

@@ -219,7 +219,7 @@ async fn run(
                 generation = lease.generation,
                 "abandoning job and removing its staged bytes: {why}"
             );
-            remove_staged(&staged).await;
+            fetch::remove_staged(&staged).await;
         }
     }
     lease.forget(&ctx.data);
@@ -327,7 +327,7 @@ async fn drive(
             restarts: *restarts,
         }),
         Err(failure) => {
-            remove_staged(staged).await;
+            fetch::remove_staged(staged).await;
             complete_request::Outcome::Failure(failure.clone())
         }
     };
@@ -361,13 +361,6 @@ async fn drive(
             }
         }
     }
-}
-
-/// Removes a staged file and its outboard.
-async fn remove_staged(staged: &Path) {
-    let _ = tokio::fs::remove_file(staged).await;
-    let _ = tokio::fs::remove_file(crate::tree::outboard_path(staged)).await;
-    let _ = tokio::fs::remove_file(crate::fetch::resume_path(staged)).await;
 }
 
 /// Reports progress on `lease`; Ok carries the renewed time to live.

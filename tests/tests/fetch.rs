@@ -568,3 +568,39 @@ async fn nginx_as_the_origin_resumes_by_range_and_answers_conditional_requests()
     .with_context(|| nginx.access_log())?;
     Ok(())
 }
+
+#[tokio::test]
+async fn leftovers_that_no_longer_verify_are_removed_when_the_origin_is_unchanged() -> Result<()> {
+    let f = Fixture::new().await?;
+    f.origin.put("stale", sample_bytes(100_000, 5));
+    let Fetched::Body { validators, .. } = f
+        .get("stale", &Validators::default(), &Limits::default())
+        .await?
+    else {
+        anyhow::bail!("no body");
+    };
+    // A later attempt dies part-way and its first group rots on disk.
+    f.origin.cut_after(40_000, 1);
+    let no_resume = Limits {
+        max_resumes: 0,
+        ..Limits::default()
+    };
+    f.get("stale", &Validators::default(), &no_resume)
+        .await
+        .expect_err("cut accepted");
+    let mut on_disk = std::fs::read(f.dest("stale"))?;
+    on_disk[0] ^= 1;
+    std::fs::write(f.dest("stale"), on_disk)?;
+    // Nothing verifies, so the fetch asks "changed since?" and gets 304.
+    let fetched = f.get("stale", &validators, &Limits::default()).await?;
+    ensure!(fetched == Fetched::NotModified, "{fetched:?}");
+    let dest = f.dest("stale");
+    for left in [
+        dest.clone(),
+        ark_agent::tree::outboard_path(&dest),
+        ark_agent::fetch::resume_path(&dest),
+    ] {
+        ensure!(!left.exists(), "{} left behind", left.display());
+    }
+    Ok(())
+}
