@@ -187,10 +187,19 @@ impl FetchError {
 #[derive(Debug, Clone, Copy)]
 pub struct Sinks<'a> {
     pub throttle: &'a Throttle,
-    /// This fetch's progress (bytes on disk).
-    pub progress: &'a AtomicU64,
+    /// This fetch's progress.
+    pub progress: &'a Progress,
     /// The agent's throughput counter.
     pub counter: &'a ByteCounter,
+}
+
+/// How far a fetch has come, shared with whoever reports it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes on disk.
+    pub done: AtomicU64,
+    /// The body's size when the origin declared it, else 0.
+    pub total: AtomicU64,
 }
 
 /// Bytes between two durable checkpoints of a fetch in progress: the most
@@ -382,9 +391,13 @@ pub async fn fetch(
             tree = TreeHasher::from_verified_groups(&cvs);
             validators = state.validators;
             total = state.total;
+            sinks
+                .progress
+                .total
+                .store(total.unwrap_or(0), Ordering::Relaxed);
             cvs_written = verified;
             reused = offset;
-            sinks.progress.store(offset, Ordering::Relaxed);
+            sinks.progress.done.store(offset, Ordering::Relaxed);
             tracing::info!(%url, offset, "resuming after re-verifying the bytes already on disk");
         }
     }
@@ -461,7 +474,7 @@ pub async fn fetch(
                     cvs_written = 0;
                     reused = 0;
                     last_checkpoint = 0;
-                    sinks.progress.store(0, Ordering::Relaxed);
+                    sinks.progress.done.store(0, Ordering::Relaxed);
                 }
                 if html_instead_of_file(url, &headers) {
                     return Err(refuse(
@@ -477,6 +490,10 @@ pub async fn fetch(
                     });
                 }
                 total = declared;
+                sinks
+                    .progress
+                    .total
+                    .store(declared.unwrap_or(0), Ordering::Relaxed);
                 validators = Validators::from_headers(&headers);
                 let opened = tokio::fs::File::create(dest).await.map_err(io)?;
                 file = Some(opened);
@@ -538,7 +555,7 @@ pub async fn fetch(
                 }
                 last_checkpoint = offset;
             }
-            sinks.progress.store(offset, Ordering::Relaxed);
+            sinks.progress.done.store(offset, Ordering::Relaxed);
             sinks.counter.add(len);
             sinks.throttle.take(len).await;
             let elapsed = window.0.elapsed();

@@ -14,7 +14,7 @@
 //! tee those bytes through the hasher and upload them.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tracing::{info, warn};
 
-use crate::fetch::{self, Fetched, Limits, Sinks, Validators};
+use crate::fetch::{self, Fetched, Limits, Progress, Sinks, Validators};
 use crate::telemetry::ByteCounter;
 use crate::{write_atomic, AgentError, Result};
 
@@ -149,7 +149,7 @@ impl HeldLease {
 #[derive(Debug)]
 pub struct JobHandle {
     pub lease: HeldLease,
-    pub bytes_done: Arc<AtomicU64>,
+    pub progress: Arc<Progress>,
     drop_lease: Arc<Notify>,
     task: JoinHandle<()>,
 }
@@ -172,18 +172,18 @@ impl JobHandle {
 /// restart: the job first asks the commander whether the lease still stands.
 pub fn spawn(ctx: Arc<JobContext>, lease: HeldLease, recovered: bool) -> Result<JobHandle> {
     lease.persist(&ctx.data)?;
-    let bytes_done = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Progress::default());
     let drop_lease = Arc::new(Notify::new());
     let task = tokio::spawn(run(
         ctx,
         lease.clone(),
         recovered,
-        bytes_done.clone(),
+        progress.clone(),
         drop_lease.clone(),
     ));
     Ok(JobHandle {
         lease,
-        bytes_done,
+        progress,
         drop_lease,
         task,
     })
@@ -200,11 +200,11 @@ async fn run(
     ctx: Arc<JobContext>,
     lease: HeldLease,
     recovered: bool,
-    bytes_done: Arc<AtomicU64>,
+    progress: Arc<Progress>,
     drop_lease: Arc<Notify>,
 ) {
     let staged = lease.staged_path(&ctx.staging);
-    match drive(&ctx, &lease, recovered, &staged, &bytes_done, &drop_lease).await {
+    match drive(&ctx, &lease, recovered, &staged, &progress, &drop_lease).await {
         Ok(()) => {}
         Err(abandon) => {
             let why = match abandon {
@@ -230,7 +230,7 @@ async fn drive(
     lease: &HeldLease,
     recovered: bool,
     staged: &Path,
-    bytes_done: &Arc<AtomicU64>,
+    progress: &Arc<Progress>,
     drop_lease: &Notify,
 ) -> std::result::Result<(), Abandon> {
     let mut client = ctx.client.clone();
@@ -238,7 +238,7 @@ async fn drive(
     if recovered {
         // Report on the old lease before doing anything: the commander may
         // have given the run to someone else while we were down.
-        match report(&mut client, lease, 0).await {
+        match report(&mut client, lease, &Progress::default(), 0).await {
             Ok(ttl) => {
                 info!(
                     run = lease.run_id,
@@ -259,7 +259,7 @@ async fn drive(
         let (http, url, dest) = (ctx.http.clone(), lease.url.clone(), staged.to_path_buf());
         let (conditional, limits) = (lease.conditional.clone(), ctx.limits.clone());
         let (throttle, progress, counter) =
-            (ctx.throttle.clone(), bytes_done.clone(), ctx.bytes.clone());
+            (ctx.throttle.clone(), progress.clone(), ctx.bytes.clone());
         tokio::spawn(async move {
             let sinks = Sinks {
                 throttle: &throttle,
@@ -270,6 +270,8 @@ async fn drive(
         })
     };
     let mut ticker = tokio::time::interval(ctx.progress_every);
+    // Rate since the previous report.
+    let mut last = (Instant::now(), progress.done.load(Ordering::Relaxed));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         tokio::select! {
@@ -285,7 +287,11 @@ async fn drive(
                 return Err(Abandon::Dropped);
             }
             _ = ticker.tick() => {
-                match report(&mut client, lease, bytes_done.load(Ordering::Relaxed)).await {
+                let done = progress.done.load(Ordering::Relaxed);
+                let elapsed = last.0.elapsed().as_secs_f64();
+                let rate = if elapsed > 0.0 { (done.saturating_sub(last.1) as f64 / elapsed) as u64 } else { 0 };
+                last = (Instant::now(), done);
+                match report(&mut client, lease, progress, rate).await {
                     Ok(ttl) => deadline = Instant::now() + ttl,
                     Err(e) if e.is_refusal() => {
                         fetch.abort();
@@ -367,14 +373,15 @@ async fn drive(
 async fn report(
     client: &mut AgentSessionClient<Channel>,
     lease: &HeldLease,
-    bytes_done: u64,
+    progress: &Progress,
+    bytes_per_second: u64,
 ) -> Result<Duration> {
     let response = client
         .report_progress(ProgressRequest {
             lease: Some(lease.lease_ref()),
-            bytes_done,
-            bytes_total: 0,
-            bytes_per_second: 0,
+            bytes_done: progress.done.load(Ordering::Relaxed),
+            bytes_total: progress.total.load(Ordering::Relaxed),
+            bytes_per_second,
         })
         .await
         .map_err(|status| AgentError::rpc("progress report", status))?;

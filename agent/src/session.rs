@@ -182,7 +182,7 @@ pub async fn run(
                 generation: job.lease.generation,
                 target: job.lease.target.clone(),
                 url: job.lease.url.clone(),
-                bytes_done: job.bytes_done.load(Ordering::Relaxed),
+                bytes_done: job.progress.done.load(Ordering::Relaxed),
             })
             .collect();
         if let Err(e) = status.save(&data) {

@@ -389,8 +389,13 @@ impl Scheduler {
                 params![now + ttl, lease.run_id, lease.generation as i64],
             )?;
             tx.execute(
-                "UPDATE runs SET bytes_done = ?1 WHERE id = ?2",
-                params![req.bytes_done as i64, lease.run_id],
+                "UPDATE runs SET bytes_done = ?1, bytes_total = ?2, bytes_per_second = ?3 WHERE id = ?4",
+                params![
+                    req.bytes_done as i64,
+                    req.bytes_total as i64,
+                    req.bytes_per_second as i64,
+                    lease.run_id
+                ],
             )?;
             Ok(())
         });

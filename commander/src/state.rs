@@ -57,7 +57,9 @@ CREATE TABLE IF NOT EXISTS runs (
     bytes_done  INTEGER NOT NULL DEFAULT 0,
     size_bytes  INTEGER,
     reason      TEXT NOT NULL DEFAULT '',
-    blake3      TEXT NOT NULL DEFAULT ''
+    blake3      TEXT NOT NULL DEFAULT '',
+    bytes_total INTEGER NOT NULL DEFAULT 0,
+    bytes_per_second INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs(state, not_before);
 CREATE TABLE IF NOT EXISTS leases (
@@ -166,6 +168,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("targets", "etag", "TEXT NOT NULL DEFAULT ''"),
     ("targets", "last_modified", "TEXT NOT NULL DEFAULT ''"),
     ("runs", "blake3", "TEXT NOT NULL DEFAULT ''"),
+    ("runs", "bytes_total", "INTEGER NOT NULL DEFAULT 0"),
+    ("runs", "bytes_per_second", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -475,7 +479,7 @@ pub fn remove_target(conn: &Connection, name: &str) -> Result<()> {
 
 const RUN_COLUMNS: &str =
     "r.id, r.target, r.kind, r.url, r.state, r.attempts, r.generation, r.created_at,
-    r.finished_at, r.bytes_done, r.size_bytes, r.reason, l.agent, l.expires_at, r.last_agent, r.blake3";
+    r.finished_at, r.bytes_done, r.size_bytes, r.reason, l.agent, l.expires_at, r.last_agent, r.blake3, r.bytes_total, r.bytes_per_second";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ark_proto::RunInfo> {
     let lease_agent: Option<String> = r.get(12)?;
@@ -496,6 +500,8 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ark_proto::RunInfo> {
         agent: lease_agent.or(last_agent).unwrap_or_default(),
         lease_expires_at_ms: r.get::<_, Option<i64>>(13)?.unwrap_or(0),
         blake3: r.get(15)?,
+        bytes_total: r.get::<_, i64>(16)? as u64,
+        bytes_per_second: r.get::<_, i64>(17)? as u64,
     })
 }
 

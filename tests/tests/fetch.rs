@@ -3,7 +3,6 @@
 //! restarts from zero, and every refusal of a hostile or broken origin.
 //! Sizes walk the table every byte-handling test walks.
 
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -30,7 +29,7 @@ struct Fixture {
     http: reqwest::Client,
     dir: tempfile::TempDir,
     throttle: Throttle,
-    progress: AtomicU64,
+    progress: ark_agent::fetch::Progress,
     counter: ByteCounter,
 }
 
@@ -41,7 +40,7 @@ impl Fixture {
             http: ark_agent::fetch::http_client()?,
             dir: tempfile::tempdir()?,
             throttle: Throttle::new(0),
-            progress: AtomicU64::new(0),
+            progress: ark_agent::fetch::Progress::default(),
             counter: ByteCounter::default(),
         })
     }
@@ -245,7 +244,7 @@ async fn a_file_that_changes_mid_resume_is_fetched_whole_again() -> Result<()> {
     let change = async {
         // Replace the file once the first response is on the wire, before
         // the cut: the resume that follows must notice.
-        while f.progress.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        while f.progress.done.load(std::sync::atomic::Ordering::Relaxed) == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         f.origin.put("moving", sample_bytes(200_000, 2));
@@ -513,8 +512,11 @@ async fn nginx_as_the_origin_resumes_by_range_and_answers_conditional_requests()
     let url = format!("http://{}/archive.zim", proxy.addr);
 
     let http = ark_agent::fetch::http_client()?;
-    let (throttle, progress, counter) =
-        (Throttle::new(0), AtomicU64::new(0), ByteCounter::default());
+    let (throttle, progress, counter) = (
+        Throttle::new(0),
+        ark_agent::fetch::Progress::default(),
+        ByteCounter::default(),
+    );
     let sinks = Sinks {
         throttle: &throttle,
         progress: &progress,

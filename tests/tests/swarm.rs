@@ -268,6 +268,15 @@ async fn commander_killed_while_runs_are_leased_keeps_state_and_honours_leases()
         run_id,
         ..
     } = SlowJob::start(tmp.path(), 1 << 20, 192 * 1024).await?;
+    // Progress reports carry the declared size and the rate.
+    wait_until(SOON, "a progress report with total and rate", || {
+        let cdata = cdata.clone();
+        async move {
+            let r = run(&cdata, run_id).await?;
+            Ok(r.bytes_total == 1 << 20 && r.bytes_per_second > 0 && r.bytes_done > 0)
+        }
+    })
+    .await?;
     let leased_run = run(&cdata, run_id).await?;
     let (holder, generation) = (leased_run.agent, leased_run.generation);
 

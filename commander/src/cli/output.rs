@@ -19,6 +19,22 @@ pub fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> anyhow::Error {
 
 pub use ark_agent::status::ago;
 
+/// "1.5 MiB" style size, for people.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 pub fn target_json(t: &TargetInfo) -> Value {
     json!({"name": t.name, "kind": t.kind, "url": t.url, "every_ms": t.every_ms,
            "created_at_ms": t.created_at_ms, "next_due_ms": t.next_due_ms, "last_state": t.last_state})
@@ -29,7 +45,8 @@ pub fn run_json(r: &RunInfo) -> Value {
            "attempts": r.attempts, "agent": r.agent, "generation": r.generation,
            "created_at_ms": r.created_at_ms, "finished_at_ms": r.finished_at_ms,
            "lease_expires_at_ms": r.lease_expires_at_ms, "bytes_done": r.bytes_done,
-           "size_bytes": r.size_bytes, "blake3": r.blake3, "reason": r.reason})
+           "size_bytes": r.size_bytes, "bytes_total": r.bytes_total,
+           "bytes_per_second": r.bytes_per_second, "blake3": r.blake3, "reason": r.reason})
 }
 
 pub fn agent_json(a: &AgentInfo) -> Value {
@@ -48,4 +65,18 @@ pub fn agent_json(a: &AgentInfo) -> Value {
 pub fn print_json(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn sizes_read_like_a_person_would_write_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 20), "5.0 MiB");
+        assert_eq!(human_bytes(3 << 40), "3.0 TiB");
+    }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use ark_proto::ListRunsRequest;
 
-use super::output::{ago, print_json, rpc, run_json};
+use super::output::{ago, human_bytes, print_json, rpc, run_json};
 
 #[derive(Debug, clap::Args)]
 pub struct RunsCmd {
@@ -28,18 +28,28 @@ impl RunsCmd {
             return print_json(&runs.iter().map(run_json).collect());
         }
         println!(
-            "{:>5} {:<20} {:<10} {:>3} {:<12} {:>11} {:<9} REASON",
-            "RUN", "TARGET", "STATE", "TRY", "AGENT", "BYTES", "CREATED"
+            "{:>5} {:<20} {:<10} {:>3} {:<12} {:>11} {:<15} {:<9} REASON",
+            "RUN", "TARGET", "STATE", "TRY", "AGENT", "BYTES", "PROGRESS", "CREATED"
         );
         for r in runs {
+            let progress = if r.state == "leased" && r.bytes_total > 0 {
+                format!(
+                    "{}% {}/s",
+                    r.bytes_done * 100 / r.bytes_total,
+                    human_bytes(r.bytes_per_second)
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "{:>5} {:<20} {:<10} {:>3} {:<12} {:>11} {:<9} {}",
+                "{:>5} {:<20} {:<10} {:>3} {:<12} {:>11} {:<15} {:<9} {}",
                 r.id,
                 r.target,
                 r.state,
                 r.attempts,
                 r.agent,
                 r.bytes_done,
+                progress,
                 ago(r.created_at_ms),
                 r.reason
             );
