@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what Ark's tests need and a fresh Debian machine lacks:
+#   qemu-user (the aarch64 agent under emulation), b3sum (the hashing
+#   oracle), nginx (a real origin), rustfmt/clippy, the aarch64 musl target,
+#   cargo-nextest, and cargo-zigbuild + zig (cross-building without Docker).
+# Idempotent: it only installs what is missing. Debian packages need root.
+set -euo pipefail
+
+need_apt=()
+command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
+command -v file >/dev/null || need_apt+=(file)
+command -v b3sum >/dev/null || need_apt+=(b3sum)
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+command -v gzip >/dev/null || need_apt+=(gzip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}"
+fi
+
+rustup component add rustfmt clippy >/dev/null
+# The tests cross-build only the aarch64 agent; scripts/build-agents.sh adds
+# (and for armv7 pins) whatever other targets it is asked to build.
+rustup target list --installed | grep -qx aarch64-unknown-linux-musl || rustup target add aarch64-unknown-linux-musl
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+if ! command -v cargo-zigbuild >/dev/null || ! python3 -c 'import ziglang' 2>/dev/null; then
+  pip install -q ziglang cargo-zigbuild
+fi
