@@ -17,7 +17,8 @@
 //! Why a flat list of group CVs rather than bao's interleaved tree: it is
 //! append-only (a download writes it as bytes arrive and a resume continues
 //! it), and anyone holding the list can check it against the root in one
-//! streaming pass, then check any group against it.
+//! streaming pass, then check any group against it — which is what
+//! [`GroupVerifier`] does for a receiver that trusts nothing it is sent.
 
 use blake3::hazmat::{
     merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
@@ -152,21 +153,6 @@ impl TreeHasher {
     }
 }
 
-/// The root of a whole outboard (group CVs in order) for `size` bytes: how
-/// a receiver checks an outboard it was sent before trusting any group.
-pub fn root_of_outboard(cvs: &[ChainingValue], size: u64) -> Option<blake3::Hash> {
-    let groups = size.div_ceil(GROUP_LEN as u64);
-    if groups != cvs.len() as u64 || groups <= 1 {
-        // One group or none: the root is not a merge of CVs; hash the data.
-        return None;
-    }
-    let (last, before) = cvs.split_last()?;
-    Some(merge_to_root(
-        TreeHasher::from_verified_groups(before).stack,
-        *last,
-    ))
-}
-
 /// Merges the right edge of the tree: completed subtrees (largest first)
 /// with the last group's CV; the final merge is the root. `stack` is never
 /// empty here: there are at least two groups.
@@ -180,6 +166,140 @@ fn merge_to_root(mut stack: Vec<ChainingValue>, last: ChainingValue) -> blake3::
             return merge_subtrees_root(&left, &right, Mode::Hash);
         }
         right = merge_subtrees_non_root(&left, &right, Mode::Hash);
+    }
+}
+
+/// Why received data does not match what its sender claimed.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the outboard has {got} bytes; {expected} were expected for {size} bytes of data")]
+    OutboardSize { expected: u64, got: u64, size: u64 },
+    #[error("the outboard does not hash to the claimed root: it was not made from these bytes")]
+    OutboardRoot,
+    #[error("chunk group {index} (bytes {offset}..{end}) does not match its hash: cut here")]
+    Group { index: u64, offset: u64, end: u64 },
+    #[error("{got} bytes arrived where {expected} were claimed")]
+    Size { expected: u64, got: u64 },
+    #[error("reading the outboard: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Checks data against a claimed root and outboard as it arrives: the
+/// outboard is verified against the root first (one streaming pass, O(log n)
+/// memory), then every chunk group against its CV, so a transfer can be cut
+/// at the first group that does not match and resumed from the last that did.
+/// Nothing the sender claims is trusted before it is checked.
+#[derive(Debug)]
+pub struct GroupVerifier<R> {
+    root: blake3::Hash,
+    size: u64,
+    groups: u64,
+    cvs: R,
+    /// Bytes of the group being received.
+    pending: Vec<u8>,
+    /// Whole groups verified so far.
+    verified: u64,
+    received: u64,
+}
+
+impl<R: std::io::Read + std::io::Seek> GroupVerifier<R> {
+    /// Checks `cvs` (the outboard) against `root` for `size` bytes.
+    pub fn new(root: blake3::Hash, size: u64, mut cvs: R) -> Result<Self, VerifyError> {
+        use std::io::SeekFrom;
+        let groups = size.div_ceil(GROUP_LEN as u64);
+        let got = cvs.seek(SeekFrom::End(0))?;
+        if got != groups * CV_LEN as u64 {
+            return Err(VerifyError::OutboardSize {
+                expected: groups * CV_LEN as u64,
+                got,
+                size,
+            });
+        }
+        cvs.seek(SeekFrom::Start(0))?;
+        if groups > 1 {
+            // Merge every CV but the last as whole groups, then the right edge.
+            let mut tree = TreeHasher::new();
+            let mut cv = [0u8; CV_LEN];
+            for _ in 0..groups - 1 {
+                cvs.read_exact(&mut cv)?;
+                tree.push_group(cv);
+            }
+            cvs.read_exact(&mut cv)?;
+            if merge_to_root(tree.stack, cv) != root {
+                return Err(VerifyError::OutboardRoot);
+            }
+            cvs.seek(SeekFrom::Start(0))?;
+        }
+        Ok(Self {
+            root,
+            size,
+            groups,
+            cvs,
+            pending: Vec::with_capacity(GROUP_LEN),
+            verified: 0,
+            received: 0,
+        })
+    }
+
+    /// Bytes verified so far: where an interrupted transfer may resume.
+    pub fn verified_bytes(&self) -> u64 {
+        (self.verified * GROUP_LEN as u64).min(self.size)
+    }
+
+    fn check_group(&mut self) -> Result<(), VerifyError> {
+        let index = self.verified;
+        let offset = index * GROUP_LEN as u64;
+        let end = offset + self.pending.len() as u64;
+        let ok = if self.groups <= 1 {
+            // An input of one group (or none) has no CVs to merge: its root
+            // is its hash.
+            blake3::hash(&self.pending) == self.root
+        } else {
+            let mut expected = [0u8; CV_LEN];
+            self.cvs.read_exact(&mut expected)?;
+            group_cv(index, &self.pending) == expected
+        };
+        if !ok {
+            return Err(VerifyError::Group { index, offset, end });
+        }
+        self.verified += 1;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Takes the next bytes of the data, verifying every group they complete.
+    pub fn update(&mut self, mut bytes: &[u8]) -> Result<(), VerifyError> {
+        if self.received + bytes.len() as u64 > self.size {
+            return Err(VerifyError::Size {
+                expected: self.size,
+                got: self.received + bytes.len() as u64,
+            });
+        }
+        self.received += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let take = bytes.len().min(GROUP_LEN - self.pending.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.pending.len() == GROUP_LEN || self.received == self.size {
+                self.check_group()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the data: every claimed byte must have arrived and matched.
+    pub fn finish(mut self) -> Result<(), VerifyError> {
+        if self.received != self.size {
+            return Err(VerifyError::Size {
+                expected: self.size,
+                got: self.received,
+            });
+        }
+        if self.size == 0 {
+            // Nothing arrived; the claim must be the hash of nothing.
+            self.check_group()?;
+        }
+        Ok(())
     }
 }
 
@@ -232,13 +352,13 @@ mod tests {
                     let group = &bytes[i * GROUP_LEN..((i + 1) * GROUP_LEN).min(size)];
                     assert_eq!(*cv, group_cv(i as u64, group), "size {size} group {i}");
                 }
-                if cvs.len() > 1 {
-                    assert_eq!(
-                        root_of_outboard(&cvs, size as u64),
-                        Some(root),
-                        "size {size}"
-                    );
-                }
+                let outboard: Vec<u8> = cvs.concat();
+                let checked =
+                    GroupVerifier::new(root, size as u64, std::io::Cursor::new(&outboard));
+                assert!(
+                    checked.is_ok(),
+                    "size {size}: the outboard does not check against its root"
+                );
             }
         }
     }
@@ -258,6 +378,120 @@ mod tests {
         }
     }
 
+    fn outboard(bytes: &[u8]) -> (blake3::Hash, Vec<u8>) {
+        let mut hasher = TreeHasher::new();
+        hasher.update(bytes);
+        let mut cvs: Vec<u8> = hasher.take_cvs().concat();
+        let (root, last) = hasher.finalize();
+        cvs.extend(
+            last.unwrap_or_default()
+                .iter()
+                .take(if bytes.is_empty() { 0 } else { CV_LEN }),
+        );
+        (root, cvs)
+    }
+
+    fn verify(
+        root: blake3::Hash,
+        cvs: &[u8],
+        data: &[u8],
+        step: usize,
+    ) -> Result<u64, VerifyError> {
+        let mut verifier = GroupVerifier::new(root, data.len() as u64, std::io::Cursor::new(cvs))?;
+        for piece in data.chunks(step.max(1)) {
+            verifier.update(piece)?;
+        }
+        let verified = verifier.verified_bytes();
+        verifier.finish()?;
+        Ok(verified)
+    }
+
+    #[test]
+    fn honest_data_verifies_for_every_size_and_feeding() {
+        for &size in SIZES {
+            let bytes = data(size);
+            let (root, cvs) = outboard(&bytes);
+            for step in [1 << 20, 4096, 777] {
+                let verified =
+                    verify(root, &cvs, &bytes, step).unwrap_or_else(|e| panic!("size {size}: {e}"));
+                assert_eq!(verified, size as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_is_caught_at_its_group_and_nothing_after_is_taken() {
+        for &size in SIZES.iter().filter(|&&s| s > 0) {
+            let bytes = data(size);
+            let (root, cvs) = outboard(&bytes);
+            let at = size * 2 / 3;
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x10;
+            let mut verifier = GroupVerifier::new(root, size as u64, std::io::Cursor::new(&cvs))
+                .expect("outboard");
+            let err = bad
+                .chunks(5000)
+                .try_for_each(|piece| verifier.update(piece))
+                .expect_err("flipped byte accepted");
+            let group = (at / GROUP_LEN) as u64;
+            assert!(
+                matches!(err, VerifyError::Group { index, .. } if index == group),
+                "size {size}: {err}"
+            );
+            assert_eq!(
+                verifier.verified_bytes(),
+                group * GROUP_LEN as u64,
+                "size {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_forged_or_short_outboard_or_wrong_size_is_refused_before_trusting_it() {
+        let bytes = data(5 * GROUP_LEN + 9);
+        let (root, cvs) = outboard(&bytes);
+        let mut forged = cvs.clone();
+        forged[2 * CV_LEN + 3] ^= 1;
+        let err = GroupVerifier::new(root, bytes.len() as u64, std::io::Cursor::new(&forged))
+            .expect_err("forged outboard");
+        assert!(matches!(err, VerifyError::OutboardRoot), "{err}");
+        let err = GroupVerifier::new(
+            root,
+            bytes.len() as u64,
+            std::io::Cursor::new(&cvs[..cvs.len() - CV_LEN]),
+        )
+        .expect_err("short outboard");
+        assert!(matches!(err, VerifyError::OutboardSize { .. }), "{err}");
+        let wrong_root = blake3::hash(b"something else");
+        assert!(matches!(
+            verify(wrong_root, &cvs, &bytes, 4096),
+            Err(VerifyError::OutboardRoot)
+        ));
+        // Too many bytes, too few bytes.
+        let mut verifier = GroupVerifier::new(root, bytes.len() as u64, std::io::Cursor::new(&cvs))
+            .expect("outboard");
+        assert!(matches!(
+            verifier.update(&[bytes.as_slice(), b"x"].concat()),
+            Err(VerifyError::Size { .. })
+        ));
+        let mut verifier = GroupVerifier::new(root, bytes.len() as u64, std::io::Cursor::new(&cvs))
+            .expect("outboard");
+        verifier.update(&bytes[..bytes.len() - 1]).expect("prefix");
+        assert!(matches!(verifier.finish(), Err(VerifyError::Size { .. })));
+        // Small inputs have no CVs to merge: the root itself is checked.
+        let small = data(100);
+        let (small_root, small_cvs) = outboard(&small);
+        assert!(verify(small_root, &small_cvs, &small, 7).is_ok());
+        assert!(matches!(
+            verify(wrong_root, &small_cvs, &small, 7),
+            Err(VerifyError::Group { index: 0, .. })
+        ));
+        assert!(matches!(
+            verify(wrong_root, &[], &[], 1),
+            Err(VerifyError::Group { index: 0, .. })
+        ));
+    }
+
     #[test]
     fn a_flipped_byte_changes_exactly_its_group_cv() {
         let size = 5 * GROUP_LEN + 123;
@@ -273,9 +507,12 @@ mod tests {
         let (a, b) = (cvs(&bytes), cvs(&flipped));
         let differing: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
         assert_eq!(differing, vec![3]);
-        assert_ne!(
-            root_of_outboard(&b, size as u64),
-            Some(blake3::hash(&bytes))
+        let forged: Vec<u8> = b.concat();
+        let checked = GroupVerifier::new(
+            blake3::hash(&bytes),
+            size as u64,
+            std::io::Cursor::new(&forged),
         );
+        assert!(matches!(checked, Err(VerifyError::OutboardRoot)));
     }
 }
