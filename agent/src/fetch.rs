@@ -540,9 +540,7 @@ pub async fn fetch(
             out.write_all(&chunk).await.map_err(io)?;
             tree.update(&chunk);
             cv_bytes.clear();
-            for cv in tree.take_cvs() {
-                cv_bytes.extend_from_slice(&cv);
-            }
+            tree.drain_cvs_into(&mut cv_bytes);
             if let (false, Some(ob)) = (cv_bytes.is_empty(), outboard.as_mut()) {
                 ob.write_all(&cv_bytes).await.map_err(io)?;
                 cvs_written += (cv_bytes.len() / CV_LEN) as u64;

@@ -23,15 +23,17 @@ fn main() -> anyhow::Result<()> {
     );
     let mut hasher = TreeHasher::new();
     let mut buf = vec![0u8; READ];
+    let mut cvs =
+        Vec::with_capacity(READ / ark_agent::tree::GROUP_LEN * ark_agent::tree::CV_LEN + 64);
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        for cv in hasher.take_cvs() {
-            out.write_all(&cv)?;
-        }
+        cvs.clear();
+        hasher.drain_cvs_into(&mut cvs);
+        out.write_all(&cvs)?;
     }
     let (root, last) = hasher.finalize();
     if let Some(last) = last {
