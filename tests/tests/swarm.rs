@@ -91,11 +91,7 @@ async fn ten_runs_on_three_agents_each_complete_exactly_once() -> Result<()> {
 
 /// Waits for `run` to be leased and returns (agent, generation).
 async fn leased(cdata: &std::path::Path, run_id: i64) -> Result<(String, u64)> {
-    wait_until(SOON, "the run to be leased", || async move {
-        Ok(run(cdata, run_id).await?.state == "leased")
-    })
-    .await?;
-    let r = run(cdata, run_id).await?;
+    let r = wait_for_run(cdata, run_id, "leased", SOON).await?;
     Ok((r.agent, r.generation))
 }
 

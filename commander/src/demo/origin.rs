@@ -79,6 +79,15 @@ struct Shared {
     log: Mutex<Vec<Logged>>,
 }
 
+impl Shared {
+    fn record(&self, entry: Logged) {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entry);
+    }
+}
+
 /// A running origin; dropped, it stops accepting.
 #[derive(Debug)]
 pub struct Origin {
@@ -238,17 +247,13 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         .cloned();
     if let Some(behaviour) = hostile {
         let status = misbehave(&mut stream, behaviour).await;
-        shared
-            .log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Logged {
-                method,
-                path,
-                range,
-                conditional: if_none_match.is_some() || if_modified_since.is_some(),
-                status,
-            });
+        shared.record(Logged {
+            method,
+            path,
+            range,
+            conditional: if_none_match.is_some() || if_modified_since.is_some(),
+            status,
+        });
         return;
     }
     let found = {
@@ -270,11 +275,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         status: 404,
     };
     let Some((body, etag, last_modified, content_type)) = found.filter(|_| method == "GET") else {
-        shared
-            .log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(log);
+        shared.record(log);
         let _ = stream
             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             .await;
@@ -288,11 +289,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     };
     if unchanged {
         log.status = 304;
-        shared
-            .log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(log);
+        shared.record(log);
         let reply = format!("HTTP/1.1 304 Not Modified\r\n{validators}Connection: close\r\n\r\n");
         let _ = stream.write_all(reply.as_bytes()).await;
         return;
@@ -308,11 +305,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         Some(Some((start, end))) => ("206 Partial Content", start, end + 1),
         Some(None) => {
             log.status = 416;
-            shared
-                .log
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(log);
+            shared.record(log);
             let reply = format!(
                 "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             );
@@ -326,11 +319,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     } else {
         206
     };
-    shared
-        .log
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(log);
+    shared.record(log);
     let content_range = if status_line.starts_with("206") {
         format!("Content-Range: bytes {start}-{}/{len}\r\n", end - 1)
     } else {
