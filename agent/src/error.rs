@@ -79,11 +79,31 @@ impl AgentError {
         }
     }
 
-    /// True when the commander answered and said no (as opposed to a link problem).
+    /// True when the commander said no to this agent or this lease (stale
+    /// generation, reassigned run, unknown certificate): final, stop.
     pub fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            Self::Refused { .. } | Self::CertificateRejected { .. }
-        )
+        use tonic::Code;
+        match self {
+            Self::Refused { status, .. } => matches!(
+                status.code(),
+                Code::FailedPrecondition
+                    | Code::PermissionDenied
+                    | Code::Unauthenticated
+                    | Code::NotFound
+            ),
+            Self::CertificateRejected { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// True when the commander was not reached (worth retrying as is).
+    pub fn is_link(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+
+    /// True when the commander cut an upload whose bytes did not match
+    /// their tree (`DATA_LOSS`).
+    pub fn is_cut(&self) -> bool {
+        matches!(self, Self::Refused { status, .. } if status.code() == tonic::Code::DataLoss)
     }
 }

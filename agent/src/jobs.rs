@@ -10,8 +10,11 @@
 //!   (cleaning up) only once the lease's time has run out without a renewal.
 //!
 //! For this version the only kind is `file`: stream one HTTP(S) URL into
-//! the staging dir through [`crate::fetch`]; the verified pipeline will
-//! tee those bytes through the hasher and upload them.
+//! the staging dir through [`crate::fetch`] (hashing as it arrives), then
+//! deliver it: record it in the dedupe registry, ask the commander `Have`
+//! with a signed manifest, and upload the bytes with their tree unless the
+//! archive holds them already. The commander lands a verified upload and
+//! completes the run; the agent then drops its staging copy.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -20,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use ark_proto::agent_session_client::AgentSessionClient;
 use ark_proto::{
-    complete_request, CompleteRequest, JobFailure, JobResult, Lease, LeaseRef, ProgressRequest,
+    complete_request, upload_chunk, CompleteRequest, HaveRequest, JobFailure, JobResult, Lease,
+    LeaseRef, ProgressRequest, UploadChunk, UploadHeader, UploadResponse,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -29,7 +33,10 @@ use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use crate::fetch::{self, Fetched, Limits, Progress, Sinks, Validators};
+use crate::manifest::Manifest;
+use crate::registry::{Harvest, Registry};
 use crate::telemetry::ByteCounter;
+use crate::tree::{outboard_path, GroupVerifier};
 use crate::{write_atomic, AgentError, Result};
 
 /// Where held leases are persisted inside the data dir.
@@ -52,6 +59,13 @@ pub struct JobContext {
     pub limits: Limits,
     /// How often progress is reported (and so the lease renewed).
     pub progress_every: Duration,
+    /// The local dedupe registry.
+    pub registry: Arc<Registry>,
+    /// Who signs the manifests, and with which key (PEM).
+    pub agent_name: String,
+    pub credentials: crate::identity::Credentials,
+    /// Test hook: see [`FAULT_FLIP_UPLOAD_BYTE`].
+    pub fault_flip_upload_byte: Option<u64>,
 }
 
 /// A lease as the agent keeps it on disk.
@@ -196,6 +210,14 @@ enum Abandon {
     Dropped,
 }
 
+/// How a supervised step (fetch, delivery) can stop short.
+enum Stop {
+    /// The lease is gone: clean up, report nothing.
+    Abandon(Abandon),
+    /// The job failed: report it, so the commander can retry or fail the run.
+    Fail(JobFailure),
+}
+
 async fn run(
     ctx: Arc<JobContext>,
     lease: HeldLease,
@@ -225,26 +247,93 @@ async fn run(
     lease.forget(&ctx.data);
 }
 
+/// The lease-keeping side of a job: while `task` works, report progress
+/// every interval (renewing the lease), stop it when the lease is dropped,
+/// refused, or runs out while the commander is unreachable.
+struct Supervisor<'a> {
+    ctx: &'a JobContext,
+    lease: &'a HeldLease,
+    client: AgentSessionClient<Channel>,
+    deadline: Instant,
+    progress: &'a Arc<Progress>,
+    drop_lease: &'a Notify,
+}
+
+impl Supervisor<'_> {
+    async fn watch<T: Send + 'static>(
+        &mut self,
+        mut task: JoinHandle<std::result::Result<T, Stop>>,
+    ) -> std::result::Result<T, Stop> {
+        let mut ticker = tokio::time::interval(self.ctx.progress_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        // Rate since the previous report.
+        let mut last = (Instant::now(), self.progress.done.load(Ordering::Relaxed));
+        loop {
+            tokio::select! {
+                joined = &mut task => {
+                    return joined.unwrap_or_else(|e| Err(Stop::Fail(failure(format!("job task failed: {e}"), true))));
+                }
+                _ = self.drop_lease.notified() => {
+                    task.abort();
+                    return Err(Stop::Abandon(Abandon::Dropped));
+                }
+                _ = ticker.tick() => {
+                    let done = self.progress.done.load(Ordering::Relaxed);
+                    let elapsed = last.0.elapsed().as_secs_f64();
+                    let rate = if elapsed > 0.0 { (done.saturating_sub(last.1) as f64 / elapsed) as u64 } else { 0 };
+                    last = (Instant::now(), done);
+                    match report(&mut self.client, self.lease, self.progress, rate).await {
+                        Ok(ttl) => self.deadline = Instant::now() + ttl,
+                        Err(e) if e.is_refusal() => {
+                            // The task may have just finished the run itself
+                            // (a landing ends the lease): its word wins.
+                            if task.is_finished() {
+                                return (&mut task).await.unwrap_or_else(|e| Err(Stop::Fail(failure(e.to_string(), true))));
+                            }
+                            task.abort();
+                            return Err(Stop::Abandon(Abandon::Refused(e.to_string())));
+                        }
+                        Err(e) => {
+                            if Instant::now() >= self.deadline {
+                                task.abort();
+                                return Err(Stop::Abandon(Abandon::Expired));
+                            }
+                            warn!(run = self.lease.run_id, "progress report failed, job continues: {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn drive(
-    ctx: &JobContext,
+    ctx: &Arc<JobContext>,
     lease: &HeldLease,
     recovered: bool,
     staged: &Path,
     progress: &Arc<Progress>,
     drop_lease: &Notify,
 ) -> std::result::Result<(), Abandon> {
-    let mut client = ctx.client.clone();
-    let mut deadline = Instant::now() + Duration::from_millis(lease.ttl_ms);
+    let mut supervisor = Supervisor {
+        ctx,
+        lease,
+        client: ctx.client.clone(),
+        deadline: Instant::now() + Duration::from_millis(lease.ttl_ms),
+        progress,
+        drop_lease,
+    };
     if recovered {
         // Report on the old lease before doing anything: the commander may
         // have given the run to someone else while we were down.
-        match report(&mut client, lease, &Progress::default(), 0).await {
+        match report(&mut supervisor.client, lease, &Progress::default(), 0).await {
             Ok(ttl) => {
                 info!(
                     run = lease.run_id,
                     "commander still honours our lease: resuming"
                 );
-                deadline = Instant::now() + ttl;
+                supervisor.deadline = Instant::now() + ttl;
             }
             Err(e) if e.is_refusal() => return Err(Abandon::Refused(e.to_string())),
             Err(e) => warn!(
@@ -255,7 +344,8 @@ async fn drive(
     }
     info!(run = lease.run_id, generation = lease.generation, url = %lease.url, "job started");
     let started = Instant::now();
-    let mut fetch = {
+    let started_ms = crate::unix_ms();
+    let fetch = {
         let (http, url, dest) = (ctx.http.clone(), lease.url.clone(), staged.to_path_buf());
         let (conditional, limits) = (lease.conditional.clone(), ctx.limits.clone());
         let (throttle, progress, counter) =
@@ -266,49 +356,13 @@ async fn drive(
                 progress: &progress,
                 counter: &counter,
             };
-            fetch::fetch(&http, &url, &dest, &conditional, &limits, sinks).await
+            fetch::fetch(&http, &url, &dest, &conditional, &limits, sinks)
+                .await
+                .map_err(|e| Stop::Fail(failure(e.to_string(), e.retryable())))
         })
     };
-    let mut ticker = tokio::time::interval(ctx.progress_every);
-    // Rate since the previous report.
-    let mut last = (Instant::now(), progress.done.load(Ordering::Relaxed));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let result = loop {
-        tokio::select! {
-            joined = &mut fetch => {
-                break match joined {
-                    Ok(Ok(fetched)) => Ok(fetched),
-                    Ok(Err(e)) => Err(failure(e.to_string(), e.retryable())),
-                    Err(e) => Err(failure(format!("fetch task failed: {e}"), true)),
-                };
-            }
-            _ = drop_lease.notified() => {
-                fetch.abort();
-                return Err(Abandon::Dropped);
-            }
-            _ = ticker.tick() => {
-                let done = progress.done.load(Ordering::Relaxed);
-                let elapsed = last.0.elapsed().as_secs_f64();
-                let rate = if elapsed > 0.0 { (done.saturating_sub(last.1) as f64 / elapsed) as u64 } else { 0 };
-                last = (Instant::now(), done);
-                match report(&mut client, lease, progress, rate).await {
-                    Ok(ttl) => deadline = Instant::now() + ttl,
-                    Err(e) if e.is_refusal() => {
-                        fetch.abort();
-                        return Err(Abandon::Refused(e.to_string()));
-                    }
-                    Err(e) => {
-                        if Instant::now() >= deadline {
-                            fetch.abort();
-                            return Err(Abandon::Expired);
-                        }
-                        warn!(run = lease.run_id, "progress report failed, job continues: {e}");
-                    }
-                }
-            }
-        }
-    };
-    let outcome = match &result {
+    let fetched = supervisor.watch(fetch).await;
+    let outcome = match fetched {
         Ok(Fetched::NotModified) => complete_request::Outcome::Success(JobResult {
             unchanged: true,
             duration_ms: started.elapsed().as_millis() as u64,
@@ -321,22 +375,46 @@ async fn drive(
             resumes,
             restarts,
             ..
-        }) => complete_request::Outcome::Success(JobResult {
-            blake3: root.to_hex().to_string(),
-            size_bytes: *size,
-            staged_path: staged.display().to_string(),
-            duration_ms: started.elapsed().as_millis() as u64,
-            unchanged: false,
-            etag: validators.etag.clone().unwrap_or_default(),
-            last_modified: validators.last_modified.clone().unwrap_or_default(),
-            resumes: *resumes,
-            restarts: *restarts,
-        }),
-        Err(failure) => {
+        }) => {
+            let manifest = Manifest {
+                format: crate::manifest::FORMAT,
+                agent: ctx.agent_name.clone(),
+                run_id: lease.run_id,
+                generation: lease.generation,
+                target: lease.target.clone(),
+                kind: lease.kind.clone(),
+                url: lease.url.clone(),
+                size,
+                blake3: root.to_hex().to_string(),
+                digests: Default::default(),
+                etag: validators.etag.clone().unwrap_or_default(),
+                last_modified: validators.last_modified.clone().unwrap_or_default(),
+                fetch_started_ms: started_ms,
+                fetch_finished_ms: crate::unix_ms(),
+                resumes,
+                restarts,
+            };
+            let task = tokio::spawn(deliver(ctx.clone(), staged.to_path_buf(), manifest));
+            match supervisor.watch(task).await {
+                Ok(path) => {
+                    info!(run = lease.run_id, size, %path, "landed: dropping the staging copy");
+                    fetch::remove_staged(staged).await;
+                    return Ok(());
+                }
+                Err(Stop::Abandon(abandon)) => return Err(abandon),
+                Err(Stop::Fail(f)) => {
+                    fetch::remove_staged(staged).await;
+                    complete_request::Outcome::Failure(f)
+                }
+            }
+        }
+        Err(Stop::Abandon(abandon)) => return Err(abandon),
+        Err(Stop::Fail(f)) => {
             fetch::remove_staged(staged).await;
-            complete_request::Outcome::Failure(failure.clone())
+            complete_request::Outcome::Failure(f)
         }
     };
+    let mut client = supervisor.client.clone();
     loop {
         let request = CompleteRequest {
             lease: Some(lease.lease_ref()),
@@ -344,14 +422,13 @@ async fn drive(
         };
         match client.complete(request).await {
             Ok(_) => {
-                match &result {
-                    Ok(Fetched::NotModified) => {
+                match &outcome {
+                    complete_request::Outcome::Success(_) => {
                         info!(run = lease.run_id, "origin unchanged: run completed")
                     }
-                    Ok(Fetched::Body { size, .. }) => {
-                        info!(run = lease.run_id, size, "run completed")
+                    complete_request::Outcome::Failure(f) => {
+                        warn!(run = lease.run_id, reason = %f.reason, "run failed")
                     }
-                    Err(f) => warn!(run = lease.run_id, reason = %f.reason, "run failed"),
                 }
                 return Ok(());
             }
@@ -360,13 +437,254 @@ async fn drive(
                 if e.is_refusal() {
                     return Err(Abandon::Refused(e.to_string()));
                 }
-                if Instant::now() >= deadline {
+                if Instant::now() >= supervisor.deadline {
                     return Err(Abandon::Expired);
                 }
                 tokio::time::sleep(COMPLETE_RETRY).await;
             }
         }
     }
+}
+
+/// Uploads refused for a reason other than the lease (a cut, an error on
+/// the commander) before the job fails and the run is retried.
+const MAX_UPLOAD_FAILURES: u32 = 3;
+
+/// Bytes per upload message: well under gRPC's 4 MiB message limit, large
+/// enough that framing costs nothing.
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
+/// Environment variable naming a byte offset the agent flips in every
+/// upload it sends: a fault-injection hook for tests of the commander's
+/// verification (TLS makes a real in-transit flip impossible to stage).
+pub const FAULT_FLIP_UPLOAD_BYTE: &str = "ARK_FAULT_FLIP_UPLOAD_BYTE";
+
+/// Reads [`FAULT_FLIP_UPLOAD_BYTE`].
+pub fn fault_flip_upload_byte() -> Option<u64> {
+    let offset = std::env::var(FAULT_FLIP_UPLOAD_BYTE).ok()?.parse().ok()?;
+    warn!(
+        "fault injection: every upload will have byte {offset} flipped ({FAULT_FLIP_UPLOAD_BYTE})"
+    );
+    Some(offset)
+}
+
+/// Hands a fetched body to the commander: records it in the dedupe
+/// registry, asks `Have` with the signed manifest, and uploads (resuming
+/// where the commander's verified bytes end) unless the archive already
+/// holds it. Ok carries the archive path now holding the bytes; the
+/// commander has completed the run.
+async fn deliver(
+    ctx: Arc<JobContext>,
+    staged: PathBuf,
+    manifest: Manifest,
+) -> std::result::Result<String, Stop> {
+    let fail = |reason: String| Stop::Fail(failure(reason, true));
+    let earlier = ctx
+        .registry
+        .record(&Harvest {
+            blake3: manifest.blake3.clone(),
+            size: manifest.size,
+            target: manifest.target.clone(),
+            url: manifest.url.clone(),
+            etag: manifest.etag.clone(),
+            last_modified: manifest.last_modified.clone(),
+            run_id: manifest.run_id,
+            at_ms: crate::unix_ms(),
+            landed_path: None,
+        })
+        .map_err(|e| fail(e.to_string()))?;
+    if let Some(earlier) = &earlier {
+        info!(
+            run = manifest.run_id,
+            earlier_run = earlier.run_id,
+            landed = earlier.landed_path.as_deref().unwrap_or(""),
+            "duplicate: this body was harvested and landed before; asking the commander"
+        );
+    }
+    let (bytes, signature) = manifest
+        .sign(&ctx.credentials.key_pem)
+        .map_err(|e| fail(e.to_string()))?;
+    let lease = LeaseRef {
+        run_id: manifest.run_id,
+        generation: manifest.generation,
+    };
+    let mut client = ctx.client.clone();
+    let mut failures = 0u32;
+    loop {
+        let attempt = async {
+            let have = client
+                .have(HaveRequest {
+                    lease: Some(lease),
+                    manifest: bytes.clone(),
+                    signature: signature.clone(),
+                })
+                .await
+                .map_err(|status| AgentError::rpc("have", status))?
+                .into_inner();
+            if have.held {
+                info!(
+                    run = manifest.run_id,
+                    path = %have.path,
+                    unchanged = have.unchanged,
+                    "the archive already holds these bytes: not uploading"
+                );
+                return Ok(have.path);
+            }
+            upload(
+                &mut client,
+                lease,
+                &staged,
+                &manifest,
+                have.resume_from,
+                ctx.fault_flip_upload_byte,
+            )
+            .await
+            .map(|landed| landed.path)
+        };
+        match attempt.await {
+            Ok(path) => {
+                if let Err(e) = ctx
+                    .registry
+                    .landed(manifest.run_id, &manifest.blake3, &path)
+                {
+                    warn!("dedupe registry: {e}");
+                }
+                return Ok(path);
+            }
+            Err(e) if e.is_refusal() => return Err(Stop::Abandon(Abandon::Refused(e.to_string()))),
+            Err(e) if e.is_link() => {
+                warn!(run = manifest.run_id, "delivery interrupted, retrying: {e}");
+                tokio::time::sleep(COMPLETE_RETRY).await;
+            }
+            Err(e) => {
+                failures += 1;
+                warn!(run = manifest.run_id, failures, "upload failed: {e}");
+                if e.is_cut() {
+                    // Was it the copy on our disk, or the way to the commander?
+                    let checked = check_staged(&staged, &manifest).await;
+                    if let Err(bad) = checked {
+                        return Err(fail(format!(
+                            "{e}; the staged copy itself no longer matches its hash ({bad}): it will be fetched again"
+                        )));
+                    }
+                }
+                if failures >= MAX_UPLOAD_FAILURES {
+                    return Err(fail(format!(
+                        "upload failed {failures} times; last: {e}{}",
+                        if e.is_cut() {
+                            " (the staged copy still verifies here, so the bytes changed between this agent and the commander's disk)"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Re-verifies the staged copy against its own outboard and the manifest's
+/// root.
+async fn check_staged(staged: &Path, manifest: &Manifest) -> std::result::Result<(), String> {
+    let (staged, size, root) = (staged.to_path_buf(), manifest.size, manifest.blake3.clone());
+    let checked = tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
+        use std::io::Read;
+        let root = blake3::Hash::from_hex(&root).map_err(|e| e.to_string())?;
+        let outboard = std::fs::File::open(outboard_path(&staged)).map_err(|e| e.to_string())?;
+        let mut verifier = GroupVerifier::new(root, size, std::io::BufReader::new(outboard))
+            .map_err(|e| e.to_string())?;
+        let mut file = std::fs::File::open(&staged).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; UPLOAD_CHUNK];
+        loop {
+            let n = file.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            verifier.update(&buf[..n]).map_err(|e| e.to_string())?;
+        }
+        verifier.finish().map_err(|e| e.to_string())
+    })
+    .await;
+    checked.unwrap_or_else(|e| Err(e.to_string()))
+}
+
+/// One upload: the header, the whole outboard, then the data from `offset`.
+async fn upload(
+    client: &mut AgentSessionClient<Channel>,
+    lease: LeaseRef,
+    staged: &Path,
+    manifest: &Manifest,
+    offset: u64,
+    flip: Option<u64>,
+) -> Result<UploadResponse> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let (tx, rx) = tokio::sync::mpsc::channel::<UploadChunk>(4);
+    let header = UploadChunk {
+        part: Some(upload_chunk::Part::Header(UploadHeader {
+            lease: Some(lease),
+            blake3: manifest.blake3.clone(),
+            offset,
+        })),
+    };
+    let staged = staged.to_path_buf();
+    let reader = tokio::spawn(async move {
+        let send = |part| {
+            let tx = tx.clone();
+            async move { tx.send(UploadChunk { part: Some(part) }).await.is_ok() }
+        };
+        if !send(header.part.expect("header")).await {
+            return Ok(());
+        }
+        let outboard_at = outboard_path(&staged);
+        let mut outboard = tokio::fs::File::open(&outboard_at)
+            .await
+            .map_err(AgentError::io("reading outboard", &outboard_at))?;
+        let mut data = tokio::fs::File::open(&staged)
+            .await
+            .map_err(AgentError::io("reading staged file", &staged))?;
+        data.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(AgentError::io("seeking staged file", &staged))?;
+        let mut at = offset;
+        for (file, path, is_data) in [
+            (&mut outboard, &outboard_at, false),
+            (&mut data, &staged, true),
+        ] {
+            loop {
+                let mut buf = vec![0u8; UPLOAD_CHUNK];
+                let n = file
+                    .read(&mut buf)
+                    .await
+                    .map_err(AgentError::io("reading for upload", path))?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                let part = if is_data {
+                    if let Some(flip) = flip.filter(|f| (at..at + n as u64).contains(f)) {
+                        buf[(flip - at) as usize] ^= 0x01;
+                    }
+                    at += n as u64;
+                    upload_chunk::Part::Data(buf)
+                } else {
+                    upload_chunk::Part::Outboard(buf)
+                };
+                if !send(part).await {
+                    return Ok(());
+                }
+            }
+        }
+        Ok::<(), AgentError>(())
+    });
+    let response = client
+        .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    if let Ok(Err(e)) = reader.await {
+        return Err(e);
+    }
+    Ok(response
+        .map_err(|status| AgentError::rpc("upload", status))?
+        .into_inner())
 }
 
 /// Reports progress on `lease`; Ok carries the renewed time to live.

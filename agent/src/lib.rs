@@ -16,7 +16,10 @@
 //! - [`telemetry`]: CPU, memory, temperature and disk readings (sysinfo).
 //! - [`fetch`]: streaming HTTP fetch: conditional GET, range resume, refusals.
 //! - [`jobs`]: running one leased job: fetch, report, complete, clean up.
-//! - [`tree`]: chunked BLAKE3 in one pass: the root and the group outboard.
+//! - [`tree`]: chunked BLAKE3 in one pass: the root and the group outboard,
+//!   and the verifier the commander checks uploads with.
+//! - [`manifest`]: the signed claim sent with each harvested body.
+//! - [`registry`]: the local dedupe registry (SQLite).
 //! - [`session`]: the long-lived loop: register, heartbeat, reconnect.
 //! - [`process`]: logging and the shutdown signal, shared by both binaries.
 //! - [`status`]: the agent's last known state, written for `ark-agent status`.
@@ -28,7 +31,9 @@ pub mod fetch;
 pub mod identity;
 pub mod jobs;
 pub mod link;
+pub mod manifest;
 pub mod process;
+pub mod registry;
 pub mod session;
 pub mod status;
 pub mod telemetry;

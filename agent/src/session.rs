@@ -90,6 +90,10 @@ pub async fn run(
         throttle: jobs::Throttle::new(config.bandwidth_cap),
         limits: config.limits(),
         progress_every: DEFAULT_HEARTBEAT,
+        registry: Arc::new(crate::registry::Registry::open(&data)?),
+        agent_name: identity.name.clone(),
+        credentials: identity.credentials.clone(),
+        fault_flip_upload_byte: jobs::fault_flip_upload_byte(),
     };
     let mut jobs: HashMap<i64, JobHandle> = HashMap::new();
     let recovered = HeldLease::load_all(&data);

@@ -56,6 +56,10 @@ pub struct CommanderConfig {
     pub retry_backoff_max: Duration,
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
+    /// Where verified files land (the NAS); empty means `<data>/archive`.
+    pub archive: String,
+    /// Versions each target keeps unless its own `--keep` says otherwise.
+    pub keep: u32,
 }
 
 impl Default for CommanderConfig {
@@ -69,6 +73,8 @@ impl Default for CommanderConfig {
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX,
             token_ttl: DEFAULT_TOKEN_TTL,
+            archive: String::new(),
+            keep: crate::archive::DEFAULT_KEEP,
         }
     }
 }
@@ -100,10 +106,24 @@ impl CommanderConfig {
                 self.lease_ttl, self.heartbeat
             ));
         }
+        if self.keep == 0 {
+            return Err(
+                "keep must be at least 1: a target with no versions has nothing archived".into(),
+            );
+        }
         if self.max_attempts == 0 {
             return Err("max-attempts must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The archive root for a commander with data dir `data`.
+    pub fn archive_dir(&self, data: &Path) -> std::path::PathBuf {
+        if self.archive.is_empty() {
+            data.join("archive")
+        } else {
+            data.join(&self.archive)
+        }
     }
 
     pub fn to_toml(&self) -> String {

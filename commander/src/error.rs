@@ -41,6 +41,12 @@ pub enum CommanderError {
     StaleLease(String),
     #[error("{0}")]
     BadToken(String),
+    /// An upload whose bytes do not match their tree: cut.
+    #[error("{0}")]
+    Cut(String),
+    /// Try again (e.g. the quarantined copy must be re-verified).
+    #[error("{0}")]
+    Aborted(String),
 }
 
 impl CommanderError {
@@ -59,6 +65,8 @@ impl CommanderError {
             Self::Invalid(m) => Status::invalid_argument(m),
             Self::AlreadyExists(m) => Status::already_exists(m),
             Self::StaleLease(m) => Status::failed_precondition(m),
+            Self::Cut(m) => Status::data_loss(m),
+            Self::Aborted(m) => Status::aborted(m),
             other => {
                 tracing::error!("internal error: {other:#}");
                 Status::internal(format!("commander internal error: {other}"))

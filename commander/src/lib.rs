@@ -9,11 +9,15 @@
 //! - [`scheduler`]: lease policy: grants, renewals, expiry, retries, pause.
 //! - [`service`]: the gRPC services and the error → status boundary.
 //! - [`server`]: wiring it together on a bound listener.
+//! - [`archive`]: the archive on the NAS: quarantine, landing, recovery,
+//!   retention, verification.
+//! - [`upload`]: receiving a verified upload (`Have`, `Upload`).
 //! - [`admin`]: the CLI's client for the admin service.
 //! - [`demo`]: a whole swarm in one process, with a local origin.
 //! - [`cli`]: the `ark-commander` command line, one file per subcommand.
 
 pub mod admin;
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -24,5 +28,6 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod tls;
+pub mod upload;
 
 pub use error::{CommanderError, Result};

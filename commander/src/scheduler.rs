@@ -302,7 +302,13 @@ impl Scheduler {
     }
 
     /// Checks that `lease` is open, current and held by `agent`.
-    fn check_lease(&self, tx: &Connection, agent: &str, lease: &LeaseRef, now: i64) -> Result<()> {
+    pub fn check_lease(
+        &self,
+        tx: &Connection,
+        agent: &str,
+        lease: &LeaseRef,
+        now: i64,
+    ) -> Result<()> {
         let (run, generation) = (lease.run_id, lease.generation as i64);
         let current: Option<i64> = tx
             .query_row("SELECT generation FROM runs WHERE id = ?1", [run], |r| {
@@ -350,8 +356,59 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Completes `run` because its body is in the archive (landed now, or
+    /// found there already): the open lease ends, the run takes `state`
+    /// (succeeded or unchanged), and the target remembers the validators.
+    /// Verified bytes are a fact whoever fetched them, so this ends whichever
+    /// lease is current; a holder of an older one is refused on its next
+    /// report.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish_run(
+        &self,
+        tx: &Connection,
+        run: i64,
+        agent: &str,
+        state: &str,
+        size: u64,
+        blake3: &str,
+        validators: Option<(&str, &str)>,
+        message: &str,
+        now: i64,
+    ) -> Result<()> {
+        let generation: i64 =
+            tx.query_row("SELECT generation FROM runs WHERE id = ?1", [run], |r| {
+                r.get(0)
+            })?;
+        tx.execute(
+            "UPDATE leases SET ended_at = ?1, outcome = ?4 WHERE run_id = ?2 AND generation = ?3 AND ended_at IS NULL",
+            params![now, run, generation, state],
+        )?;
+        tx.execute(
+            "UPDATE runs SET state = ?1, finished_at = ?2, size_bytes = ?3, bytes_done = ?3, reason = '',
+             last_agent = ?4, blake3 = ?6 WHERE id = ?5",
+            params![state, now, size as i64, agent, run, blake3],
+        )?;
+        if let Some((etag, last_modified)) = validators {
+            // What the origin said about this version, so the next run can
+            // ask "changed since?".
+            tx.execute(
+                "UPDATE targets SET etag = ?1, last_modified = ?2
+                 WHERE name = (SELECT target FROM runs WHERE id = ?3)",
+                params![etag, last_modified, run],
+            )?;
+        }
+        event(
+            tx,
+            now,
+            Some(run),
+            Some(agent),
+            &format!("run_{state}"),
+            message,
+        )
+    }
+
     /// Records a refused report, then returns the refusal.
-    fn refuse(
+    pub fn refuse(
         &self,
         agent: &str,
         lease: &LeaseRef,
@@ -421,33 +478,24 @@ impl Scheduler {
             self.check_lease(tx, agent, &lease, now)?;
             let (run, generation) = (lease.run_id, lease.generation as i64);
             match outcome {
-                complete_request::Outcome::Success(result) => {
-                    let state = if result.unchanged { run_state::UNCHANGED } else { run_state::SUCCEEDED };
-                    tx.execute(
-                        "UPDATE leases SET ended_at = ?1, outcome = ?4 WHERE run_id = ?2 AND generation = ?3",
-                        params![now, run, generation, state],
+                complete_request::Outcome::Success(result) if !result.unchanged => {
+                    return Err(CommanderError::Invalid(format!(
+                        "run {run}: a body must go through Have and Upload, where the commander verifies and lands it; \
+                         Complete reports only an unchanged origin or a failure"
+                    )));
+                }
+                complete_request::Outcome::Success(_) => {
+                    self.finish_run(
+                        tx,
+                        run,
+                        agent,
+                        run_state::UNCHANGED,
+                        0,
+                        "",
+                        None,
+                        "origin unchanged (conditional request answered 304)",
+                        now,
                     )?;
-                    tx.execute(
-                        "UPDATE runs SET state = ?1, finished_at = ?2, size_bytes = ?3, bytes_done = ?3, reason = '',
-                         last_agent = ?4, blake3 = ?6 WHERE id = ?5",
-                        params![state, now, result.size_bytes as i64, agent, run, result.blake3],
-                    )?;
-                    let message = if result.unchanged {
-                        "origin unchanged (conditional request answered 304)".to_string()
-                    } else {
-                        // Remember what the origin said about this version,
-                        // so the next run can ask "changed since?".
-                        tx.execute(
-                            "UPDATE targets SET etag = ?1, last_modified = ?2
-                             WHERE name = (SELECT target FROM runs WHERE id = ?3)",
-                            params![result.etag, result.last_modified, run],
-                        )?;
-                        format!(
-                            "{} bytes ({} resumes, {} restarts from zero)",
-                            result.size_bytes, result.resumes, result.restarts
-                        )
-                    };
-                    event(tx, now, Some(run), Some(agent), &format!("run_{state}"), &message)?;
                 }
                 complete_request::Outcome::Failure(failure) => {
                     tx.execute(
@@ -529,6 +577,7 @@ mod tests {
                     url: "http://origin/x".into(),
                     name: "x".into(),
                     every_ms: 0,
+                    keep: 0,
                 };
                 state::add_target(tx, &target, T0).map(|_| ())
             })
@@ -660,20 +709,28 @@ mod tests {
             0,
             "a renewed lease expired"
         );
-        let done = CompleteRequest {
+        let claimed = CompleteRequest {
             lease: Some(LeaseRef::of(&second)),
             outcome: Some(complete_request::Outcome::Success(JobResult {
                 size_bytes: 42,
                 ..JobResult::default()
             })),
         };
+        let err = s
+            .complete("b", &claimed, expiry + s.ttl() + 2)
+            .expect_err("a body claimed without an upload");
+        assert!(matches!(err, CommanderError::Invalid(_)), "{err}");
+        let done = CompleteRequest {
+            lease: Some(LeaseRef::of(&second)),
+            outcome: Some(complete_request::Outcome::Success(JobResult {
+                unchanged: true,
+                ..JobResult::default()
+            })),
+        };
         s.complete("b", &done, expiry + s.ttl() + 2)
             .expect("complete");
         let run = run1(&s);
-        assert_eq!(
-            (run.state.as_str(), run.size_bytes, run.agent.as_str()),
-            ("succeeded", 42, "b")
-        );
+        assert_eq!((run.state.as_str(), run.agent.as_str()), ("unchanged", "b"));
     }
 
     #[test]

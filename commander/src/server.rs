@@ -15,6 +15,7 @@ use ark_proto::agent_session_server::AgentSessionServer;
 use ark_proto::enrollment_server::EnrollmentServer;
 use tokio::net::TcpListener;
 
+use crate::archive::Archive;
 use crate::config::CommanderConfig;
 use crate::pki::{server_sans, Pki};
 use crate::scheduler::Scheduler;
@@ -100,6 +101,29 @@ pub fn endpoint(data: &Path) -> Result<String> {
         })
 }
 
+/// Finishes or rolls back every half-landed version (see
+/// [`Archive::recover`]); a finished one completes its run.
+pub fn recover(scheduler: &Scheduler, archive: &Archive) -> Result<(usize, usize)> {
+    archive.recover(&scheduler.store, unix_ms(), |tx, v| {
+        let (etag, last_modified): (String, String) = tx.query_row(
+            "SELECT etag, last_modified FROM versions WHERE id = ?1",
+            [v.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        scheduler.finish_run(
+            tx,
+            v.run_id,
+            &v.agent,
+            crate::state::run_state::SUCCEEDED,
+            v.size,
+            &v.blake3,
+            Some((&etag, &last_modified)),
+            &format!("landed {} (finished after a restart)", v.path),
+            unix_ms(),
+        )
+    })
+}
+
 /// Serves the commander from `data` on `listener` until `shutdown`.
 pub async fn run(
     data: &Path,
@@ -123,6 +147,11 @@ pub async fn run(
     let store = Arc::new(Store::open(&data.join(STATE_FILE))?);
     let scheduler = Scheduler::new(store, config.clone());
     let extended = scheduler.restart_grace(unix_ms())?;
+    let archive = Archive::new(config.archive_dir(data), config.keep);
+    let (finished, rolled_back) = recover(&scheduler, &archive)?;
+    if finished + rolled_back > 0 {
+        tracing::warn!(finished, rolled_back, "recovered half-landed versions");
+    }
     let url = local_url(addr);
     ark_agent::write_atomic(&data.join(ENDPOINT_FILE), url.as_bytes(), 0o644)
         .map_err(CommanderError::io("writing", data.join(ENDPOINT_FILE)))?;
@@ -154,7 +183,7 @@ pub async fn run(
             }
         }
     });
-    let services = Services::new(scheduler, pki, url);
+    let services = Services::new(scheduler, archive, pki, url);
     let served = tonic::transport::Server::builder()
         .add_service(EnrollmentServer::new(services.clone()))
         .add_service(AgentSessionServer::new(services.clone()))

@@ -16,10 +16,12 @@ use ark_proto::enrollment_server::Enrollment;
 use ark_proto::*;
 use tonic::{Request, Response, Status};
 
+use crate::archive::Archive;
 use crate::pki::Pki;
 use crate::scheduler::Scheduler;
 use crate::state;
 use crate::tls::PeerInfo;
+use crate::upload;
 use crate::{CommanderError, Result};
 
 /// Default page size for `runs` listings.
@@ -34,6 +36,7 @@ pub struct Services {
 #[derive(Debug)]
 struct Inner {
     scheduler: Scheduler,
+    archive: Archive,
     pki: Pki,
     listen: String,
 }
@@ -96,10 +99,11 @@ pub fn name_from_url(url: &str) -> String {
 }
 
 impl Services {
-    pub fn new(scheduler: Scheduler, pki: Pki, listen: String) -> Self {
+    pub fn new(scheduler: Scheduler, archive: Archive, pki: Pki, listen: String) -> Self {
         Self {
             inner: Arc::new(Inner {
                 scheduler,
+                archive,
                 pki,
                 listen,
             }),
@@ -151,6 +155,20 @@ impl Services {
                         .into(),
                 )
             })
+    }
+
+    /// The agent behind a request, with the certificate it presented.
+    fn caller<T>(&self, req: &Request<T>) -> Result<upload::Caller> {
+        let agent = self.agent(req)?;
+        let peer = req.extensions().get::<PeerInfo>();
+        let cert_der = peer
+            .and_then(|p| p.cert_der.clone())
+            .ok_or_else(|| CommanderError::Unauthenticated("no client certificate".into()))?;
+        Ok(upload::Caller {
+            agent,
+            cert_sha256: Self::fingerprint(req)?,
+            cert_der,
+        })
     }
 
     fn admin<T>(&self, req: &Request<T>) -> Result<()> {
@@ -255,6 +273,74 @@ impl AgentSession for Services {
             Ok(CompleteResponse {})
         })
         .await
+    }
+
+    async fn have(&self, request: Request<HaveRequest>) -> Reply<HaveResponse> {
+        self.blocking(move |s| {
+            let caller = s.caller(&request)?;
+            upload::have(
+                s.scheduler(),
+                &s.inner.archive,
+                &caller,
+                request.get_ref(),
+                unix_ms(),
+            )
+        })
+        .await
+    }
+
+    async fn upload(
+        &self,
+        request: Request<tonic::Streaming<UploadChunk>>,
+    ) -> Reply<UploadResponse> {
+        let caller = self.caller(&request).map_err(CommanderError::into_status)?;
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(UploadChunk {
+                part: Some(upload_chunk::Part::Header(header)),
+            }) => header,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an upload must begin with its header",
+                ))
+            }
+        };
+        let (pending, offset) = {
+            let caller = caller.clone();
+            self.blocking(move |s| {
+                upload::begin(s.scheduler(), &s.inner.archive, &caller, &header, unix_ms())
+            })
+            .await?
+            .into_inner()
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let this = self.clone();
+        let receiver = tokio::task::spawn_blocking(move || {
+            upload::receive(this.scheduler(), &this.inner.archive, &pending, offset, rx)
+        });
+        loop {
+            match stream.message().await {
+                Ok(Some(UploadChunk { part: Some(part) })) => {
+                    if tx.send(upload::Piece::Part(part)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Some(UploadChunk { part: None })) => {}
+                Ok(None) => {
+                    let _ = tx.send(upload::Piece::End).await;
+                    break;
+                }
+                Err(status) => {
+                    tracing::info!(agent = %caller.agent, "upload stream broke: {status}");
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        match receiver.await {
+            Ok(result) => reply(result),
+            Err(e) => Err(Status::internal(format!("upload task failed: {e}"))),
+        }
     }
 }
 

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS targets (
     created_at INTEGER NOT NULL,
     next_due   INTEGER,
     etag          TEXT NOT NULL DEFAULT '',
-    last_modified TEXT NOT NULL DEFAULT ''
+    last_modified TEXT NOT NULL DEFAULT '',
+    keep       INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS runs (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -81,6 +82,41 @@ CREATE TABLE IF NOT EXISTS events (
     kind    TEXT NOT NULL,
     message TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS uploads (
+    run_id      INTEGER PRIMARY KEY REFERENCES runs(id),
+    generation  INTEGER NOT NULL,
+    agent       TEXT NOT NULL,
+    cert_sha256 TEXT NOT NULL,
+    blake3      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    manifest    BLOB NOT NULL,
+    signature   BLOB NOT NULL,
+    started_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    target      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    run_id      INTEGER NOT NULL,
+    path        TEXT NOT NULL UNIQUE,
+    blake3      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    agent       TEXT NOT NULL,
+    cert_sha256 TEXT NOT NULL,
+    url         TEXT NOT NULL,
+    etag        TEXT NOT NULL DEFAULT '',
+    last_modified TEXT NOT NULL DEFAULT '',
+    manifest    BLOB NOT NULL,
+    signature   BLOB NOT NULL,
+    source      TEXT NOT NULL,
+    linked_from INTEGER,
+    created_at  INTEGER NOT NULL,
+    landed_at   INTEGER,
+    pruned_at   INTEGER
+);
+CREATE INDEX IF NOT EXISTS versions_by_root ON versions(blake3, state);
+CREATE INDEX IF NOT EXISTS versions_by_target ON versions(target, state);
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -170,6 +206,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("runs", "blake3", "TEXT NOT NULL DEFAULT ''"),
     ("runs", "bytes_total", "INTEGER NOT NULL DEFAULT 0"),
     ("runs", "bytes_per_second", "INTEGER NOT NULL DEFAULT 0"),
+    ("targets", "keep", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -404,8 +441,8 @@ pub fn add_target(
     now: i64,
 ) -> Result<ark_proto::TargetInfo> {
     let inserted = conn.execute(
-        "INSERT OR IGNORE INTO targets (name, kind, url, every_ms, created_at, next_due) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        params![t.name, t.kind, t.url, t.every_ms as i64, now],
+        "INSERT OR IGNORE INTO targets (name, kind, url, every_ms, created_at, next_due, keep) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+        params![t.name, t.kind, t.url, t.every_ms as i64, now, t.keep],
     )?;
     if inserted == 0 {
         return Err(CommanderError::AlreadyExists(format!(
@@ -421,13 +458,14 @@ pub fn add_target(
         created_at_ms: now,
         next_due_ms: now,
         last_state: String::new(),
+        keep: t.keep,
     })
 }
 
 pub fn list_targets(conn: &Connection) -> Result<Vec<ark_proto::TargetInfo>> {
     let mut stmt = conn.prepare(
         "SELECT t.name, t.kind, t.url, t.every_ms, t.created_at, t.next_due,
-                (SELECT state FROM runs r WHERE r.target = t.name ORDER BY r.id DESC LIMIT 1)
+                (SELECT state FROM runs r WHERE r.target = t.name ORDER BY r.id DESC LIMIT 1), t.keep
          FROM targets t ORDER BY t.name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -439,6 +477,7 @@ pub fn list_targets(conn: &Connection) -> Result<Vec<ark_proto::TargetInfo>> {
             created_at_ms: r.get(4)?,
             next_due_ms: r.get::<_, Option<i64>>(5)?.unwrap_or(0),
             last_state: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+            keep: r.get(7)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -454,6 +493,16 @@ pub fn target_validators(conn: &Connection, name: &str) -> Result<(String, Strin
         )
         .optional()?
         .unwrap_or_default())
+}
+
+/// Versions a target keeps in the archive (0 = the commander's default).
+pub fn target_keep(conn: &Connection, name: &str) -> Result<u32> {
+    Ok(conn
+        .query_row("SELECT keep FROM targets WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .unwrap_or(0))
 }
 
 pub fn target(conn: &Connection, name: &str) -> Result<Option<(String, String)>> {

@@ -35,6 +35,8 @@ pub struct PeerInfo {
     /// SHA-256 of the client certificate, when one was presented (and so
     /// verified against our CA during the handshake).
     pub cert_fingerprint: Option<String>,
+    /// That certificate (DER): its public key checks signed manifests.
+    pub cert_der: Option<Arc<[u8]>>,
 }
 
 /// Builds the server configuration from the PKI.
@@ -129,15 +131,15 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(inner)) => {
-                        let cert_fingerprint = inner
+                        let cert = inner
                             .get_ref()
                             .1
                             .peer_certificates()
-                            .and_then(|chain| chain.first())
-                            .map(|cert| fingerprint(cert));
+                            .and_then(|chain| chain.first());
                         let info = PeerInfo {
                             addr,
-                            cert_fingerprint,
+                            cert_fingerprint: cert.map(|cert| fingerprint(cert)),
+                            cert_der: cert.map(|cert| Arc::from(cert.as_ref())),
                         };
                         let _ = tx.send(Ok(TlsConn { inner, info })).await;
                     }

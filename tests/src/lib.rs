@@ -58,6 +58,10 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+    /// True once the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -110,6 +114,16 @@ pub fn write_commander_config(data: &Path) -> Result<()> {
 
 /// Starts `ark-commander serve` on `listen` and waits until it is up.
 pub async fn spawn_commander(data: &Path, listen: &str) -> Result<Proc> {
+    spawn_commander_with(data, listen, &[], &[]).await
+}
+
+/// Like [`spawn_commander`], with extra `serve` flags and environment.
+pub async fn spawn_commander_with(
+    data: &Path,
+    listen: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Proc> {
     write_commander_config(data)?;
     let endpoint = data.join("endpoint");
     let _ = std::fs::remove_file(&endpoint);
@@ -118,7 +132,9 @@ pub async fn spawn_commander(data: &Path, listen: &str) -> Result<Proc> {
         .arg(data)
         .arg("serve")
         .arg("--listen")
-        .arg(listen);
+        .arg(listen)
+        .args(args)
+        .envs(env.iter().copied());
     let mut proc = spawn_logged(cmd, data.with_extension("log"))?;
     wait_until(Duration::from_secs(20), "commander start", || {
         let ok = endpoint.exists();
@@ -169,8 +185,16 @@ pub async fn enroll_agent(commander_data: &Path, agent_data: &Path, name: &str) 
 
 /// Starts `ark-agent run`.
 pub fn spawn_agent(agent_data: &Path) -> Result<Proc> {
+    spawn_agent_with(agent_data, &[])
+}
+
+/// Starts `ark-agent run` with extra environment (fault-injection hooks).
+pub fn spawn_agent_with(agent_data: &Path, env: &[(&str, &str)]) -> Result<Proc> {
     let mut cmd = agent_command()?;
-    cmd.arg("--data").arg(agent_data).arg("run");
+    cmd.arg("--data")
+        .arg(agent_data)
+        .arg("run")
+        .envs(env.iter().copied());
     spawn_logged(cmd, agent_data.with_extension("log"))
 }
 
@@ -229,12 +253,23 @@ pub fn free_port() -> Result<u16> {
 
 /// Adds a `file` target.
 pub async fn add_file_target(commander_data: &Path, name: &str, url: &str) -> Result<()> {
+    add_file_target_keeping(commander_data, name, url, 0).await
+}
+
+/// Adds a `file` target that keeps `keep` versions (0: the default).
+pub async fn add_file_target_keeping(
+    commander_data: &Path,
+    name: &str,
+    url: &str,
+    keep: u32,
+) -> Result<()> {
     admin(commander_data)?
         .add_target(ark_proto::AddTargetRequest {
             kind: "file".into(),
             url: url.into(),
             name: name.into(),
             every_ms: 0,
+            keep,
         })
         .await?;
     Ok(())
@@ -489,4 +524,58 @@ pub async fn agents(commander_data: &Path) -> Result<Vec<ark_proto::AgentInfo>> 
         .await?
         .into_inner()
         .agents)
+}
+
+/// Every landed file in a commander's archive (relative path, bytes),
+/// without the manifests and the quarantine.
+pub fn archive_files(commander_data: &Path) -> Vec<(String, Vec<u8>)> {
+    let root = commander_data.join("archive");
+    ark_commander::archive::walk_files(&root)
+        .into_iter()
+        .filter(|path| !path.to_string_lossy().ends_with(".manifest.json"))
+        .map(|path| {
+            let relative = path.strip_prefix(&root).unwrap_or(&path);
+            (
+                relative.display().to_string(),
+                std::fs::read(&path).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Files in the commander's quarantine (names).
+pub fn quarantined(commander_data: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(commander_data.join("archive/.ark/quarantine")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Runs `ark-commander --data DATA ARGS…` (the real binary); returns
+/// (exit success, stdout, stderr).
+pub fn commander_cli(commander_data: &Path, args: &[&str]) -> Result<(bool, String, String)> {
+    let out = Command::new(bin("ark-commander")?)
+        .arg("--data")
+        .arg(commander_data)
+        .args(args)
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// `ark-commander archive ls --json`, parsed.
+pub fn archive_ls(commander_data: &Path) -> Result<Vec<serde_json::Value>> {
+    let (ok, stdout, stderr) = commander_cli(commander_data, &["archive", "ls", "--json"])?;
+    if !ok {
+        bail!("archive ls failed: {stderr}");
+    }
+    Ok(serde_json::from_str(&stdout)?)
 }

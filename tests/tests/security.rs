@@ -195,9 +195,73 @@ async fn an_agent_acts_only_on_its_own_current_lease_and_is_no_admin() -> Result
         .into_inner()
         .ttl_ms;
     ensure!(ttl == ark_tests::TEST_LEASE_TTL.as_millis() as u64);
+    // A body cannot be claimed by a report: it must be uploaded and verified.
+    let claimed = CompleteRequest {
+        lease: Some(LeaseRef::of(&lease)),
+        outcome: Some(complete_request::Outcome::Success(JobResult {
+            size_bytes: 5,
+            blake3: blake3::hash(b"hello").to_hex().to_string(),
+            ..JobResult::default()
+        })),
+    };
+    let err = sa
+        .complete(claimed)
+        .await
+        .expect_err("a claimed body was accepted");
+    ensure!(
+        err.code() == tonic::Code::InvalidArgument && err.message().contains("Have and Upload"),
+        "{err:?}"
+    );
+    // A manifest must carry the agent's own signature and the run's facts.
+    let manifest = |url: &str| ark_agent::manifest::Manifest {
+        format: ark_agent::manifest::FORMAT,
+        agent: "a".into(),
+        run_id: lease.run_id,
+        generation: lease.generation,
+        target: "t".into(),
+        kind: "file".into(),
+        url: url.into(),
+        size: 5,
+        blake3: blake3::hash(b"hello").to_hex().to_string(),
+        digests: Default::default(),
+        etag: String::new(),
+        last_modified: String::new(),
+        fetch_started_ms: 0,
+        fetch_finished_ms: 0,
+        resumes: 0,
+        restarts: 0,
+    };
+    let run_url = lease.job.clone().unwrap_or_default().url;
+    let stranger = rcgen::KeyPair::generate()?.serialize_pem();
+    for (signed_by, url, code) in [
+        (
+            stranger.as_str(),
+            run_url.as_str(),
+            tonic::Code::PermissionDenied,
+        ),
+        (
+            a.credentials.key_pem.as_str(),
+            "http://elsewhere/evil.bin",
+            tonic::Code::InvalidArgument,
+        ),
+    ] {
+        let (bytes, signature) = manifest(url).sign(signed_by)?;
+        let err = sa
+            .have(ark_proto::HaveRequest {
+                lease: Some(LeaseRef::of(&lease)),
+                manifest: bytes,
+                signature,
+            })
+            .await
+            .expect_err("a forged manifest was accepted");
+        ensure!(err.code() == code, "{url}: {err:?}");
+    }
     let forged = CompleteRequest {
         lease: Some(LeaseRef::of(&lease)),
-        outcome: Some(complete_request::Outcome::Success(JobResult::default())),
+        outcome: Some(complete_request::Outcome::Success(JobResult {
+            unchanged: true,
+            ..JobResult::default()
+        })),
     };
     let err = sb
         .complete(forged.clone())

@@ -62,30 +62,36 @@ async fn ten_runs_on_three_agents_each_complete_exactly_once() -> Result<()> {
             run.id
         );
     }
-    // Each file sits in exactly one agent's staging dir, byte for byte.
-    let mut seen = HashSet::new();
-    let mut busy_agents = 0;
-    for (adata, _) in &agents {
-        let files = staged_files(adata);
-        busy_agents += usize::from(!files.is_empty());
-        for (file, bytes) in files {
-            let target = file
-                .split_once('-')
-                .map(|(_, t)| t.trim_end_matches(".part"))
-                .unwrap_or("");
-            let target = target.replacen("file_", "file-", 1);
-            ensure!(
-                expected.get(&target) == Some(&bytes),
-                "{file} does not match its origin"
-            );
-            ensure!(seen.insert(target.clone()), "{target} staged twice");
-        }
+    // Each file landed exactly once in the archive, byte for byte, in its
+    // target's directory, and every agent dropped its staging copy.
+    let landed = archive_files(&cdata);
+    ensure!(landed.len() == 10, "{} files landed, not 10", landed.len());
+    for (path, bytes) in &landed {
+        let target = path.split('/').nth(1).unwrap_or("");
+        ensure!(
+            expected.get(target) == Some(bytes),
+            "{path} does not match its origin"
+        );
     }
-    ensure!(seen.len() == 10, "staged {} of 10", seen.len());
+    let targets: HashSet<&str> = landed
+        .iter()
+        .map(|(p, _)| p.split('/').nth(1).unwrap_or(""))
+        .collect();
+    ensure!(targets.len() == 10, "a target landed twice: {landed:?}");
+    for (adata, _) in &agents {
+        ensure!(
+            staged_files(adata).is_empty(),
+            "{} kept a staging copy after landing",
+            adata.display()
+        );
+    }
+    let busy_agents: HashSet<&str> = all.iter().map(|r| r.agent.as_str()).collect();
     ensure!(
-        busy_agents >= 2,
-        "work was not spread: {busy_agents} agent(s) did everything"
+        busy_agents.len() >= 2,
+        "work was not spread: {busy_agents:?} did everything"
     );
+    let (clean, out, err) = commander_cli(&cdata, &["archive", "verify"])?;
+    ensure!(clean, "archive verify: {out}{err}");
     Ok(())
 }
 
@@ -382,10 +388,10 @@ async fn aarch64_agent_under_qemu_enrols_heartbeats_and_completes_a_run() -> Res
         }
     })
     .await?;
-    let staged = staged_files(&adata);
+    let landed = archive_files(&cdata);
     ensure!(
-        staged.len() == 1 && staged[0].1 == bytes,
-        "staged bytes differ from the origin"
+        landed.len() == 1 && landed[0].1 == bytes,
+        "landed bytes differ from the origin"
     );
     Ok(())
 }
@@ -469,8 +475,8 @@ async fn an_unchanged_origin_costs_one_conditional_request_and_the_run_ends_unch
         log[before]
     );
     ensure!(
-        staged_files(&adata).len() == 1,
-        "an unchanged run staged something"
+        staged_files(&adata).is_empty() && archive_files(&cdata).len() == 1,
+        "an unchanged run staged or landed something"
     );
     let status = admin(&cdata)?
         .status(ark_proto::StatusRequest {})
@@ -481,14 +487,23 @@ async fn an_unchanged_origin_costs_one_conditional_request_and_the_run_ends_unch
         "{status:?}"
     );
 
-    // A change at the origin is a new harvest.
-    origin.put("feed.bin", sample_bytes(200_001, 2));
+    // One byte flipped at the origin is a new version beside the old one.
+    let mut changed = sample_bytes(200_000, 1);
+    changed[123_457] ^= 0x20;
+    origin.put("feed.bin", changed.clone());
     let third = run_now(&cdata, "feed").await?;
     wait_until(SOON, "the third run", || async {
         Ok(state_of(third).await? == "succeeded")
     })
     .await?;
-    ensure!(run(&cdata, third).await?.size_bytes == 200_001);
+    let landed = archive_files(&cdata);
+    ensure!(
+        landed.len() == 2
+            && landed.iter().any(|(_, b)| *b == sample_bytes(200_000, 1))
+            && landed.iter().any(|(_, b)| *b == changed),
+        "expected the old and the new version side by side: {:?}",
+        landed.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
     Ok(())
 }
 

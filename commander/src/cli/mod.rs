@@ -1,8 +1,11 @@
 //! The `ark-commander` command line: one file per subcommand. `serve` and
-//! `demo` run servers; every other command is a client of the running
-//! commander's admin API (never of its database).
+//! `demo` run servers; `archive` works on the archive and the ledger in the
+//! data dir directly (it is the NAS side, and must work with the commander
+//! stopped); every other command is a client of the running commander's
+//! admin API (never of its database).
 
 mod agents;
+mod archive;
 mod demo;
 mod enroll;
 mod output;
@@ -66,6 +69,9 @@ pub enum Cmd {
     Status(output::ListArgs),
     /// Print the effective configuration.
     ShowConfig(serve::ConfigOverrides),
+    /// The archive: list landed versions, re-verify them.
+    #[command(subcommand)]
+    Archive(archive::ArchiveCmd),
 }
 
 /// Runs the parsed command line.
@@ -86,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Resume(cmd) => cmd.run(&data, url.as_deref(), false).await,
             Cmd::Status(args) => status::run(&data, url.as_deref(), args).await,
             Cmd::ShowConfig(overrides) => show_config::run(&data, overrides),
+            Cmd::Archive(cmd) => cmd.run(&data),
         }
     })
 }

@@ -25,6 +25,10 @@ pub struct ConfigOverrides {
     /// Failed attempts before a run fails for good.
     #[arg(long)]
     pub max_attempts: Option<u32>,
+    /// Where verified files land (the NAS mount); relative paths are under
+    /// the data dir. Default: <data>/archive.
+    #[arg(long)]
+    pub archive: Option<String>,
 }
 
 impl ConfigOverrides {
@@ -42,6 +46,9 @@ impl ConfigOverrides {
         }
         if let Some(v) = self.max_attempts {
             config.max_attempts = v;
+        }
+        if let Some(v) = self.archive {
+            config.archive = v;
         }
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)

@@ -19,6 +19,10 @@ pub enum TargetCmd {
         /// Harvest again every DUR (e.g. 6h); default: once.
         #[arg(long, value_parser = humantime::parse_duration)]
         every: Option<Duration>,
+        /// Versions to keep in the archive (older ones are pruned once a new
+        /// one has landed); default: the commander's `keep` (3).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        keep: Option<u32>,
     },
     /// List targets.
     Ls(ListArgs),
@@ -35,6 +39,7 @@ impl TargetCmd {
                 url,
                 name,
                 every,
+                keep,
             } => {
                 let t = admin
                     .add_target(AddTargetRequest {
@@ -42,6 +47,7 @@ impl TargetCmd {
                         url,
                         name: name.unwrap_or_default(),
                         every_ms: every.map(|d| d.as_millis() as u64).unwrap_or(0),
+                        keep: keep.unwrap_or(0),
                     })
                     .await
                     .map_err(rpc("adding the target"))?

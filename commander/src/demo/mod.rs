@@ -132,6 +132,7 @@ pub async fn run(
                 url: origin.url(name),
                 name: name.replace('.', "-"),
                 every_ms: 0,
+                keep: 0,
             })
             .await;
         if let Err(status) = added {

@@ -1,0 +1,118 @@
+//! The manifest an agent signs for each harvested body: what it fetched,
+//! from where, under which lease, and the BLAKE3 root it claims.
+//!
+//! It travels as JSON bytes with a detached signature made with the agent's
+//! enrolled key (ECDSA P-256 / SHA-256, the key `ark-agent enroll` made), so
+//! the commander can tie every landed file to the device that fetched it and
+//! keep that proof beside the file. The signature binds the claim to the
+//! agent; it proves nothing about the bytes: the commander hashes those
+//! itself.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AgentError, Result};
+
+/// Version of the manifest format.
+pub const FORMAT: u32 = 1;
+
+/// One agent's signed claim about one harvested body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    /// The agent's name, as enrolled.
+    pub agent: String,
+    pub run_id: i64,
+    pub generation: u64,
+    pub target: String,
+    pub kind: String,
+    pub url: String,
+    pub size: u64,
+    /// BLAKE3 root of the body (hex), equal to `b3sum`'s.
+    pub blake3: String,
+    /// Digests the origin published for this body and that matched
+    /// ("sha256" → hex, …); empty when it published none.
+    #[serde(default)]
+    pub digests: BTreeMap<String, String>,
+    #[serde(default)]
+    pub etag: String,
+    #[serde(default)]
+    pub last_modified: String,
+    /// When the fetch began and ended (ms since the Unix epoch).
+    pub fetch_started_ms: i64,
+    pub fetch_finished_ms: i64,
+    #[serde(default)]
+    pub resumes: u32,
+    #[serde(default)]
+    pub restarts: u32,
+}
+
+impl Manifest {
+    /// The exact bytes that are signed and sent.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Signs `to_bytes()` with the agent's PEM private key; returns the
+    /// bytes and the signature (ASN.1 DER).
+    pub fn sign(&self, key_pem: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+        use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+        let key = crate::link::parse_key(key_pem, "agent key")?;
+        let rng = ring::rand::SystemRandom::new();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, key.secret_der(), &rng)
+                .map_err(|e| {
+                    AgentError::Tls(format!(
+                        "agent key is not an ECDSA P-256 PKCS#8 key ({e}); enrol again"
+                    ))
+                })?;
+        let bytes = self.to_bytes();
+        let signature = pair
+            .sign(&rng, &bytes)
+            .map_err(|e| AgentError::Tls(format!("signing the manifest: {e}")))?;
+        Ok((bytes, signature.as_ref().to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            format: FORMAT,
+            agent: "pi".into(),
+            run_id: 7,
+            generation: 2,
+            target: "wiki".into(),
+            kind: "file".into(),
+            url: "http://127.0.0.1/x.zim".into(),
+            size: 5,
+            blake3: blake3::hash(b"hello").to_hex().to_string(),
+            digests: BTreeMap::new(),
+            etag: "\"e\"".into(),
+            last_modified: String::new(),
+            fetch_started_ms: 1,
+            fetch_finished_ms: 2,
+            resumes: 0,
+            restarts: 0,
+        }
+    }
+
+    #[test]
+    fn a_signature_verifies_with_the_public_key_and_fails_on_any_change() {
+        use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
+        let key = rcgen::KeyPair::generate().expect("key");
+        let (bytes, signature) = manifest().sign(&key.serialize_pem()).expect("sign");
+        let public = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key.public_key_raw());
+        assert!(public.verify(&bytes, &signature).is_ok());
+        let mut forged = bytes.clone();
+        let at = forged.len() / 2;
+        forged[at] ^= 1;
+        assert!(public.verify(&forged, &signature).is_err());
+        let parsed: Manifest = serde_json::from_slice(&bytes).expect("parse");
+        assert_eq!(parsed, manifest());
+    }
+}

@@ -1,0 +1,124 @@
+//! `ark-commander archive ls|verify`: the archive as the ledger records it,
+//! and a re-hash of every landed byte. Both open the data dir directly.
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::json;
+
+use super::output::{human_bytes, print_json, ListArgs};
+use crate::archive::{self, Archive};
+use crate::config::CommanderConfig;
+use crate::state::Store;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ArchiveCmd {
+    /// List landed versions, newest first.
+    Ls {
+        #[command(flatten)]
+        list: ListArgs,
+        /// Only this target's versions.
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Re-hash every landed file and compare with the ledger and its
+    /// manifest; report files nobody landed. Exit 1 when anything is wrong.
+    Verify(ListArgs),
+}
+
+fn open(data: &Path) -> anyhow::Result<(Store, Archive)> {
+    let config = CommanderConfig::load(data)?;
+    let state = data.join(crate::server::STATE_FILE);
+    anyhow::ensure!(
+        state.exists(),
+        "{} not found: no commander has run with data dir {} (pass --data)",
+        state.display(),
+        data.display()
+    );
+    let store = Store::open(&state).with_context(|| format!("opening {}", state.display()))?;
+    Ok((store, Archive::new(config.archive_dir(data), config.keep)))
+}
+
+fn version_json(v: &archive::Version, root: &Path) -> serde_json::Value {
+    json!({"id": v.id, "target": v.target, "kind": v.kind, "run": v.run_id, "path": v.path,
+           "absolute_path": root.join(&v.path), "size": v.size, "blake3": v.blake3,
+           "agent": v.agent, "url": v.url, "etag": v.etag, "source": v.source,
+           "linked_from": v.linked_from, "landed_at_ms": v.landed_at_ms})
+}
+
+impl ArchiveCmd {
+    pub fn run(self, data: &Path) -> anyhow::Result<()> {
+        let (store, archive) = open(data)?;
+        match self {
+            ArchiveCmd::Ls { list, target } => {
+                let versions = store.read(|c| archive::landed(c, target.as_deref()))?;
+                if list.json {
+                    return print_json(&json!(versions
+                        .iter()
+                        .map(|v| version_json(v, archive.root()))
+                        .collect::<Vec<_>>()));
+                }
+                println!(
+                    "{:<5} {:<16} {:>10}  {:<16}  {:<8} PATH",
+                    "ID", "TARGET", "SIZE", "BLAKE3", "SOURCE"
+                );
+                for v in &versions {
+                    println!(
+                        "{:<5} {:<16} {:>10}  {:<16}  {:<8} {}",
+                        v.id,
+                        v.target,
+                        human_bytes(v.size),
+                        &v.blake3[..16.min(v.blake3.len())],
+                        v.source,
+                        v.path
+                    );
+                }
+                let total: u64 = versions.iter().map(|v| v.size).sum();
+                println!(
+                    "{} versions, {} (hard links counted once per version) in {}",
+                    versions.len(),
+                    human_bytes(total),
+                    archive.root().display()
+                );
+                Ok(())
+            }
+            ArchiveCmd::Verify(list) => {
+                let report = archive.verify(&store, |checked| {
+                    if list.json {
+                        return;
+                    }
+                    match &checked.problem {
+                        None => println!("ok    {}", checked.version.path),
+                        Some(p) => println!(
+                            "BAD   {} (version {} of {}): {p}",
+                            checked.version.path, checked.version.id, checked.version.target
+                        ),
+                    }
+                })?;
+                if list.json {
+                    print_json(&serde_json::to_value(&report)?)?;
+                } else {
+                    for stray in &report.stray {
+                        println!("STRAY {stray}: no landed version accounts for it");
+                    }
+                    println!(
+                        "{} versions ok ({}), {} bad, {} stray files",
+                        report.ok,
+                        human_bytes(report.bytes),
+                        report.bad.len(),
+                        report.stray.len()
+                    );
+                }
+                if !report.clean() {
+                    anyhow::bail!(
+                        "the archive does not match its ledger: {} bad versions, {} stray files (listed above). \
+                         Re-run the affected targets (`ark-commander run-now TARGET`) to land a good copy",
+                        report.bad.len(),
+                        report.stray.len()
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+}

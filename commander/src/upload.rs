@@ -1,0 +1,540 @@
+//! Receiving a harvested body: `Have` (the signed manifest, dedupe, where to
+//! resume) and `Upload` (the outboard, then the bytes, verified group by
+//! group as they arrive, then landed).
+//!
+//! Nothing the agent says is trusted: the manifest must carry the agent's
+//! own signature and name the run, lease, target, kind and URL the
+//! commander itself assigned; the outboard must hash to the claimed root;
+//! every 16 KiB group must hash to its CV. The first group that does not is
+//! where the transfer is cut (`DATA_LOSS`), the quarantined copy is
+//! truncated to what was verified, and the offset is recorded.
+
+use std::io::{Read, Seek, Write};
+
+use ark_agent::manifest::Manifest;
+use ark_agent::tree::{GroupVerifier, CV_LEN, GROUP_LEN};
+use ark_proto::{upload_chunk, HaveRequest, HaveResponse, LeaseRef, UploadResponse};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::archive::{self, Archive, NewVersion, Source, Version};
+use crate::scheduler::Scheduler;
+use crate::state::{event, run_state};
+use crate::{CommanderError, Result};
+
+/// Who is calling, as the TLS layer established it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub agent: String,
+    pub cert_sha256: String,
+    pub cert_der: std::sync::Arc<[u8]>,
+}
+
+/// An upload the commander has agreed to receive (the `uploads` row).
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub version: NewVersion,
+    pub generation: u64,
+}
+
+/// Checks the manifest's signature with the public key of the certificate
+/// the agent presented, and parses it.
+pub fn verify_manifest(bytes: &[u8], signature: &[u8], cert_der: &[u8]) -> Result<Manifest> {
+    use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(cert_der)
+        .map_err(|e| CommanderError::Invalid(format!("client certificate unreadable: {e}")))?;
+    let key = cert.public_key().subject_public_key.data.to_vec();
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key)
+        .verify(bytes, signature)
+        .map_err(|_| {
+            CommanderError::PermissionDenied(
+                "the manifest's signature does not verify with this agent's certificate: refused"
+                    .into(),
+            )
+        })?;
+    serde_json::from_slice(bytes)
+        .map_err(|e| CommanderError::Invalid(format!("the manifest is not valid: {e}")))
+}
+
+/// What `Have` decided.
+enum Decision {
+    Unchanged(Version),
+    Link(Version, Box<NewVersion>),
+    Upload(u64),
+}
+
+/// Bytes of run `run`'s quarantined upload that may be kept: whole groups
+/// (the last, partial group only when the file is complete).
+fn resumable(archive: &Archive, run: i64, size: u64) -> u64 {
+    let len = std::fs::metadata(archive.quarantined(run).0)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if len >= size {
+        size
+    } else {
+        len - len % GROUP_LEN as u64
+    }
+}
+
+/// The `Have` call.
+pub fn have(
+    scheduler: &Scheduler,
+    archive: &Archive,
+    caller: &Caller,
+    req: &HaveRequest,
+    now: i64,
+) -> Result<HaveResponse> {
+    let lease = req
+        .lease
+        .ok_or_else(|| CommanderError::Invalid("Have without a lease".into()))?;
+    let store = &scheduler.store;
+    let manifest = match verify_manifest(&req.manifest, &req.signature, &caller.cert_der) {
+        Ok(m) => m,
+        Err(e) => {
+            let message = format!("manifest from {} refused: {e}", caller.agent);
+            tracing::warn!("{message}");
+            store.tx(|tx| {
+                event(
+                    tx,
+                    now,
+                    Some(lease.run_id),
+                    Some(&caller.agent),
+                    "manifest_refused",
+                    &message,
+                )
+            })?;
+            return Err(e);
+        }
+    };
+    let decision = store.tx(|tx| {
+        scheduler.check_lease(tx, &caller.agent, &lease, now)?;
+        let pending = pending_from(tx, caller, &lease, &manifest, req)?;
+        let v = &pending.version;
+        if let Some(latest) = archive::landed(tx, Some(&v.target))?.into_iter().next() {
+            if latest.blake3 == v.blake3 && latest.size == v.size {
+                scheduler.finish_run(
+                    tx,
+                    v.run_id,
+                    &caller.agent,
+                    run_state::UNCHANGED,
+                    v.size,
+                    &v.blake3,
+                    Some((&v.etag, &v.last_modified)),
+                    &format!("same bytes as the latest version {}: nothing new landed", latest.path),
+                    now,
+                )?;
+                return Ok(Decision::Unchanged(latest));
+            }
+        }
+        if let Some(other) = archive::landed_root(tx, &v.blake3, v.size)? {
+            return Ok(Decision::Link(other, Box::new(pending.version)));
+        }
+        // A new body: remember the claim, keep what an earlier attempt
+        // of the same bytes left in quarantine.
+        let earlier: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT blake3, size FROM uploads WHERE run_id = ?1",
+                [v.run_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if earlier.is_some_and(|(root, size)| root != v.blake3 || size as u64 != v.size) {
+            let (data, outboard) = archive.quarantined(v.run_id);
+            let _ = std::fs::remove_file(data);
+            let _ = std::fs::remove_file(outboard);
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO uploads (run_id, generation, agent, cert_sha256, blake3, size, manifest, signature, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                v.run_id,
+                pending.generation as i64,
+                caller.agent,
+                caller.cert_sha256,
+                v.blake3,
+                v.size as i64,
+                v.manifest,
+                v.signature,
+                now
+            ],
+        )?;
+        Ok(Decision::Upload(resumable(archive, v.run_id, v.size)))
+    });
+    let decision = match decision {
+        Err(e @ (CommanderError::StaleLease(_) | CommanderError::PermissionDenied(_))) => {
+            return Err(scheduler.refuse(&caller.agent, &lease, e, now))
+        }
+        other => other?,
+    };
+    Ok(match decision {
+        Decision::Unchanged(latest) => HaveResponse {
+            held: true,
+            unchanged: true,
+            path: latest.path,
+            resume_from: 0,
+        },
+        Decision::Link(other, version) => {
+            let landed = land(
+                scheduler,
+                archive,
+                &version,
+                Source::Link {
+                    version: other.id,
+                    path: other.path.clone(),
+                },
+                now,
+            )?;
+            HaveResponse {
+                held: true,
+                unchanged: false,
+                path: landed.path,
+                resume_from: 0,
+            }
+        }
+        Decision::Upload(resume_from) => HaveResponse {
+            held: false,
+            unchanged: false,
+            path: String::new(),
+            resume_from,
+        },
+    })
+}
+
+/// Checks the manifest against what the commander itself assigned.
+fn pending_from(
+    tx: &Connection,
+    caller: &Caller,
+    lease: &LeaseRef,
+    m: &Manifest,
+    req: &HaveRequest,
+) -> Result<Pending> {
+    let (target, kind, url): (String, String, String) = tx.query_row(
+        "SELECT target, kind, url FROM runs WHERE id = ?1",
+        [lease.run_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let mut wrong = Vec::new();
+    if m.format != ark_agent::manifest::FORMAT {
+        wrong.push(format!(
+            "format {} (this commander reads {})",
+            m.format,
+            ark_agent::manifest::FORMAT
+        ));
+    }
+    if m.run_id != lease.run_id || m.generation != lease.generation {
+        wrong.push(format!(
+            "lease {}/{} (the call is for {}/{})",
+            m.run_id, m.generation, lease.run_id, lease.generation
+        ));
+    }
+    if m.agent != caller.agent {
+        wrong.push(format!(
+            "agent {:?} (the certificate is {:?}'s)",
+            m.agent, caller.agent
+        ));
+    }
+    if m.target != target || m.kind != kind || m.url != url {
+        wrong.push(format!(
+            "target/kind/url {}/{}/{} (the run is {target}/{kind}/{url})",
+            m.target, m.kind, m.url
+        ));
+    }
+    if blake3::Hash::from_hex(&m.blake3).is_err() {
+        wrong.push(format!("BLAKE3 {:?} is not 64 hex digits", m.blake3));
+    }
+    if !wrong.is_empty() {
+        return Err(CommanderError::Invalid(format!(
+            "the manifest does not match run {}: {}",
+            lease.run_id,
+            wrong.join("; ")
+        )));
+    }
+    Ok(Pending {
+        generation: lease.generation,
+        version: NewVersion {
+            target,
+            kind,
+            run_id: lease.run_id,
+            agent: caller.agent.clone(),
+            cert_sha256: caller.cert_sha256.clone(),
+            manifest: req.manifest.clone(),
+            signature: req.signature.clone(),
+            url,
+            etag: m.etag.clone(),
+            last_modified: m.last_modified.clone(),
+            size: m.size,
+            blake3: m.blake3.clone(),
+        },
+    })
+}
+
+/// Lands a verified version and completes its run in the same step.
+fn land(
+    scheduler: &Scheduler,
+    archive: &Archive,
+    v: &NewVersion,
+    source: Source,
+    now: i64,
+) -> Result<Version> {
+    let linked = matches!(source, Source::Link { .. });
+    archive.land(&scheduler.store, v, &source, now, |tx, version| {
+        let how = if linked {
+            "bytes already in the archive: hard-linked"
+        } else {
+            "verified upload"
+        };
+        scheduler.finish_run(
+            tx,
+            v.run_id,
+            &v.agent,
+            run_state::SUCCEEDED,
+            v.size,
+            &v.blake3,
+            Some((&v.etag, &v.last_modified)),
+            &format!("landed {} ({} bytes, {how})", version.path, v.size),
+            now,
+        )
+    })
+}
+
+/// One message of an upload as the receiving thread sees it.
+#[derive(Debug)]
+pub enum Piece {
+    Part(upload_chunk::Part),
+    /// The stream ended cleanly (as opposed to a broken connection).
+    End,
+}
+
+/// Looks up the upload the agent announced with `Have`, checks the header
+/// against it, and returns it with the offset the data must start at.
+pub fn begin(
+    scheduler: &Scheduler,
+    archive: &Archive,
+    caller: &Caller,
+    header: &ark_proto::UploadHeader,
+    now: i64,
+) -> Result<(Pending, u64)> {
+    let lease = header
+        .lease
+        .ok_or_else(|| CommanderError::Invalid("upload header without a lease".into()))?;
+    let found = scheduler.store.tx(|tx| {
+        scheduler.check_lease(tx, &caller.agent, &lease, now)?;
+        let row: Option<(Vec<u8>, Vec<u8>)> = tx
+            .query_row(
+                "SELECT manifest, signature FROM uploads WHERE run_id = ?1 AND blake3 = ?2",
+                params![lease.run_id, header.blake3],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((manifest, signature)) = row else {
+            return Err(CommanderError::Invalid(format!(
+                "no announced upload of {} for run {}: call Have first",
+                header.blake3, lease.run_id
+            )));
+        };
+        let m: Manifest = serde_json::from_slice(&manifest)
+            .map_err(|e| CommanderError::Invalid(e.to_string()))?;
+        let req = HaveRequest {
+            lease: Some(lease),
+            manifest,
+            signature,
+        };
+        pending_from(tx, caller, &lease, &m, &req)
+    });
+    let pending = match found {
+        Err(e @ (CommanderError::StaleLease(_) | CommanderError::PermissionDenied(_))) => {
+            return Err(scheduler.refuse(&caller.agent, &lease, e, now))
+        }
+        other => other?,
+    };
+    let offset = resumable(archive, lease.run_id, pending.version.size);
+    if header.offset != offset {
+        return Err(CommanderError::Aborted(format!(
+            "the upload starts at byte {} but the commander holds {offset} verified bytes: ask Have again",
+            header.offset
+        )));
+    }
+    Ok((pending, offset))
+}
+
+/// Receives the outboard and the data on a blocking thread, verifying as
+/// they arrive, then lands the version.
+pub fn receive(
+    scheduler: &Scheduler,
+    archive: &Archive,
+    pending: &Pending,
+    offset: u64,
+    mut pieces: tokio::sync::mpsc::Receiver<Piece>,
+) -> Result<UploadResponse> {
+    let v = &pending.version;
+    let run = v.run_id;
+    let (data_path, outboard_path) = archive.quarantined(run);
+    archive.create()?;
+    let root = blake3::Hash::from_hex(&v.blake3)
+        .map_err(|e| CommanderError::Invalid(format!("BLAKE3 root: {e}")))?;
+    let expected_outboard = v.size.div_ceil(GROUP_LEN as u64) * CV_LEN as u64;
+    let io = |what, path: &std::path::Path| CommanderError::io(what, path.to_path_buf());
+    // The outboard, in full, every time: it is 0.2 % of the data.
+    let mut outboard = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&outboard_path)
+        .map_err(io("creating", &outboard_path))?;
+    let mut got = 0u64;
+    let mut first_data = None;
+    let mut ended = false;
+    while let Some(piece) = pieces.blocking_recv() {
+        match piece {
+            Piece::Part(upload_chunk::Part::Outboard(bytes)) => {
+                got += bytes.len() as u64;
+                if got > expected_outboard {
+                    return Err(cut(scheduler, pending, 0, format!(
+                        "the outboard is longer than {expected_outboard} bytes, all {} bytes of data need",
+                        v.size
+                    )));
+                }
+                outboard
+                    .write_all(&bytes)
+                    .map_err(io("writing", &outboard_path))?;
+            }
+            Piece::Part(upload_chunk::Part::Data(bytes)) => {
+                first_data = Some(bytes);
+                break;
+            }
+            Piece::Part(upload_chunk::Part::Header(_)) => {
+                return Err(CommanderError::Invalid("a second upload header".into()))
+            }
+            Piece::End => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    if !ended && first_data.is_none() && got < expected_outboard {
+        return Err(CommanderError::Aborted(format!(
+            "upload of run {run} interrupted while sending the outboard"
+        )));
+    }
+    outboard.rewind().map_err(io("reading", &outboard_path))?;
+    let mut verifier = GroupVerifier::new(root, v.size, std::io::BufReader::new(outboard))
+        .map_err(|e| cut(scheduler, pending, 0, e.to_string()))?;
+    let mut data = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&data_path)
+        .map_err(io("opening", &data_path))?;
+    // What earlier attempts left is re-verified, not trusted.
+    data.set_len(offset).map_err(io("truncating", &data_path))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = offset;
+    while left > 0 {
+        let n = data
+            .read(&mut buf[..(left.min(1 << 20)) as usize])
+            .map_err(io("re-reading", &data_path))?;
+        if n == 0 {
+            break;
+        }
+        left -= n as u64;
+        if let Err(e) = verifier.update(&buf[..n]) {
+            let keep = verifier.verified_bytes();
+            let _ = data.set_len(keep);
+            return Err(CommanderError::Aborted(format!(
+                "the quarantined copy of run {run} is damaged ({e}); kept {keep} verified bytes: ask Have again"
+            )));
+        }
+    }
+    let mut received = offset;
+    let mut next = first_data;
+    loop {
+        if let Some(bytes) = next.take() {
+            if let Err(e) = verifier.update(&bytes) {
+                // Keep the groups of this piece that did verify.
+                let keep = verifier.verified_bytes();
+                let good = keep.saturating_sub(received).min(bytes.len() as u64) as usize;
+                data.write_all(&bytes[..good])
+                    .map_err(io("writing", &data_path))?;
+                let _ = data.set_len(keep);
+                let _ = data.sync_all();
+                return Err(cut(scheduler, pending, keep, e.to_string()));
+            }
+            data.write_all(&bytes).map_err(io("writing", &data_path))?;
+            received += bytes.len() as u64;
+        }
+        if ended {
+            break;
+        }
+        match pieces.blocking_recv() {
+            Some(Piece::Part(upload_chunk::Part::Data(bytes))) => next = Some(bytes),
+            Some(Piece::End) => ended = true,
+            Some(Piece::Part(_)) => {
+                return Err(CommanderError::Invalid(
+                    "outboard or header after the data began".into(),
+                ))
+            }
+            None => {
+                // The connection broke: keep what was verified for a resume.
+                let _ = data.sync_data();
+                return Err(CommanderError::Aborted(format!(
+                    "upload of run {run} interrupted at byte {received} of {}; {} verified bytes kept for resume",
+                    v.size,
+                    verifier.verified_bytes()
+                )));
+            }
+        }
+    }
+    if let Err(e) = verifier.finish() {
+        return Err(cut(scheduler, pending, received, e.to_string()));
+    }
+    let now = ark_agent::unix_ms();
+    // The same bytes may have landed meanwhile under another target.
+    let other = scheduler
+        .store
+        .read(|c| archive::landed_root(c, &v.blake3, v.size))?;
+    let source = match other {
+        Some(o) => Source::Link {
+            version: o.id,
+            path: o.path,
+        },
+        None => Source::Quarantine,
+    };
+    let deduplicated = matches!(source, Source::Link { .. });
+    let version = land(scheduler, archive, v, source, now)?;
+    tracing::info!(run, path = %version.path, size = v.size, deduplicated, "landed");
+    Ok(UploadResponse {
+        path: version.path,
+        size: version.size,
+        blake3: version.blake3,
+        deduplicated,
+    })
+}
+
+/// Records a cut upload and returns the error the agent gets.
+fn cut(scheduler: &Scheduler, pending: &Pending, at: u64, why: String) -> CommanderError {
+    let v = &pending.version;
+    let message = format!(
+        "upload from {} cut at byte {at} of {}: {why}; nothing landed, {at} verified bytes kept",
+        v.agent, v.size
+    );
+    tracing::warn!(run = v.run_id, "{message}");
+    let now = ark_agent::unix_ms();
+    let _ = scheduler.store.tx(|tx| {
+        event(
+            tx,
+            now,
+            Some(v.run_id),
+            Some(&v.agent),
+            "upload_cut",
+            &message,
+        )?;
+        tx.execute(
+            "UPDATE runs SET reason = ?2 WHERE id = ?1",
+            params![v.run_id, message],
+        )?;
+        Ok(())
+    });
+    CommanderError::Cut(message)
+}
