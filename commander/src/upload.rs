@@ -538,3 +538,164 @@ fn cut(scheduler: &Scheduler, pending: &Pending, at: u64, why: String) -> Comman
     });
     CommanderError::Cut(message)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ark_agent::tree::TreeHasher;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::config::CommanderConfig;
+    use crate::state::{self, Store};
+
+    fn bytes(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    fn outboard(data: &[u8]) -> Vec<u8> {
+        let mut tree = TreeHasher::new();
+        tree.update(data);
+        let mut cvs = tree.take_cvs().concat();
+        let (_, last) = tree.finalize();
+        cvs.extend(last.unwrap_or_default());
+        cvs
+    }
+
+    /// Queues the pieces of one upload attempt; `end` says whether the
+    /// stream ends cleanly or breaks.
+    fn attempt(outboard: &[u8], data: &[u8], end: bool) -> mpsc::Receiver<Piece> {
+        let (tx, rx) = mpsc::channel(1024);
+        for part in outboard.chunks(1000) {
+            let _ = tx.try_send(Piece::Part(upload_chunk::Part::Outboard(part.to_vec())));
+        }
+        for part in data.chunks(30_000) {
+            let _ = tx.try_send(Piece::Part(upload_chunk::Part::Data(part.to_vec())));
+        }
+        if end {
+            let _ = tx.try_send(Piece::End);
+        }
+        rx
+    }
+
+    #[test]
+    fn an_interrupted_upload_resumes_from_the_last_verified_group_and_lands() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("state.sqlite")).expect("store"));
+        let scheduler = Scheduler::new(store.clone(), CommanderConfig::default());
+        let archive = Archive::new(dir.path().join("archive"), 3);
+        store
+            .tx(|tx| {
+                let target = ark_proto::AddTargetRequest {
+                    kind: "file".into(),
+                    url: "http://origin/disk.img".into(),
+                    name: "disk".into(),
+                    ..Default::default()
+                };
+                state::add_target(tx, &target, 1).map(drop)
+            })
+            .expect("target");
+        let run = scheduler.run_now("disk", 1).expect("run").id;
+        let data = bytes(200_000);
+        let cvs = outboard(&data);
+        let pending = Pending {
+            generation: 1,
+            version: NewVersion {
+                target: "disk".into(),
+                kind: "file".into(),
+                run_id: run,
+                agent: "pi".into(),
+                cert_sha256: "fp".into(),
+                manifest: b"{}".to_vec(),
+                signature: vec![1, 2, 3],
+                url: "http://origin/disk.img".into(),
+                etag: String::new(),
+                last_modified: String::new(),
+                size: data.len() as u64,
+                blake3: blake3::hash(&data).to_hex().to_string(),
+            },
+        };
+        // The link breaks 70,000 bytes in.
+        let err = receive(
+            &scheduler,
+            &archive,
+            &pending,
+            0,
+            attempt(&cvs, &data[..70_000], false),
+        )
+        .expect_err("a broken stream landed");
+        assert!(matches!(err, CommanderError::Aborted(_)), "{err}");
+        let resume = resumable(&archive, run, data.len() as u64);
+        assert_eq!(
+            resume,
+            4 * GROUP_LEN as u64,
+            "resume from the last whole group"
+        );
+        let rest = &data[resume as usize..];
+        let landed = receive(
+            &scheduler,
+            &archive,
+            &pending,
+            resume,
+            attempt(&cvs, rest, true),
+        )
+        .expect("the resumed upload lands");
+        assert!(!landed.deduplicated);
+        let on_disk = std::fs::read(archive.absolute(&landed.path)).expect("landed file");
+        assert_eq!(on_disk, data);
+        assert!(landed.path.starts_with("file/disk/") && landed.path.ends_with("/disk.img"));
+        let report = archive.verify(&store, |_| {}).expect("verify");
+        assert!(report.clean() && report.ok == 1, "{report:?}");
+        let run = store.read(|c| state::run(c, run)).expect("run");
+        assert_eq!(run.state, "succeeded");
+        assert!(
+            !archive.quarantined(run.id).1.exists(),
+            "outboard left in quarantine"
+        );
+    }
+
+    #[test]
+    fn a_forged_outboard_is_cut_before_any_data_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("state.sqlite")).expect("store"));
+        let scheduler = Scheduler::new(store, CommanderConfig::default());
+        let archive = Archive::new(dir.path().join("archive"), 3);
+        let data = bytes(100_000);
+        let mut cvs = outboard(&data);
+        cvs[40] ^= 1;
+        let pending = Pending {
+            generation: 1,
+            version: NewVersion {
+                target: "t".into(),
+                kind: "file".into(),
+                run_id: 9,
+                agent: "pi".into(),
+                cert_sha256: "fp".into(),
+                manifest: Vec::new(),
+                signature: Vec::new(),
+                url: "http://o/x".into(),
+                etag: String::new(),
+                last_modified: String::new(),
+                size: data.len() as u64,
+                blake3: blake3::hash(&data).to_hex().to_string(),
+            },
+        };
+        let err = receive(
+            &scheduler,
+            &archive,
+            &pending,
+            0,
+            attempt(&cvs, &data, true),
+        )
+        .expect_err("forged outboard accepted");
+        assert!(
+            matches!(&err, CommanderError::Cut(m) if m.contains("outboard does not hash")),
+            "{err}"
+        );
+        assert!(
+            !archive.quarantined(9).0.exists(),
+            "data written for a forged tree"
+        );
+    }
+}

@@ -606,3 +606,62 @@ async fn leftovers_that_no_longer_verify_are_removed_when_the_origin_is_unchange
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gibibyte_cut_three_times_resumes_by_range_to_the_same_root_as_b3sum() -> Result<()> {
+    const SIZE: usize = 1 << 30;
+    let f = Fixture::new().await?;
+    // Incompressible and cheap to make: xorshift64 words.
+    let mut bytes = vec![0u8; SIZE];
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for word in bytes.chunks_exact_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        word.copy_from_slice(&state.to_le_bytes());
+    }
+    let expected = blake3::hash(&bytes);
+    f.origin.put("big.iso", bytes);
+    // Cut at 300 MiB into each response: 300, 600 and 900 MiB.
+    let cut = 300u64 << 20;
+    f.origin.cut_after(cut, 3);
+    let fetched = f
+        .get("big.iso", &Validators::default(), &Limits::default())
+        .await?;
+    let Fetched::Body {
+        size,
+        root,
+        resumes,
+        restarts,
+        ..
+    } = fetched
+    else {
+        anyhow::bail!("no body: {fetched:?}");
+    };
+    ensure!(
+        size == SIZE as u64 && resumes == 3 && restarts == 0,
+        "size {size}, {resumes} resumes, {restarts} restarts"
+    );
+    let ranges: Vec<_> = f.origin.log().iter().map(|l| l.range.clone()).collect();
+    ensure!(
+        ranges
+            == vec![
+                None,
+                Some(format!("bytes={cut}-")),
+                Some(format!("bytes={}-", 2 * cut)),
+                Some(format!("bytes={}-", 3 * cut)),
+            ],
+        "ranges asked: {ranges:?}"
+    );
+    ensure!(root == expected, "the agent's root differs from BLAKE3");
+    let out = std::process::Command::new("b3sum")
+        .arg("--no-names")
+        .arg(f.dest("big.iso"))
+        .output()
+        .map_err(|e| anyhow::anyhow!("b3sum: {e} (apt-get install b3sum)"))?;
+    ensure!(
+        String::from_utf8(out.stdout)?.trim() == root.to_hex().as_str(),
+        "b3sum disagrees with the agent's root"
+    );
+    Ok(())
+}
