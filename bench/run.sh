@@ -8,12 +8,17 @@
 #   1. stripped static agent size per target (dist/ark-agent-<triple>)
 #   2. agent idle RSS: a real commander + `ark-agent run`, VmRSS/VmHWM after IDLE_WAIT s
 #   3. commander heartbeat latency with 200 simulated agents (bench/src/heartbeat_load.rs)
+#   4. chunked hashing vs b3sum --num-threads 1 (bench/src/tree_hash.rs)
+#   5. a 2 GiB file from nginx on loopback: Ark's fetch+hash+stage vs curl -o and aria2c,
+#      with the agent's peak RSS (bench/src/fetch_file.rs)
+#   6. verify+land of that file on the commander vs dd conv=fsync (bench/src/land.rs)
 #
 # Loopback only; every process it starts is stopped on exit. Apart from the
 # cross builds (scripts/build-agents.sh) it runs in about 3 minutes once the
 # release build is up to date.
 #
-# Environment knobs: IDLE_WAIT (seconds, default 10), HB_SECONDS (default 30).
+# Environment knobs: IDLE_WAIT (seconds, default 10), HB_SECONDS (default 30),
+# HASH_MIB (default 1024), INGEST_MIB (default 2048).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,13 +27,14 @@ TRIPLES=(aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf x86_64-unknow
 IDLE_WAIT="${IDLE_WAIT:-10}"
 HB_SECONDS="${HB_SECONDS:-30}"
 HASH_MIB="${HASH_MIB:-1024}"
+INGEST_MIB="${INGEST_MIB:-2048}"
 
 BUILD_AGENTS=1
 for arg in "$@"; do
   case "$arg" in
     --no-build) BUILD_AGENTS=0 ;;
     -h | --help)
-      sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -71,7 +77,7 @@ else
 fi
 note "cargo build --release -p ark-agent -p ark-commander -p ark-bench"
 cargo build --release -p ark-agent -p ark-commander -p ark-bench >&2
-for bin in ark-agent ark-commander heartbeat-load tree-hash; do
+for bin in ark-agent ark-commander heartbeat-load tree-hash fetch-file land; do
   [[ -x "$REL/$bin" ]] || die "missing $REL/$bin after the build"
 done
 
@@ -87,7 +93,7 @@ REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
 
 # ---------------------------------------------------------------- 1. sizes
-note "1/4 agent sizes"
+note "1/6 agent sizes"
 SIZE_ROWS=""
 for triple in "${TRIPLES[@]}"; do
   f="dist/ark-agent-$triple"
@@ -104,7 +110,7 @@ host_bytes="$(stat -c %s "$REL/ark-agent")"
 SIZE_ROWS+="| host release build (glibc, for reference) | $host_bytes | $(human_mib "$host_bytes") | $(file -b "$REL/ark-agent" | sed 's/, BuildID\[[^]]*\]=[0-9a-f]*//') | $(date -u -r "$REL/ark-agent" '+%Y-%m-%d %H:%M') |"$'\n'
 
 # ---------------------------------------------------------------- 2. idle RSS
-note "2/4 agent idle RSS (${IDLE_WAIT}s per agent)"
+note "2/6 agent idle RSS (${IDLE_WAIT}s per agent)"
 CDATA="$WORK/commander"
 "$REL/ark-commander" serve --data "$CDATA" --listen 127.0.0.1:0 --heartbeat 1s --lease-ttl 5s \
   >"$WORK/commander.log" 2>&1 &
@@ -170,7 +176,7 @@ kill "$CPID" 2>/dev/null || true
 wait "$CPID" 2>/dev/null || true
 
 # ---------------------------------------------------------------- 3. heartbeats
-note "3/4 commander heartbeat latency (${HB_SECONDS}s per scenario)"
+note "3/6 commander heartbeat latency (${HB_SECONDS}s per scenario)"
 HB_ROWS=""
 HB_LOGS=""
 run_load() { # label args...
@@ -198,7 +204,7 @@ run_load "5x production rate" --agents 200 --interval-ms 1000 --seconds "$HB_SEC
 run_load "1000 agents" --agents 1000 --interval-ms 5000 --seconds "$HB_SECONDS"
 
 # ---------------------------------------------------------------- 4. hashing
-note "4/4 chunked hashing vs b3sum --num-threads 1 (${HASH_MIB} MiB, best of 3)"
+note "4/6 chunked hashing vs b3sum --num-threads 1 (${HASH_MIB} MiB, best of 3)"
 command -v b3sum >/dev/null || die "b3sum not found (apt-get install b3sum)"
 HASH_DIR="$WORK/hash" # removed with $WORK by cleanup
 mkdir -p "$HASH_DIR"
@@ -219,6 +225,88 @@ B3_BEST="$(printf '%s' "$B3_TIMES" | best)"
 ARK_BEST="$(printf '%s' "$ARK_TIMES" | best)"
 HASH_RATIO="$(awk -v a="$ARK_BEST" -v b="$B3_BEST" 'BEGIN { printf "%.2f", a / b }')"
 HASH_ROW="| $HASH_MIB MiB | $B3_BEST s ($(awk -v m="$HASH_MIB" -v t="$B3_BEST" 'BEGIN { printf "%.0f", m / t }') MiB/s) | $ARK_BEST s ($(awk -v m="$HASH_MIB" -v t="$ARK_BEST" 'BEGIN { printf "%.0f", m / t }') MiB/s) | $HASH_RATIO× | $(stat -c %s "$HASH_DIR/blob.outboard") B |"
+
+rm -rf "$HASH_DIR"
+
+# ---------------------------------------------------------------- 5. ingest
+note "5/6 ${INGEST_MIB} MiB from nginx: ark fetch-file vs curl -o vs aria2c (best of 2)"
+command -v curl >/dev/null || die "curl not found (apt-get install curl)"
+command -v aria2c >/dev/null || die "aria2c not found (apt-get install aria2)"
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+[[ -x "$NGINX" ]] || die "nginx not found (apt-get install nginx-light)"
+WWW="$WORK/www"; NG="$WORK/nginx"; OUT="$WORK/out"
+mkdir -p "$WWW" "$NG" "$OUT"
+head -c "$((INGEST_MIB * 1048576))" /dev/urandom >"$WWW/big.bin"
+SRC_ROOT="$(b3sum --no-names "$WWW/big.bin")"
+NG_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+cat >"$NG/nginx.conf" <<NGINX
+daemon off;
+worker_processes 1;
+pid $NG/nginx.pid;
+error_log $NG/error.log;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path $NG/body; proxy_temp_path $NG/proxy; fastcgi_temp_path $NG/fastcgi;
+  uwsgi_temp_path $NG/uwsgi; scgi_temp_path $NG/scgi;
+  default_type application/octet-stream;
+  sendfile on;
+  server { listen 127.0.0.1:$NG_PORT; root $WWW; }
+}
+NGINX
+"$NGINX" -p "$NG" -c "$NG/nginx.conf" >"$NG/stderr.log" 2>&1 &
+PIDS+=("$!")
+BIG_URL="http://127.0.0.1:$NG_PORT/big.bin"
+for _ in $(seq 50); do
+  curl -sf -o /dev/null -r 0-0 "$BIG_URL" && break
+  sleep 0.1
+done
+cat "$WWW/big.bin" >/dev/null # the origin serves from the page cache
+timed() { # command... -> wall seconds on stdout
+  local start end
+  start=$(date +%s.%N)
+  "$@" >/dev/null 2>&1 || die "failed: $*"
+  end=$(date +%s.%N)
+  awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }'
+}
+CURL_TIMES=""; ARIA_TIMES=""; ARK_FETCH_TIMES=""; ARK_HWM=0; ARK_FETCH_ROOT=""
+for _ in 1 2; do
+  rm -f "$OUT"/*
+  CURL_TIMES+="$(timed curl -sS -o "$OUT/curl.bin" "$BIG_URL")"$'\n'
+  rm -f "$OUT"/*
+  ARIA_TIMES+="$(timed aria2c -q --allow-overwrite=true --file-allocation=none -d "$OUT" -o aria.bin "$BIG_URL")"$'\n'
+  rm -f "$OUT"/*
+  read -r ARK_FETCH_ROOT _size t hwm < <("$REL/fetch-file" "$BIG_URL" "$OUT/ark.bin")
+  ARK_FETCH_TIMES+="$t"$'\n'
+  ((hwm > ARK_HWM)) && ARK_HWM="$hwm"
+done
+[[ "$ARK_FETCH_ROOT" == "$SRC_ROOT" ]] || die "fetch-file root $ARK_FETCH_ROOT differs from b3sum's $SRC_ROOT"
+CURL_BEST="$(printf '%s' "$CURL_TIMES" | best)"
+ARIA_BEST="$(printf '%s' "$ARIA_TIMES" | best)"
+ARK_FETCH_BEST="$(printf '%s' "$ARK_FETCH_TIMES" | best)"
+mibps() { awk -v m="$INGEST_MIB" -v t="$1" 'BEGIN { printf "%.0f", m / t }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+INGEST_ROWS="| \`curl -o\` | $CURL_BEST s ($(mibps "$CURL_BEST") MiB/s) | 1.00× | — |"$'\n'
+INGEST_ROWS+="| \`aria2c\` (defaults, --file-allocation=none) | $ARIA_BEST s ($(mibps "$ARIA_BEST") MiB/s) | $(ratio "$ARIA_BEST" "$CURL_BEST")× curl | — |"$'\n'
+INGEST_ROWS+="| **ark fetch+hash+outboard+stage** | $ARK_FETCH_BEST s ($(mibps "$ARK_FETCH_BEST") MiB/s) | $(ratio "$ARK_FETCH_BEST" "$CURL_BEST")× curl, $(ratio "$ARK_FETCH_BEST" "$ARIA_BEST")× aria2c | peak RSS $ARK_HWM KiB ($(awk -v k="$ARK_HWM" 'BEGIN{printf "%.1f", k/1024}') MiB) |"
+
+# ---------------------------------------------------------------- 6. landing
+note "6/6 verify+land vs dd conv=fsync (best of 2)"
+DD_TIMES=""; LAND_TIMES=""
+for i in 1 2; do
+  rm -f "$OUT/dd.bin"
+  DD_TIMES+="$(timed dd if="$OUT/ark.bin" of="$OUT/dd.bin" bs=1M conv=fsync)"$'\n'
+  rm -f "$OUT/dd.bin"
+  read -r LANDED t < <("$REL/land" "$OUT/ark.bin" "$WORK/land-$i")
+  LAND_TIMES+="$t"$'\n'
+  [[ "$(b3sum --no-names "$WORK/land-$i/archive/$LANDED")" == "$SRC_ROOT" ]] || die "landed file differs"
+  rm -rf "$WORK/land-$i"
+done
+DD_BEST="$(printf '%s' "$DD_TIMES" | best)"
+LAND_BEST="$(printf '%s' "$LAND_TIMES" | best)"
+LAND_ROWS="| \`dd bs=1M conv=fsync\` (plain copy) | $DD_BEST s ($(mibps "$DD_BEST") MiB/s) | 1.00× |"$'\n'
+LAND_ROWS+="| **ark verify (every group) + quarantine + fsync + rename + ledger** | $LAND_BEST s ($(mibps "$LAND_BEST") MiB/s) | $(ratio "$LAND_BEST" "$DD_BEST")× |"
+rm -rf "$OUT" "$WWW"
 
 # ---------------------------------------------------------------- report
 note "writing $RESULTS"
@@ -283,5 +371,33 @@ wall-clock runs each. Both roots are checked equal by the script. Target: within
 | file | b3sum --num-threads 1 | ark tree-hash (+ outboard) | ratio | outboard |
 |---|---:|---:|---:|---:|
 $HASH_ROW
+
+## 5. Ingest: ${INGEST_MIB} MiB from nginx on loopback
+
+A random ${INGEST_MIB} MiB file served by Debian's nginx (sendfile, page cache
+warm) on 127.0.0.1, fetched into a file on the same disk by each tool; best of
+2 wall-clock runs. Ark's row is \`fetch-file\` (bench/src/fetch_file.rs): the
+agent's own fetch path — reqwest streaming, the BLAKE3 tree hasher and its
+outboard in the same pass, a durable checkpoint (fsync + atomic state) every
+4 MiB — with its peak RSS (VmHWM) over the run. Its root is checked equal to
+b3sum's. curl and aria2c neither hash nor fsync. Target: peak RSS ≤ 24 MiB.
+
+| tool | wall | ratio | memory |
+|---|---:|---:|---|
+$INGEST_ROWS
+
+## 6. Landing: verify + land vs a plain copy
+
+The commander's receiving side (bench/src/land.rs → \`upload::receive\`) on
+the file from section 5: the outboard checked against the root, every 16 KiB
+group verified as 256 KiB pieces arrive, written to quarantine, fsynced,
+renamed into \`archive/file/<target>/<version>/\`, directory fsynced, ledger row
+committed. The landed file's BLAKE3 is checked by the script. Against \`dd
+bs=1M conv=fsync\` of the same file on the same disk. The gRPC/TLS transfer is
+not in this figure (section 5 gives the network side). Target: within 1.5× of dd.
+
+| step | wall | ratio |
+|---|---:|---:|
+$LAND_ROWS
 EOF
 note "done: $RESULTS"

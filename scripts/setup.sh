@@ -12,6 +12,9 @@ command -v file >/dev/null || need_apt+=(file)
 command -v b3sum >/dev/null || need_apt+=(b3sum)
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 command -v gzip >/dev/null || need_apt+=(gzip)
+command -v zimcheck >/dev/null || need_apt+=(zim-tools)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v aria2c >/dev/null || need_apt+=(aria2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -20,6 +20,7 @@
 //!   and the verifier the commander checks uploads with.
 //! - [`manifest`]: the signed claim sent with each harvested body.
 //! - [`registry`]: the local dedupe registry (SQLite).
+//! - [`zim`]: the ZIM header and MD5 checks that run while bytes stream.
 //! - [`session`]: the long-lived loop: register, heartbeat, reconnect.
 //! - [`process`]: logging and the shutdown signal, shared by both binaries.
 //! - [`status`]: the agent's last known state, written for `ark-agent status`.
@@ -38,6 +39,7 @@ pub mod session;
 pub mod status;
 pub mod telemetry;
 pub mod tree;
+pub mod zim;
 
 pub use error::{AgentError, Result};
 

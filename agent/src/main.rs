@@ -48,6 +48,11 @@ enum Cmd {
     },
     /// Print the effective configuration (agent.toml with flags on top).
     ShowConfig(Overrides),
+    /// List what this agent harvested (its dedupe registry), newest first.
+    Harvests {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Flags laid over `agent.toml`.
@@ -153,6 +158,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::ShowConfig(overrides) => {
             print!("{}", overrides.apply(&cli.data)?.to_toml());
+            Ok(())
+        }
+        Cmd::Harvests { json } => {
+            let harvests = ark_agent::registry::Registry::open(&cli.data)?.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&harvests)?);
+            } else {
+                println!(
+                    "{:<6} {:<16} {:>12}  {:<16}  LANDED",
+                    "RUN", "TARGET", "SIZE", "BLAKE3"
+                );
+                for h in &harvests {
+                    println!(
+                        "{:<6} {:<16} {:>12}  {:<16}  {}",
+                        h.run_id,
+                        h.target,
+                        h.size,
+                        &h.blake3[..16.min(h.blake3.len())],
+                        h.landed_path.as_deref().unwrap_or("(not landed)")
+                    );
+                }
+            }
             Ok(())
         }
     }

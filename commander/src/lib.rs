@@ -12,6 +12,7 @@
 //! - [`archive`]: the archive on the NAS: quarantine, landing, recovery,
 //!   retention, verification.
 //! - [`upload`]: receiving a verified upload (`Have`, `Upload`).
+//! - [`zim_check`]: the deep structural check of a ZIM file.
 //! - [`admin`]: the CLI's client for the admin service.
 //! - [`demo`]: a whole swarm in one process, with a local origin.
 //! - [`cli`]: the `ark-commander` command line, one file per subcommand.
@@ -29,5 +30,6 @@ pub mod service;
 pub mod state;
 pub mod tls;
 pub mod upload;
+pub mod zim_check;
 
 pub use error::{CommanderError, Result};

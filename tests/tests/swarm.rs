@@ -504,6 +504,29 @@ async fn an_unchanged_origin_costs_one_conditional_request_and_the_run_ends_unch
         "expected the old and the new version side by side: {:?}",
         landed.iter().map(|(p, _)| p).collect::<Vec<_>>()
     );
+    // The agent's registry remembers both harvests and where they landed.
+    let out = agent_command()?
+        .arg("--data")
+        .arg(&adata)
+        .args(["harvests", "--json"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let harvests: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    let mut registered: Vec<&str> = harvests
+        .iter()
+        .filter_map(|h| h["landed_path"].as_str())
+        .collect();
+    registered.sort();
+    let mut in_archive: Vec<&str> = landed.iter().map(|(p, _)| p.as_str()).collect();
+    in_archive.sort();
+    ensure!(
+        registered == in_archive,
+        "registry {registered:?} vs archive {in_archive:?}"
+    );
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 
 mod agents;
 mod archive;
+mod check;
 mod demo;
 mod enroll;
 mod output;
@@ -72,6 +73,9 @@ pub enum Cmd {
     /// The archive: list landed versions, re-verify them.
     #[command(subcommand)]
     Archive(archive::ArchiveCmd),
+    /// Check files offline the way the commander does before landing them.
+    #[command(subcommand)]
+    Check(check::CheckCmd),
 }
 
 /// Runs the parsed command line.
@@ -93,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Status(args) => status::run(&data, url.as_deref(), args).await,
             Cmd::ShowConfig(overrides) => show_config::run(&data, overrides),
             Cmd::Archive(cmd) => cmd.run(&data),
+            Cmd::Check(cmd) => cmd.run(),
         }
     })
 }

@@ -173,13 +173,22 @@ pub async fn run(
         landed,
         elapsed: started.elapsed(),
     };
-    println!("\nharvested in {:.1?}:", report.elapsed);
+    println!(
+        "\nharvested, verified and landed in {:.1?}:",
+        report.elapsed
+    );
     for l in &report.landed {
         println!(
             "  {:<14} {:>9} bytes  blake3 {}  by {}",
             l.target, l.size, &l.blake3, l.agent
         );
     }
+    let archive_dir = CommanderConfig::default().archive_dir(&commander_dir);
+    println!(
+        "archive: {}  (`ark-commander --data {} archive ls` / `archive verify`)",
+        archive_dir.display(),
+        commander_dir.display()
+    );
     if !demo.once {
         println!("\nswarm running; try `ark-commander --data {} agents` in another shell. Ctrl-C to stop.", commander_dir.display());
         shutdown.await;
