@@ -330,6 +330,29 @@ pub async fn fetch(
     limits: &Limits,
     sinks: Sinks<'_>,
 ) -> Result<Fetched, FetchError> {
+    fetch_checked(http, url, dest, conditional, limits, sinks, None).await
+}
+
+/// A format's streaming check (e.g. [`crate::zim::StreamCheck`]), fed every
+/// byte of the body in order in the same pass as the hasher. Bytes a resume
+/// keeps from disk are fed first; a restart from zero resets it.
+pub trait BodyCheck: Send {
+    /// The body starts again from byte 0.
+    fn reset(&mut self);
+    /// The next bytes; Err refuses the body (the reason says why).
+    fn update(&mut self, bytes: &[u8]) -> Result<(), String>;
+}
+
+/// [`fetch`] with a format check riding along.
+pub async fn fetch_checked(
+    http: &reqwest::Client,
+    url: &str,
+    dest: &Path,
+    conditional: &Validators,
+    limits: &Limits,
+    sinks: Sinks<'_>,
+    mut check: Option<&mut dyn BodyCheck>,
+) -> Result<Fetched, FetchError> {
     let io = |source| FetchError::Io {
         path: dest.to_path_buf(),
         source,
@@ -400,6 +423,16 @@ pub async fn fetch(
             sinks.progress.done.store(offset, Ordering::Relaxed);
             tracing::info!(%url, offset, "resuming after re-verifying the bytes already on disk");
         }
+    }
+    if let (Some(check), true) = (check.as_deref_mut(), offset > 0) {
+        // The bytes kept from disk go through the format check first.
+        let kept = tokio::fs::read(dest).await.map_err(io)?;
+        check
+            .update(&kept[..offset as usize])
+            .map_err(|why| FetchError::Refused {
+                url: url.into(),
+                why,
+            })?;
     }
     let state_at = |validators: &Validators, total: Option<u64>, groups: u64| ResumeState {
         url: url.into(),
@@ -497,6 +530,9 @@ pub async fn fetch(
                 validators = Validators::from_headers(&headers);
                 let opened = tokio::fs::File::create(dest).await.map_err(io)?;
                 file = Some(opened);
+                if let Some(check) = check.as_deref_mut() {
+                    check.reset();
+                }
                 tree = TreeHasher::new();
                 outboard = Some(tokio::fs::File::create(&outboard_at).await.map_err(io)?);
             }
@@ -536,6 +572,9 @@ pub async fn fetch(
                     limit: limits.max_size,
                     declared: total,
                 });
+            }
+            if let Some(check) = check.as_deref_mut() {
+                check.update(&chunk).map_err(refuse)?;
             }
             out.write_all(&chunk).await.map_err(io)?;
             tree.update(&chunk);

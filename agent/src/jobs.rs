@@ -350,15 +350,27 @@ async fn drive(
         let (conditional, limits) = (lease.conditional.clone(), ctx.limits.clone());
         let (throttle, progress, counter) =
             (ctx.throttle.clone(), progress.clone(), ctx.bytes.clone());
+        let kind = lease.kind.clone();
         tokio::spawn(async move {
             let sinks = Sinks {
                 throttle: &throttle,
                 progress: &progress,
                 counter: &counter,
             };
-            fetch::fetch(&http, &url, &dest, &conditional, &limits, sinks)
-                .await
-                .map_err(|e| Stop::Fail(failure(e.to_string(), e.retryable())))
+            // The kind's own streaming check rides along with the hasher.
+            let mut zim = (kind == ark_proto::KIND_ZIM).then(crate::zim::StreamCheck::new);
+            let check = zim.as_mut().map(|c| c as &mut dyn fetch::BodyCheck);
+            let fetched =
+                fetch::fetch_checked(&http, &url, &dest, &conditional, &limits, sinks, check)
+                    .await
+                    .map_err(|e| Stop::Fail(failure(e.to_string(), e.retryable())))?;
+            if let (Some(zim), Fetched::Body { size, .. }) = (zim, &fetched) {
+                // Layout and MD5 need the whole file: a mismatch is damage
+                // (worth another fetch), caught before any upload.
+                zim.finish(*size)
+                    .map_err(|e| Stop::Fail(failure(format!("GET {url}: {e}"), true)))?;
+            }
+            Ok(fetched)
         })
     };
     let fetched = supervisor.watch(fetch).await;

@@ -225,6 +225,15 @@ impl StreamCheck {
     }
 }
 
+impl crate::fetch::BodyCheck for StreamCheck {
+    fn reset(&mut self) {
+        *self = Self::new();
+    }
+    fn update(&mut self, bytes: &[u8]) -> Result<(), String> {
+        StreamCheck::update(self, bytes).map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -407,6 +407,36 @@ impl Scheduler {
         )
     }
 
+    /// Fails `run` because the commander's own check refused what the agent
+    /// delivered: the lease ends and the run fails (no retry: the origin
+    /// serves a file that is not what its kind promises).
+    pub fn refuse_delivery(
+        &self,
+        tx: &Connection,
+        run: i64,
+        agent: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<()> {
+        let generation: i64 =
+            tx.query_row("SELECT generation FROM runs WHERE id = ?1", [run], |r| {
+                r.get(0)
+            })?;
+        tx.execute(
+            "UPDATE leases SET ended_at = ?1, outcome = 'failed' WHERE run_id = ?2 AND generation = ?3 AND ended_at IS NULL",
+            params![now, run, generation],
+        )?;
+        event(
+            tx,
+            now,
+            Some(run),
+            Some(agent),
+            "verification_failed",
+            reason,
+        )?;
+        self.retry_or_fail(tx, run, agent, reason, false, now, now)
+    }
+
     /// Records a refused report, then returns the refusal.
     pub fn refuse(
         &self,

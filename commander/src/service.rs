@@ -393,10 +393,11 @@ impl Admin for Services {
         reply((|| {
             self.admin(&request)?;
             let mut req = request.into_inner();
-            if req.kind != KIND_FILE {
+            if !KINDS.contains(&req.kind.as_str()) {
                 return Err(CommanderError::Invalid(format!(
-                    "unknown target kind {:?}: this commander harvests: {KIND_FILE}",
-                    req.kind
+                    "unknown target kind {:?}: this commander harvests: {}",
+                    req.kind,
+                    KINDS.join(", ")
                 )));
             }
             let uri: tonic::transport::Uri = req
@@ -405,8 +406,8 @@ impl Admin for Services {
                 .map_err(|e| CommanderError::Invalid(format!("{:?} is not a URL: {e}", req.url)))?;
             if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                 return Err(CommanderError::Invalid(format!(
-                    "{:?}: a {KIND_FILE} target needs an http:// or https:// URL with a host",
-                    req.url
+                    "{:?}: a {} target needs an http:// or https:// URL with a host",
+                    req.url, req.kind
                 )));
             }
             if req.name.is_empty() {

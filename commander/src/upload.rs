@@ -490,6 +490,30 @@ pub fn receive(
         return Err(cut(scheduler, pending, received, e.to_string()));
     }
     let now = ark_agent::unix_ms();
+    data.sync_all().map_err(io("syncing", &data_path))?;
+    drop(data);
+    // The bytes are what the agent claimed; now, are they what the kind
+    // promises? (The ZIM deep check, on the commander's own copy.)
+    if v.kind == ark_proto::KIND_ZIM {
+        let report = crate::zim_check::check(&data_path).map_err(io("checking", &data_path))?;
+        if !report.ok() {
+            let reason = format!(
+                "the commander's ZIM check refused {}: {}",
+                v.url,
+                report.reason()
+            );
+            tracing::warn!(run, "{reason}");
+            let _ = std::fs::remove_file(&data_path);
+            let _ = std::fs::remove_file(&outboard_path);
+            scheduler.store.tx(|tx| {
+                tx.execute("DELETE FROM uploads WHERE run_id = ?1", [run])?;
+                scheduler.refuse_delivery(tx, run, &v.agent, &reason, now)
+            })?;
+            return Err(CommanderError::StaleLease(format!(
+                "{reason}; nothing landed and the run has failed: drop the job"
+            )));
+        }
+    }
     // The same bytes may have landed meanwhile under another target.
     let other = scheduler
         .store

@@ -18,6 +18,10 @@ pub use v1::*;
 
 /// The job kinds this version of the protocol knows.
 pub const KIND_FILE: &str = "file";
+/// A Kiwix ZIM archive: the file kind plus the ZIM checks.
+pub const KIND_ZIM: &str = "zim";
+/// Every kind this version harvests.
+pub const KINDS: &[&str] = &[KIND_FILE, KIND_ZIM];
 
 impl LeaseRef {
     /// The reference a report on `lease` must carry.

@@ -665,3 +665,43 @@ async fn a_gibibyte_cut_three_times_resumes_by_range_to_the_same_root_as_b3sum()
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_zim_cut_three_times_passes_its_streaming_check_and_a_damaged_one_does_not() -> Result<()>
+{
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/zim");
+    let small = std::fs::read(dir.join("wikibooks_be_all_nopic_2017-02.zim"))?;
+    let f = Fixture::new().await?;
+    let mut damaged = small.clone();
+    damaged[100_000] ^= 0x08;
+    for (name, bytes, sound) in [("good.zim", &small, true), ("bad.zim", &damaged, false)] {
+        f.origin.put(name, bytes.clone());
+        f.origin.cut_after(50_000, 3);
+        let mut check = ark_agent::zim::StreamCheck::new();
+        let sinks = Sinks {
+            throttle: &f.throttle,
+            progress: &f.progress,
+            counter: &f.counter,
+        };
+        let fetched = ark_agent::fetch::fetch_checked(
+            &f.http,
+            &f.origin.url(name),
+            &f.dest(name),
+            &Validators::default(),
+            &Limits::default(),
+            sinks,
+            Some(&mut check),
+        )
+        .await?;
+        let Fetched::Body { size, resumes, .. } = fetched else {
+            anyhow::bail!("{name}: no body");
+        };
+        ensure!(resumes == 3, "{name}: {resumes} resumes");
+        let verdict = check.finish(size);
+        ensure!(verdict.is_ok() == sound, "{name}: {verdict:?}");
+        if !sound {
+            ensure!(format!("{verdict:?}").contains("MD5"), "{verdict:?}");
+        }
+    }
+    Ok(())
+}

@@ -145,17 +145,7 @@ fn our_own_broken_files_are_refused_including_a_fault_only_a_deep_check_sees() -
     let flipped = write("flipped.zim", &flipped)?;
     // Two dirent pointers swapped and the MD5 recomputed: the file is
     // "intact" byte-wise; only the structural check can refuse it.
-    let mut forged = small.clone();
-    let url_ptr_pos = u64::from_le_bytes(forged[32..40].try_into()?) as usize;
-    let (a, b) = (url_ptr_pos, url_ptr_pos + 8);
-    let first: [u8; 8] = forged[a..a + 8].try_into()?;
-    let second: [u8; 8] = forged[b..b + 8].try_into()?;
-    forged[a..a + 8].copy_from_slice(&second);
-    forged[b..b + 8].copy_from_slice(&first);
-    let checksum_pos = forged.len() - 16;
-    let md5 = Md5::digest(&forged[..checksum_pos]);
-    forged[checksum_pos..].copy_from_slice(&md5);
-    let forged = write("forged.zim", &forged)?;
+    let forged = write("forged.zim", &forged_zim(&small)?)?;
     for (file, expect) in [
         (&truncated, "checksumPos"),
         (&flipped, "MD5"),
@@ -185,5 +175,83 @@ fn our_own_broken_files_are_refused_including_a_fault_only_a_deep_check_sees() -
         "{stdout}"
     );
     ensure!(stdout.starts_with("ok "), "{stdout}");
+    Ok(())
+}
+
+/// Forges `small.zim` into a file whose bytes are intact (MD5 recomputed)
+/// but whose dirent table is out of order.
+fn forged_zim(small: &[u8]) -> Result<Vec<u8>> {
+    let mut forged = small.to_vec();
+    let url_ptr_pos = u64::from_le_bytes(forged[32..40].try_into()?) as usize;
+    let (a, b) = (url_ptr_pos, url_ptr_pos + 8);
+    let first: [u8; 8] = forged[a..a + 8].try_into()?;
+    let second: [u8; 8] = forged[b..b + 8].try_into()?;
+    forged[a..a + 8].copy_from_slice(&second);
+    forged[b..b + 8].copy_from_slice(&first);
+    let checksum_pos = forged.len() - 16;
+    let md5 = Md5::digest(&forged[..checksum_pos]);
+    forged[checksum_pos..].copy_from_slice(&md5);
+    Ok(forged)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zim_targets_land_when_sound_and_fail_with_the_reason_when_not() -> Result<()> {
+    use ark_tests::*;
+    use std::time::Duration;
+    let dir = fixtures()?;
+    let small = std::fs::read(dir.join("small.zim"))?;
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander =
+        spawn_commander_with(&cdata, "127.0.0.1:0", &["--max-attempts", "1"], &[]).await?;
+    let origin = Origin::start().await?;
+    origin.put("wiki/small.zim", small.clone());
+    origin.put("wiki/forged.zim", forged_zim(&small)?);
+    let mut damaged = small.clone();
+    damaged[30_000] ^= 0x01;
+    origin.put("wiki/damaged.zim", damaged);
+    let adata = tmp.path().join("agent");
+    enroll_agent(&cdata, &adata, "agent").await?;
+    let _agent = spawn_agent(&adata)?;
+    let mut admin = admin(&cdata)?;
+    for name in ["small", "forged", "damaged"] {
+        admin
+            .add_target(ark_proto::AddTargetRequest {
+                kind: "zim".into(),
+                url: origin.url(&format!("wiki/{name}.zim")),
+                name: name.into(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    let soon = Duration::from_secs(40);
+    let ok = wait_for_run(&cdata, run_of(&cdata, "small").await?, "succeeded", soon).await?;
+    ensure!(ok.kind == "zim");
+    let forged = wait_for_run(&cdata, run_of(&cdata, "forged").await?, "failed", soon).await?;
+    ensure!(
+        forged.reason.contains("ZIM check refused") && forged.reason.contains("not sorted"),
+        "forged: {}",
+        forged.reason
+    );
+    let damaged = wait_for_run(&cdata, run_of(&cdata, "damaged").await?, "failed", soon).await?;
+    ensure!(
+        damaged.reason.contains("MD5") && !damaged.reason.contains("commander"),
+        "the agent should refuse a damaged ZIM before uploading: {}",
+        damaged.reason
+    );
+    let landed = archive_files(&cdata);
+    ensure!(
+        landed.len() == 1
+            && landed[0].0.starts_with("zim/small/")
+            && landed[0].0.ends_with("/small.zim")
+            && landed[0].1 == small,
+        "{:?}",
+        landed.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    ensure!(
+        quarantined(&cdata).is_empty(),
+        "a refused ZIM stayed in quarantine: {:?}",
+        quarantined(&cdata)
+    );
     Ok(())
 }
