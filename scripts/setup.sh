@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Ark's tests need and a fresh Debian machine lacks:
 #   qemu-user (the aarch64 agent under emulation), b3sum (the hashing
-#   oracle), nginx (a real origin), rustfmt/clippy, the aarch64 musl target,
+#   oracle), nginx (a real origin), zim-tools (zimcheck, the ZIM oracle),
+#   kiwix-tools (kiwix-serve on the landed archive), curl and aria2 (the
+#   benchmark's baselines), rustfmt/clippy, the aarch64 musl target,
 #   cargo-nextest, and cargo-zigbuild + zig (cross-building without Docker).
 # Idempotent: it only installs what is missing. Debian packages need root.
 set -euo pipefail
@@ -13,6 +15,7 @@ command -v b3sum >/dev/null || need_apt+=(b3sum)
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 command -v gzip >/dev/null || need_apt+=(gzip)
 command -v zimcheck >/dev/null || need_apt+=(zim-tools)
+command -v kiwix-serve >/dev/null || need_apt+=(kiwix-tools)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v aria2c >/dev/null || need_apt+=(aria2)
 if [ ${#need_apt[@]} -gt 0 ]; then

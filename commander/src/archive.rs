@@ -419,6 +419,9 @@ impl Archive {
         crash_point("after-ledger");
         let _ = std::fs::remove_file(&outboard);
         self.prune(store, &v.target, now)?;
+        if v.kind == ark_proto::KIND_ZIM {
+            self.write_zim_library(store)?;
+        }
         Ok(version)
     }
 
@@ -592,7 +595,56 @@ impl Archive {
                 self.remove_version_dir(&path);
             }
         }
+        self.write_zim_library(store)?;
         Ok((finished, rolled_back))
+    }
+
+    /// Rewrites `zim/library.xml` (atomically) from the ledger: the newest
+    /// landed version of every ZIM target, so `kiwix-serve --library
+    /// archive/zim/library.xml` serves the archive as it is.
+    pub fn write_zim_library(&self, store: &Store) -> Result<()> {
+        let versions = store.read(|c| landed(c, None))?;
+        let mut seen = std::collections::HashSet::new();
+        let mut books = String::new();
+        for v in versions.iter().filter(|v| v.kind == ark_proto::KIND_ZIM) {
+            if !seen.insert(v.target.clone()) {
+                continue; // an older version of a target already listed
+            }
+            let file = self.root.join(&v.path);
+            let mut head = [0u8; 24];
+            let Ok(()) = std::fs::File::open(&file).and_then(|f| {
+                use std::os::unix::fs::FileExt;
+                f.read_exact_at(&mut head, 0)
+            }) else {
+                continue;
+            };
+            let u = &head[8..24];
+            let id = format!(
+                "{}-{}-{}-{}-{}",
+                hex::encode(&u[0..4]),
+                hex::encode(&u[4..6]),
+                hex::encode(&u[6..8]),
+                hex::encode(&u[8..10]),
+                hex::encode(&u[10..16])
+            );
+            let relative = v.path.strip_prefix("zim/").unwrap_or(&v.path);
+            books.push_str(&format!(
+                "  <book id=\"{id}\" path=\"{}\" name=\"{}\" title=\"{}\" size=\"{}\"/>\n",
+                xml_escape(relative),
+                xml_escape(&v.target),
+                xml_escape(&v.target),
+                v.size.div_ceil(1024)
+            ));
+        }
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- written by ark-commander from its ledger; do not edit -->\n<library version=\"20110515\">\n{books}</library>\n"
+        );
+        let path = self.root.join("zim").join("library.xml");
+        if books.is_empty() && !path.exists() {
+            return Ok(());
+        }
+        ark_agent::write_atomic(&path, xml.as_bytes(), 0o644)
+            .map_err(CommanderError::io("writing", &path))
     }
 
     /// Re-hashes every landed version and compares with the ledger and the
@@ -606,6 +658,8 @@ impl Archive {
         let mut hashed: HashMap<(u64, u64), std::result::Result<(u64, blake3::Hash), String>> =
             HashMap::new();
         let mut known: HashSet<PathBuf> = HashSet::new();
+        // Written by the commander from the ledger, not a landed file.
+        known.insert(self.root.join("zim").join("library.xml"));
         for v in versions {
             let file = self.root.join(&v.path);
             known.insert(file.clone());
@@ -656,6 +710,13 @@ impl Archive {
         }
         Ok(report)
     }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn manifest_problem(path: &Path, v: &Version) -> Option<String> {

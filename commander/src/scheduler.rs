@@ -375,14 +375,7 @@ impl Scheduler {
         message: &str,
         now: i64,
     ) -> Result<()> {
-        let generation: i64 =
-            tx.query_row("SELECT generation FROM runs WHERE id = ?1", [run], |r| {
-                r.get(0)
-            })?;
-        tx.execute(
-            "UPDATE leases SET ended_at = ?1, outcome = ?4 WHERE run_id = ?2 AND generation = ?3 AND ended_at IS NULL",
-            params![now, run, generation, state],
-        )?;
+        end_current_lease(tx, run, state, now)?;
         tx.execute(
             "UPDATE runs SET state = ?1, finished_at = ?2, size_bytes = ?3, bytes_done = ?3, reason = '',
              last_agent = ?4, blake3 = ?6 WHERE id = ?5",
@@ -418,14 +411,7 @@ impl Scheduler {
         reason: &str,
         now: i64,
     ) -> Result<()> {
-        let generation: i64 =
-            tx.query_row("SELECT generation FROM runs WHERE id = ?1", [run], |r| {
-                r.get(0)
-            })?;
-        tx.execute(
-            "UPDATE leases SET ended_at = ?1, outcome = 'failed' WHERE run_id = ?2 AND generation = ?3 AND ended_at IS NULL",
-            params![now, run, generation],
-        )?;
+        end_current_lease(tx, run, "failed", now)?;
         event(
             tx,
             now,
@@ -547,6 +533,19 @@ impl Scheduler {
             other => other,
         }
     }
+}
+
+/// Ends run `run`'s current lease (if still open) with `outcome`.
+fn end_current_lease(tx: &Connection, run: i64, outcome: &str, now: i64) -> Result<()> {
+    let generation: i64 =
+        tx.query_row("SELECT generation FROM runs WHERE id = ?1", [run], |r| {
+            r.get(0)
+        })?;
+    tx.execute(
+        "UPDATE leases SET ended_at = ?1, outcome = ?4 WHERE run_id = ?2 AND generation = ?3 AND ended_at IS NULL",
+        params![now, run, generation, outcome],
+    )?;
+    Ok(())
 }
 
 /// Inserts a queued run for `target` unless one is active; returns its id.

@@ -527,12 +527,15 @@ pub async fn agents(commander_data: &Path) -> Result<Vec<ark_proto::AgentInfo>> 
 }
 
 /// Every landed file in a commander's archive (relative path, bytes),
-/// without the manifests and the quarantine.
+/// without the manifests, the Kiwix library and the quarantine.
 pub fn archive_files(commander_data: &Path) -> Vec<(String, Vec<u8>)> {
     let root = commander_data.join("archive");
     ark_commander::archive::walk_files(&root)
         .into_iter()
-        .filter(|path| !path.to_string_lossy().ends_with(".manifest.json"))
+        .filter(|path| {
+            let name = path.to_string_lossy();
+            !name.ends_with(".manifest.json") && !name.ends_with("zim/library.xml")
+        })
         .map(|path| {
             let relative = path.strip_prefix(&root).unwrap_or(&path);
             (

@@ -253,5 +253,66 @@ async fn zim_targets_land_when_sound_and_fail_with_the_reason_when_not() -> Resu
         "a refused ZIM stayed in quarantine: {:?}",
         quarantined(&cdata)
     );
+    let (clean, out, err) = commander_cli(&cdata, &["archive", "verify"])?;
+    ensure!(clean, "{out}{err}");
+
+    // kiwix-serve serves the archive as it is, from zim/library.xml.
+    let library = cdata.join("archive/zim/library.xml");
+    let xml = std::fs::read_to_string(&library).context("zim/library.xml was not written")?;
+    let port = free_port()?;
+    let mut kiwix = Command::new("kiwix-serve")
+        .arg("--library")
+        .arg(&library)
+        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("kiwix-serve (apt-get install kiwix-tools)")?;
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let served = async {
+        wait_until(Duration::from_secs(10), "kiwix-serve to listen", || {
+            let url = format!("{base}/catalog/v2/entries");
+            let http = http.clone();
+            async move { Ok(http.get(url).send().await.is_ok()) }
+        })
+        .await?;
+        let catalog = http
+            .get(format!("{base}/catalog/v2/entries"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let page = http.get(format!("{base}/small/")).send().await?;
+        let status = page.status();
+        let body = page.text().await?;
+        Ok::<_, anyhow::Error>((catalog, status, body))
+    }
+    .await;
+    let _ = kiwix.kill();
+    let _ = kiwix.wait();
+    let (catalog, status, body) = served?;
+    let uuid = {
+        let u = &small[8..24];
+        let h =
+            |r: std::ops::Range<usize>| u[r].iter().map(|b| format!("{b:02x}")).collect::<String>();
+        format!(
+            "{}-{}-{}-{}-{}",
+            h(0..4),
+            h(4..6),
+            h(6..8),
+            h(8..10),
+            h(10..16)
+        )
+    };
+    ensure!(xml.contains(&uuid), "library.xml lacks the book: {xml}");
+    ensure!(
+        catalog.contains(&format!("urn:uuid:{uuid}")),
+        "kiwix-serve's catalog lacks it: {catalog}"
+    );
+    ensure!(
+        status.is_success() && body.to_lowercase().contains("<html"),
+        "kiwix-serve did not serve the landed ZIM's main page: {status} {body:.200}"
+    );
     Ok(())
 }
