@@ -370,10 +370,27 @@ async fn drive(
                 zim.finish(*size)
                     .map_err(|e| Stop::Fail(failure(format!("GET {url}: {e}"), true)))?;
             }
-            Ok(fetched)
+            let mut published = None;
+            if let Fetched::Body { size, .. } = &fetched {
+                // A digest the origin publishes beside the file, if any.
+                if let Some(p) = crate::digests::discover(&http, &url).await {
+                    let hex = crate::digests::check(&dest, *size, &p)
+                        .await
+                        .map_err(|e| Stop::Fail(failure(format!("GET {url}: {e}"), true)))?;
+                    info!(%url, source = %p.source, algorithm = p.algorithm, "matches the published digest");
+                    published = Some((p, hex));
+                } else {
+                    info!(%url, "the origin publishes no digest (.meta4, .sha256, .md5): BLAKE3 only");
+                }
+            }
+            Ok((fetched, published))
         })
     };
     let fetched = supervisor.watch(fetch).await;
+    let (fetched, published) = match fetched {
+        Ok((fetched, published)) => (Ok(fetched), published),
+        Err(stop) => (Err(stop), None),
+    };
     let outcome = match fetched {
         Ok(Fetched::NotModified) => complete_request::Outcome::Success(JobResult {
             unchanged: true,
@@ -398,7 +415,14 @@ async fn drive(
                 url: lease.url.clone(),
                 size,
                 blake3: root.to_hex().to_string(),
-                digests: Default::default(),
+                digests: published
+                    .iter()
+                    .map(|(p, hex)| (p.algorithm.to_string(), hex.clone()))
+                    .collect(),
+                digest_source: published
+                    .as_ref()
+                    .map(|(p, _)| p.source.clone())
+                    .unwrap_or_else(|| "none published".into()),
                 etag: validators.etag.clone().unwrap_or_default(),
                 last_modified: validators.last_modified.clone().unwrap_or_default(),
                 fetch_started_ms: started_ms,

@@ -15,6 +15,7 @@
 //! - [`enroll`]: the one-time token format and the enrolment exchange.
 //! - [`telemetry`]: CPU, memory, temperature and disk readings (sysinfo).
 //! - [`fetch`]: streaming HTTP fetch: conditional GET, range resume, refusals.
+//! - [`digests`]: digests an origin publishes beside a file (.meta4, .sha256, .md5).
 //! - [`jobs`]: running one leased job: fetch, report, complete, clean up.
 //! - [`tree`]: chunked BLAKE3 in one pass: the root and the group outboard,
 //!   and the verifier the commander checks uploads with.
@@ -26,6 +27,7 @@
 //! - [`status`]: the agent's last known state, written for `ark-agent status`.
 
 pub mod config;
+pub mod digests;
 pub mod enroll;
 pub mod error;
 pub mod fetch;

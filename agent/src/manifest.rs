@@ -18,7 +18,7 @@ use crate::{AgentError, Result};
 pub const FORMAT: u32 = 1;
 
 /// One agent's signed claim about one harvested body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub format: u32,
@@ -36,6 +36,9 @@ pub struct Manifest {
     /// ("sha256" → hex, …); empty when it published none.
     #[serde(default)]
     pub digests: BTreeMap<String, String>,
+    /// Where those digests were published, or "none published".
+    #[serde(default)]
+    pub digest_source: String,
     #[serde(default)]
     pub etag: String,
     #[serde(default)]
@@ -92,6 +95,7 @@ mod tests {
             size: 5,
             blake3: blake3::hash(b"hello").to_hex().to_string(),
             digests: BTreeMap::new(),
+            digest_source: String::new(),
             etag: "\"e\"".into(),
             last_modified: String::new(),
             fetch_started_ms: 1,

@@ -492,8 +492,29 @@ pub fn receive(
     let now = ark_agent::unix_ms();
     data.sync_all().map_err(io("syncing", &data_path))?;
     drop(data);
-    // The bytes are what the agent claimed; now, are they what the kind
-    // promises? (The ZIM deep check, on the commander's own copy.)
+    // The bytes are what the agent claimed; now, are they what the origin
+    // published (recomputed here on the commander's own copy) and what the
+    // kind promises (the ZIM deep check)?
+    let claimed: Manifest = serde_json::from_slice(&v.manifest).unwrap_or_default();
+    for (algorithm, hex) in &claimed.digests {
+        let ours = ark_agent::digests::digest_file(&data_path, algorithm)
+            .map_err(io("hashing", &data_path))?;
+        if &ours != hex {
+            let reason = format!(
+                "{} of the upload is {ours}, the agent reported {hex} from {}",
+                algorithm.to_uppercase(),
+                claimed.digest_source
+            );
+            return Err(refuse(
+                scheduler,
+                pending,
+                &data_path,
+                &outboard_path,
+                reason,
+                now,
+            ));
+        }
+    }
     if v.kind == ark_proto::KIND_ZIM {
         let report = crate::zim_check::check(&data_path).map_err(io("checking", &data_path))?;
         if !report.ok() {
@@ -502,16 +523,14 @@ pub fn receive(
                 v.url,
                 report.reason()
             );
-            tracing::warn!(run, "{reason}");
-            let _ = std::fs::remove_file(&data_path);
-            let _ = std::fs::remove_file(&outboard_path);
-            scheduler.store.tx(|tx| {
-                tx.execute("DELETE FROM uploads WHERE run_id = ?1", [run])?;
-                scheduler.refuse_delivery(tx, run, &v.agent, &reason, now)
-            })?;
-            return Err(CommanderError::StaleLease(format!(
-                "{reason}; nothing landed and the run has failed: drop the job"
-            )));
+            return Err(refuse(
+                scheduler,
+                pending,
+                &data_path,
+                &outboard_path,
+                reason,
+                now,
+            ));
         }
     }
     // The same bytes may have landed meanwhile under another target.
@@ -534,6 +553,33 @@ pub fn receive(
         blake3: version.blake3,
         deduplicated,
     })
+}
+
+/// The commander's own check refused a complete upload: nothing lands, the
+/// quarantined copy goes, the run fails with `reason`, and the agent is told
+/// to drop the job.
+fn refuse(
+    scheduler: &Scheduler,
+    pending: &Pending,
+    data: &std::path::Path,
+    outboard: &std::path::Path,
+    reason: String,
+    now: i64,
+) -> CommanderError {
+    let v = &pending.version;
+    tracing::warn!(run = v.run_id, "{reason}");
+    let _ = std::fs::remove_file(data);
+    let _ = std::fs::remove_file(outboard);
+    let recorded = scheduler.store.tx(|tx| {
+        tx.execute("DELETE FROM uploads WHERE run_id = ?1", [v.run_id])?;
+        scheduler.refuse_delivery(tx, v.run_id, &v.agent, &reason, now)
+    });
+    if let Err(e) = recorded {
+        return e;
+    }
+    CommanderError::StaleLease(format!(
+        "{reason}; nothing landed and the run has failed: drop the job"
+    ))
 }
 
 /// Records a cut upload and returns the error the agent gets.

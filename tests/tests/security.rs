@@ -224,6 +224,7 @@ async fn an_agent_acts_only_on_its_own_current_lease_and_is_no_admin() -> Result
         size: 5,
         blake3: blake3::hash(b"hello").to_hex().to_string(),
         digests: Default::default(),
+        digest_source: String::new(),
         etag: String::new(),
         last_modified: String::new(),
         fetch_started_ms: 0,
