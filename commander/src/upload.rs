@@ -492,46 +492,15 @@ pub fn receive(
     let now = ark_agent::unix_ms();
     data.sync_all().map_err(io("syncing", &data_path))?;
     drop(data);
-    // The bytes are what the agent claimed; now, are they what the origin
-    // published (recomputed here on the commander's own copy) and what the
-    // kind promises (the ZIM deep check)?
-    let claimed: Manifest = serde_json::from_slice(&v.manifest).unwrap_or_default();
-    for (algorithm, hex) in &claimed.digests {
-        let ours = ark_agent::digests::digest_file(&data_path, algorithm)
-            .map_err(io("hashing", &data_path))?;
-        if &ours != hex {
-            let reason = format!(
-                "{} of the upload is {ours}, the agent reported {hex} from {}",
-                algorithm.to_uppercase(),
-                claimed.digest_source
-            );
-            return Err(refuse(
-                scheduler,
-                pending,
-                &data_path,
-                &outboard_path,
-                reason,
-                now,
-            ));
-        }
-    }
-    if v.kind == ark_proto::KIND_ZIM {
-        let report = crate::zim_check::check(&data_path).map_err(io("checking", &data_path))?;
-        if !report.ok() {
-            let reason = format!(
-                "the commander's ZIM check refused {}: {}",
-                v.url,
-                report.reason()
-            );
-            return Err(refuse(
-                scheduler,
-                pending,
-                &data_path,
-                &outboard_path,
-                reason,
-                now,
-            ));
-        }
+    if let Some(reason) = content_problem(v, &data_path)? {
+        return Err(refuse(
+            scheduler,
+            pending,
+            &data_path,
+            &outboard_path,
+            reason,
+            now,
+        ));
     }
     // The same bytes may have landed meanwhile under another target.
     let other = scheduler
@@ -553,6 +522,35 @@ pub fn receive(
         blake3: version.blake3,
         deduplicated,
     })
+}
+
+/// The bytes are what the agent claimed; are they also what the origin
+/// published (recomputed here, on the commander's own copy) and what the
+/// kind promises (the ZIM deep check)? Some(reason) when not.
+fn content_problem(v: &NewVersion, data: &std::path::Path) -> Result<Option<String>> {
+    let io = |what| CommanderError::io(what, data.to_path_buf());
+    let claimed: Manifest = serde_json::from_slice(&v.manifest).unwrap_or_default();
+    for (algorithm, hex) in &claimed.digests {
+        let ours = ark_agent::digests::digest_file(data, algorithm).map_err(io("hashing"))?;
+        if &ours != hex {
+            return Ok(Some(format!(
+                "{} of the upload is {ours}, the agent reported {hex} from {}",
+                algorithm.to_uppercase(),
+                claimed.digest_source
+            )));
+        }
+    }
+    if v.kind == ark_proto::KIND_ZIM {
+        let report = crate::zim_check::check(data).map_err(io("checking"))?;
+        if !report.ok() {
+            return Ok(Some(format!(
+                "the commander's ZIM check refused {}: {}",
+                v.url,
+                report.reason()
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// The commander's own check refused a complete upload: nothing lands, the
