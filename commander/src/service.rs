@@ -37,6 +37,8 @@ pub struct Services {
 struct Inner {
     scheduler: Scheduler,
     archive: Archive,
+    /// Runs with an upload being received.
+    uploading: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
     pki: Pki,
     listen: String,
 }
@@ -47,6 +49,34 @@ fn reply<T>(result: Result<T>) -> Reply<T> {
     result
         .map(Response::new)
         .map_err(CommanderError::into_status)
+}
+
+/// Marks a run as being uploaded for as long as it lives.
+struct UploadGuard {
+    set: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+    run: i64,
+}
+
+impl UploadGuard {
+    fn claim(
+        set: &Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+        run: i64,
+    ) -> Option<Self> {
+        let fresh = set.lock().unwrap_or_else(|p| p.into_inner()).insert(run);
+        fresh.then(|| Self {
+            set: set.clone(),
+            run,
+        })
+    }
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.run);
+    }
 }
 
 /// Names for agents and targets: short, and safe as a file name and a path
@@ -104,6 +134,7 @@ impl Services {
             inner: Arc::new(Inner {
                 scheduler,
                 archive,
+                uploading: Arc::default(),
                 pki,
                 listen,
             }),
@@ -313,6 +344,15 @@ impl AgentSession for Services {
             .await?
             .into_inner()
         };
+        // One upload per run at a time: a late stream from an agent whose
+        // lease moved on must not write into the same quarantined file.
+        let _busy =
+            UploadGuard::claim(&self.inner.uploading, pending.version.run_id).ok_or_else(|| {
+                Status::aborted(format!(
+                    "another upload of run {} is in progress; ask Have again shortly",
+                    pending.version.run_id
+                ))
+            })?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let this = self.clone();
         let receiver = tokio::task::spawn_blocking(move || {
