@@ -582,3 +582,19 @@ pub fn archive_ls(commander_data: &Path) -> Result<Vec<serde_json::Value>> {
     }
     Ok(serde_json::from_str(&stdout)?)
 }
+
+/// The Kiwix ZIM fixtures (openzim's test suite): `$ARK_ZIM_FIXTURES`, else
+/// `../shared/fixtures/zim` beside the repository, else the machine's shared
+/// copy at `/work/shared/fixtures/zim`.
+pub fn zim_fixtures() -> Result<PathBuf> {
+    let candidates = [
+        std::env::var_os("ARK_ZIM_FIXTURES").map(PathBuf::from),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/zim")),
+        Some(PathBuf::from("/work/shared/fixtures/zim")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|dir| dir.join("small.zim").exists())
+        .context("ZIM fixtures not found: set ARK_ZIM_FIXTURES to the directory holding small.zim")
+}

@@ -669,7 +669,7 @@ async fn a_gibibyte_cut_three_times_resumes_by_range_to_the_same_root_as_b3sum()
 #[tokio::test]
 async fn a_zim_cut_three_times_passes_its_streaming_check_and_a_damaged_one_does_not() -> Result<()>
 {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/zim");
+    let dir = ark_tests::zim_fixtures()?;
     let small = std::fs::read(dir.join("wikibooks_be_all_nopic_2017-02.zim"))?;
     let f = Fixture::new().await?;
     let mut damaged = small.clone();

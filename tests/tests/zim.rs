@@ -12,13 +12,7 @@ use ark_tests::bin;
 use md5::{Digest, Md5};
 
 fn fixtures() -> Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/zim");
-    ensure!(
-        dir.join("small.zim").exists(),
-        "ZIM fixtures not found at {} (../shared/fixtures/zim beside the repo)",
-        dir.display()
-    );
-    Ok(dir)
+    ark_tests::zim_fixtures()
 }
 
 /// (passed, output) of `ark-commander check zim FILE`.
@@ -314,5 +308,37 @@ async fn zim_targets_land_when_sound_and_fail_with_the_reason_when_not() -> Resu
         status.is_success() && body.to_lowercase().contains("<html"),
         "kiwix-serve did not serve the landed ZIM's main page: {status} {body:.200}"
     );
+    Ok(())
+}
+
+#[test]
+fn the_streaming_check_passes_a_valid_zim_in_any_feeding_and_catches_damage() -> Result<()> {
+    use ark_agent::zim::{StreamCheck, ZimError};
+    fn check(bytes: &[u8], step: usize) -> Result<ark_agent::zim::Header, ZimError> {
+        let mut check = StreamCheck::new();
+        for piece in bytes.chunks(step.max(1)) {
+            check.update(piece)?;
+        }
+        check.finish(bytes.len() as u64)
+    }
+    let small = std::fs::read(fixtures()?.join("small.zim"))?;
+    for step in [1, 7, 80, 4096, 1 << 20] {
+        let header = check(&small, step)?;
+        ensure!((header.major, header.minor) == (6, 1));
+    }
+    let mut flipped = small.clone();
+    flipped[20_000] ^= 0x01;
+    let err = check(&flipped, 4096).expect_err("flipped byte");
+    ensure!(err.0.contains("MD5"), "{err}");
+    let err = check(&small[..small.len() - 1], 4096).expect_err("truncated");
+    ensure!(err.0.contains("checksumPos"), "{err}");
+    let err = check(&[small.as_slice(), b"x"].concat(), 4096).expect_err("padded");
+    ensure!(err.0.contains("continue after the checksum"), "{err}");
+    let err = check(b"<html>not found</html>", 4096).expect_err("html");
+    ensure!(err.0.contains("too small"), "{err}");
+    let mut html = b"<!DOCTYPE html>".to_vec();
+    html.resize(200, b' ');
+    let err = check(&html, 4096).expect_err("html");
+    ensure!(err.0.contains("magic number"), "{err}");
     Ok(())
 }
