@@ -265,7 +265,7 @@ cat "$WWW/big.bin" >/dev/null # the origin serves from the page cache
 timed() { # command... -> wall seconds on stdout
   local start end
   start=$(date +%s.%N)
-  "$@" >/dev/null 2>&1 || die "failed: $*"
+  "$@" >"$WORK/timed.log" 2>&1 || die "failed: $* -> $(tail -n 20 "$WORK/timed.log")"
   end=$(date +%s.%N)
   awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }'
 }
