@@ -237,6 +237,9 @@ NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 WWW="$WORK/www"; NG="$WORK/nginx"; OUT="$WORK/out"
 mkdir -p "$WWW" "$NG" "$OUT"
 head -c "$((INGEST_MIB * 1048576))" /dev/urandom >"$WWW/big.bin"
+# nginx's workers run as an unprivileged user: they must be able to read it.
+chmod 755 "$WORK" "$WWW"
+chmod 644 "$WWW/big.bin"
 SRC_ROOT="$(b3sum --no-names "$WWW/big.bin")"
 NG_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 cat >"$NG/nginx.conf" <<NGINX
@@ -272,9 +275,11 @@ timed() { # command... -> wall seconds on stdout
 CURL_TIMES=""; ARIA_TIMES=""; ARK_FETCH_TIMES=""; ARK_HWM=0; ARK_FETCH_ROOT=""
 for _ in 1 2; do
   rm -f "$OUT"/*
-  CURL_TIMES+="$(timed curl -sS -o "$OUT/curl.bin" "$BIG_URL")"$'\n'
+  CURL_TIMES+="$(timed curl -fsS -o "$OUT/curl.bin" "$BIG_URL")"$'\n'
+  [[ "$(stat -c %s "$OUT/curl.bin")" == "$((INGEST_MIB * 1048576))" ]] || die "curl fetched a short file"
   rm -f "$OUT"/*
   ARIA_TIMES+="$(timed aria2c -q --allow-overwrite=true --file-allocation=none -d "$OUT" -o aria.bin "$BIG_URL")"$'\n'
+  [[ "$(stat -c %s "$OUT/aria.bin")" == "$((INGEST_MIB * 1048576))" ]] || die "aria2c fetched a short file"
   rm -f "$OUT"/*
   read -r ARK_FETCH_ROOT _size t hwm < <("$REL/fetch-file" "$BIG_URL" "$OUT/ark.bin")
   ARK_FETCH_TIMES+="$t"$'\n'

@@ -186,7 +186,10 @@ impl FetchError {
 /// Where the bytes go, and who hears about them.
 #[derive(Debug, Clone, Copy)]
 pub struct Sinks<'a> {
+    /// The agent's cap, shared by all its jobs.
     pub throttle: &'a Throttle,
+    /// This run's own cap, if the commander set one.
+    pub run_throttle: Option<&'a Throttle>,
     /// This fetch's progress.
     pub progress: &'a Progress,
     /// The agent's throughput counter.
@@ -595,6 +598,9 @@ pub async fn fetch_checked(
             sinks.progress.done.store(offset, Ordering::Relaxed);
             sinks.counter.add(len);
             sinks.throttle.take(len).await;
+            if let Some(run) = sinks.run_throttle {
+                run.take(len).await;
+            }
             let elapsed = window.0.elapsed();
             if limits.min_rate > 0 && elapsed >= limits.min_rate_window {
                 let rate =

@@ -80,6 +80,9 @@ pub struct HeldLease {
     /// Validators of the last harvest, for a conditional GET.
     #[serde(default)]
     pub conditional: Validators,
+    /// This run's bandwidth cap (bytes/s, 0 = none).
+    #[serde(default)]
+    pub bandwidth_cap: u64,
 }
 
 impl HeldLease {
@@ -96,6 +99,7 @@ impl HeldLease {
                 etag: Some(job.etag).filter(|v| !v.is_empty()),
                 last_modified: Some(job.last_modified).filter(|v| !v.is_empty()),
             },
+            bandwidth_cap: job.bandwidth_cap,
         }
     }
 
@@ -351,9 +355,11 @@ async fn drive(
         let (throttle, progress, counter) =
             (ctx.throttle.clone(), progress.clone(), ctx.bytes.clone());
         let kind = lease.kind.clone();
+        let run_throttle = Throttle::new(lease.bandwidth_cap);
         tokio::spawn(async move {
             let sinks = Sinks {
                 throttle: &throttle,
+                run_throttle: Some(&run_throttle),
                 progress: &progress,
                 counter: &counter,
             };

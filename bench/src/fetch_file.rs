@@ -42,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         );
         let sinks = Sinks {
             throttle: &throttle,
+            run_throttle: None,
             progress: &progress,
             counter: &counter,
         };

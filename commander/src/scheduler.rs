@@ -283,7 +283,7 @@ impl Scheduler {
                 "leased",
                 &format!("lease {generation} granted (attempt {})", attempts + 1),
             )?;
-            let (etag, last_modified) = state::target_validators(tx, &target)?;
+            let (etag, last_modified, bandwidth_cap) = state::target_job_settings(tx, &target)?;
             leases.push(Lease {
                 run_id: run,
                 generation: generation as u64,
@@ -295,6 +295,7 @@ impl Scheduler {
                     url,
                     etag,
                     last_modified,
+                    bandwidth_cap,
                 }),
             });
         }
@@ -607,6 +608,7 @@ mod tests {
                     name: "x".into(),
                     every_ms: 0,
                     keep: 0,
+                    bandwidth_cap: 0,
                 };
                 state::add_target(tx, &target, T0).map(|_| ())
             })

@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS targets (
     next_due   INTEGER,
     etag          TEXT NOT NULL DEFAULT '',
     last_modified TEXT NOT NULL DEFAULT '',
-    keep       INTEGER NOT NULL DEFAULT 0
+    keep       INTEGER NOT NULL DEFAULT 0,
+    bandwidth_cap INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS runs (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -207,6 +208,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("runs", "bytes_total", "INTEGER NOT NULL DEFAULT 0"),
     ("runs", "bytes_per_second", "INTEGER NOT NULL DEFAULT 0"),
     ("targets", "keep", "INTEGER NOT NULL DEFAULT 0"),
+    ("targets", "bandwidth_cap", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -441,8 +443,9 @@ pub fn add_target(
     now: i64,
 ) -> Result<ark_proto::TargetInfo> {
     let inserted = conn.execute(
-        "INSERT OR IGNORE INTO targets (name, kind, url, every_ms, created_at, next_due, keep) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-        params![t.name, t.kind, t.url, t.every_ms as i64, now, t.keep],
+        "INSERT OR IGNORE INTO targets (name, kind, url, every_ms, created_at, next_due, keep, bandwidth_cap)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
+        params![t.name, t.kind, t.url, t.every_ms as i64, now, t.keep, t.bandwidth_cap as i64],
     )?;
     if inserted == 0 {
         return Err(CommanderError::AlreadyExists(format!(
@@ -459,13 +462,14 @@ pub fn add_target(
         next_due_ms: now,
         last_state: String::new(),
         keep: t.keep,
+        bandwidth_cap: t.bandwidth_cap,
     })
 }
 
 pub fn list_targets(conn: &Connection) -> Result<Vec<ark_proto::TargetInfo>> {
     let mut stmt = conn.prepare(
         "SELECT t.name, t.kind, t.url, t.every_ms, t.created_at, t.next_due,
-                (SELECT state FROM runs r WHERE r.target = t.name ORDER BY r.id DESC LIMIT 1), t.keep
+                (SELECT state FROM runs r WHERE r.target = t.name ORDER BY r.id DESC LIMIT 1), t.keep, t.bandwidth_cap
          FROM targets t ORDER BY t.name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -478,18 +482,20 @@ pub fn list_targets(conn: &Connection) -> Result<Vec<ark_proto::TargetInfo>> {
             next_due_ms: r.get::<_, Option<i64>>(5)?.unwrap_or(0),
             last_state: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
             keep: r.get(7)?,
+            bandwidth_cap: r.get::<_, i64>(8)? as u64,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The validators of a target's last harvest (etag, last-modified).
-pub fn target_validators(conn: &Connection, name: &str) -> Result<(String, String)> {
+/// What a job of target `name` carries besides its URL: the validators of
+/// the last harvest (etag, last-modified) and the run's bandwidth cap.
+pub fn target_job_settings(conn: &Connection, name: &str) -> Result<(String, String, u64)> {
     Ok(conn
         .query_row(
-            "SELECT etag, last_modified FROM targets WHERE name = ?1",
+            "SELECT etag, last_modified, bandwidth_cap FROM targets WHERE name = ?1",
             [name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)),
         )
         .optional()?
         .unwrap_or_default())

@@ -270,6 +270,7 @@ pub async fn add_file_target_keeping(
             name: name.into(),
             every_ms: 0,
             keep,
+            bandwidth_cap: 0,
         })
         .await?;
     Ok(())

@@ -53,6 +53,7 @@ impl Fixture {
     ) -> Result<Fetched, FetchError> {
         let sinks = Sinks {
             throttle: &self.throttle,
+            run_throttle: None,
             progress: &self.progress,
             counter: &self.counter,
         };
@@ -519,6 +520,7 @@ async fn nginx_as_the_origin_resumes_by_range_and_answers_conditional_requests()
     );
     let sinks = Sinks {
         throttle: &throttle,
+        run_throttle: None,
         progress: &progress,
         counter: &counter,
     };
@@ -680,6 +682,7 @@ async fn a_zim_cut_three_times_passes_its_streaming_check_and_a_damaged_one_does
         let mut check = ark_agent::zim::StreamCheck::new();
         let sinks = Sinks {
             throttle: &f.throttle,
+            run_throttle: None,
             progress: &f.progress,
             counter: &f.counter,
         };

@@ -584,3 +584,59 @@ async fn an_agent_killed_mid_download_resumes_from_verified_bytes_and_refetches_
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_targets_bandwidth_cap_from_the_commander_holds_its_run_down() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let origin = Origin::start().await?;
+    origin.put("big.iso", sample_bytes(400_000, 6));
+    let adata = tmp.path().join("agent");
+    enroll_agent(&cdata, &adata, "agent").await?;
+    let _agent = spawn_agent(&adata)?;
+    let (ok, out, err) = commander_cli(
+        &cdata,
+        &[
+            "target",
+            "add",
+            "file",
+            &origin.url("big.iso"),
+            "--name",
+            "capped",
+            "--bandwidth",
+            "200KB/s",
+        ],
+    )?;
+    ensure!(ok, "{out}{err}");
+    let (_, listing, _) = commander_cli(&cdata, &["target", "ls", "--json"])?;
+    let targets: Vec<serde_json::Value> = serde_json::from_str(&listing)?;
+    ensure!(targets[0]["bandwidth_cap"] == 200_000, "{listing}");
+    let id = run_of(&cdata, "capped").await?;
+    let done = wait_for_run(&cdata, id, "succeeded", SOON).await?;
+    let leased_at = events(&cdata, id)
+        .await?
+        .iter()
+        .find(|e| e.kind == "leased")
+        .map(|e| e.at_ms)
+        .unwrap_or(done.created_at_ms);
+    // 400 kB at 200 kB/s from an empty bucket: at least ~2 s of fetching.
+    let took = done.finished_at_ms - leased_at;
+    ensure!(
+        took >= 1_800,
+        "a 200 kB/s cap let 400 kB through in {took} ms"
+    );
+    let (ok, _, err) = commander_cli(
+        &cdata,
+        &[
+            "target",
+            "add",
+            "file",
+            &origin.url("x"),
+            "--bandwidth",
+            "fast",
+        ],
+    )?;
+    ensure!(!ok && err.contains("not a rate"), "{err}");
+    Ok(())
+}

@@ -23,6 +23,10 @@ pub enum TargetCmd {
         /// one has landed); default: the commander's `keep` (3).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         keep: Option<u32>,
+        /// Cap on this target's download rate, e.g. 500KB/s, 5MiB/s or a
+        /// plain number of bytes/s (the agent's own cap applies as well).
+        #[arg(long, value_parser = parse_rate)]
+        bandwidth: Option<u64>,
     },
     /// List targets.
     Ls(ListArgs),
@@ -40,6 +44,7 @@ impl TargetCmd {
                 name,
                 every,
                 keep,
+                bandwidth,
             } => {
                 let t = admin
                     .add_target(AddTargetRequest {
@@ -48,6 +53,7 @@ impl TargetCmd {
                         name: name.unwrap_or_default(),
                         every_ms: every.map(|d| d.as_millis() as u64).unwrap_or(0),
                         keep: keep.unwrap_or(0),
+                        bandwidth_cap: bandwidth.unwrap_or(0),
                     })
                     .await
                     .map_err(rpc("adding the target"))?
@@ -118,5 +124,49 @@ impl RunNowCmd {
             ago(run.created_at_ms)
         );
         Ok(())
+    }
+}
+
+/// Parses a rate: bytes/s as a number, or with a unit (`kB`, `KiB`, `MB`,
+/// `MiB`, `GB`, `GiB`), an optional `/s`.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t).trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a rate (try 500KB/s, 5MiB/s or 1000000)"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1_048_576.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1_073_741_824.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (B, kB, KiB, MB, MiB, GB, GiB)"
+            ))
+        }
+    };
+    Ok((number * factor).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates_read_like_people_write_them() {
+        assert_eq!(parse_rate("1000000"), Ok(1_000_000));
+        assert_eq!(parse_rate("500KB/s"), Ok(500_000));
+        assert_eq!(parse_rate("5MiB/s"), Ok(5 * 1_048_576));
+        assert_eq!(parse_rate("1.5 MB"), Ok(1_500_000));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("5 parsecs").is_err());
     }
 }
