@@ -205,10 +205,15 @@ pub struct Progress {
     pub total: AtomicU64,
 }
 
-/// Bytes between two durable checkpoints of a fetch in progress: the most
-/// a crash (or `kill -9`) costs. Each checkpoint is two fsyncs, so much
-/// smaller would slow an SD card down; much larger would lose more.
+/// Least bytes between two durable checkpoints of a fetch in progress. Each
+/// checkpoint is two fsyncs, so much smaller would slow an SD card down.
 pub const CHECKPOINT_BYTES: u64 = 4 << 20;
+/// A checkpoint is due once [`CHECKPOINT_BYTES`] have arrived and a second
+/// has passed, or [`CHECKPOINT_MAX_BYTES`] have arrived: a crash costs at
+/// most about a second of transfer, and a fast link is not held to an fsync
+/// every 4 MiB.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+pub const CHECKPOINT_MAX_BYTES: u64 = 64 << 20;
 
 /// What a fetch leaves beside its file so a later attempt (after a crash or
 /// a restart) can resume it. It names only whole groups whose CVs are
@@ -236,16 +241,27 @@ pub async fn remove_staged(dest: &Path) {
     let _ = tokio::fs::remove_file(resume_path(dest)).await;
 }
 
+/// A staging file or its outboard, written through a buffer: network chunks
+/// are small, and each write to a `tokio::fs::File` is a hop to the blocking
+/// pool.
+type Sink = tokio::io::BufWriter<tokio::fs::File>;
+
+/// Write buffer of the staging file and of its outboard.
+const DATA_BUFFER: usize = 1 << 20;
+const OUTBOARD_BUFFER: usize = 64 * 1024;
+
 /// Makes the data and outboard durable, then records how far they go
 /// (write, fsync, rename: never a state ahead of its bytes).
 async fn checkpoint(
-    out: &mut tokio::fs::File,
-    outboard: &mut tokio::fs::File,
+    out: &mut Sink,
+    outboard: &mut Sink,
     at: &Path,
     state: &ResumeState,
 ) -> std::io::Result<()> {
-    out.sync_data().await?;
-    outboard.sync_data().await?;
+    out.flush().await?;
+    out.get_ref().sync_data().await?;
+    outboard.flush().await?;
+    outboard.get_ref().sync_data().await?;
     let json = serde_json::to_vec(state).unwrap_or_default();
     let at = at.to_path_buf();
     tokio::task::spawn_blocking(move || crate::write_atomic(&at, &json, 0o600)).await?
@@ -363,12 +379,12 @@ pub async fn fetch_checked(
     if let Some(parent) = dest.parent() {
         tokio::fs::create_dir_all(parent).await.map_err(io)?;
     }
-    let mut file: Option<tokio::fs::File> = None;
+    let mut file: Option<Sink> = None;
     // Every byte passes once through the tree hasher; the group CVs it
     // completes go to the outboard beside the file as they are made.
     let mut tree = TreeHasher::new();
     let outboard_at = outboard_path(dest);
-    let mut outboard: Option<tokio::fs::File> = None;
+    let mut outboard: Option<Sink> = None;
     let mut cv_bytes: Vec<u8> = Vec::with_capacity(64 * CV_LEN);
     let mut offset = 0u64;
     let mut total: Option<u64> = None;
@@ -412,8 +428,8 @@ pub async fn fetch_checked(
                 .map_err(io)?;
             ob.set_len(verified * CV_LEN as u64).await.map_err(io)?;
             ob.seek(std::io::SeekFrom::End(0)).await.map_err(io)?;
-            file = Some(data);
-            outboard = Some(ob);
+            file = Some(Sink::with_capacity(DATA_BUFFER, data));
+            outboard = Some(Sink::with_capacity(OUTBOARD_BUFFER, ob));
             tree = TreeHasher::from_verified_groups(&cvs);
             validators = state.validators;
             total = state.total;
@@ -444,6 +460,7 @@ pub async fn fetch_checked(
         groups,
     };
     let mut last_checkpoint = offset;
+    let mut last_checkpoint_at = Instant::now();
     let mut window = (Instant::now(), offset);
     loop {
         let first = file.is_none();
@@ -532,12 +549,15 @@ pub async fn fetch_checked(
                     .store(declared.unwrap_or(0), Ordering::Relaxed);
                 validators = Validators::from_headers(&headers);
                 let opened = tokio::fs::File::create(dest).await.map_err(io)?;
-                file = Some(opened);
+                file = Some(Sink::with_capacity(DATA_BUFFER, opened));
                 if let Some(check) = check.as_deref_mut() {
                     check.reset();
                 }
                 tree = TreeHasher::new();
-                outboard = Some(tokio::fs::File::create(&outboard_at).await.map_err(io)?);
+                outboard = Some(Sink::with_capacity(
+                    OUTBOARD_BUFFER,
+                    tokio::fs::File::create(&outboard_at).await.map_err(io)?,
+                ));
             }
             status if status.is_success() => {
                 return Err(refuse(format!(
@@ -588,12 +608,16 @@ pub async fn fetch_checked(
                 cvs_written += (cv_bytes.len() / CV_LEN) as u64;
             }
             offset += len;
-            if offset - last_checkpoint >= CHECKPOINT_BYTES {
+            let since = offset - last_checkpoint;
+            if since >= CHECKPOINT_MAX_BYTES
+                || (since >= CHECKPOINT_BYTES && last_checkpoint_at.elapsed() >= CHECKPOINT_EVERY)
+            {
                 if let Some(ob) = outboard.as_mut() {
                     let state = state_at(&validators, total, cvs_written);
                     checkpoint(out, ob, &resume_at, &state).await.map_err(io)?;
                 }
                 last_checkpoint = offset;
+                last_checkpoint_at = Instant::now();
             }
             sinks.progress.done.store(offset, Ordering::Relaxed);
             sinks.counter.add(len);
@@ -617,13 +641,15 @@ pub async fn fetch_checked(
             }
         };
         if !cut {
-            out.sync_all().await.map_err(io)?;
+            out.flush().await.map_err(io)?;
+            out.get_ref().sync_all().await.map_err(io)?;
             let (root, last) = std::mem::take(&mut tree).finalize();
             if let Some(ob) = outboard.as_mut() {
                 if let Some(last) = last {
                     ob.write_all(&last).await.map_err(io)?;
                 }
-                ob.sync_all().await.map_err(io)?;
+                ob.flush().await.map_err(io)?;
+                ob.get_ref().sync_all().await.map_err(io)?;
             }
             let _ = tokio::fs::remove_file(&resume_at).await;
             return Ok(Fetched::Body {
