@@ -200,7 +200,8 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(b) = u8::from_str_radix(hex, 16) {
                 out.push(b);
                 i += 3;
                 continue;
@@ -796,6 +797,7 @@ mod tests {
             ("http://h/.hidden", "hidden"),
             ("http://h/a%00b", "a_b"),
             ("http://h/caf%C3%A9.txt", "café.txt"),
+            ("http://h/%é%", "_é_"),
         ] {
             let got = file_name_from_url(url);
             assert_eq!(got, want, "{url}");
