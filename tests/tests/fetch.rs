@@ -708,3 +708,60 @@ async fn a_zim_cut_three_times_passes_its_streaming_check_and_a_damaged_one_does
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_zim_resumed_from_disk_feeds_its_kept_bytes_to_the_check_first() -> Result<()> {
+    let zim = std::fs::read(ark_tests::zim_fixtures()?.join("wikibooks_be_all_nopic_2017-02.zim"))?;
+    let f = Fixture::new().await?;
+    f.origin.put("w.zim", zim.clone());
+    let checked = |limits: Limits| {
+        let f = &f;
+        async move {
+            let mut check = ark_agent::zim::StreamCheck::new();
+            let sinks = Sinks {
+                throttle: &f.throttle,
+                run_throttle: None,
+                progress: &f.progress,
+                counter: &f.counter,
+            };
+            let fetched = ark_agent::fetch::fetch_checked(
+                &f.http,
+                &f.origin.url("w.zim"),
+                &f.dest("w.zim"),
+                &Validators::default(),
+                &limits,
+                sinks,
+                Some(&mut check),
+            )
+            .await;
+            (fetched, check)
+        }
+    };
+    // The first attempt dies 100 kB in (an agent stopped, say) ...
+    f.origin.cut_after(100_000, 1);
+    let (first, _) = checked(Limits {
+        max_resumes: 0,
+        ..Limits::default()
+    })
+    .await;
+    ensure!(
+        matches!(first, Err(FetchError::Interrupted { .. })),
+        "{first:?}"
+    );
+    // ... and a fresh attempt, with a fresh check, resumes from disk.
+    let before = f.origin.log().len();
+    let (second, check) = checked(Limits::default()).await;
+    let Fetched::Body { size, reused, .. } = second? else {
+        anyhow::bail!("no body");
+    };
+    ensure!(reused > 0, "nothing was kept from disk");
+    ensure!(
+        f.origin.log()[before].range == Some(format!("bytes={reused}-")),
+        "{:?}",
+        f.origin.log()[before]
+    );
+    // The MD5 covers the whole file only if the kept bytes went through it.
+    let header = check.finish(size).map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(header.entry_count == 123, "{header:?}");
+    Ok(())
+}
