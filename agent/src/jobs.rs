@@ -365,11 +365,19 @@ async fn drive(
             };
             // The kind's own streaming check rides along with the hasher.
             let mut zim = (kind == ark_proto::KIND_ZIM).then(crate::zim::StreamCheck::new);
-            let check = zim.as_mut().map(|c| c as &mut dyn fetch::BodyCheck);
-            let fetched =
-                fetch::fetch_checked(&http, &url, &dest, &conditional, &limits, sinks, check)
-                    .await
-                    .map_err(|e| Stop::Fail(failure(e.to_string(), e.retryable())))?;
+            let fetched = match zim.as_mut() {
+                // A split archive (…zimaa, …zimab, …) is one target.
+                Some(check) if url.ends_with(".zimaa") => {
+                    crate::zim::fetch_split(&http, &url, &dest, &conditional, &limits, sinks, check)
+                        .await
+                }
+                check => {
+                    let check = check.map(|c| c as &mut dyn fetch::BodyCheck);
+                    fetch::fetch_checked(&http, &url, &dest, &conditional, &limits, sinks, check)
+                        .await
+                }
+            }
+            .map_err(|e| Stop::Fail(failure(e.to_string(), e.retryable())))?;
             if let (Some(zim), Fetched::Body { size, .. }) = (zim, &fetched) {
                 // Layout and MD5 need the whole file: a mismatch is damage
                 // (worth another fetch), caught before any upload.
@@ -377,8 +385,10 @@ async fn drive(
                     .map_err(|e| Stop::Fail(failure(format!("GET {url}: {e}"), true)))?;
             }
             let mut published = None;
-            if let Fetched::Body { size, .. } = &fetched {
-                // A digest the origin publishes beside the file, if any.
+            let split = kind == ark_proto::KIND_ZIM && url.ends_with(".zimaa");
+            if let (Fetched::Body { size, .. }, false) = (&fetched, split) {
+                // A digest the origin publishes beside the file, if any (a
+                // split archive's sidecars describe single parts: skipped).
                 if let Some(p) = crate::digests::discover(&http, &url).await {
                     let hex = crate::digests::check(&dest, *size, &p)
                         .await

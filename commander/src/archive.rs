@@ -311,7 +311,13 @@ impl Archive {
     fn new_version_path(&self, conn: &Connection, v: &NewVersion, now: i64) -> Result<String> {
         let kind = safe_segment(&v.kind, "file");
         let target = safe_segment(&v.target, "target");
-        let file = file_name_from_url(&v.url);
+        let mut file = file_name_from_url(&v.url);
+        if v.kind == ark_proto::KIND_ZIM {
+            // A split archive lands joined, as one .zim.
+            if let Some(stem) = file.strip_suffix(".zimaa") {
+                file = format!("{stem}.zim");
+            }
+        }
         let base = stamp(now);
         for n in 1..1000 {
             let dir = if n == 1 {

@@ -342,3 +342,57 @@ fn the_streaming_check_passes_a_valid_zim_in_any_feeding_and_catches_damage() ->
     ensure!(err.0.contains("magic number"), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_archive_is_one_target_and_lands_joined() -> Result<()> {
+    use ark_tests::*;
+    use std::time::Duration;
+    let dir = fixtures()?;
+    let whole = std::fs::read(dir.join("wikibooks_be_all_nopic_2017-02.zim"))?;
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let origin = Origin::start().await?;
+    for part in ["aa", "ab", "ac"] {
+        let bytes =
+            std::fs::read(dir.join(format!("wikibooks_be_all_nopic_2017-02_splitted.zim{part}")))?;
+        origin.put(&format!("wb/wikibooks.zim{part}"), bytes);
+    }
+    let adata = tmp.path().join("agent");
+    enroll_agent(&cdata, &adata, "agent").await?;
+    let _agent = spawn_agent(&adata)?;
+    admin(&cdata)?
+        .add_target(ark_proto::AddTargetRequest {
+            kind: "zim".into(),
+            url: origin.url("wb/wikibooks.zimaa"),
+            name: "wikibooks".into(),
+            ..Default::default()
+        })
+        .await?;
+    let id = run_of(&cdata, "wikibooks").await?;
+    let run = wait_for_run(&cdata, id, "succeeded", Duration::from_secs(40)).await?;
+    ensure!(run.size_bytes == whole.len() as u64, "{run:?}");
+    let landed = archive_files(&cdata);
+    ensure!(
+        landed.len() == 1 && landed[0].0.ends_with("/wikibooks.zim") && landed[0].1 == whole,
+        "{:?}",
+        landed.iter().map(|(p, b)| (p, b.len())).collect::<Vec<_>>()
+    );
+    // All three parts were asked for, and the fourth was found missing.
+    let asked: Vec<String> = origin
+        .log()
+        .iter()
+        .map(|l| l.path.clone())
+        .filter(|p| p.contains("wikibooks.zim"))
+        .collect();
+    ensure!(
+        asked.iter().any(|p| p.ends_with("zimac")) && asked.iter().any(|p| p.ends_with("zimad")),
+        "{asked:?}"
+    );
+    let left: Vec<String> = std::fs::read_dir(adata.join("staging"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ensure!(left.is_empty(), "left in staging: {left:?}");
+    Ok(())
+}
