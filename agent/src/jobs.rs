@@ -502,6 +502,11 @@ async fn drive(
 /// the commander) before the job fails and the run is retried.
 const MAX_UPLOAD_FAILURES: u32 = 3;
 
+/// Link failures (commander unreachable mid-delivery) retried before they
+/// count as an upload failure: a minute at [`COMPLETE_RETRY`], longer than a
+/// commander restart. The lease deadline still applies on top.
+const MAX_LINK_RETRIES: u32 = 120;
+
 /// Bytes per upload message: well under gRPC's 4 MiB message limit, large
 /// enough that framing costs nothing.
 const UPLOAD_CHUNK: usize = 256 * 1024;
@@ -562,6 +567,7 @@ async fn deliver(
     };
     let mut client = ctx.client.clone();
     let mut failures = 0u32;
+    let mut link_failures = 0u32;
     loop {
         let attempt = async {
             let have = client
@@ -604,7 +610,8 @@ async fn deliver(
                 return Ok(path);
             }
             Err(e) if e.is_refusal() => return Err(Stop::Abandon(Abandon::Refused(e.to_string()))),
-            Err(e) if e.is_link() => {
+            Err(e) if e.is_link() && link_failures < MAX_LINK_RETRIES => {
+                link_failures += 1;
                 warn!(run = manifest.run_id, "delivery interrupted, retrying: {e}");
                 tokio::time::sleep(COMPLETE_RETRY).await;
             }
