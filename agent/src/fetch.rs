@@ -444,14 +444,21 @@ pub async fn fetch_checked(
         }
     }
     if let (Some(check), true) = (check.as_deref_mut(), offset > 0) {
-        // The bytes kept from disk go through the format check first.
-        let kept = tokio::fs::read(dest).await.map_err(io)?;
-        check
-            .update(&kept[..offset as usize])
-            .map_err(|why| FetchError::Refused {
+        // The bytes kept from disk go through the format check first, read
+        // in pieces (memory stays bounded whatever was kept).
+        use tokio::io::AsyncReadExt;
+        let mut kept = tokio::fs::File::open(dest).await.map_err(io)?.take(offset);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = kept.read(&mut buf).await.map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            check.update(&buf[..n]).map_err(|why| FetchError::Refused {
                 url: url.into(),
                 why,
             })?;
+        }
     }
     let state_at = |validators: &Validators, total: Option<u64>, groups: u64| ResumeState {
         url: url.into(),

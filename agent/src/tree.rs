@@ -256,25 +256,34 @@ impl<R: std::io::Read + std::io::Seek> GroupVerifier<R> {
         (self.verified * GROUP_LEN as u64).min(self.size)
     }
 
-    fn check_group(&mut self) -> Result<(), VerifyError> {
+    /// Checks the next group, `group` (whole, or the last one).
+    fn check_group(&mut self, group: &[u8]) -> Result<(), VerifyError> {
         let index = self.verified;
         let offset = index * GROUP_LEN as u64;
-        let end = offset + self.pending.len() as u64;
+        let end = offset + group.len() as u64;
         let ok = if self.groups <= 1 {
             // An input of one group (or none) has no CVs to merge: its root
             // is its hash.
-            blake3::hash(&self.pending) == self.root
+            blake3::hash(group) == self.root
         } else {
             let mut expected = [0u8; CV_LEN];
             self.cvs.read_exact(&mut expected)?;
-            group_cv(index, &self.pending) == expected
+            group_cv(index, group) == expected
         };
         if !ok {
             return Err(VerifyError::Group { index, offset, end });
         }
         self.verified += 1;
-        self.pending.clear();
         Ok(())
+    }
+
+    /// Checks the group collected in `pending`.
+    fn check_pending(&mut self) -> Result<(), VerifyError> {
+        let group = std::mem::take(&mut self.pending);
+        let checked = self.check_group(&group);
+        self.pending = group;
+        self.pending.clear();
+        checked
     }
 
     /// Takes the next bytes of the data, verifying every group they complete.
@@ -287,11 +296,18 @@ impl<R: std::io::Read + std::io::Seek> GroupVerifier<R> {
         }
         self.received += bytes.len() as u64;
         while !bytes.is_empty() {
+            if self.pending.is_empty() && bytes.len() >= GROUP_LEN {
+                // A whole group in the input: checked where it lies.
+                let (group, rest) = bytes.split_at(GROUP_LEN);
+                self.check_group(group)?;
+                bytes = rest;
+                continue;
+            }
             let take = bytes.len().min(GROUP_LEN - self.pending.len());
             self.pending.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
             if self.pending.len() == GROUP_LEN || self.received == self.size {
-                self.check_group()?;
+                self.check_pending()?;
             }
         }
         Ok(())
@@ -307,7 +323,7 @@ impl<R: std::io::Read + std::io::Seek> GroupVerifier<R> {
         }
         if self.size == 0 {
             // Nothing arrived; the claim must be the hash of nothing.
-            self.check_group()?;
+            self.check_group(&[])?;
         }
         Ok(())
     }
