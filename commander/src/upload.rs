@@ -631,6 +631,27 @@ mod tests {
         cvs
     }
 
+    /// The upload of `data` for `run` of a `file` target at `url`.
+    fn pending(run: i64, target: &str, url: &str, data: &[u8]) -> Pending {
+        Pending {
+            generation: 1,
+            version: NewVersion {
+                target: target.into(),
+                kind: "file".into(),
+                run_id: run,
+                agent: "pi".into(),
+                cert_sha256: "fp".into(),
+                manifest: b"{}".to_vec(),
+                signature: vec![1, 2, 3],
+                url: url.into(),
+                etag: String::new(),
+                last_modified: String::new(),
+                size: data.len() as u64,
+                blake3: blake3::hash(data).to_hex().to_string(),
+            },
+        }
+    }
+
     /// Queues the pieces of one upload attempt; `end` says whether the
     /// stream ends cleanly or breaks.
     fn attempt(outboard: &[u8], data: &[u8], end: bool) -> mpsc::Receiver<Piece> {
@@ -667,23 +688,7 @@ mod tests {
         let run = scheduler.run_now("disk", 1).expect("run").id;
         let data = bytes(200_000);
         let cvs = outboard(&data);
-        let pending = Pending {
-            generation: 1,
-            version: NewVersion {
-                target: "disk".into(),
-                kind: "file".into(),
-                run_id: run,
-                agent: "pi".into(),
-                cert_sha256: "fp".into(),
-                manifest: b"{}".to_vec(),
-                signature: vec![1, 2, 3],
-                url: "http://origin/disk.img".into(),
-                etag: String::new(),
-                last_modified: String::new(),
-                size: data.len() as u64,
-                blake3: blake3::hash(&data).to_hex().to_string(),
-            },
-        };
+        let pending = pending(run, "disk", "http://origin/disk.img", &data);
         // The link breaks 70,000 bytes in.
         let err = receive(
             &scheduler,
@@ -732,23 +737,7 @@ mod tests {
         let data = bytes(100_000);
         let mut cvs = outboard(&data);
         cvs[40] ^= 1;
-        let pending = Pending {
-            generation: 1,
-            version: NewVersion {
-                target: "t".into(),
-                kind: "file".into(),
-                run_id: 9,
-                agent: "pi".into(),
-                cert_sha256: "fp".into(),
-                manifest: Vec::new(),
-                signature: Vec::new(),
-                url: "http://o/x".into(),
-                etag: String::new(),
-                last_modified: String::new(),
-                size: data.len() as u64,
-                blake3: blake3::hash(&data).to_hex().to_string(),
-            },
-        };
+        let pending = pending(9, "t", "http://o/x", &data);
         let err = receive(
             &scheduler,
             &archive,

@@ -51,19 +51,31 @@ impl Fixture {
         conditional: &Validators,
         limits: &Limits,
     ) -> Result<Fetched, FetchError> {
+        self.get_checked(name, conditional, limits, None).await
+    }
+
+    /// [`get`](Self::get) with a format check riding along.
+    async fn get_checked(
+        &self,
+        name: &str,
+        conditional: &Validators,
+        limits: &Limits,
+        check: Option<&mut dyn ark_agent::fetch::BodyCheck>,
+    ) -> Result<Fetched, FetchError> {
         let sinks = Sinks {
             throttle: &self.throttle,
             run_throttle: None,
             progress: &self.progress,
             counter: &self.counter,
         };
-        fetch(
+        ark_agent::fetch::fetch_checked(
             &self.http,
             &self.origin.url(name),
             &self.dest(name),
             conditional,
             limits,
             sinks,
+            check,
         )
         .await
     }
@@ -680,22 +692,14 @@ async fn a_zim_cut_three_times_passes_its_streaming_check_and_a_damaged_one_does
         f.origin.put(name, bytes.clone());
         f.origin.cut_after(50_000, 3);
         let mut check = ark_agent::zim::StreamCheck::new();
-        let sinks = Sinks {
-            throttle: &f.throttle,
-            run_throttle: None,
-            progress: &f.progress,
-            counter: &f.counter,
-        };
-        let fetched = ark_agent::fetch::fetch_checked(
-            &f.http,
-            &f.origin.url(name),
-            &f.dest(name),
-            &Validators::default(),
-            &Limits::default(),
-            sinks,
-            Some(&mut check),
-        )
-        .await?;
+        let fetched = f
+            .get_checked(
+                name,
+                &Validators::default(),
+                &Limits::default(),
+                Some(&mut check),
+            )
+            .await?;
         let Fetched::Body { size, resumes, .. } = fetched else {
             anyhow::bail!("{name}: no body");
         };
@@ -718,22 +722,9 @@ async fn a_zim_resumed_from_disk_feeds_its_kept_bytes_to_the_check_first() -> Re
         let f = &f;
         async move {
             let mut check = ark_agent::zim::StreamCheck::new();
-            let sinks = Sinks {
-                throttle: &f.throttle,
-                run_throttle: None,
-                progress: &f.progress,
-                counter: &f.counter,
-            };
-            let fetched = ark_agent::fetch::fetch_checked(
-                &f.http,
-                &f.origin.url("w.zim"),
-                &f.dest("w.zim"),
-                &Validators::default(),
-                &limits,
-                sinks,
-                Some(&mut check),
-            )
-            .await;
+            let fetched = f
+                .get_checked("w.zim", &Validators::default(), &limits, Some(&mut check))
+                .await;
             (fetched, check)
         }
     };
