@@ -349,59 +349,12 @@ async fn drive(
     info!(run = lease.run_id, generation = lease.generation, url = %lease.url, "job started");
     let started = Instant::now();
     let started_ms = crate::unix_ms();
-    let fetch = {
-        let (http, url, dest) = (ctx.http.clone(), lease.url.clone(), staged.to_path_buf());
-        let (conditional, limits) = (lease.conditional.clone(), ctx.limits.clone());
-        let (throttle, progress, counter) =
-            (ctx.throttle.clone(), progress.clone(), ctx.bytes.clone());
-        let kind = lease.kind.clone();
-        let run_throttle = Throttle::new(lease.bandwidth_cap);
-        tokio::spawn(async move {
-            let sinks = Sinks {
-                throttle: &throttle,
-                run_throttle: Some(&run_throttle),
-                progress: &progress,
-                counter: &counter,
-            };
-            // The kind's own streaming check rides along with the hasher.
-            let mut zim = (kind == ark_proto::KIND_ZIM).then(crate::zim::StreamCheck::new);
-            let fetched = match zim.as_mut() {
-                // A split archive (…zimaa, …zimab, …) is one target.
-                Some(check) if url.ends_with(".zimaa") => {
-                    crate::zim::fetch_split(&http, &url, &dest, &conditional, &limits, sinks, check)
-                        .await
-                }
-                check => {
-                    let check = check.map(|c| c as &mut dyn fetch::BodyCheck);
-                    fetch::fetch_checked(&http, &url, &dest, &conditional, &limits, sinks, check)
-                        .await
-                }
-            }
-            .map_err(|e| Stop::Fail(failure(e.to_string(), e.retryable())))?;
-            if let (Some(zim), Fetched::Body { size, .. }) = (zim, &fetched) {
-                // Layout and MD5 need the whole file: a mismatch is damage
-                // (worth another fetch), caught before any upload.
-                zim.finish(*size)
-                    .map_err(|e| Stop::Fail(failure(format!("GET {url}: {e}"), true)))?;
-            }
-            let mut published = None;
-            let split = kind == ark_proto::KIND_ZIM && url.ends_with(".zimaa");
-            if let (Fetched::Body { size, .. }, false) = (&fetched, split) {
-                // A digest the origin publishes beside the file, if any (a
-                // split archive's sidecars describe single parts: skipped).
-                if let Some(p) = crate::digests::discover(&http, &url).await {
-                    let hex = crate::digests::check(&dest, *size, &p)
-                        .await
-                        .map_err(|e| Stop::Fail(failure(format!("GET {url}: {e}"), true)))?;
-                    info!(%url, source = %p.source, algorithm = p.algorithm, "matches the published digest");
-                    published = Some((p, hex));
-                } else {
-                    info!(%url, "the origin publishes no digest (.meta4, .sha256, .md5): BLAKE3 only");
-                }
-            }
-            Ok((fetched, published))
-        })
-    };
+    let fetch = tokio::spawn(harvest(
+        ctx.clone(),
+        lease.clone(),
+        staged.to_path_buf(),
+        progress.clone(),
+    ));
     let fetched = supervisor.watch(fetch).await;
     let (fetched, published) = match fetched {
         Ok((fetched, published)) => (Ok(fetched), published),
@@ -496,6 +449,64 @@ async fn drive(
             }
         }
     }
+}
+
+/// A harvested body and the digest its origin published, if any.
+type Harvested = (Fetched, Option<(crate::digests::Published, String)>);
+
+/// Fetches the lease's URL into `dest`: the kind's streaming check rides
+/// along with the hasher (a split ZIM is fetched part by part and joined),
+/// then a digest the origin publishes beside the file is compared.
+async fn harvest(
+    ctx: Arc<JobContext>,
+    lease: HeldLease,
+    dest: PathBuf,
+    progress: Arc<Progress>,
+) -> std::result::Result<Harvested, Stop> {
+    let (http, url) = (&ctx.http, &lease.url);
+    let run_throttle = Throttle::new(lease.bandwidth_cap);
+    let sinks = Sinks {
+        throttle: &ctx.throttle,
+        run_throttle: Some(&run_throttle),
+        progress: &progress,
+        counter: &ctx.bytes,
+    };
+    let (conditional, limits) = (&lease.conditional, &ctx.limits);
+    let mut zim = (lease.kind == ark_proto::KIND_ZIM).then(crate::zim::StreamCheck::new);
+    // A split archive (…zimaa, …zimab, …) is one target.
+    let split = zim.is_some() && url.ends_with(".zimaa");
+    let fetched = match zim.as_mut() {
+        Some(check) if split => {
+            crate::zim::fetch_split(http, url, &dest, conditional, limits, sinks, check).await
+        }
+        check => {
+            let check = check.map(|c| c as &mut dyn fetch::BodyCheck);
+            fetch::fetch_checked(http, url, &dest, conditional, limits, sinks, check).await
+        }
+    }
+    .map_err(|e| Stop::Fail(failure(e.to_string(), e.retryable())))?;
+    let Fetched::Body { size, .. } = &fetched else {
+        return Ok((fetched, None));
+    };
+    if let Some(zim) = zim {
+        // Layout and MD5 need the whole file: a mismatch is damage (worth
+        // another fetch), caught before any upload.
+        zim.finish(*size)
+            .map_err(|e| Stop::Fail(failure(format!("GET {url}: {e}"), true)))?;
+    }
+    if split {
+        // A split archive's sidecars describe single parts.
+        return Ok((fetched, None));
+    }
+    let Some(published) = crate::digests::discover(http, url).await else {
+        info!(%url, "the origin publishes no digest (.meta4, .sha256, .md5): BLAKE3 only");
+        return Ok((fetched, None));
+    };
+    let hex = crate::digests::check(&dest, *size, &published)
+        .await
+        .map_err(|e| Stop::Fail(failure(format!("GET {url}: {e}"), true)))?;
+    info!(%url, source = %published.source, algorithm = published.algorithm, "matches the published digest");
+    Ok((fetched, Some((published, hex))))
 }
 
 /// Uploads refused for a reason other than the lease (a cut, an error on
