@@ -53,7 +53,7 @@ impl Default for AgentConfig {
         Self {
             commander: String::new(),
             staging: PathBuf::new(),
-            kinds: ark_proto::KINDS.iter().map(|k| k.to_string()).collect(),
+            kinds: ark_proto::JOB_KINDS.iter().map(|k| k.to_string()).collect(),
             max_jobs: DEFAULT_MAX_JOBS,
             bandwidth_cap: 0,
             max_reconnect_backoff: DEFAULT_MAX_RECONNECT_BACKOFF,
@@ -135,7 +135,11 @@ mod tests {
         assert_eq!(config.max_jobs, 3);
         assert_eq!(config.bandwidth_cap, 1000);
         assert_eq!(config.max_reconnect_backoff, Duration::from_secs(5));
-        assert_eq!(config.kinds, vec!["file".to_string(), "zim".to_string()]);
+        assert_eq!(
+            config.kinds,
+            ark_proto::JOB_KINDS,
+            "every kind this agent harvests"
+        );
         let again: AgentConfig = toml::from_str(&config.to_toml()).expect("reparse");
         assert_eq!(again, config);
     }

@@ -83,6 +83,9 @@ pub struct HeldLease {
     /// This run's bandwidth cap (bytes/s, 0 = none).
     #[serde(default)]
     pub bandwidth_cap: u64,
+    /// This run's size limit (bytes, 0 = the agent's own).
+    #[serde(default)]
+    pub max_size: u64,
 }
 
 impl HeldLease {
@@ -100,6 +103,7 @@ impl HeldLease {
                 last_modified: Some(job.last_modified).filter(|v| !v.is_empty()),
             },
             bandwidth_cap: job.bandwidth_cap,
+            max_size: job.max_size,
         }
     }
 
@@ -471,16 +475,25 @@ async fn harvest(
         progress: &progress,
         counter: &ctx.bytes,
     };
-    let (conditional, limits) = (&lease.conditional, &ctx.limits);
-    let mut zim = (lease.kind == ark_proto::KIND_ZIM).then(crate::zim::StreamCheck::new);
+    let conditional = &lease.conditional;
+    let mut limits = ctx.limits.clone();
+    if lease.max_size > 0 {
+        limits.max_size = limits.max_size.min(lease.max_size);
+    }
+    let limits = &limits;
+    let kind = lease.kind.as_str();
+    let mut zim = (kind == ark_proto::KIND_ZIM).then(crate::zim::StreamCheck::new);
+    let mut feed = (kind == ark_proto::KIND_RSS).then(FeedSniff::default);
     // A split archive (…zimaa, …zimab, …) is one target.
     let split = zim.is_some() && url.ends_with(".zimaa");
-    let fetched = match zim.as_mut() {
-        Some(check) if split => {
+    let fetched = match (zim.as_mut(), feed.as_mut()) {
+        (Some(check), _) if split => {
             crate::zim::fetch_split(http, url, &dest, conditional, limits, sinks, check).await
         }
-        check => {
-            let check = check.map(|c| c as &mut dyn fetch::BodyCheck);
+        (zim, feed) => {
+            let check = zim
+                .map(|c| c as &mut dyn fetch::BodyCheck)
+                .or(feed.map(|c| c as &mut dyn fetch::BodyCheck));
             fetch::fetch_checked(http, url, &dest, conditional, limits, sinks, check).await
         }
     }
@@ -488,14 +501,22 @@ async fn harvest(
     let Fetched::Body { size, .. } = &fetched else {
         return Ok((fetched, None));
     };
+    if feed.is_some_and(|f| !f.decided) {
+        return Err(Stop::Fail(failure(
+            format!("GET {url}: an empty document, not a feed"),
+            true,
+        )));
+    }
     if let Some(zim) = zim {
         // Layout and MD5 need the whole file: a mismatch is damage (worth
         // another fetch), caught before any upload.
         zim.finish(*size)
             .map_err(|e| Stop::Fail(failure(format!("GET {url}: {e}"), true)))?;
     }
-    if split {
-        // A split archive's sidecars describe single parts.
+    if split || kind == ark_proto::KIND_RSS || kind == ark_proto::KIND_MEDIA {
+        // A split archive's sidecars describe single parts; feeds and their
+        // enclosures are not published with digests (and three extra
+        // requests per enclosure would be waste).
         return Ok((fetched, None));
     }
     let Some(published) = crate::digests::discover(http, url).await else {
@@ -507,6 +528,61 @@ async fn harvest(
         .map_err(|e| Stop::Fail(failure(format!("GET {url}: {e}"), true)))?;
     info!(%url, source = %published.source, algorithm = published.algorithm, "matches the published digest");
     Ok((fetched, Some((published, hex))))
+}
+
+/// The agent's streaming check of a feed: the document must start like one
+/// (`<` for RSS/Atom, `{` for JSON Feed, after a BOM and whitespace), so an
+/// HTML error page or a binary is refused as it arrives. The full parse is
+/// the commander's: it reads every snapshot itself before landing it, and
+/// the agent stays small.
+#[derive(Debug, Default)]
+pub struct FeedSniff {
+    seen: u64,
+    decided: bool,
+}
+
+/// Bytes of leading whitespace (and BOM) a feed may have.
+const FEED_SNIFF_WINDOW: u64 = 4096;
+
+impl fetch::BodyCheck for FeedSniff {
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    fn update(&mut self, bytes: &[u8]) -> std::result::Result<(), String> {
+        if self.decided {
+            return Ok(());
+        }
+        let mut rest = bytes;
+        if self.seen == 0 {
+            rest = rest.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(rest);
+        }
+        match rest.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'<') => {
+                let start = rest.iter().position(|&b| b == b'<').unwrap_or(0);
+                let head = String::from_utf8_lossy(&rest[start..rest.len().min(start + 512)])
+                    .to_ascii_lowercase();
+                if head.starts_with("<!doctype html") || head.starts_with("<html") {
+                    return Err("the origin served an HTML page, not a feed".into());
+                }
+                self.decided = true;
+            }
+            Some(b'{') => self.decided = true,
+            Some(&b) => {
+                return Err(format!(
+                    "the document starts with byte 0x{b:02x}: not a feed (RSS and Atom start with '<', JSON Feed with '{{')"
+                ))
+            }
+            None => {}
+        }
+        self.seen += bytes.len() as u64;
+        if !self.decided && self.seen > FEED_SNIFF_WINDOW {
+            return Err(format!(
+                "{FEED_SNIFF_WINDOW} bytes of whitespace: not a feed"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Uploads refused for a reason other than the lease (a cut, an error on

@@ -81,6 +81,14 @@ pub struct NewVersion {
     pub blake3: String,
 }
 
+impl NewVersion {
+    /// What the origin said about these bytes, for the target's next
+    /// conditional request: an enclosure's validators are not its feed's.
+    pub fn validators(&self) -> Option<(&str, &str)> {
+        (self.kind != ark_proto::KIND_MEDIA).then_some((&self.etag, &self.last_modified))
+    }
+}
+
 /// A version in the ledger.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Version {
@@ -171,6 +179,11 @@ pub fn safe_segment(raw: &str, fallback: &str) -> String {
             }
         })
         .collect();
+    // No "..", even inside a name: nothing that reads like a way up.
+    let mut cleaned = cleaned;
+    while cleaned.contains("..") {
+        cleaned = cleaned.replace("..", ".");
+    }
     let trimmed: String = cleaned
         .trim_start_matches(['.', '-'])
         .chars()
@@ -309,6 +322,22 @@ impl Archive {
     /// Picks the relative path of a new version: a fresh directory per
     /// version, named by time, so no landing ever overwrites anything.
     fn new_version_path(&self, conn: &Connection, v: &NewVersion, now: i64) -> Result<String> {
+        if v.kind == ark_proto::KIND_MEDIA {
+            // An enclosure lands once, beside its feed's other media, under
+            // the name its entry already refers to.
+            let relative = crate::feed::media_path(conn, &v.target, &v.url)?;
+            let taken: bool = conn.query_row(
+                "SELECT COUNT(*) > 0 FROM versions WHERE path = ?1",
+                [&relative],
+                |r| r.get(0),
+            )?;
+            if taken || self.root.join(&relative).exists() {
+                return Err(CommanderError::AlreadyExists(format!(
+                    "{relative} is already in the archive"
+                )));
+            }
+            return Ok(relative);
+        }
         let kind = safe_segment(&v.kind, "file");
         let target = safe_segment(&v.target, "target");
         let mut file = file_name_from_url(&v.url);
@@ -377,7 +406,11 @@ impl Archive {
         let io = |what| CommanderError::io(what, &file);
         std::fs::create_dir_all(dir.parent().unwrap_or(&self.root))
             .map_err(io("creating target dir for"))?;
-        std::fs::create_dir(&dir).map_err(io("creating version dir for"))?;
+        if v.kind == ark_proto::KIND_MEDIA {
+            std::fs::create_dir_all(&dir).map_err(io("creating media dir for"))?;
+        } else {
+            std::fs::create_dir(&dir).map_err(io("creating version dir for"))?;
+        }
         sync_dir(dir.parent().unwrap_or(&self.root)).map_err(io("syncing target dir of"))?;
         let manifest = self.manifest_json(v, id, source)?;
         ark_agent::write_atomic(&Self::manifest_path(&file), &manifest, 0o644)
@@ -465,8 +498,11 @@ impl Archive {
                 0 => self.keep,
                 n => n,
             };
-            let versions = landed(tx, Some(target))?;
-            let doomed: Vec<Version> = versions.into_iter().skip(keep as usize).collect();
+            // Snapshots are versions; a feed's media are its history, kept.
+            let versions = landed(tx, Some(target))?
+                .into_iter()
+                .filter(|v| v.kind != ark_proto::KIND_MEDIA);
+            let doomed: Vec<Version> = versions.skip(keep as usize).collect();
             for v in &doomed {
                 tx.execute(
                     "UPDATE versions SET state = 'pruned', pruned_at = ?2 WHERE id = ?1",
@@ -487,14 +523,23 @@ impl Archive {
             Ok(doomed)
         })?;
         for v in &doomed {
-            self.remove_version_dir(&v.path);
+            self.remove_version(&v.kind, &v.path);
         }
         Ok(doomed.len())
     }
 
-    /// Removes a version's directory (its file and manifest).
-    fn remove_version_dir(&self, relative: &str) {
+    /// Removes a version: its directory (file and manifest), or for media,
+    /// which share their feed's media directory, the file and manifest.
+    fn remove_version(&self, kind: &str, relative: &str) {
         let file = self.root.join(relative);
+        if kind == ark_proto::KIND_MEDIA {
+            let _ = std::fs::remove_file(Self::manifest_path(&file));
+            let _ = std::fs::remove_file(&file);
+            if let Some(dir) = file.parent() {
+                let _ = sync_dir(dir);
+            }
+            return;
+        }
         if let Some(dir) = file.parent() {
             if dir.starts_with(&self.root) && dir != self.root {
                 let _ = std::fs::remove_dir_all(dir);
@@ -553,7 +598,7 @@ impl Archive {
                 tracing::info!(path = %v.path, "finished a half-landed version");
                 finished += 1;
             } else {
-                self.remove_version_dir(&v.path);
+                self.remove_version(&v.kind, &v.path);
                 store.tx(|tx| {
                     tx.execute("DELETE FROM versions WHERE id = ?1", [v.id])?;
                     event(
@@ -592,17 +637,19 @@ impl Archive {
             }
         }
         // Prunes committed but not carried out.
-        let pruned: Vec<String> = store.read(|c| {
-            let mut stmt = c.prepare("SELECT path FROM versions WHERE state = 'pruned'")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
+        let pruned: Vec<(String, String)> = store.read(|c| {
+            let mut stmt = c.prepare("SELECT kind, path FROM versions WHERE state = 'pruned'")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })?;
-        for path in pruned {
+        for (kind, path) in pruned {
             if self.root.join(&path).exists() {
-                self.remove_version_dir(&path);
+                self.remove_version(&kind, &path);
             }
         }
         self.write_zim_library(store)?;
+        // Entries of a snapshot that landed just before a crash.
+        crate::feed::resync_all(self, store, now)?;
         Ok((finished, rolled_back))
     }
 
@@ -667,6 +714,14 @@ impl Archive {
         let mut known: HashSet<PathBuf> = HashSet::new();
         // Written by the commander from the ledger, not a landed file.
         known.insert(self.root.join("zim").join("library.xml"));
+        // Derived by the commander from verified snapshots.
+        for entry in crate::feed::entry_files(store)? {
+            let file = self.root.join(&entry);
+            if !file.exists() {
+                report.missing.push(entry);
+            }
+            known.insert(file);
+        }
         for v in versions {
             let file = self.root.join(&v.path);
             known.insert(file.clone());
@@ -779,11 +834,13 @@ pub struct VerifyReport {
     pub bad: Vec<Checked>,
     /// Files under the archive that no landed version accounts for.
     pub stray: Vec<String>,
+    /// Feed entries the ledger knows whose file is gone.
+    pub missing: Vec<String>,
 }
 
 impl VerifyReport {
     pub fn clean(&self) -> bool {
-        self.bad.is_empty() && self.stray.is_empty()
+        self.bad.is_empty() && self.stray.is_empty() && self.missing.is_empty()
     }
 }
 
@@ -798,7 +855,7 @@ mod tests {
             ("http://h/a/b/wiki.zim?x=1#f", "wiki.zim"),
             ("http://h/", "download"),
             ("http://h", "download"),
-            ("http://h/%2e%2e%2f%2e%2e%2fetc%2fpasswd", "_.._etc_passwd"),
+            ("http://h/%2e%2e%2f%2e%2e%2fetc%2fpasswd", "_._etc_passwd"),
             ("http://h/..", "download"),
             ("http://h/.hidden", "hidden"),
             ("http://h/a%00b", "a_b"),
@@ -808,7 +865,10 @@ mod tests {
             let got = file_name_from_url(url);
             assert_eq!(got, want, "{url}");
             assert!(
-                !got.contains('/') && !got.contains('\0') && got != ".." && !got.starts_with('.')
+                !got.contains('/')
+                    && !got.contains('\0')
+                    && !got.contains("..")
+                    && !got.starts_with('.')
             );
         }
     }

@@ -13,6 +13,7 @@
 //!   retention, verification.
 //! - [`upload`]: receiving a verified upload (`Have`, `Upload`).
 //! - [`zim_check`]: the deep structural check of a ZIM file.
+//! - [`feed`]: the feed check, entries derived from landed snapshots, enclosures queued as media runs.
 //! - [`admin`]: the CLI's client for the admin service.
 //! - [`demo`]: a whole swarm in one process, with a local origin.
 //! - [`cli`]: the `ark-commander` command line, one file per subcommand.
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod feed;
 pub mod pki;
 pub mod scheduler;
 pub mod server;

@@ -283,7 +283,19 @@ impl Scheduler {
                 "leased",
                 &format!("lease {generation} granted (attempt {})", attempts + 1),
             )?;
-            let (etag, last_modified, bandwidth_cap) = state::target_job_settings(tx, &target)?;
+            let settings = state::target_job_settings(tx, &target)?;
+            let media = kind == ark_proto::KIND_MEDIA;
+            // A feed is capped by what a feed can reasonably be; an
+            // enclosure by the operator's limit for the target. Validators
+            // belong to the target's own URL, never to an enclosure.
+            let max_size = match kind.as_str() {
+                ark_proto::KIND_RSS => crate::feed::MAX_FEED_BYTES,
+                _ => settings.max_size,
+            };
+            let (etag, last_modified) = match media {
+                true => Default::default(),
+                false => (settings.etag, settings.last_modified),
+            };
             leases.push(Lease {
                 run_id: run,
                 generation: generation as u64,
@@ -295,7 +307,8 @@ impl Scheduler {
                     url,
                     etag,
                     last_modified,
-                    bandwidth_cap,
+                    bandwidth_cap: settings.bandwidth_cap,
+                    max_size,
                 }),
             });
         }
@@ -553,7 +566,8 @@ fn end_current_lease(tx: &Connection, run: i64, outcome: &str, now: i64) -> Resu
 fn queue_run(tx: &Connection, target: &str, now: i64) -> Result<i64> {
     let active: Option<i64> = tx
         .query_row(
-            "SELECT id FROM runs WHERE target = ?1 AND state IN ('queued', 'leased') ORDER BY id LIMIT 1",
+            "SELECT id FROM runs WHERE target = ?1 AND kind != 'media' AND state IN ('queued', 'leased')
+             ORDER BY id LIMIT 1",
             [target],
             |r| r.get(0),
         )
@@ -563,19 +577,37 @@ fn queue_run(tx: &Connection, target: &str, now: i64) -> Result<i64> {
     }
     let (kind, url) = state::target(tx, target)?
         .ok_or_else(|| CommanderError::NotFound(format!("no target named {target:?}")))?;
+    insert_run(
+        tx,
+        target,
+        &kind,
+        &url,
+        &format!("run of {target} queued"),
+        now,
+    )
+}
+
+/// Queues a media run: one enclosure of feed `target`, fetched like a file
+/// and landed under the feed. Returns its id.
+pub fn queue_media_run(tx: &Connection, target: &str, url: &str, now: i64) -> Result<i64> {
+    let message = format!("enclosure of {target} queued: {url}");
+    insert_run(tx, target, ark_proto::KIND_MEDIA, url, &message, now)
+}
+
+fn insert_run(
+    tx: &Connection,
+    target: &str,
+    kind: &str,
+    url: &str,
+    message: &str,
+    now: i64,
+) -> Result<i64> {
     tx.execute(
         "INSERT INTO runs (target, kind, url, state, not_before, created_at) VALUES (?1, ?2, ?3, 'queued', ?4, ?4)",
         params![target, kind, url, now],
     )?;
     let id = tx.last_insert_rowid();
-    event(
-        tx,
-        now,
-        Some(id),
-        None,
-        "queued",
-        &format!("run of {target} queued"),
-    )?;
+    event(tx, now, Some(id), None, "queued", message)?;
     Ok(id)
 }
 
@@ -606,9 +638,7 @@ mod tests {
                     kind: "file".into(),
                     url: "http://origin/x".into(),
                     name: "x".into(),
-                    every_ms: 0,
-                    keep: 0,
-                    bandwidth_cap: 0,
+                    ..Default::default()
                 };
                 state::add_target(tx, &target, T0).map(|_| ())
             })

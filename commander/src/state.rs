@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS targets (
     etag          TEXT NOT NULL DEFAULT '',
     last_modified TEXT NOT NULL DEFAULT '',
     keep       INTEGER NOT NULL DEFAULT 0,
-    bandwidth_cap INTEGER NOT NULL DEFAULT 0
+    bandwidth_cap INTEGER NOT NULL DEFAULT 0,
+    max_size   INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS runs (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -118,6 +119,31 @@ CREATE TABLE IF NOT EXISTS versions (
 );
 CREATE INDEX IF NOT EXISTS versions_by_root ON versions(blake3, state);
 CREATE INDEX IF NOT EXISTS versions_by_target ON versions(target, state);
+-- The entries of every feed the archive holds, as the commander derived
+-- them from landed snapshots: an entry is new when neither its id nor its
+-- content hash was seen before for that feed (a republished entry is not).
+CREATE TABLE IF NOT EXISTS feed_entries (
+    target     TEXT NOT NULL,
+    entry_id   TEXT NOT NULL,
+    content_blake3 TEXT NOT NULL,
+    file       TEXT NOT NULL,
+    first_seen INTEGER NOT NULL,
+    version_id INTEGER NOT NULL,
+    PRIMARY KEY (target, entry_id)
+);
+CREATE INDEX IF NOT EXISTS feed_entries_by_content ON feed_entries(target, content_blake3);
+-- Every enclosure of a feed, once: queued as a media run, landed, or
+-- skipped with its reason.
+CREATE TABLE IF NOT EXISTS feed_media (
+    target     TEXT NOT NULL,
+    url        TEXT NOT NULL,
+    file       TEXT NOT NULL,
+    declared_length INTEGER,
+    run_id     INTEGER,
+    state      TEXT NOT NULL,
+    reason     TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (target, url)
+);
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -209,6 +235,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("runs", "bytes_per_second", "INTEGER NOT NULL DEFAULT 0"),
     ("targets", "keep", "INTEGER NOT NULL DEFAULT 0"),
     ("targets", "bandwidth_cap", "INTEGER NOT NULL DEFAULT 0"),
+    ("targets", "max_size", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -443,9 +470,9 @@ pub fn add_target(
     now: i64,
 ) -> Result<ark_proto::TargetInfo> {
     let inserted = conn.execute(
-        "INSERT OR IGNORE INTO targets (name, kind, url, every_ms, created_at, next_due, keep, bandwidth_cap)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
-        params![t.name, t.kind, t.url, t.every_ms as i64, now, t.keep, t.bandwidth_cap as i64],
+        "INSERT OR IGNORE INTO targets (name, kind, url, every_ms, created_at, next_due, keep, bandwidth_cap, max_size)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
+        params![t.name, t.kind, t.url, t.every_ms as i64, now, t.keep, t.bandwidth_cap as i64, t.max_size as i64],
     )?;
     if inserted == 0 {
         return Err(CommanderError::AlreadyExists(format!(
@@ -463,13 +490,15 @@ pub fn add_target(
         last_state: String::new(),
         keep: t.keep,
         bandwidth_cap: t.bandwidth_cap,
+        max_size: t.max_size,
     })
 }
 
 pub fn list_targets(conn: &Connection) -> Result<Vec<ark_proto::TargetInfo>> {
     let mut stmt = conn.prepare(
         "SELECT t.name, t.kind, t.url, t.every_ms, t.created_at, t.next_due,
-                (SELECT state FROM runs r WHERE r.target = t.name ORDER BY r.id DESC LIMIT 1), t.keep, t.bandwidth_cap
+                (SELECT state FROM runs r WHERE r.target = t.name AND r.kind = t.kind ORDER BY r.id DESC LIMIT 1),
+                t.keep, t.bandwidth_cap, t.max_size
          FROM targets t ORDER BY t.name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -483,19 +512,37 @@ pub fn list_targets(conn: &Connection) -> Result<Vec<ark_proto::TargetInfo>> {
             last_state: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
             keep: r.get(7)?,
             bandwidth_cap: r.get::<_, i64>(8)? as u64,
+            max_size: r.get::<_, i64>(9)? as u64,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// What a job of target `name` carries besides its URL: the validators of
-/// the last harvest (etag, last-modified) and the run's bandwidth cap.
-pub fn target_job_settings(conn: &Connection, name: &str) -> Result<(String, String, u64)> {
+/// What a job of a target carries besides its URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobSettings {
+    /// Validators of the last harvest, for a conditional GET.
+    pub etag: String,
+    pub last_modified: String,
+    /// The run's bandwidth cap (bytes/s, 0 = none).
+    pub bandwidth_cap: u64,
+    /// The operator's size limit (0 = the default).
+    pub max_size: u64,
+}
+
+pub fn target_job_settings(conn: &Connection, name: &str) -> Result<JobSettings> {
     Ok(conn
         .query_row(
-            "SELECT etag, last_modified, bandwidth_cap FROM targets WHERE name = ?1",
+            "SELECT etag, last_modified, bandwidth_cap, max_size FROM targets WHERE name = ?1",
             [name],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)),
+            |r| {
+                Ok(JobSettings {
+                    etag: r.get(0)?,
+                    last_modified: r.get(1)?,
+                    bandwidth_cap: r.get::<_, i64>(2)? as u64,
+                    max_size: r.get::<_, i64>(3)? as u64,
+                })
+            },
         )
         .optional()?
         .unwrap_or_default())

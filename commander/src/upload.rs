@@ -110,7 +110,10 @@ pub fn have(
         scheduler.check_lease(tx, &caller.agent, &lease, now)?;
         let pending = pending_from(tx, caller, &lease, &manifest, req)?;
         let v = &pending.version;
-        if let Some(latest) = archive::landed(tx, Some(&v.target))?.into_iter().next() {
+        let latest = archive::landed(tx, Some(&v.target))?
+            .into_iter()
+            .find(|l| l.kind == v.kind && v.kind != ark_proto::KIND_MEDIA);
+        if let Some(latest) = latest {
             if latest.blake3 == v.blake3 && latest.size == v.size {
                 scheduler.finish_run(
                     tx,
@@ -119,7 +122,7 @@ pub fn have(
                     run_state::UNCHANGED,
                     v.size,
                     &v.blake3,
-                    Some((&v.etag, &v.last_modified)),
+                    v.validators(),
                     &format!("same bytes as the latest version {}: nothing new landed", latest.path),
                     now,
                 )?;
@@ -277,12 +280,15 @@ fn land(
     now: i64,
 ) -> Result<Version> {
     let linked = matches!(source, Source::Link { .. });
-    archive.land(&scheduler.store, v, &source, now, |tx, version| {
+    let version = archive.land(&scheduler.store, v, &source, now, |tx, version| {
         let how = if linked {
             "bytes already in the archive: hard-linked"
         } else {
             "verified upload"
         };
+        if v.kind == ark_proto::KIND_MEDIA {
+            crate::feed::media_landed(tx, version, now)?;
+        }
         scheduler.finish_run(
             tx,
             v.run_id,
@@ -290,11 +296,21 @@ fn land(
             run_state::SUCCEEDED,
             v.size,
             &v.blake3,
-            Some((&v.etag, &v.last_modified)),
+            v.validators(),
             &format!("landed {} ({} bytes, {how})", version.path, v.size),
             now,
         )
-    })
+    })?;
+    if v.kind == ark_proto::KIND_RSS {
+        // The snapshot is landed whatever happens here; a failure to derive
+        // its entries is logged and repaired at the next start or `ingest`.
+        match crate::feed::sync(archive, &scheduler.store, &version, now) {
+            Ok(r) => tracing::info!(target = %v.target, new = r.new, republished = r.republished,
+                media = r.media_queued, "feed entries derived"),
+            Err(e) => tracing::warn!(target = %v.target, "deriving the feed's entries: {e}"),
+        }
+    }
+    Ok(version)
 }
 
 /// One message of an upload as the receiving thread sees it.
@@ -537,6 +553,14 @@ fn content_problem(v: &NewVersion, data: &std::path::Path) -> Result<Option<Stri
                 "{} of the upload is {ours}, the agent reported {hex} from {}",
                 algorithm.to_uppercase(),
                 claimed.digest_source
+            )));
+        }
+    }
+    if v.kind == ark_proto::KIND_RSS {
+        if let Some(why) = crate::feed::check_file(data, &v.url)? {
+            return Ok(Some(format!(
+                "the commander's feed check refused {}: {why}",
+                v.url
             )));
         }
     }

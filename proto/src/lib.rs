@@ -20,8 +20,16 @@ pub use v1::*;
 pub const KIND_FILE: &str = "file";
 /// A Kiwix ZIM archive: the file kind plus the ZIM checks.
 pub const KIND_ZIM: &str = "zim";
-/// Every kind this version harvests.
-pub const KINDS: &[&str] = &[KIND_FILE, KIND_ZIM];
+/// An RSS, Atom or JSON Feed: the feed itself is the run's body; the
+/// commander derives the entries and queues the enclosures as media jobs.
+pub const KIND_RSS: &str = "rss";
+/// One enclosure of a feed: a file job the commander queues, not a target
+/// kind an operator adds.
+pub const KIND_MEDIA: &str = "media";
+/// The kinds a target can have (`ark-commander target add KIND URL`).
+pub const KINDS: &[&str] = &[KIND_FILE, KIND_ZIM, KIND_RSS];
+/// The kinds of job this version of the agent harvests.
+pub const JOB_KINDS: &[&str] = &[KIND_FILE, KIND_ZIM, KIND_RSS, KIND_MEDIA];
 
 impl LeaseRef {
     /// The reference a report on `lease` must carry.

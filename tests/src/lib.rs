@@ -263,27 +263,57 @@ pub async fn add_file_target_keeping(
     url: &str,
     keep: u32,
 ) -> Result<()> {
-    admin(commander_data)?
-        .add_target(ark_proto::AddTargetRequest {
+    add_target_with(
+        commander_data,
+        ark_proto::AddTargetRequest {
             kind: "file".into(),
             url: url.into(),
             name: name.into(),
-            every_ms: 0,
             keep,
-            bandwidth_cap: 0,
-        })
-        .await?;
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Adds a target of any kind (`max_size` 0 = the default).
+pub async fn add_target(
+    commander_data: &Path,
+    kind: &str,
+    name: &str,
+    url: &str,
+    max_size: u64,
+) -> Result<()> {
+    add_target_with(
+        commander_data,
+        ark_proto::AddTargetRequest {
+            kind: kind.into(),
+            url: url.into(),
+            name: name.into(),
+            max_size,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+pub async fn add_target_with(
+    commander_data: &Path,
+    target: ark_proto::AddTargetRequest,
+) -> Result<()> {
+    admin(commander_data)?.add_target(target).await?;
     Ok(())
 }
 
-/// Every `*.part` file staged under an agent's data dir, with its bytes.
-pub fn staged_files(agent_data: &Path) -> Vec<(String, Vec<u8>)> {
-    let Ok(entries) = std::fs::read_dir(agent_data.join("staging")) else {
+/// The files directly in `dir` whose name passes `keep`, sorted by name,
+/// with their bytes.
+pub fn files_in(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<(String, Vec<u8>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut files: Vec<_> = entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
+        .filter(|e| keep(&e.file_name().to_string_lossy()))
         .map(|e| {
             (
                 e.file_name().to_string_lossy().into_owned(),
@@ -293,6 +323,11 @@ pub fn staged_files(agent_data: &Path) -> Vec<(String, Vec<u8>)> {
         .collect();
     files.sort();
     files
+}
+
+/// Every `*.part` file staged under an agent's data dir, with its bytes.
+pub fn staged_files(agent_data: &Path) -> Vec<(String, Vec<u8>)> {
+    files_in(&agent_data.join("staging"), |name| name.ends_with(".part"))
 }
 
 /// The id of `target`'s newest run, waiting for the scheduler to queue it.

@@ -1,7 +1,8 @@
-//! `ark-commander check zim FILE…`: the commander's deep check, offline.
-//! Prints `ok FILE` or `FAIL FILE: reason` per file; exits 1 if any fails.
+//! `ark-commander check zim|feed FILE…`: the commander's deep checks,
+//! offline. Prints `ok FILE` or `FAIL FILE: reason` per file; exits 1 if any
+//! fails.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
@@ -11,41 +12,86 @@ use super::output::print_json;
 pub enum CheckCmd {
     /// Verify ZIM archives: header, MD5 checksum, dirent pointers and
     /// order, title index, cluster pointers and offsets, mimetypes.
-    Zim {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// Print JSON instead of lines.
-        #[arg(long)]
-        json: bool,
-    },
+    Zim(Files),
+    /// Verify feed documents (RSS, Atom, JSON Feed): size, no entity
+    /// declarations, parses, entry count.
+    Feed(Files),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Files {
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Print JSON instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One file's verdict: Ok(what was found) or Err(why it fails).
+type Verdict = Result<String, String>;
+
+fn zim(file: &Path) -> Verdict {
+    match crate::zim_check::check(file) {
+        Ok(report) if report.ok() => Ok(format!("{} entries", report.entries)),
+        Ok(report) => Err(report.reason()),
+        Err(e) => Err(format!("cannot read it: {e}")),
+    }
+}
+
+fn feed(file: &Path) -> Verdict {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read it: {e}"))?;
+    let base = format!("file://{}", file.display());
+    let parsed = crate::feed::parse(&bytes, &base)?;
+    let enclosures: usize = parsed.entries.iter().map(|e| e.enclosures.len()).sum();
+    Ok(format!(
+        "{} feed {:?}, {} entries, {enclosures} enclosures",
+        parsed.format,
+        parsed.title,
+        parsed.entries.len()
+    ))
 }
 
 impl CheckCmd {
     pub fn run(self) -> anyhow::Result<()> {
-        let CheckCmd::Zim { files, json } = self;
+        let (kind, check, args, fix): (&str, fn(&Path) -> Verdict, Files, &str) = match self {
+            CheckCmd::Zim(args) => (
+                "ZIM",
+                zim,
+                args,
+                "fetch them again or report the archive to its publisher",
+            ),
+            CheckCmd::Feed(args) => (
+                "feed",
+                feed,
+                args,
+                "the publisher's feed is broken; Ark keeps the last good snapshot",
+            ),
+        };
         let mut failed = 0;
         let mut results = Vec::new();
-        for file in &files {
-            let (ok, reason, entries) = match crate::zim_check::check(file) {
-                Ok(report) => (report.ok(), report.reason(), report.entries),
-                Err(e) => (false, format!("cannot read it: {e}"), 0),
-            };
-            failed += usize::from(!ok);
-            if json {
-                results.push(json!({"file": file, "ok": ok, "reason": reason, "entries": entries}));
-            } else if ok {
-                println!("ok   {} ({entries} entries)", file.display());
-            } else {
-                println!("FAIL {}: {reason}", file.display());
+        for file in &args.files {
+            let verdict = check(file);
+            failed += usize::from(verdict.is_err());
+            if args.json {
+                let (ok, detail) = match &verdict {
+                    Ok(d) => (true, d.as_str()),
+                    Err(r) => (false, r.as_str()),
+                };
+                results.push(json!({"file": file, "ok": ok, "detail": detail}));
+                continue;
+            }
+            match verdict {
+                Ok(detail) => println!("ok   {} ({detail})", file.display()),
+                Err(reason) => println!("FAIL {}: {reason}", file.display()),
             }
         }
-        if json {
+        if args.json {
             print_json(&json!(results))?;
         }
         if failed > 0 {
             anyhow::bail!(
-                "{failed} of {} files failed the ZIM check (reasons above); fetch them again or report the archive to its publisher",
-                files.len()
+                "{failed} of {} files failed the {kind} check (reasons above); {fix}",
+                args.files.len()
             );
         }
         Ok(())

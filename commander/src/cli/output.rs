@@ -38,7 +38,7 @@ pub fn human_bytes(n: u64) -> String {
 pub fn target_json(t: &TargetInfo) -> Value {
     json!({"name": t.name, "kind": t.kind, "url": t.url, "every_ms": t.every_ms,
            "created_at_ms": t.created_at_ms, "next_due_ms": t.next_due_ms, "last_state": t.last_state,
-           "keep": t.keep, "bandwidth_cap": t.bandwidth_cap})
+           "keep": t.keep, "bandwidth_cap": t.bandwidth_cap, "max_size": t.max_size})
 }
 
 pub fn run_json(r: &RunInfo) -> Value {

@@ -9,7 +9,7 @@ use super::output::{ago, print_json, rpc, run_json, target_json, ListArgs};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TargetCmd {
-    /// Add a target: KIND (file) and URL.
+    /// Add a target: KIND (file, zim, rss) and URL.
     Add {
         kind: String,
         url: String,
@@ -27,6 +27,10 @@ pub enum TargetCmd {
         /// plain number of bytes/s (the agent's own cap applies as well).
         #[arg(long, value_parser = parse_rate)]
         bandwidth: Option<u64>,
+        /// Largest body a run may fetch, e.g. 500MB or 2GiB (for a feed:
+        /// each enclosure; larger ones are skipped with the reason).
+        #[arg(long, value_parser = parse_size)]
+        max_size: Option<u64>,
     },
     /// List targets.
     Ls(ListArgs),
@@ -45,6 +49,7 @@ impl TargetCmd {
                 every,
                 keep,
                 bandwidth,
+                max_size,
             } => {
                 let t = admin
                     .add_target(AddTargetRequest {
@@ -54,6 +59,7 @@ impl TargetCmd {
                         every_ms: every.map(|d| d.as_millis() as u64).unwrap_or(0),
                         keep: keep.unwrap_or(0),
                         bandwidth_cap: bandwidth.unwrap_or(0),
+                        max_size: max_size.unwrap_or(0),
                     })
                     .await
                     .map_err(rpc("adding the target"))?
@@ -131,14 +137,27 @@ impl RunNowCmd {
 /// `MiB`, `GB`, `GiB`), an optional `/s`.
 pub fn parse_rate(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let t = t.strip_suffix("/s").unwrap_or(t).trim();
+    parse_bytes(
+        t.strip_suffix("/s").unwrap_or(t),
+        text,
+        "a rate (try 500KB/s, 5MiB/s or 1000000)",
+    )
+}
+
+/// Parses a size: bytes as a number, or with a unit as in [`parse_rate`].
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    parse_bytes(text, text, "a size (try 500MB, 2GiB or 1000000)")
+}
+
+fn parse_bytes(t: &str, text: &str, what: &str) -> Result<u64, String> {
+    let t = t.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let number: f64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a rate (try 500KB/s, 5MiB/s or 1000000)"))?;
+        .map_err(|_| format!("{text:?} is not {what}"))?;
     let factor = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -158,7 +177,7 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_rate;
+    use super::{parse_rate, parse_size};
 
     #[test]
     fn rates_read_like_people_write_them() {
@@ -168,5 +187,7 @@ mod tests {
         assert_eq!(parse_rate("1.5 MB"), Ok(1_500_000));
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("5 parsecs").is_err());
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("big").is_err_and(|e| e.contains("not a size")));
     }
 }

@@ -133,7 +133,7 @@ pub async fn run(
                 name: name.replace('.', "-"),
                 every_ms: 0,
                 keep: 0,
-                bandwidth_cap: 0,
+                ..Default::default()
             })
             .await;
         if let Err(status) = added {
