@@ -37,6 +37,39 @@ pub fn outboard_path(data: &std::path::Path) -> std::path::PathBuf {
     name.into()
 }
 
+/// Hashes a file the agent produced itself (a git bundle) the way a fetch
+/// hashes what it downloads: returns (size, root) and writes the outboard
+/// beside it, both fsynced. Blocking; memory is one read buffer.
+pub fn hash_with_outboard(data: &std::path::Path) -> std::io::Result<(u64, blake3::Hash)> {
+    use std::io::{Read, Write};
+    let mut file = std::fs::File::open(data)?;
+    let out = std::fs::File::create(outboard_path(data))?;
+    let mut outboard = std::io::BufWriter::new(out);
+    let mut tree = TreeHasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut cvs = Vec::new();
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        tree.update(&buf[..n]);
+        tree.drain_cvs_into(&mut cvs);
+        outboard.write_all(&cvs)?;
+        cvs.clear();
+    }
+    let size = tree.len();
+    let (root, last) = tree.finalize();
+    if let Some(last) = last {
+        outboard.write_all(&last)?;
+    }
+    outboard
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    Ok((size, root))
+}
+
 /// The BLAKE3 chaining value of one whole or final group at `index`.
 pub fn group_cv(index: u64, bytes: &[u8]) -> ChainingValue {
     let mut hasher = blake3::Hasher::new();
@@ -331,6 +364,33 @@ impl<R: std::io::Read + std::io::Seek> GroupVerifier<R> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_local_file_gets_the_root_b3sum_gives_and_an_outboard_that_verifies() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for size in [
+            0usize,
+            1,
+            super::GROUP_LEN - 1,
+            super::GROUP_LEN,
+            3 * super::GROUP_LEN + 7,
+        ] {
+            let path = dir.path().join(format!("f{size}"));
+            let bytes: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+            std::fs::write(&path, &bytes).expect("write");
+            let (n, root) = super::hash_with_outboard(&path).expect("hash");
+            assert_eq!(
+                (n, root),
+                (size as u64, blake3::hash(&bytes)),
+                "size {size}"
+            );
+            let outboard = std::fs::read(super::outboard_path(&path)).expect("outboard");
+            let mut verifier =
+                super::GroupVerifier::new(root, n, std::io::Cursor::new(outboard)).expect("cvs");
+            verifier.update(&bytes).expect("groups");
+            verifier.finish().expect("whole");
+        }
+    }
+
     use super::*;
 
     /// 0, 1, chunk, group−1, group, group+1, several groups, several MiB,
