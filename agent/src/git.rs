@@ -125,7 +125,15 @@ pub fn mirror(url: &str, dir: &Path, interrupt: &AtomicBool) -> Result<Refs> {
                 source: e.into(),
             })?;
     let prepare = connection
-        .prepare_fetch(gix::progress::Discard, Default::default())
+        .prepare_fetch(
+            gix::progress::Discard,
+            gix::remote::ref_map::Options {
+                // A mirror wants every ref; and gix would turn `refs/*` into
+                // the literal ls-refs prefix "refs/*", which matches nothing.
+                prefix_from_spec_as_filter_on_remote: false,
+                ..Default::default()
+            },
+        )
         .map_err(|e| GitError::Connect {
             url: url.into(),
             source: e.into(),
@@ -147,6 +155,11 @@ pub fn mirror(url: &str, dir: &Path, interrupt: &AtomicBool) -> Result<Refs> {
 
     if interrupt.load(Ordering::Relaxed) {
         return Err(GitError::Interrupted { url: url.into() });
+    }
+    // An empty upstream advertises at most an unborn HEAD: nothing to fetch
+    // (and gix would call "no ref matched" an error).
+    if !upstream.iter().any(|name| name.starts_with(b"refs/")) {
+        return Ok(Refs::new());
     }
     prepare
         .receive(gix::progress::Discard, interrupt)
@@ -175,6 +188,10 @@ fn open(dir: &Path) -> Result<gix::Repository> {
 
 fn open_or_init(dir: &Path) -> Result<gix::Repository> {
     if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| GitError::Repo {
+            dir: dir.into(),
+            source: e.into(),
+        })?;
         gix::init_bare(dir).map_err(|e| GitError::Repo {
             dir: dir.into(),
             source: e.into(),
@@ -192,7 +209,7 @@ fn local_refs(repo: &gix::Repository, dir: &Path) -> Result<Refs> {
     let platform = repo.references().map_err(|e| refs_error(e.into()))?;
     let mut refs = Refs::new();
     for reference in platform.all().map_err(|e| refs_error(e.into()))? {
-        let mut reference = reference.map_err(refs_error)?;
+        let reference = reference.map_err(refs_error)?;
         let name = reference.name().as_bstr().to_string();
         if !name.starts_with("refs/") {
             continue;
@@ -207,7 +224,6 @@ fn local_refs(repo: &gix::Repository, dir: &Path) -> Result<Refs> {
                 _ => continue,
             },
         };
-        let _ = &mut reference;
         refs.insert(name, id.to_hex().to_string());
     }
     Ok(refs)
