@@ -22,6 +22,8 @@
 //! - [`manifest`]: the signed claim sent with each harvested body.
 //! - [`registry`]: the local dedupe registry (SQLite).
 //! - [`zim`]: the ZIM header and MD5 checks that run while bytes stream.
+//! - [`git`]: the Git mirror kind: a bare mirror of every ref, and the
+//!   bundle of what changed since the commander's landed state.
 //! - [`session`]: the long-lived loop: register, heartbeat, reconnect.
 //! - [`process`]: logging and the shutdown signal, shared by both binaries.
 //! - [`status`]: the agent's last known state, written for `ark-agent status`.
@@ -31,6 +33,7 @@ pub mod digests;
 pub mod enroll;
 pub mod error;
 pub mod fetch;
+pub mod git;
 pub mod identity;
 pub mod jobs;
 pub mod link;

@@ -14,6 +14,8 @@
 //! - [`upload`]: receiving a verified upload (`Have`, `Upload`).
 //! - [`zim_check`]: the deep structural check of a ZIM file.
 //! - [`feed`]: the feed check, entries derived from landed snapshots, enclosures queued as media runs.
+//! - [`git_check`]: the Git mirror kind: checking a bundle, landing it in
+//!   the bare mirror atomically, the offline check of a mirror.
 //! - [`admin`]: the CLI's client for the admin service.
 //! - [`demo`]: a whole swarm in one process, with a local origin.
 //! - [`cli`]: the `ark-commander` command line, one file per subcommand.
@@ -25,6 +27,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod feed;
+pub mod git_check;
 pub mod pki;
 pub mod scheduler;
 pub mod server;

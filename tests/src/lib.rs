@@ -19,6 +19,8 @@ use tonic::transport::Channel;
 
 pub use ark_commander::demo::origin::{Hostile, Origin};
 
+pub mod git_origin;
+
 /// Timings every swarm test uses: short enough for quick tests, with the
 /// same ratio as production (TTL = 6 heartbeats).
 pub const TEST_HEARTBEAT: Duration = Duration::from_millis(500);
