@@ -86,6 +86,9 @@ pub struct HeldLease {
     /// This run's size limit (bytes, 0 = the agent's own).
     #[serde(default)]
     pub max_size: u64,
+    /// For a git job: what the commander's mirror holds.
+    #[serde(default)]
+    pub known_refs: crate::git::Refs,
 }
 
 impl HeldLease {
@@ -104,6 +107,7 @@ impl HeldLease {
             },
             bandwidth_cap: job.bandwidth_cap,
             max_size: job.max_size,
+            known_refs: job.known_refs.into_iter().collect(),
         }
     }
 
@@ -121,8 +125,18 @@ impl HeldLease {
     /// Where this lease's bytes are staged. The target name is reduced to a
     /// safe file name: it comes from the commander, not from us.
     pub fn staged_path(&self, staging: &Path) -> PathBuf {
-        let safe: String = self
-            .target
+        staging.join(format!("{}-{}.part", self.run_id, self.safe_target()))
+    }
+
+    /// Where this target's git mirror lives under `mirrors`: one per target
+    /// and URL, kept across runs so later runs fetch only what is new.
+    pub fn mirror_path(&self, mirrors: &Path) -> PathBuf {
+        let url = blake3::hash(self.url.as_bytes()).to_hex();
+        mirrors.join(format!("{}-{}.git", self.safe_target(), &url[..12]))
+    }
+
+    fn safe_target(&self) -> String {
+        self.target
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -131,8 +145,7 @@ impl HeldLease {
                     '_'
                 }
             })
-            .collect();
-        staging.join(format!("{}-{}.part", self.run_id, safe))
+            .collect()
     }
 
     fn persist(&self, data: &Path) -> Result<()> {
@@ -467,6 +480,9 @@ async fn harvest(
     dest: PathBuf,
     progress: Arc<Progress>,
 ) -> std::result::Result<Harvested, Stop> {
+    if lease.kind == ark_proto::KIND_GIT {
+        return harvest_git(&ctx, &lease, &dest).await.map(|f| (f, None));
+    }
     let (http, url) = (&ctx.http, &lease.url);
     let run_throttle = Throttle::new(lease.bandwidth_cap);
     let sinks = Sinks {
@@ -528,6 +544,58 @@ async fn harvest(
         .map_err(|e| Stop::Fail(failure(format!("GET {url}: {e}"), true)))?;
     info!(%url, source = %published.source, algorithm = published.algorithm, "matches the published digest");
     Ok((fetched, Some((published, hex))))
+}
+
+/// Where the agent keeps its own bare mirror of each git target, so later
+/// runs fetch only what is new upstream.
+pub const MIRRORS_DIR: &str = "mirrors";
+
+/// A git job: bring the agent's mirror up to date with upstream (gix, on a
+/// blocking thread: its HTTP client must not run inside the runtime), then
+/// write a bundle of what the commander's mirror lacks into `dest` and hash
+/// it like a download. Refs equal to the commander's: unchanged, nothing
+/// written (one ref advertisement was the whole cost).
+async fn harvest_git(
+    ctx: &JobContext,
+    lease: &HeldLease,
+    dest: &Path,
+) -> std::result::Result<Fetched, Stop> {
+    let mirror = lease.mirror_path(&ctx.data.join(MIRRORS_DIR));
+    let (url, known, dest) = (
+        lease.url.clone(),
+        lease.known_refs.clone(),
+        dest.to_path_buf(),
+    );
+    let done = tokio::task::spawn_blocking(move || -> std::result::Result<Option<(u64, blake3::Hash)>, String> {
+        let interrupt = std::sync::atomic::AtomicBool::new(false);
+        let refs = crate::git::mirror(&url, &mirror, &interrupt).map_err(|e| e.to_string())?;
+        if refs == known {
+            return Ok(None);
+        }
+        let out = std::fs::File::create(&dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+        let mut out = std::io::BufWriter::new(out);
+        let summary = crate::git::write_bundle(&mirror, &refs, &known, &mut out).map_err(|e| e.to_string())?;
+        let file = out.into_inner().map_err(|e| format!("writing {}: {e}", dest.display()))?;
+        file.sync_all().map_err(|e| format!("syncing {}: {e}", dest.display()))?;
+        info!(%url, refs = summary.refs, objects = summary.objects, pack_bytes = summary.pack_bytes, "bundle written");
+        crate::tree::hash_with_outboard(&dest)
+            .map(Some)
+            .map_err(|e| format!("hashing {}: {e}", dest.display()))
+    })
+    .await
+    .map_err(|e| Stop::Fail(failure(format!("git job panicked: {e}"), true)))?
+    .map_err(|e| Stop::Fail(failure(e, true)))?;
+    Ok(match done {
+        None => Fetched::NotModified,
+        Some((size, root)) => Fetched::Body {
+            size,
+            root,
+            validators: Default::default(),
+            resumes: 0,
+            restarts: 0,
+            reused: 0,
+        },
+    })
 }
 
 /// The agent's streaming check of a feed: the document must start like one

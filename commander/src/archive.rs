@@ -207,6 +207,38 @@ pub fn file_name_from_url(url: &str) -> String {
     safe_segment(&percent_decode(last), "download")
 }
 
+/// Where the bare mirror of git repository `url` lives, relative to the
+/// archive root: `git/<host>/<path>.git` (the port, if any, joins the host
+/// as `host_port`; every segment sanitised, so no URL can escape `git/`).
+pub fn git_mirror_path(url: &str) -> String {
+    let (stem, _) = git_stem(url);
+    format!("{stem}.git")
+}
+
+/// `git/<host>/<path>` without `.git`, and the repository's own name.
+fn git_stem(url: &str) -> (String, String) {
+    let path = url.split(['?', '#']).next().unwrap_or("");
+    let after_scheme = path.split("://").nth(1).unwrap_or(path);
+    let mut parts = after_scheme.split('/').filter(|p| !p.is_empty());
+    let host = safe_segment(parts.next().unwrap_or(""), "host");
+    let mut segments: Vec<String> = parts
+        .map(|p| safe_segment(&percent_decode(p), "repo"))
+        .collect();
+    if segments.is_empty() {
+        segments.push("repo".into());
+    }
+    if let Some(last) = segments.last_mut() {
+        if let Some(stem) = last.strip_suffix(".git").filter(|s| !s.is_empty()) {
+            *last = stem.to_string();
+        }
+    }
+    let name = segments.last().cloned().unwrap_or_default();
+    (
+        format!("{}/{host}/{}", ark_proto::KIND_GIT, segments.join("/")),
+        name,
+    )
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -340,7 +372,14 @@ impl Archive {
         }
         let kind = safe_segment(&v.kind, "file");
         let target = safe_segment(&v.target, "target");
-        let mut file = file_name_from_url(&v.url);
+        // A git run's bundle lands beside the mirror it updates:
+        // git/<host>/<path>.bundles/<stamp>/<name>.bundle.
+        let (versions_dir, mut file) = if v.kind == ark_proto::KIND_GIT {
+            let (stem, name) = git_stem(&v.url);
+            (format!("{stem}.bundles"), format!("{name}.bundle"))
+        } else {
+            (format!("{kind}/{target}"), file_name_from_url(&v.url))
+        };
         if v.kind == ark_proto::KIND_ZIM {
             // A split archive lands joined, as one .zim.
             if let Some(stem) = file.strip_suffix(".zimaa") {
@@ -354,13 +393,13 @@ impl Archive {
             } else {
                 format!("{base}-{n}")
             };
-            let relative = format!("{kind}/{target}/{dir}/{file}");
+            let relative = format!("{versions_dir}/{dir}/{file}");
             let taken: bool = conn.query_row(
                 "SELECT COUNT(*) > 0 FROM versions WHERE path = ?1",
                 [&relative],
                 |r| r.get(0),
             )?;
-            if !taken && !self.root.join(format!("{kind}/{target}/{dir}")).exists() {
+            if !taken && !self.root.join(format!("{versions_dir}/{dir}")).exists() {
                 return Ok(relative);
             }
         }
@@ -650,7 +689,52 @@ impl Archive {
         self.write_zim_library(store)?;
         // Entries of a snapshot that landed just before a crash.
         crate::feed::resync_all(self, store, now)?;
+        // Mirrors whose newest bundle landed just before a crash.
+        self.catch_up_mirrors(store, now)?;
         Ok((finished, rolled_back))
+    }
+
+    /// Applies the newest landed bundle of every git target whose mirror
+    /// does not hold its refs yet (a crash between landing and applying).
+    fn catch_up_mirrors(&self, store: &Store, now: i64) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        let newest: Vec<Version> = store.read(|c| {
+            Ok(landed(c, None)?
+                .into_iter()
+                .filter(|v| v.kind == ark_proto::KIND_GIT && seen.insert(v.target.clone()))
+                .collect())
+        })?;
+        for v in newest {
+            let (bundle, mirror) = (
+                self.root.join(&v.path),
+                self.root.join(git_mirror_path(&v.url)),
+            );
+            let behind = crate::git_check::bundle_refs(&bundle)
+                .ok()
+                .zip(crate::git_check::landed_refs(&mirror).ok())
+                .is_some_and(|(want, have)| want != have);
+            if !behind {
+                continue;
+            }
+            let scratch = self
+                .quarantine()
+                .join(format!("recover-{}.git-check", v.run_id));
+            let checked = crate::git_check::check_bundle(&bundle, &mirror, &scratch);
+            let applied = match checked {
+                Ok(checked) => crate::upload::apply_bundle(store, &v, &checked, &mirror, now),
+                Err(e) => Err(CommanderError::Invalid(e.to_string())),
+            };
+            let _ = std::fs::remove_dir_all(&scratch);
+            match applied {
+                Ok(()) => {
+                    tracing::info!(mirror = %mirror.display(), "mirror caught up with its newest bundle")
+                }
+                Err(e) => {
+                    tracing::warn!(mirror = %mirror.display(), "cannot catch the mirror up: {e}")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Rewrites `zim/library.xml` (atomically) from the ledger: the newest
@@ -759,8 +843,23 @@ impl Archive {
                 report.ok += 1;
             }
         }
+        // Git mirrors: checked whole (every object hashed, every ref
+        // connected); their files are the mirror's, not strays.
+        let mirrors: std::collections::BTreeSet<String> = store
+            .read(|c| landed(c, None))?
+            .iter()
+            .filter(|v| v.kind == ark_proto::KIND_GIT)
+            .map(|v| git_mirror_path(&v.url))
+            .collect();
+        for mirror in &mirrors {
+            let dir = self.root.join(mirror);
+            if let Err(e) = crate::git_check::check_repo(&dir) {
+                report.bad_mirrors.push(format!("{mirror}: {e}"));
+            }
+        }
         for stray in walk_files(&self.root) {
-            if !known.contains(&stray) {
+            let in_mirror = mirrors.iter().any(|m| stray.starts_with(self.root.join(m)));
+            if !known.contains(&stray) && !in_mirror {
                 report.stray.push(
                     stray
                         .strip_prefix(&self.root)
@@ -836,11 +935,16 @@ pub struct VerifyReport {
     pub stray: Vec<String>,
     /// Feed entries the ledger knows whose file is gone.
     pub missing: Vec<String>,
+    /// Git mirrors that fail their check, with the reason.
+    pub bad_mirrors: Vec<String>,
 }
 
 impl VerifyReport {
     pub fn clean(&self) -> bool {
-        self.bad.is_empty() && self.stray.is_empty() && self.missing.is_empty()
+        self.bad.is_empty()
+            && self.stray.is_empty()
+            && self.missing.is_empty()
+            && self.bad_mirrors.is_empty()
     }
 }
 

@@ -775,6 +775,26 @@ fn move_into(file: &Path, dir: &Path) -> Result<()> {
         .map_err(io("syncing", dir))
 }
 
+/// The refs a landed mirror holds from upstream (not the commander's own
+/// `refs/ark/…`), as the agent's `known` state: empty when there is no
+/// mirror yet.
+pub fn landed_refs(mirror: &Path) -> Result<Refs> {
+    if !mirror.join("objects").is_dir() {
+        return Ok(Refs::new());
+    }
+    Ok(read_refs(mirror)?
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with(ARK_NAMESPACE))
+        .map(|(name, id)| (name, id.to_string()))
+        .collect())
+}
+
+/// The refs a bundle's header lists (the header only: cheap).
+pub fn bundle_refs(bundle: &Path) -> Result<Refs> {
+    let file = std::fs::File::open(bundle).map_err(io("opening bundle", bundle))?;
+    Ok(parse_header(bundle, &mut BufReader::new(file))?.refs)
+}
+
 /// Every direct ref under `refs/`: `packed-refs`, overridden by loose refs.
 fn read_refs(dir: &Path) -> Result<BTreeMap<String, ObjectId>> {
     let mut refs = BTreeMap::new();

@@ -36,6 +36,9 @@ use crate::{CommanderError, Result};
 pub struct Scheduler {
     pub store: Arc<Store>,
     pub config: CommanderConfig,
+    /// The archive root, where a git job's known refs are read from the
+    /// landed mirror (None in unit tests without an archive).
+    pub archive_root: Option<std::path::PathBuf>,
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -44,7 +47,33 @@ fn ms(d: std::time::Duration) -> i64 {
 
 impl Scheduler {
     pub fn new(store: Arc<Store>, config: CommanderConfig) -> Self {
-        Self { store, config }
+        Self {
+            store,
+            config,
+            archive_root: None,
+        }
+    }
+
+    /// The scheduler of a commander whose archive is at `root`.
+    pub fn with_archive(mut self, root: impl Into<std::path::PathBuf>) -> Self {
+        self.archive_root = Some(root.into());
+        self
+    }
+
+    /// What the landed mirror of git repository `url` holds (nothing when
+    /// there is none yet, or it cannot be read: then the agent sends all).
+    fn known_refs(&self, url: &str) -> std::collections::HashMap<String, String> {
+        let Some(root) = &self.archive_root else {
+            return Default::default();
+        };
+        let mirror = root.join(crate::archive::git_mirror_path(url));
+        match crate::git_check::landed_refs(&mirror) {
+            Ok(refs) => refs.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(mirror = %mirror.display(), "reading the mirror's refs: {e}; the agent will send everything");
+                Default::default()
+            }
+        }
     }
 
     fn ttl(&self) -> i64 {
@@ -296,6 +325,10 @@ impl Scheduler {
                 true => Default::default(),
                 false => (settings.etag, settings.last_modified),
             };
+            let known_refs = match kind.as_str() {
+                ark_proto::KIND_GIT => self.known_refs(&url),
+                _ => Default::default(),
+            };
             leases.push(Lease {
                 run_id: run,
                 generation: generation as u64,
@@ -309,6 +342,7 @@ impl Scheduler {
                     last_modified,
                     bandwidth_cap: settings.bandwidth_cap,
                     max_size,
+                    known_refs,
                 }),
             });
         }

@@ -145,7 +145,7 @@ pub async fn run(
     let pki = Pki::load_or_create(data, &server_sans(&addr, &config.san))?;
     let tls_config = tls::server_config(&pki)?;
     let store = Arc::new(Store::open(&data.join(STATE_FILE))?);
-    let scheduler = Scheduler::new(store, config.clone());
+    let scheduler = Scheduler::new(store, config.clone()).with_archive(config.archive_dir(data));
     let extended = scheduler.restart_grace(unix_ms())?;
     let archive = Archive::new(config.archive_dir(data), config.keep);
     let (finished, rolled_back) = recover(&scheduler, &archive)?;

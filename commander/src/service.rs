@@ -444,10 +444,23 @@ impl Admin for Services {
                 .url
                 .parse()
                 .map_err(|e| CommanderError::Invalid(format!("{:?} is not a URL: {e}", req.url)))?;
-            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            // git:// is `git daemon`'s protocol; everything else is HTTP(S).
+            let git = req.kind == ark_proto::KIND_GIT;
+            let scheme_ok = match uri.scheme_str() {
+                Some("http" | "https") => true,
+                Some("git") => git,
+                _ => false,
+            };
+            if !scheme_ok || uri.host().is_none() {
                 return Err(CommanderError::Invalid(format!(
-                    "{:?}: a {} target needs an http:// or https:// URL with a host",
-                    req.url, req.kind
+                    "{:?}: a {} target needs an {} URL with a host",
+                    req.url,
+                    req.kind,
+                    if git {
+                        "http://, https:// or git://"
+                    } else {
+                        "http:// or https://"
+                    }
                 )));
             }
             if req.name.is_empty() {

@@ -129,8 +129,11 @@ pub fn have(
                 return Ok(Decision::Unchanged(latest));
             }
         }
-        if let Some(other) = archive::landed_root(tx, &v.blake3, v.size)? {
-            return Ok(Decision::Link(other, Box::new(pending.version)));
+        // (A bundle is a delta against one mirror's state: never linked.)
+        if v.kind != ark_proto::KIND_GIT {
+            if let Some(other) = archive::landed_root(tx, &v.blake3, v.size)? {
+                return Ok(Decision::Link(other, Box::new(pending.version)));
+            }
         }
         // A new body: remember the claim, keep what an earlier attempt
         // of the same bytes left in quarantine.
@@ -518,6 +521,29 @@ pub fn receive(
             now,
         ));
     }
+    // A bundle is checked against the mirror it will update: its pack
+    // indexed (every object hashed), its refs connected.
+    let git = if v.kind == ark_proto::KIND_GIT {
+        let mirror = archive.absolute(&archive::git_mirror_path(&v.url));
+        let scratch = archive.quarantine().join(format!("run-{run}.git-check"));
+        match crate::git_check::check_bundle(&data_path, &mirror, &scratch) {
+            Ok(checked) => Some((checked, mirror, scratch)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                let reason = format!("the commander's git check refused {}: {e}", v.url);
+                return Err(refuse(
+                    scheduler,
+                    pending,
+                    &data_path,
+                    &outboard_path,
+                    reason,
+                    now,
+                ));
+            }
+        }
+    } else {
+        None
+    };
     // The same bytes may have landed meanwhile under another target.
     let other = scheduler
         .store
@@ -531,6 +557,13 @@ pub fn receive(
     };
     let deduplicated = matches!(source, Source::Link { .. });
     let version = land(scheduler, archive, v, source, now)?;
+    if let Some((checked, mirror, scratch)) = git {
+        // The bundle is landed (the ledger's fact); the mirror follows. A
+        // crash in between is caught up at the next start (recover).
+        let applied = apply_bundle(&scheduler.store, &version, &checked, &mirror, now);
+        let _ = std::fs::remove_dir_all(&scratch);
+        applied?;
+    }
     tracing::info!(run, path = %version.path, size = v.size, deduplicated, "landed");
     Ok(UploadResponse {
         path: version.path,
@@ -538,6 +571,65 @@ pub fn receive(
         blake3: version.blake3,
         deduplicated,
     })
+}
+
+/// Applies a checked bundle to its mirror, records what moved, and drops
+/// the preserved old tips of versions retention no longer keeps.
+pub fn apply_bundle(
+    store: &crate::state::Store,
+    version: &archive::Version,
+    checked: &crate::git_check::CheckedBundle,
+    mirror: &std::path::Path,
+    now: i64,
+) -> Result<()> {
+    let stamp = version_stamp(&version.path);
+    let changes = crate::git_check::apply(checked, mirror, &stamp).map_err(|e| {
+        CommanderError::Invalid(format!("updating mirror {}: {e}", mirror.display()))
+    })?;
+    let kept: Vec<String> = store.read(|c| {
+        Ok(archive::landed(c, Some(&version.target))?
+            .iter()
+            .map(|v| version_stamp(&v.path))
+            .collect())
+    })?;
+    let pruned = crate::git_check::prune_preserved(mirror, &kept)
+        .map_err(|e| CommanderError::Invalid(format!("pruning preserved refs: {e}")))?;
+    let forced = !changes.forced.is_empty() || !changes.deleted.is_empty();
+    let message = format!(
+        "mirror {} updated from {}: {}{}{}",
+        archive::git_mirror_path(&version.url),
+        version.path,
+        changes.summary(),
+        if forced {
+            format!(
+                "; old tips kept as {}{stamp}/…",
+                crate::git_check::PRESERVED_PREFIX
+            )
+        } else {
+            String::new()
+        },
+        if pruned > 0 {
+            format!("; {pruned} preserved refs past retention removed")
+        } else {
+            String::new()
+        }
+    );
+    tracing::info!(target = %version.target, "{message}");
+    store.tx(|tx| {
+        crate::state::event(
+            tx,
+            now,
+            Some(version.run_id),
+            None,
+            if forced { "git_force_push" } else { "git_refs" },
+            &message,
+        )
+    })
+}
+
+/// The version directory's name (its landing time stamp) of a version path.
+fn version_stamp(path: &str) -> String {
+    path.rsplit('/').nth(1).unwrap_or("version").to_string()
 }
 
 /// The bytes are what the agent claimed; are they also what the origin

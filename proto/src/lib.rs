@@ -26,10 +26,13 @@ pub const KIND_RSS: &str = "rss";
 /// One enclosure of a feed: a file job the commander queues, not a target
 /// kind an operator adds.
 pub const KIND_MEDIA: &str = "media";
+/// A Git repository, mirrored: the run's body is a git bundle of what the
+/// commander's mirror lacks.
+pub const KIND_GIT: &str = "git";
 /// The kinds a target can have (`ark-commander target add KIND URL`).
-pub const KINDS: &[&str] = &[KIND_FILE, KIND_ZIM, KIND_RSS];
+pub const KINDS: &[&str] = &[KIND_FILE, KIND_ZIM, KIND_RSS, KIND_GIT];
 /// The kinds of job this version of the agent harvests.
-pub const JOB_KINDS: &[&str] = &[KIND_FILE, KIND_ZIM, KIND_RSS, KIND_MEDIA];
+pub const JOB_KINDS: &[&str] = &[KIND_FILE, KIND_ZIM, KIND_RSS, KIND_MEDIA, KIND_GIT];
 
 impl LeaseRef {
     /// The reference a report on `lease` must carry.

@@ -101,6 +101,12 @@ impl ArchiveCmd {
                     for stray in &report.stray {
                         println!("STRAY {stray}: no landed version accounts for it");
                     }
+                    for entry in &report.missing {
+                        println!("MISSING {entry}: a feed entry the ledger lists");
+                    }
+                    for mirror in &report.bad_mirrors {
+                        println!("BAD   mirror {mirror}");
+                    }
                     println!(
                         "{} versions ok ({}), {} bad, {} stray files",
                         report.ok,
@@ -111,10 +117,13 @@ impl ArchiveCmd {
                 }
                 if !report.clean() {
                     anyhow::bail!(
-                        "the archive does not match its ledger: {} bad versions, {} stray files (listed above). \
-                         Re-run the affected targets (`ark-commander run-now TARGET`) to land a good copy",
+                        "the archive does not match its ledger: {} bad versions, {} stray files, {} missing entries, \
+                         {} bad mirrors (listed above). Re-run the affected targets (`ark-commander run-now TARGET`) \
+                         to land a good copy",
                         report.bad.len(),
-                        report.stray.len()
+                        report.stray.len(),
+                        report.missing.len(),
+                        report.bad_mirrors.len()
                     );
                 }
                 Ok(())

@@ -1,4 +1,4 @@
-//! `ark-commander check zim|feed FILE…`: the commander's deep checks,
+//! `ark-commander check zim|feed FILE…` and `check git DIR…`: the commander's deep checks,
 //! offline. Prints `ok FILE` or `FAIL FILE: reason` per file; exits 1 if any
 //! fails.
 
@@ -16,6 +16,9 @@ pub enum CheckCmd {
     /// Verify feed documents (RSS, Atom, JSON Feed): size, no entity
     /// declarations, parses, entry count.
     Feed(Files),
+    /// Verify bare Git mirrors: every pack's checksum, every object's hash,
+    /// every ref resolves, everything reachable is present.
+    Git(Files),
 }
 
 #[derive(Debug, clap::Args)]
@@ -51,6 +54,17 @@ fn feed(file: &Path) -> Verdict {
     ))
 }
 
+fn git(dir: &Path) -> Verdict {
+    crate::git_check::check_repo(dir)
+        .map(|r| {
+            format!(
+                "{} refs, {} objects reachable, all hashed",
+                r.refs, r.objects
+            )
+        })
+        .map_err(|e| e.to_string())
+}
+
 impl CheckCmd {
     pub fn run(self) -> anyhow::Result<()> {
         let (kind, check, args, fix): (&str, fn(&Path) -> Verdict, Files, &str) = match self {
@@ -59,6 +73,12 @@ impl CheckCmd {
                 zim,
                 args,
                 "fetch them again or report the archive to its publisher",
+            ),
+            CheckCmd::Git(args) => (
+                "git",
+                git,
+                args,
+                "re-mirror the repository (`ark-commander run-now TARGET`) or restore it from a backup",
             ),
             CheckCmd::Feed(args) => (
                 "feed",
