@@ -41,7 +41,7 @@ for arg in "$@"; do
     --no-build) BUILD_AGENTS=0 ;;
     --kinds-only) KINDS_ONLY=1 ;;
     -h | --help)
-      sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
