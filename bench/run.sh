@@ -3,6 +3,7 @@
 #
 #   bench/run.sh              # cross-build the agents, build, measure (the full run)
 #   bench/run.sh --no-build   # reuse dist/ark-agent-* instead of cross-building
+#   bench/run.sh --kinds-only # only section 7; replaces that section of RESULTS.md
 #
 # Measurements (see bench/README.md):
 #   1. stripped static agent size per target (dist/ark-agent-<triple>)
@@ -12,13 +13,16 @@
 #   5. a 2 GiB file from nginx on loopback: Ark's fetch+hash+stage vs curl -o and aria2c,
 #      with the agent's peak RSS (bench/src/fetch_file.rs)
 #   6. verify+land of that file on the commander vs dd conv=fsync (bench/src/land.rs)
+#   7. the harvest kinds (bench/src/kinds.rs): git mirror/refetch/bundle/checks vs git,
+#      ZIM deep check vs zimcheck -A, a 10,000-item RSS feed parsed and derived
 #
 # Loopback only; every process it starts is stopped on exit. Apart from the
 # cross builds (scripts/build-agents.sh) it runs in about 3 minutes once the
 # release build is up to date.
 #
 # Environment knobs: IDLE_WAIT (seconds, default 10), HB_SECONDS (default 30),
-# HASH_MIB (default 1024), INGEST_MIB (default 2048).
+# HASH_MIB (default 1024), INGEST_MIB (default 2048), ZIM_FIXTURES (the valid
+# .zim files of zim-testing-suite; default /work/shared/fixtures/zim).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,13 +32,16 @@ IDLE_WAIT="${IDLE_WAIT:-10}"
 HB_SECONDS="${HB_SECONDS:-30}"
 HASH_MIB="${HASH_MIB:-1024}"
 INGEST_MIB="${INGEST_MIB:-2048}"
+ZIM_FIXTURES="${ZIM_FIXTURES:-/work/shared/fixtures/zim}"
 
 BUILD_AGENTS=1
+KINDS_ONLY=0
 for arg in "$@"; do
   case "$arg" in
     --no-build) BUILD_AGENTS=0 ;;
+    --kinds-only) KINDS_ONLY=1 ;;
     -h | --help)
-      sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -67,7 +74,11 @@ TARGET_DIR="$(cargo metadata --format-version 1 --no-deps \
 REL="$TARGET_DIR/release"
 
 # ---------------------------------------------------------------- builds
-if ((BUILD_AGENTS)); then
+if ((KINDS_ONLY)); then
+  note "cargo build --release -p ark-bench --bin kinds"
+  cargo build --release -p ark-bench --bin kinds >&2
+  [[ -x "$REL/kinds" ]] || die "missing $REL/kinds after the build"
+elif ((BUILD_AGENTS)); then
   [[ -x scripts/build-agents.sh ]] || die "scripts/build-agents.sh is missing; run with --no-build to use dist/"
   note "cross-building the agents: scripts/build-agents.sh ${TRIPLES[*]}"
   scripts/build-agents.sh "${TRIPLES[@]}" >&2
@@ -75,11 +86,13 @@ if ((BUILD_AGENTS)); then
 else
   AGENTS_NOTE="reused from \`dist/\` (\`--no-build\`); rebuild with \`scripts/build-agents.sh\`"
 fi
-note "cargo build --release -p ark-agent -p ark-commander -p ark-bench"
-cargo build --release -p ark-agent -p ark-commander -p ark-bench >&2
-for bin in ark-agent ark-commander heartbeat-load tree-hash fetch-file land; do
-  [[ -x "$REL/$bin" ]] || die "missing $REL/$bin after the build"
-done
+if ((!KINDS_ONLY)); then
+  note "cargo build --release -p ark-agent -p ark-commander -p ark-bench"
+  cargo build --release -p ark-agent -p ark-commander -p ark-bench >&2
+  for bin in ark-agent ark-commander heartbeat-load tree-hash fetch-file land kinds; do
+    [[ -x "$REL/$bin" ]] || die "missing $REL/$bin after the build"
+  done
+fi
 
 # ---------------------------------------------------------------- machine
 human_mib() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
@@ -92,8 +105,143 @@ RUSTC="$(rustc --version)"
 REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
 
+# ---------------------------------------------------------------- 7. kinds
+# Defined here and run last (or alone, with --kinds-only): sets KINDS_MD to
+# the markdown of RESULTS.md's section 7, headed by its own date, machine
+# and command so that --kinds-only can replace it on its own.
+KINDS_HEADING="## 7. Harvest kinds"
+kinds_section() {
+  local zims=() f largest="" size=0 zdir="$WORK/zim" out="$WORK/kinds.log" kv
+  note "7/7 harvest kinds (bench/src/kinds.rs)"
+  command -v zimcheck >/dev/null || die "zimcheck not found (apt-get install zim-tools)"
+  # The largest valid fixture (zim-testing-suite; invalid.* are broken on purpose).
+  for f in "$ZIM_FIXTURES"/*.zim; do
+    [[ -f "$f" && "$(basename "$f")" != invalid.* ]] || continue
+    if (($(stat -c %s "$f") > size)); then size="$(stat -c %s "$f")"; largest="$f"; fi
+  done
+  [[ -n "$largest" ]] && zims+=(--zim "$largest")
+  # A bigger one made with zimwriterfs: 2,000 small HTML pages and the 48x48
+  # illustration a ZIM must have. Skipped if zim-tools' writer is missing.
+  if command -v zimwriterfs >/dev/null; then
+    mkdir -p "$zdir/html"
+    python3 - "$zdir/html" <<'PY'
+import random, struct, sys, zlib
+d = sys.argv[1]
+def chunk(t, b):
+    return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xFFFFFFFF)
+raw = b"".join(b"\0" + bytes(v for x in range(48) for v in (x * 5, y * 5, 128)) for y in range(48))
+png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 48, 48, 8, 2, 0, 0, 0)) \
+    + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+open(f"{d}/illustration.png", "wb").write(png)
+rnd = random.Random(7)
+words = "ark harvest swarm edge mirror feed archive verify land commander agent chunk bundle pack".split()
+for i in range(2000):
+    body = " ".join(rnd.choice(words) for _ in range(300))
+    links = " ".join(f'<a href="page{rnd.randrange(2000)}.html">p</a>' for _ in range(5))
+    open(f"{d}/page{i}.html", "w").write(
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>Page {i}</title></head>'
+        f"<body><h1>Page {i}</h1><p>{body}</p>{links}</body></html>")
+open(f"{d}/index.html", "w").write(
+    '<!DOCTYPE html><html><head><meta charset="utf-8"><title>Index</title></head><body>'
+    + "".join(f'<a href="page{i}.html">{i}</a> ' for i in range(2000)) + "</body></html>")
+PY
+    if zimwriterfs -w index.html -I illustration.png -l eng -t "Ark bench" -d "2000 generated pages" \
+      -c Ark -p Ark -n ark_bench_2000 -J 2 "$zdir/html" "$zdir/ark_bench_2000.zim" >"$zdir/writer.log" 2>&1; then
+      zims+=(--zim "$zdir/ark_bench_2000.zim")
+    else
+      note "warning: zimwriterfs failed, measuring the fixtures only: $(tail -n 3 "$zdir/writer.log")"
+    fi
+  fi
+  "$REL/kinds" "${zims[@]}" >"$out" || die "kinds failed (output: $(cat "$out"))"
+  local git_rows="" zim_rows="" feed_rows=""
+  local line
+  while read -r line; do
+    [[ "$line" == KIND\ * ]] || continue
+    local -A r=()
+    # shellcheck disable=SC2086 # word splitting of key=value pairs is intended
+    for kv in ${line#KIND * }; do r[${kv%%=*}]="${kv#*=}"; done
+    case "$line" in
+      "KIND git_clone "*)
+        git_rows+="| first mirror over smart HTTP | \`git clone --mirror -q URL\` | ${r[git_s]} s (${r[git_requests]} requests) | \`git::mirror\` (gix) | ${r[ark_s]} s (${r[ark_requests]} requests) | **${r[ratio]}×** (goal ≤ 1.2×) |"$'\n'
+        KINDS_REPO="${r[commits]} commits, ${r[objects]} objects, ${r[refs]} refs, $(human_mib "${r[pack_bytes]}") MiB packed"
+        ;;
+      "KIND git_fetch "*)
+        git_rows+="| refetch, upstream unchanged | \`git fetch -q --prune origin '+refs/*:refs/*'\` | ${r[git_s]} s (${r[git_requests]} requests) | \`git::mirror\` again | ${r[ark_s]} s (${r[ark_requests]} requests) | ${r[ratio]}× |"$'\n'
+        ;;
+      "KIND git_check "*)
+        git_rows+="| agent: bundle of every ref (${r[bundle_objects]} objects, $(human_mib "${r[bundle_bytes]}") MiB, undeltified) | — | — | \`git::write_bundle\` | ${r[write_bundle_s]} s | — |"$'\n'
+        git_rows+="| commander: check that bundle (no mirror yet) | \`git fsck --full\` of the git-cloned mirror | ${r[fsck_s]} s | \`git_check::check_bundle\` | ${r[check_bundle_s]} s | ${r[ratio_check_bundle]}× |"$'\n'
+        git_rows+="| commander: check the landed mirror | \`git fsck --full\` of the git-cloned mirror | ${r[fsck_s]} s | \`git_check::check_repo\` | ${r[check_repo_s]} s | **${r[ratio_check_repo]}×** |"$'\n'
+        git_rows+="| same, both on the landed mirror | \`git fsck --full\` of the landed mirror | ${r[fsck_landed_s]} s | \`git_check::check_repo\` | ${r[check_repo_s]} s | ${r[ratio_check_repo_same_repo]}× |"$'\n'
+        ;;
+      "KIND zim "*)
+        zim_rows+="| \`${r[file]}\` | $(human_mib "${r[bytes]}") MiB | ${r[entries]} | ${r[zimcheck_s]} s (pass: ${r[zimcheck_pass]}) | ${r[ark_s]} s (pass: ${r[ark_pass]}) | **${r[ratio]}×** |"$'\n'
+        ;;
+      "KIND feed "*)
+        feed_rows+="| parse (feed-rs + Ark's checks), ${r[items]} items, $(human_mib "${r[bytes]}") MiB | ${r[parse_s]} s | ${r[parse_per_s]} entries/s | python3 \`xml.etree.ElementTree\` parse + field walk: ${r[python_s]} s (${r[python_per_s]} entries/s); Ark ${r[ratio_parse_python]}× |"$'\n'
+        feed_rows+="| \`feed::sync\`: parse + ${r[items]} entry files written atomically + ledger rows + ${r[media_queued]} media runs queued | ${r[sync_s]} s | ${r[sync_per_s]} entries/s | — |"$'\n'
+        feed_rows+="| \`feed::sync\` again on the same snapshot (nothing new) | ${r[resync_s]} s | — | — |"$'\n'
+        feed_rows+="| floor: ${r[floor_files]} files of 1 KiB, each \`write_atomic\` (temp, fsync, rename) and nothing else | — | ${r[floor_per_s]} files/s | what durability alone costs per entry file on this disk |"$'\n'
+        ;;
+    esac
+  done <"$out"
+  KINDS_MD="$KINDS_HEADING
+
+Measured by \`bench/run.sh$( ((KINDS_ONLY)) && printf ' --kinds-only')\` (bench/src/kinds.rs) on $DATE;
+$NPROC × $CPU_MODEL, $MEM_MIB MiB RAM, $KERNEL; $RUSTC; commit $REV plus any
+uncommitted changes. Each pair runs alternately in the same process on the
+same input; figures are medians of 5 runs (3 for the first mirror, 1 for
+\`feed::sync\`). Ratio = Ark ÷ the other tool: below 1 is faster.
+
+### Git (issue #4)
+
+Upstream: a bare repository generated with \`git fast-import\` and \`git gc\`
+(${KINDS_REPO:-?}: 300 text files edited over the history, a binary asset of 128–640 KiB every 100 commits, a 50-commit release branch, an annotated tag every 200 commits),
+served by \`git http-backend\` behind the tests' \`GitHttp\` origin on
+127.0.0.1 (one CGI per request, so each request costs a process start).
+Both sides' refs are checked equal.
+
+| step | tool a user would run | time | Ark | time | ratio |
+|---|---|---:|---|---:|---:|
+${git_rows}
+### ZIM deep check vs \`zimcheck -A\`
+
+The largest valid zim-testing-suite fixture, and a ZIM generated by
+\`zimwriterfs\` (2,000 small HTML pages, full-text index). Both tools must
+pass each file.
+
+| file | size | entries | \`zimcheck -A\` | \`zim_check::check\` | ratio |
+|---|---:|---:|---:|---:|---:|
+${zim_rows}
+### RSS: a 10,000-item feed
+
+A generated RSS 2.0 feed (guid, title, link, pubDate, ~300-byte description and
+one enclosure per item). \`feed::sync\` runs on a real \`Store\` with the feed
+landed as a version (\`Archive::land\`), as the commander does after an
+upload; each entry file is fsynced and renamed, each entry commits its own
+ledger transaction.
+
+| step | time | throughput | baseline |
+|---|---:|---:|---|
+${feed_rows}"
+}
+
+if ((KINDS_ONLY)); then
+  kinds_section
+  [[ -f "$RESULTS" ]] || die "$RESULTS is missing: run bench/run.sh once in full first"
+  note "replacing section 7 of $RESULTS"
+  # Everything before the old section 7 (it is the last section), then the new one.
+  awk -v h="$KINDS_HEADING" 'index($0, h) == 1 { exit } { print }' "$RESULTS" >"$WORK/results.md"
+  # Exactly one blank line between the sections.
+  sed -i -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$WORK/results.md"
+  printf '\n%s' "$KINDS_MD" >>"$WORK/results.md"
+  mv "$WORK/results.md" "$RESULTS"
+  note "done: $RESULTS"
+  exit 0
+fi
+
 # ---------------------------------------------------------------- 1. sizes
-note "1/6 agent sizes"
+note "1/7 agent sizes"
 SIZE_ROWS=""
 for triple in "${TRIPLES[@]}"; do
   f="dist/ark-agent-$triple"
@@ -110,7 +258,7 @@ host_bytes="$(stat -c %s "$REL/ark-agent")"
 SIZE_ROWS+="| host release build (glibc, for reference) | $host_bytes | $(human_mib "$host_bytes") | $(file -b "$REL/ark-agent" | sed 's/, BuildID\[[^]]*\]=[0-9a-f]*//') | $(date -u -r "$REL/ark-agent" '+%Y-%m-%d %H:%M') |"$'\n'
 
 # ---------------------------------------------------------------- 2. idle RSS
-note "2/6 agent idle RSS (${IDLE_WAIT}s per agent)"
+note "2/7 agent idle RSS (${IDLE_WAIT}s per agent)"
 CDATA="$WORK/commander"
 "$REL/ark-commander" serve --data "$CDATA" --listen 127.0.0.1:0 --heartbeat 1s --lease-ttl 5s \
   >"$WORK/commander.log" 2>&1 &
@@ -176,7 +324,7 @@ kill "$CPID" 2>/dev/null || true
 wait "$CPID" 2>/dev/null || true
 
 # ---------------------------------------------------------------- 3. heartbeats
-note "3/6 commander heartbeat latency (${HB_SECONDS}s per scenario)"
+note "3/7 commander heartbeat latency (${HB_SECONDS}s per scenario)"
 HB_ROWS=""
 HB_LOGS=""
 run_load() { # label args...
@@ -204,7 +352,7 @@ run_load "5x production rate" --agents 200 --interval-ms 1000 --seconds "$HB_SEC
 run_load "1000 agents" --agents 1000 --interval-ms 5000 --seconds "$HB_SECONDS"
 
 # ---------------------------------------------------------------- 4. hashing
-note "4/6 chunked hashing vs b3sum --num-threads 1 (${HASH_MIB} MiB, best of 3)"
+note "4/7 chunked hashing vs b3sum --num-threads 1 (${HASH_MIB} MiB, best of 3)"
 command -v b3sum >/dev/null || die "b3sum not found (apt-get install b3sum)"
 HASH_DIR="$WORK/hash" # removed with $WORK by cleanup
 mkdir -p "$HASH_DIR"
@@ -229,7 +377,7 @@ HASH_ROW="| $HASH_MIB MiB | $B3_BEST s ($(awk -v m="$HASH_MIB" -v t="$B3_BEST" '
 rm -rf "$HASH_DIR"
 
 # ---------------------------------------------------------------- 5. ingest
-note "5/6 ${INGEST_MIB} MiB from nginx: ark fetch-file vs curl -o vs aria2c (best of 2)"
+note "5/7 ${INGEST_MIB} MiB from nginx: ark fetch-file vs curl -o vs aria2c (best of 2)"
 command -v curl >/dev/null || die "curl not found (apt-get install curl)"
 command -v aria2c >/dev/null || die "aria2c not found (apt-get install aria2)"
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
@@ -296,7 +444,7 @@ INGEST_ROWS+="| \`aria2c\` (defaults, --file-allocation=none) | $ARIA_BEST s ($(
 INGEST_ROWS+="| **ark fetch+hash+outboard+stage** | $ARK_FETCH_BEST s ($(mibps "$ARK_FETCH_BEST") MiB/s) | $(ratio "$ARK_FETCH_BEST" "$CURL_BEST")× curl, $(ratio "$ARK_FETCH_BEST" "$ARIA_BEST")× aria2c | peak RSS $ARK_HWM KiB ($(awk -v k="$ARK_HWM" 'BEGIN{printf "%.1f", k/1024}') MiB) |"
 
 # ---------------------------------------------------------------- 6. landing
-note "6/6 verify+land vs dd conv=fsync (best of 2)"
+note "6/7 verify+land vs dd conv=fsync (best of 2)"
 DD_TIMES=""; LAND_TIMES=""
 for i in 1 2; do
   rm -f "$OUT/dd.bin"
@@ -312,6 +460,8 @@ LAND_BEST="$(printf '%s' "$LAND_TIMES" | best)"
 LAND_ROWS="| \`dd bs=1M conv=fsync\` (plain copy) | $DD_BEST s ($(mibps "$DD_BEST") MiB/s) | 1.00× |"$'\n'
 LAND_ROWS+="| **ark verify (every group) + quarantine + fsync + rename + ledger** | $LAND_BEST s ($(mibps "$LAND_BEST") MiB/s) | $(ratio "$LAND_BEST" "$DD_BEST")× |"
 rm -rf "$OUT" "$WWW"
+
+kinds_section
 
 # ---------------------------------------------------------------- report
 note "writing $RESULTS"
@@ -404,5 +554,7 @@ not in this figure (section 5 gives the network side). Target: within 1.5× of d
 | step | wall | ratio |
 |---|---:|---:|
 $LAND_ROWS
+
+$KINDS_MD
 EOF
 note "done: $RESULTS"
