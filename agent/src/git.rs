@@ -639,6 +639,22 @@ pub mod fixture {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The oracle for a landed mirror: `git fsck --full --strict` is clean
+    /// and `git clone` from it works. Returns the clone (in `into`).
+    pub fn fsck_and_clone(mirror: &Path, into: &Path) -> std::io::Result<PathBuf> {
+        git(mirror, &["fsck", "--full", "--strict"])?;
+        git(
+            into.parent().unwrap_or(into),
+            &[
+                "clone",
+                "-q",
+                &mirror.to_string_lossy(),
+                &into.to_string_lossy(),
+            ],
+        )?;
+        Ok(into.to_path_buf())
+    }
+
     /// `git ls-remote` of a repository (`HEAD` and peeled `^{}` lines left out).
     pub fn ls_remote(repo: &Path) -> std::io::Result<Refs> {
         let text = git(repo, &["ls-remote", "."])?;

@@ -917,7 +917,7 @@ fn remove_loose_refs(folder: &Path, top: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ark_agent::git::fixture::{git, ls_remote, Upstream};
+    use ark_agent::git::fixture::{fsck_and_clone, git, ls_remote, Upstream};
     use ark_agent::git::write_bundle;
 
     type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
@@ -975,20 +975,10 @@ mod tests {
             "{}",
             changes.summary()
         );
-        git(&mirror, &["fsck", "--full", "--strict"])?;
         assert_eq!(landed(&mirror)?, up.refs()?);
         let report = check_repo(&mirror)?;
         assert_eq!(report.refs, up.refs()?.len());
-        let clone = tmp.path().join("clone");
-        git(
-            tmp.path(),
-            &[
-                "clone",
-                "-q",
-                &mirror.to_string_lossy(),
-                &clone.to_string_lossy(),
-            ],
-        )?;
+        let clone = fsck_and_clone(&mirror, &tmp.path().join("clone"))?;
         assert!(clone.join("src/main.txt").exists());
         Ok(())
     }

@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 
 pub use ark_commander::demo::origin::{Hostile, Origin};
 
-pub mod git_origin;
+pub use ark_commander::demo::git_origin::{self, free_port};
 
 /// Timings every swarm test uses: short enough for quick tests, with the
 /// same ratio as production (TTL = 6 heartbeats).
@@ -243,14 +243,6 @@ pub async fn events(commander_data: &Path, run_id: i64) -> Result<Vec<Event>> {
         .await?
         .into_inner()
         .events)
-}
-
-/// A free loopback port (bound, then released) for a commander that must
-/// come back on the same address after a restart.
-pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Adds a `file` target.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use ark_agent::git::fixture::{git, ls_remote, Upstream};
+use ark_agent::git::fixture::{self, git, ls_remote, Upstream};
 use ark_agent::git::Refs;
 use ark_tests::git_origin::{GitDaemon, GitHttp};
 use ark_tests::*;
@@ -33,23 +33,10 @@ fn upstream_refs_of(mirror: &Path) -> Result<Refs> {
 
 /// `git fsck --full` on the mirror, and a clone from it that checks out.
 fn fsck_and_clone(mirror: &Path, scratch: &Path) -> Result<()> {
-    git(mirror, &["fsck", "--full", "--strict"]).context("git fsck --full")?;
-    let clone = scratch.join(format!(
-        "clone-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos()
-    ));
-    git(
-        scratch,
-        &[
-            "clone",
-            "-q",
-            &mirror.to_string_lossy(),
-            &clone.to_string_lossy(),
-        ],
-    )
-    .context("git clone from the landed mirror")?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
+    let clone = fixture::fsck_and_clone(mirror, &scratch.join(format!("clone-{nanos}")))?;
     ensure!(
         clone.join("README").exists(),
         "the clone has no checked-out README"

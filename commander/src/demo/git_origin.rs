@@ -22,6 +22,13 @@ const MAX_HEAD: usize = 64 * 1024;
 /// How long an origin may take to start listening before the test fails.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A loopback port free at the time of asking.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// `git http-backend` behind an HTTP/1.1 server on `127.0.0.1`.
 #[derive(Debug)]
 pub struct GitHttp {
@@ -273,7 +280,7 @@ pub struct GitDaemon {
 
 impl GitDaemon {
     pub fn start(base: &Path) -> Result<Self> {
-        let port = crate::free_port()?;
+        let port = free_port()?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let mut child = Command::new("git")
             .arg("daemon")
@@ -325,9 +332,9 @@ impl Drop for GitDaemon {
 mod tests {
     use std::sync::atomic::AtomicBool;
 
+    use crate::git_check::{apply, check_bundle, check_repo};
     use ark_agent::git::fixture::{git, ls_remote, Upstream};
     use ark_agent::git::{mirror, write_bundle, Refs};
-    use ark_commander::git_check::{apply, check_bundle, check_repo};
 
     use super::*;
 
