@@ -130,6 +130,18 @@ pub async fn run(
                 if response.heartbeat_interval_ms > 0 {
                     interval = Duration::from_millis(response.heartbeat_interval_ms);
                 }
+                // The lower of the operator's cap and our own (0 = none).
+                let cap = match (config.bandwidth_cap, response.agent_bandwidth_cap) {
+                    (0, c) | (c, 0) => c,
+                    (a, b) => a.min(b),
+                };
+                if ctx.throttle.rate() != cap {
+                    info!(
+                        bytes_per_second = cap,
+                        "download cap now {cap} bytes/s (0 = none)"
+                    );
+                    ctx.throttle.set_rate(cap);
+                }
                 status.link = "connected".into();
                 status.last_heartbeat_ms = unix_ms();
                 status.last_error.clear();

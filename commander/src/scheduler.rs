@@ -248,14 +248,20 @@ impl Scheduler {
                     });
                 }
             }
+            let (agent_bandwidth_cap, window) = state::agent_settings(tx, agent)?;
+            // Outside its window an agent finishes what it holds and takes
+            // nothing new, like a pause that lifts itself.
             let leases = match paused {
-                Some(_) => Vec::new(),
-                None => self.grant(tx, agent, req.free_slots, now)?,
+                None if crate::window::open_at(&window, now) => {
+                    self.grant(tx, agent, req.free_slots, now)?
+                }
+                _ => Vec::new(),
             };
             Ok(HeartbeatResponse {
                 commands,
                 leases,
                 heartbeat_interval_ms: ms(self.config.heartbeat) as u64,
+                agent_bandwidth_cap,
             })
         })
     }
@@ -295,6 +301,10 @@ impl Scheduler {
             if !kinds.contains(&kind) {
                 continue;
             }
+            let settings = state::target_job_settings(tx, &target)?;
+            if !crate::window::open_at(&settings.window, now) {
+                continue; // waits, queued, for its off-peak hours
+            }
             let generation = generation + 1;
             tx.execute(
                 "UPDATE runs SET state = 'leased', generation = ?1 WHERE id = ?2",
@@ -312,7 +322,6 @@ impl Scheduler {
                 "leased",
                 &format!("lease {generation} granted (attempt {})", attempts + 1),
             )?;
-            let settings = state::target_job_settings(tx, &target)?;
             let media = kind == ark_proto::KIND_MEDIA;
             // A feed is capped by what a feed can reasonably be; an
             // enclosure by the operator's limit for the target. Validators
@@ -826,6 +835,42 @@ mod tests {
             .expect("complete");
         let run = run1(&s);
         assert_eq!((run.state.as_str(), run.agent.as_str()), ("unchanged", "b"));
+    }
+
+    #[test]
+    fn windows_hold_a_target_and_an_agent_outside_their_hours() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = scheduler(dir.path());
+        // A window that is closed at T0 and one that is open, whatever the
+        // machine's time zone: built around T0's own local minute.
+        let m = crate::window::local_minute(T0);
+        let hhmm = |minute: u16| format!("{:02}:{:02}", minute / 60 % 24, minute % 60);
+        let closed = format!("{}-{}", hhmm(m + 60), hhmm(m + 120));
+        let open = format!("{}-{}", hhmm(m + 1440 - 30), hhmm(m + 30));
+        s.store
+            .tx(|tx| {
+                tx.execute("UPDATE targets SET window = ?1 WHERE name = 'x'", [&closed])?;
+                Ok(())
+            })
+            .expect("window");
+        s.run_now("x", T0).expect("queue");
+        assert!(beat(&s, "a", T0).is_empty(), "target outside its window");
+        s.store
+            .tx(|tx| {
+                tx.execute("UPDATE targets SET window = ?1 WHERE name = 'x'", [&open])?;
+                state::set_agent(tx, "a", Some(1000), Some(&closed))
+            })
+            .expect("windows");
+        assert!(beat(&s, "a", T0).is_empty(), "agent outside its window");
+        let leases = beat(&s, "b", T0);
+        assert_eq!(leases.len(), 1, "an agent with no window takes it");
+        let response = s
+            .heartbeat("a", &HeartbeatRequest::default(), T0)
+            .expect("heartbeat");
+        assert_eq!(
+            response.agent_bandwidth_cap, 1000,
+            "the operator's cap travels"
+        );
     }
 
     #[test]

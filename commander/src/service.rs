@@ -466,6 +466,9 @@ impl Admin for Services {
             if req.name.is_empty() {
                 req.name = name_from_url(&req.url);
             }
+            req.window = crate::window::Window::parse(&req.window)?
+                .map(|w| w.to_string())
+                .unwrap_or_default();
             validate_name(&req.name, "target")?;
             let now = unix_ms();
             self.store().tx(|tx| {
@@ -540,6 +543,45 @@ impl Admin for Services {
             };
             Ok(ListRunsResponse {
                 runs: self.store().read(|c| state::list_runs(c, limit))?,
+            })
+        })())
+    }
+
+    async fn set_agent(&self, request: Request<SetAgentRequest>) -> Reply<AgentInfo> {
+        reply((|| {
+            self.admin(&request)?;
+            let req = request.into_inner();
+            // Normalised ("always" → ""), and refused when it does not parse.
+            let window = req
+                .window
+                .as_deref()
+                .map(|w| {
+                    crate::window::Window::parse(w)
+                        .map(|w| w.map(|w| w.to_string()).unwrap_or_default())
+                })
+                .transpose()?;
+            let lost_after = self.scheduler().config.lease_ttl.as_millis() as i64;
+            let now = unix_ms();
+            self.store().tx(|tx| {
+                state::set_agent(tx, &req.name, req.bandwidth_cap, window.as_deref())?;
+                state::event(
+                    tx,
+                    now,
+                    None,
+                    Some(&req.name),
+                    "agent_set",
+                    &format!(
+                        "bandwidth cap {} window {}",
+                        req.bandwidth_cap
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "unchanged".into()),
+                        window.clone().unwrap_or_else(|| "unchanged".into())
+                    ),
+                )?;
+                state::list_agents(tx, now, lost_after)?
+                    .into_iter()
+                    .find(|a| a.name == req.name)
+                    .ok_or_else(|| CommanderError::NotFound(req.name.clone()))
             })
         })())
     }

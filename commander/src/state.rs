@@ -23,7 +23,9 @@ CREATE TABLE IF NOT EXISTS agents (
     last_seen    INTEGER,
     paused       INTEGER NOT NULL DEFAULT 0,
     capabilities BLOB,
-    telemetry    BLOB
+    telemetry    BLOB,
+    bandwidth_cap INTEGER NOT NULL DEFAULT 0,
+    window       TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS tokens (
     secret_sha256 TEXT PRIMARY KEY,
@@ -43,7 +45,8 @@ CREATE TABLE IF NOT EXISTS targets (
     last_modified TEXT NOT NULL DEFAULT '',
     keep       INTEGER NOT NULL DEFAULT 0,
     bandwidth_cap INTEGER NOT NULL DEFAULT 0,
-    max_size   INTEGER NOT NULL DEFAULT 0
+    max_size   INTEGER NOT NULL DEFAULT 0,
+    window     TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS runs (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -236,6 +239,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("targets", "keep", "INTEGER NOT NULL DEFAULT 0"),
     ("targets", "bandwidth_cap", "INTEGER NOT NULL DEFAULT 0"),
     ("targets", "max_size", "INTEGER NOT NULL DEFAULT 0"),
+    ("targets", "window", "TEXT NOT NULL DEFAULT ''"),
+    ("agents", "bandwidth_cap", "INTEGER NOT NULL DEFAULT 0"),
+    ("agents", "window", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -416,13 +422,53 @@ pub fn agent_paused(conn: &Connection, name: &str) -> Result<bool> {
 }
 
 /// Lists agents; `lost_after` decides who counts as online.
+/// The operator's settings for agent `name`: (bandwidth cap, window).
+pub fn agent_settings(conn: &Connection, name: &str) -> Result<(u64, String)> {
+    Ok(conn
+        .query_row(
+            "SELECT bandwidth_cap, window FROM agents WHERE name = ?1",
+            [name],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or_default())
+}
+
+/// Sets an agent's bandwidth cap and/or window (None: unchanged).
+pub fn set_agent(
+    conn: &Connection,
+    name: &str,
+    bandwidth_cap: Option<u64>,
+    window: Option<&str>,
+) -> Result<()> {
+    if !agent_exists(conn, name)? {
+        return Err(CommanderError::NotFound(format!(
+            "no agent named {name:?} (see `ark-commander agents`)"
+        )));
+    }
+    if let Some(cap) = bandwidth_cap {
+        conn.execute(
+            "UPDATE agents SET bandwidth_cap = ?2 WHERE name = ?1",
+            params![name, cap as i64],
+        )?;
+    }
+    if let Some(window) = window {
+        conn.execute(
+            "UPDATE agents SET window = ?2 WHERE name = ?1",
+            params![name, window],
+        )?;
+    }
+    Ok(())
+}
+
 pub fn list_agents(
     conn: &Connection,
     now: i64,
     lost_after_ms: i64,
 ) -> Result<Vec<ark_proto::AgentInfo>> {
     let mut stmt = conn.prepare(
-        "SELECT name, enrolled_at, last_seen, paused, capabilities, telemetry FROM agents ORDER BY name",
+        "SELECT name, enrolled_at, last_seen, paused, capabilities, telemetry, bandwidth_cap, window
+         FROM agents ORDER BY name",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok((
@@ -432,11 +478,13 @@ pub fn list_agents(
             r.get::<_, bool>(3)?,
             r.get::<_, Option<Vec<u8>>>(4)?,
             r.get::<_, Option<Vec<u8>>>(5)?,
+            r.get::<_, i64>(6)? as u64,
+            r.get::<_, String>(7)?,
         ))
     })?;
     let mut agents = Vec::new();
     for row in rows {
-        let (name, enrolled_at, last_seen, paused, caps, telemetry) = row?;
+        let (name, enrolled_at, last_seen, paused, caps, telemetry, bandwidth_cap, window) = row?;
         let state = match last_seen {
             None => "enrolled",
             Some(seen) if now - seen <= lost_after_ms => "online",
@@ -457,6 +505,8 @@ pub fn list_agents(
             enrolled_at_ms: enrolled_at,
             last_seen_ms: last_seen.unwrap_or(0),
             running,
+            bandwidth_cap,
+            window,
         });
     }
     Ok(agents)
@@ -470,9 +520,9 @@ pub fn add_target(
     now: i64,
 ) -> Result<ark_proto::TargetInfo> {
     let inserted = conn.execute(
-        "INSERT OR IGNORE INTO targets (name, kind, url, every_ms, created_at, next_due, keep, bandwidth_cap, max_size)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
-        params![t.name, t.kind, t.url, t.every_ms as i64, now, t.keep, t.bandwidth_cap as i64, t.max_size as i64],
+        "INSERT OR IGNORE INTO targets (name, kind, url, every_ms, created_at, next_due, keep, bandwidth_cap, max_size, window)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)",
+        params![t.name, t.kind, t.url, t.every_ms as i64, now, t.keep, t.bandwidth_cap as i64, t.max_size as i64, t.window],
     )?;
     if inserted == 0 {
         return Err(CommanderError::AlreadyExists(format!(
@@ -491,6 +541,7 @@ pub fn add_target(
         keep: t.keep,
         bandwidth_cap: t.bandwidth_cap,
         max_size: t.max_size,
+        window: t.window.clone(),
     })
 }
 
@@ -498,7 +549,7 @@ pub fn list_targets(conn: &Connection) -> Result<Vec<ark_proto::TargetInfo>> {
     let mut stmt = conn.prepare(
         "SELECT t.name, t.kind, t.url, t.every_ms, t.created_at, t.next_due,
                 (SELECT state FROM runs r WHERE r.target = t.name AND r.kind = t.kind ORDER BY r.id DESC LIMIT 1),
-                t.keep, t.bandwidth_cap, t.max_size
+                t.keep, t.bandwidth_cap, t.max_size, t.window
          FROM targets t ORDER BY t.name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -513,6 +564,7 @@ pub fn list_targets(conn: &Connection) -> Result<Vec<ark_proto::TargetInfo>> {
             keep: r.get(7)?,
             bandwidth_cap: r.get::<_, i64>(8)? as u64,
             max_size: r.get::<_, i64>(9)? as u64,
+            window: r.get(10)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -528,12 +580,14 @@ pub struct JobSettings {
     pub bandwidth_cap: u64,
     /// The operator's size limit (0 = the default).
     pub max_size: u64,
+    /// Off-peak hours ("" = any time).
+    pub window: String,
 }
 
 pub fn target_job_settings(conn: &Connection, name: &str) -> Result<JobSettings> {
     Ok(conn
         .query_row(
-            "SELECT etag, last_modified, bandwidth_cap, max_size FROM targets WHERE name = ?1",
+            "SELECT etag, last_modified, bandwidth_cap, max_size, window FROM targets WHERE name = ?1",
             [name],
             |r| {
                 Ok(JobSettings {
@@ -541,6 +595,7 @@ pub fn target_job_settings(conn: &Connection, name: &str) -> Result<JobSettings>
                     last_modified: r.get(1)?,
                     bandwidth_cap: r.get::<_, i64>(2)? as u64,
                     max_size: r.get::<_, i64>(3)? as u64,
+                    window: r.get(4)?,
                 })
             },
         )

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use ark_tests::*;
@@ -244,5 +245,98 @@ fn show_config_prints_the_effective_config_and_refuses_typos() -> Result<()> {
         ])
         .output()?;
     failed_with(&out, "malformed")?;
+    Ok(())
+}
+
+/// Local time as HH:MM, `minutes` from now, the way the commander reads it.
+fn local_hhmm(minutes: i64) -> Result<String> {
+    let out = Command::new("date")
+        .arg("+%H:%M")
+        .arg(format!(
+            "--date=@{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs() as i64
+                + minutes * 60
+        ))
+        .output()?;
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_and_caps_set_from_the_cli_hold_and_release_work() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let adata = tmp.path().join("pi");
+    enroll_agent(&cdata, &adata, "pi").await?;
+    let _agent = spawn_agent(&adata)?;
+    let origin = Origin::start().await?;
+    origin.put("night.bin", vec![7u8; 50_000]);
+
+    // An agent window that is closed now: the run waits, queued.
+    let closed = format!("{}-{}", local_hhmm(120)?, local_hhmm(180)?);
+    let set = ok_json(commander_cli(
+        &cdata,
+        &[
+            "agent",
+            "set",
+            "pi",
+            "--bandwidth",
+            "5MB/s",
+            "--window",
+            &closed,
+            "--json",
+        ],
+    )?)?;
+    ensure!(
+        set["window"] == closed.as_str() && set["commander_bandwidth_cap"] == 5_000_000,
+        "{set}"
+    );
+    failed_with(
+        &commander_cli(&cdata, &["agent", "set", "pi", "--window", "25:00-01:00"])?,
+        "HH:MM-HH:MM",
+    )?;
+    failed_with(
+        &commander_cli(&cdata, &["agent", "set", "nobody", "--window", "always"])?,
+        "no agent named",
+    )?;
+    let listed = ok_json(commander_cli(&cdata, &["agents", "--json"])?)?;
+    ensure!(listed[0]["window"] == closed.as_str(), "{listed}");
+
+    let open = format!("{}-{}", local_hhmm(-60)?, local_hhmm(60)?);
+    let out = commander_cli(
+        &cdata,
+        &[
+            "target",
+            "add",
+            "file",
+            &origin.url("night.bin"),
+            "--name",
+            "night",
+            "--window",
+            &open,
+        ],
+    )?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = run_of(&cdata, "night").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(
+        run(&cdata, id).await?.state == "queued",
+        "the agent's window is closed"
+    );
+
+    // `always` opens it: the queued run is taken and lands.
+    ok_json(commander_cli(
+        &cdata,
+        &["agent", "set", "pi", "--window", "always", "--json"],
+    )?)?;
+    wait_for_run(&cdata, id, "succeeded", Duration::from_secs(30)).await?;
+    let targets = ok_json(commander_cli(&cdata, &["target", "ls", "--json"])?)?;
+    ensure!(targets[0]["window"] == open.as_str(), "{targets}");
     Ok(())
 }

@@ -1,10 +1,79 @@
-//! `ark-commander agents`: every enrolled agent with its telemetry.
+//! `ark-commander agents`: every enrolled agent with its telemetry; `agent
+//! set NAME --bandwidth … --window …`: the operator's cap and hours for one.
 
 use std::path::Path;
 
-use ark_proto::ListAgentsRequest;
+use ark_proto::{ListAgentsRequest, SetAgentRequest};
 
 use super::output::{agent_json, ago, print_json, rpc, ListArgs};
+use super::target::parse_rate;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AgentCmd {
+    /// Set an agent's download cap and the hours it takes new work.
+    Set {
+        name: String,
+        /// Cap on the agent's total download rate, e.g. 5MB/s (0 clears);
+        /// the agent applies the lower of this and its own `bandwidth-cap`.
+        #[arg(long, value_parser = parse_rate)]
+        bandwidth: Option<u64>,
+        /// Hours it takes new work, local time, e.g. 01:00-06:00 or
+        /// 22:00-06:00 (`always` clears). Running jobs finish either way.
+        #[arg(long)]
+        window: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl AgentCmd {
+    pub async fn run(self, data: &Path, url: Option<&str>) -> anyhow::Result<()> {
+        let AgentCmd::Set {
+            name,
+            bandwidth,
+            window,
+            json,
+        } = self;
+        if bandwidth.is_none() && window.is_none() {
+            anyhow::bail!("nothing to set: give --bandwidth and/or --window");
+        }
+        let mut admin = crate::admin::connect(data, url)?;
+        let agent = admin
+            .set_agent(SetAgentRequest {
+                name,
+                bandwidth_cap: bandwidth,
+                window,
+            })
+            .await
+            .map_err(rpc("setting the agent"))?
+            .into_inner();
+        if json {
+            return print_json(&agent_json(&agent));
+        }
+        println!(
+            "{}: bandwidth {} window {}",
+            agent.name,
+            cap_text(agent.bandwidth_cap),
+            window_text(&agent.window)
+        );
+        Ok(())
+    }
+}
+
+fn cap_text(cap: u64) -> String {
+    match cap {
+        0 => "-".into(),
+        n => format!("{:.1}MB/s", n as f64 / 1e6),
+    }
+}
+
+fn window_text(window: &str) -> &str {
+    if window.is_empty() {
+        "always"
+    } else {
+        window
+    }
+}
 
 pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Result<()> {
     let mut admin = crate::admin::connect(data, url)?;
@@ -18,8 +87,18 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
         return print_json(&agents.iter().map(agent_json).collect());
     }
     println!(
-        "{:<16} {:<9} {:<7} {:<8} {:>5} {:>6} {:>7} {:>10} {:<8} SEEN",
-        "NAME", "STATE", "PAUSED", "ARCH", "CPU%", "TEMP", "MEM%", "FREE GiB", "RUNNING"
+        "{:<16} {:<9} {:<7} {:<8} {:>5} {:>6} {:>7} {:>10} {:<8} {:>9} {:<11} SEEN",
+        "NAME",
+        "STATE",
+        "PAUSED",
+        "ARCH",
+        "CPU%",
+        "TEMP",
+        "MEM%",
+        "FREE GiB",
+        "RUNNING",
+        "CAP",
+        "WINDOW"
     );
     for a in agents {
         let caps = a.capabilities.clone().unwrap_or_default();
@@ -38,7 +117,7 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
             .unwrap_or_else(|| "-".into());
         let running: Vec<String> = a.running.iter().map(|r| r.to_string()).collect();
         println!(
-            "{:<16} {:<9} {:<7} {:<8} {:>5.0} {:>6} {:>7} {:>10.1} {:<8} {}",
+            "{:<16} {:<9} {:<7} {:<8} {:>5.0} {:>6} {:>7} {:>10.1} {:<8} {:>9} {:<11} {}",
             a.name,
             a.state,
             a.paused,
@@ -48,6 +127,8 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
             mem,
             t.staging_free_bytes as f64 / (1u64 << 30) as f64,
             running.join(","),
+            cap_text(a.bandwidth_cap),
+            window_text(&a.window),
             ago(a.last_seen_ms)
         );
     }

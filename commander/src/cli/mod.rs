@@ -60,6 +60,9 @@ pub enum Cmd {
     RunNow(target::RunNowCmd),
     /// List agents.
     Agents(output::ListArgs),
+    /// Set an agent's bandwidth cap and window.
+    #[command(subcommand)]
+    Agent(agents::AgentCmd),
     /// List runs, newest first.
     Runs(runs::RunsCmd),
     /// Stop handing out new leases (whole swarm, or one agent). Running jobs finish.
@@ -91,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Target(cmd) => cmd.run(&data, url.as_deref()).await,
             Cmd::RunNow(cmd) => cmd.run(&data, url.as_deref()).await,
             Cmd::Agents(args) => agents::run(&data, url.as_deref(), args).await,
+            Cmd::Agent(cmd) => cmd.run(&data, url.as_deref()).await,
             Cmd::Runs(cmd) => cmd.run(&data, url.as_deref()).await,
             Cmd::Pause(cmd) => cmd.run(&data, url.as_deref(), true).await,
             Cmd::Resume(cmd) => cmd.run(&data, url.as_deref(), false).await,

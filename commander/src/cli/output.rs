@@ -38,7 +38,8 @@ pub fn human_bytes(n: u64) -> String {
 pub fn target_json(t: &TargetInfo) -> Value {
     json!({"name": t.name, "kind": t.kind, "url": t.url, "every_ms": t.every_ms,
            "created_at_ms": t.created_at_ms, "next_due_ms": t.next_due_ms, "last_state": t.last_state,
-           "keep": t.keep, "bandwidth_cap": t.bandwidth_cap, "max_size": t.max_size})
+           "keep": t.keep, "bandwidth_cap": t.bandwidth_cap, "max_size": t.max_size,
+           "window": t.window})
 }
 
 pub fn run_json(r: &RunInfo) -> Value {
@@ -57,6 +58,7 @@ pub fn agent_json(a: &AgentInfo) -> Value {
            "enrolled_at_ms": a.enrolled_at_ms, "last_seen_ms": a.last_seen_ms,
            "arch": caps.arch, "cores": caps.cores, "memory_bytes": caps.memory_bytes,
            "kinds": caps.kinds, "max_jobs": caps.max_jobs, "bandwidth_cap": caps.bandwidth_cap,
+           "commander_bandwidth_cap": a.bandwidth_cap, "window": a.window,
            "version": caps.agent_version,
            "cpu_percent": t.cpu_percent, "memory_used_bytes": t.memory_used_bytes,
            "temperature_celsius": t.temperature_celsius, "staging_free_bytes": t.staging_free_bytes,

@@ -31,6 +31,10 @@ pub enum TargetCmd {
         /// each enclosure; larger ones are skipped with the reason).
         #[arg(long, value_parser = parse_size)]
         max_size: Option<u64>,
+        /// Off-peak hours it may run, local time, e.g. 01:00-06:00 (or
+        /// 22:00-06:00 across midnight); a due run waits queued until then.
+        #[arg(long)]
+        window: Option<String>,
     },
     /// List targets.
     Ls(ListArgs),
@@ -50,6 +54,7 @@ impl TargetCmd {
                 keep,
                 bandwidth,
                 max_size,
+                window,
             } => {
                 let t = admin
                     .add_target(AddTargetRequest {
@@ -60,6 +65,7 @@ impl TargetCmd {
                         keep: keep.unwrap_or(0),
                         bandwidth_cap: bandwidth.unwrap_or(0),
                         max_size: max_size.unwrap_or(0),
+                        window: window.unwrap_or_default(),
                     })
                     .await
                     .map_err(rpc("adding the target"))?
@@ -77,8 +83,8 @@ impl TargetCmd {
                     return print_json(&targets.iter().map(target_json).collect());
                 }
                 println!(
-                    "{:<24} {:<6} {:<10} {:<12} URL",
-                    "NAME", "KIND", "EVERY", "LAST"
+                    "{:<24} {:<6} {:<10} {:<12} {:<11} URL",
+                    "NAME", "KIND", "EVERY", "LAST", "WINDOW"
                 );
                 for t in targets {
                     let every = if t.every_ms == 0 {
@@ -87,8 +93,17 @@ impl TargetCmd {
                         humantime::format_duration(Duration::from_millis(t.every_ms)).to_string()
                     };
                     println!(
-                        "{:<24} {:<6} {:<10} {:<12} {}",
-                        t.name, t.kind, every, t.last_state, t.url
+                        "{:<24} {:<6} {:<10} {:<12} {:<11} {}",
+                        t.name,
+                        t.kind,
+                        every,
+                        t.last_state,
+                        if t.window.is_empty() {
+                            "always"
+                        } else {
+                            &t.window
+                        },
+                        t.url
                     );
                 }
             }
