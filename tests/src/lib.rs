@@ -245,6 +245,18 @@ pub async fn events(commander_data: &Path, run_id: i64) -> Result<Vec<Event>> {
         .events)
 }
 
+/// The smallest swarm: a commander in `dir/commander` and one agent named
+/// `agent`, enrolled and running. Returns (commander data dir, commander,
+/// agent); the processes stop when dropped.
+pub async fn swarm_of_one(dir: &Path, agent: &str) -> Result<(PathBuf, Proc, Proc)> {
+    let cdata = dir.join("commander");
+    let commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let adata = dir.join(agent);
+    enroll_agent(&cdata, &adata, agent).await?;
+    let agent = spawn_agent(&adata)?;
+    Ok((cdata, commander, agent))
+}
+
 /// Adds a `file` target.
 pub async fn add_file_target(commander_data: &Path, name: &str, url: &str) -> Result<()> {
     add_file_target_keeping(commander_data, name, url, 0).await

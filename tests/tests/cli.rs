@@ -266,11 +266,7 @@ fn local_hhmm(minutes: i64) -> Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_and_caps_set_from_the_cli_hold_and_release_work() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let cdata = tmp.path().join("commander");
-    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
-    let adata = tmp.path().join("pi");
-    enroll_agent(&cdata, &adata, "pi").await?;
-    let _agent = spawn_agent(&adata)?;
+    let (cdata, _commander, _agent) = swarm_of_one(tmp.path(), "pi").await?;
     let origin = Origin::start().await?;
     origin.put("night.bin", vec![7u8; 50_000]);
 

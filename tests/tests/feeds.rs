@@ -52,11 +52,7 @@ async fn media_runs_done(cdata: &Path, target: &str, count: usize) -> Result<Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_podcast_lands_entries_and_media_and_is_then_unchanged_and_deduped() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let cdata = tmp.path().join("commander");
-    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
-    let adata = tmp.path().join("pi");
-    enroll_agent(&cdata, &adata, "pi").await?;
-    let _agent = spawn_agent(&adata)?;
+    let (cdata, _commander, _agent) = swarm_of_one(tmp.path(), "pi").await?;
 
     let origin = Origin::start().await?;
     let (ep1, ep2) = (sample_bytes(50_000, 1), sample_bytes(80_000, 2));
