@@ -3,7 +3,8 @@
 #   qemu-user (the aarch64 agent under emulation), b3sum (the hashing
 #   oracle), nginx (a real origin), zim-tools (zimcheck, the ZIM oracle),
 #   kiwix-tools (kiwix-serve on the landed archive), curl and aria2 (the
-#   benchmark's baselines), rustfmt/clippy, the aarch64 musl target,
+#   benchmark's baselines), git and openssh (git origins, flashing over
+#   SSH), rustfmt/clippy, the aarch64 musl target,
 #   cargo-nextest, and cargo-zigbuild + zig (cross-building without Docker).
 # Idempotent: it only installs what is missing. Debian packages need root.
 set -euo pipefail
@@ -18,6 +19,11 @@ command -v zimcheck >/dev/null || need_apt+=(zim-tools)
 command -v kiwix-serve >/dev/null || need_apt+=(kiwix-tools)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v aria2c >/dev/null || need_apt+=(aria2)
+# git (the git kind's tests and the demo serve repositories with git
+# http-backend and git daemon), sshd/ssh (scripts/flash-agent.sh's test).
+command -v git >/dev/null || need_apt+=(git)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh >/dev/null || need_apt+=(openssh-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -78,7 +78,8 @@ impl Drop for Proc {
     }
 }
 
-fn spawn_logged(mut cmd: Command, log: PathBuf) -> Result<Proc> {
+/// Spawns `cmd` with its stderr in `log`; killed when the `Proc` drops.
+pub fn spawn_logged(mut cmd: Command, log: PathBuf) -> Result<Proc> {
     let file = std::fs::File::create(&log)?;
     cmd.stdout(Stdio::null())
         .stderr(file)
