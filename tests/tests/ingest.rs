@@ -237,6 +237,49 @@ async fn ingest_names_a_damaged_version_and_exits_non_zero() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_applies_a_lowered_retention_once() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let mut commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let origin = Origin::start().await?;
+    let adata = tmp.path().join("agent");
+    enroll_agent(&cdata, &adata, "agent").await?;
+    let _agent = spawn_agent(&adata)?;
+    origin.put("daily.bin", sample_bytes(40_000, 1));
+    add_file_target(&cdata, "daily", &origin.url("daily.bin")).await?;
+    wait_for_run(&cdata, run_of(&cdata, "daily").await?, "succeeded", SOON).await?;
+    origin.put("daily.bin", sample_bytes(40_001, 2));
+    let id = run_now(&cdata, "daily").await?;
+    wait_for_run(&cdata, id, "succeeded", SOON).await?;
+    commander.kill9();
+    ensure!(archive_ls(&cdata)?.len() == 2);
+
+    // The NAS keeps fewer versions from now on: the next pass prunes.
+    let config = cdata.join("commander.toml");
+    let text = std::fs::read_to_string(&config)? + "keep = 1\n";
+    std::fs::write(&config, text)?;
+    let (ok, out, err) = commander_cli(&cdata, &["ingest", "--json"])?;
+    ensure!(ok, "ingest failed:\n{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out)?;
+    ensure!(
+        report["pruned"] == serde_json::json!([{"target": "daily", "versions": 1}])
+            && report["versions"] == 1,
+        "{report}"
+    );
+    let landed = archive_files(&cdata);
+    ensure!(
+        landed.len() == 1 && landed[0].1.len() == 40_001,
+        "{:?}",
+        landed.iter().map(|(p, b)| (p, b.len())).collect::<Vec<_>>()
+    );
+    let (files, rows) = (listing(&cdata.join("archive"))?, ledger_rows(&cdata)?);
+    let (ok, out, err) = commander_cli(&cdata, &["ingest"])?;
+    ensure!(ok && out.contains("pruned    0"), "{out}{err}");
+    ensure!(listing(&cdata.join("archive"))? == files && ledger_rows(&cdata)? == rows);
+    Ok(())
+}
+
 /// The units under `scripts/systemd`, copied with ExecStart pointing at the
 /// built binary (verify wants an executable there), pass
 /// `systemd-analyze verify`.
