@@ -53,6 +53,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print shell completions (bash, zsh, fish, …) to stdout.
+    Completions(ark_agent::process::CompletionsCmd),
 }
 
 /// Flags laid over `agent.toml`.
@@ -104,6 +106,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Cmd::Completions(cmd) = &cli.cmd {
+        cmd.print(<Cli as clap::CommandFactory>::command());
+        return Ok(());
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.cmd {
         Cmd::Enroll { commander, token } => {
@@ -182,5 +188,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Completions(_) => Ok(()),
     }
 }

@@ -1,6 +1,7 @@
 //! Process plumbing both binaries share: logging through `tracing` (to
-//! stderr, filter from `ARK_LOG`) and the shutdown signal (Ctrl-C or
-//! SIGTERM, which is what systemd sends on stop).
+//! stderr, filter from `ARK_LOG`), the shutdown signal (Ctrl-C or
+//! SIGTERM, which is what systemd sends on stop) and the `completions`
+//! subcommand.
 
 /// Sets up `tracing` for a binary; `ARK_LOG` overrides `default_filter`.
 pub fn init_logging(default_filter: &str) {
@@ -27,5 +28,22 @@ pub async fn shutdown_signal() {
                 None => std::future::pending::<()>().await,
             }
         } => {}
+    }
+}
+
+/// `completions SHELL`: shell completions for a binary, generated from its
+/// own clap definition.
+#[derive(Debug, clap::Args)]
+pub struct CompletionsCmd {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+impl CompletionsCmd {
+    /// Writes the completion script for `cmd` to stdout.
+    pub fn print(&self, mut cmd: clap::Command) {
+        let bin = cmd.get_name().to_string();
+        clap_complete::generate(self.shell, &mut cmd, bin, &mut std::io::stdout());
     }
 }

@@ -7,6 +7,7 @@
 //!   <kind>/<target>/<YYYYMMDDTHHMMSSZ>/<file>                (the bytes)
 //!   <kind>/<target>/<YYYYMMDDTHHMMSSZ>/<file>.manifest.json  (provenance)
 //!   .ark/quarantine/run-<id>.data, run-<id>.outboard     (uploads in flight)
+//!   index.json                                               (every landed version, by `ingest`)
 //! ```
 //!
 //! Quarantine lives on the archive's own filesystem, so landing is a rename.
@@ -47,6 +48,11 @@ pub const DEFAULT_KEEP: u32 = 3;
 /// landing (`before-rename`, `after-rename`, `after-ledger`): the
 /// fault-injection hook behind the crash-recovery tests.
 pub const FAULT_CRASH_AT: &str = "ARK_FAULT_CRASH_AT";
+
+/// The archive index `ingest` keeps at the archive root: every landed
+/// version (kind, target, path, size, BLAKE3, landing time), so a person or
+/// a script can read the archive without the commander's database.
+pub const INDEX_FILE: &str = "index.json";
 
 /// Version states in the ledger.
 pub mod version_state {
@@ -740,7 +746,9 @@ impl Archive {
     /// Rewrites `zim/library.xml` (atomically) from the ledger: the newest
     /// landed version of every ZIM target, so `kiwix-serve --library
     /// archive/zim/library.xml` serves the archive as it is.
-    pub fn write_zim_library(&self, store: &Store) -> Result<()> {
+    /// Returns whether the file changed (it is written only then, so an
+    /// idle archive keeps its mtimes).
+    pub fn write_zim_library(&self, store: &Store) -> Result<bool> {
         let versions = store.read(|c| landed(c, None))?;
         let mut seen = std::collections::HashSet::new();
         let mut books = String::new();
@@ -779,15 +787,55 @@ impl Archive {
         );
         let path = self.root.join("zim").join("library.xml");
         if books.is_empty() && !path.exists() {
-            return Ok(());
+            return Ok(false);
         }
-        ark_agent::write_atomic(&path, xml.as_bytes(), 0o644)
-            .map_err(CommanderError::io("writing", &path))
+        write_if_changed(&path, xml.as_bytes()).map_err(CommanderError::io("writing", &path))
+    }
+
+    /// Rewrites [`INDEX_FILE`] (atomically, and only when its content
+    /// changes) from the ledger: every landed version, oldest first.
+    /// Returns whether the file changed.
+    pub fn write_index(&self, store: &Store) -> Result<bool> {
+        let mut versions = store.read(|c| landed(c, None))?;
+        versions.reverse();
+        let list: Vec<serde_json::Value> = versions
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "id": v.id, "kind": v.kind, "target": v.target, "path": v.path,
+                    "size": v.size, "blake3": v.blake3, "landed_at_ms": v.landed_at_ms,
+                })
+            })
+            .collect();
+        let json = serde_json::json!({
+            "ark_index": 1,
+            "written_by": "ark-commander ingest, from its ledger; do not edit",
+            "versions": list,
+        });
+        let mut text =
+            serde_json::to_vec_pretty(&json).map_err(|e| CommanderError::Invalid(e.to_string()))?;
+        text.push(b'\n');
+        let path = self.root.join(INDEX_FILE);
+        write_if_changed(&path, &text).map_err(CommanderError::io("writing", &path))
     }
 
     /// Re-hashes every landed version and compares with the ledger and the
     /// manifest beside it; finds files the ledger does not know.
-    pub fn verify(&self, store: &Store, mut each: impl FnMut(&Checked)) -> Result<VerifyReport> {
+    pub fn verify(&self, store: &Store, each: impl FnMut(&Checked)) -> Result<VerifyReport> {
+        self.verify_since(store, None, each)
+    }
+
+    /// Like [`Archive::verify`], but only versions landed after `since`
+    /// (ms) are re-hashed (and only the mirrors they update are checked);
+    /// older ones are checked for presence and size, which costs a `stat`
+    /// rather than a read of the whole archive. Strays and missing feed
+    /// entries are looked for everywhere either way.
+    pub fn verify_since(
+        &self,
+        store: &Store,
+        since: Option<i64>,
+        mut each: impl FnMut(&Checked),
+    ) -> Result<VerifyReport> {
         use std::collections::{HashMap, HashSet};
         use std::os::unix::fs::MetadataExt;
         let versions = store.read(|c| landed(c, None))?;
@@ -798,6 +846,7 @@ impl Archive {
         let mut known: HashSet<PathBuf> = HashSet::new();
         // Written by the commander from the ledger, not a landed file.
         known.insert(self.root.join("zim").join("library.xml"));
+        known.insert(self.root.join(INDEX_FILE));
         // Derived by the commander from verified snapshots.
         for entry in crate::feed::entry_files(store)? {
             let file = self.root.join(&entry);
@@ -806,12 +855,16 @@ impl Archive {
             }
             known.insert(file);
         }
+        let recent = |v: &Version| since.is_none_or(|since| v.landed_at_ms.unwrap_or(0) > since);
         for v in versions {
             let file = self.root.join(&v.path);
             known.insert(file.clone());
             known.insert(Self::manifest_path(&file));
+            let rehash = recent(&v);
             let problem = match std::fs::metadata(&file) {
                 Err(e) => Some(format!("missing: {e}")),
+                Ok(meta) if !rehash => (meta.len() != v.size)
+                    .then(|| format!("{} bytes on disk, {} in the ledger", meta.len(), v.size)),
                 Ok(meta) => {
                     let got = hashed
                         .entry((meta.dev(), meta.ino()))
@@ -831,7 +884,9 @@ impl Archive {
                     }
                 }
             };
-            report.bytes += v.size;
+            if rehash {
+                report.bytes += v.size;
+            }
             let checked = Checked {
                 version: v,
                 problem,
@@ -839,19 +894,27 @@ impl Archive {
             each(&checked);
             if checked.problem.is_some() {
                 report.bad.push(checked);
-            } else {
+            } else if rehash {
                 report.ok += 1;
+            } else {
+                report.sized += 1;
             }
         }
         // Git mirrors: checked whole (every object hashed, every ref
         // connected); their files are the mirror's, not strays.
-        let mirrors: std::collections::BTreeSet<String> = store
+        let git: Vec<Version> = store
             .read(|c| landed(c, None))?
-            .iter()
+            .into_iter()
             .filter(|v| v.kind == ark_proto::KIND_GIT)
+            .collect();
+        let mirrors: std::collections::BTreeSet<String> =
+            git.iter().map(|v| git_mirror_path(&v.url)).collect();
+        let to_check: std::collections::BTreeSet<String> = git
+            .iter()
+            .filter(|v| recent(v))
             .map(|v| git_mirror_path(&v.url))
             .collect();
-        for mirror in &mirrors {
+        for mirror in &to_check {
             let dir = self.root.join(mirror);
             if let Err(e) = crate::git_check::check_repo(&dir) {
                 report.bad_mirrors.push(format!("{mirror}: {e}"));
@@ -893,6 +956,28 @@ fn manifest_problem(path: &Path, v: &Version) -> Option<String> {
         .then(|| format!("manifest {} disagrees with the ledger", path.display()))
 }
 
+/// Writes `bytes` to `path` atomically unless it already holds exactly
+/// them; returns whether it wrote. Files the commander derives from its
+/// ledger go through here, so re-deriving them leaves an unchanged archive
+/// untouched (mtimes included) and rsync or a backup sees no change.
+pub fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(false);
+    }
+    ark_agent::write_atomic(path, bytes, 0o644)?;
+    Ok(true)
+}
+
+/// Count, bytes and newest landing time of the landed versions (bytes
+/// counted once per version, hard links included, as `archive ls` does).
+pub fn totals(conn: &Connection) -> Result<(u64, u64, Option<i64>)> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0), MAX(landed_at) FROM versions WHERE state = 'landed'",
+        [],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get(2)?)),
+    )?)
+}
+
 /// Every file under `root` (sorted), outside `root/.ark`.
 pub fn walk_files(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -928,8 +1013,13 @@ pub struct Checked {
 /// What `archive verify` found.
 #[derive(Debug, Default, Serialize)]
 pub struct VerifyReport {
+    /// Versions re-hashed and found to match.
     pub ok: usize,
+    /// Bytes re-hashed.
     pub bytes: u64,
+    /// Versions landed before the `since` of [`Archive::verify_since`],
+    /// found present with the right size (not re-hashed).
+    pub sized: usize,
     pub bad: Vec<Checked>,
     /// Files under the archive that no landed version accounts for.
     pub stray: Vec<String>,

@@ -11,6 +11,8 @@
 //! - [`server`]: wiring it together on a bound listener.
 //! - [`archive`]: the archive on the NAS: quarantine, landing, recovery,
 //!   retention, verification.
+//! - [`ingest`]: the NAS's scheduled upkeep: recover, re-verify, prune,
+//!   refresh the derived files.
 //! - [`upload`]: receiving a verified upload (`Have`, `Upload`).
 //! - [`zim_check`]: the deep structural check of a ZIM file.
 //! - [`feed`]: the feed check, entries derived from landed snapshots, enclosures queued as media runs.
@@ -29,6 +31,7 @@ pub mod demo;
 pub mod error;
 pub mod feed;
 pub mod git_check;
+pub mod ingest;
 pub mod pki;
 pub mod scheduler;
 pub mod server;

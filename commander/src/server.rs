@@ -101,6 +101,25 @@ pub fn endpoint(data: &Path) -> Result<String> {
         })
 }
 
+/// How long [`running`] waits for the recorded endpoint to accept.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// True when a commander is serving from `data`: the endpoint it recorded
+/// accepts a connection. A commander that stopped (or was killed) leaves
+/// its endpoint file behind, so the file alone says nothing.
+pub fn running(data: &Path) -> bool {
+    let Ok(url) = endpoint(data) else {
+        return false;
+    };
+    let authority = url.trim_start_matches("https://").trim_end_matches('/');
+    let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(authority) else {
+        return false;
+    };
+    addrs
+        .into_iter()
+        .any(|addr| std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_ok())
+}
+
 /// Finishes or rolls back every half-landed version (see
 /// [`Archive::recover`]); a finished one completes its run.
 pub fn recover(scheduler: &Scheduler, archive: &Archive) -> Result<(usize, usize)> {

@@ -610,7 +610,11 @@ impl Admin for Services {
                 let agents = state::list_agents(c, unix_ms(), lost_after)?;
                 let counts = state::run_counts(c)?;
                 let count = |s: &str| counts.get(s).copied().unwrap_or(0);
+                let (archive_versions, archive_bytes, last_landed) = crate::archive::totals(c)?;
                 Ok(StatusResponse {
+                    archive_versions,
+                    archive_bytes,
+                    last_landed_at_ms: last_landed.unwrap_or(0),
                     swarm_paused: state::swarm_paused(c)?,
                     agents_online: agents.iter().filter(|a| a.state == "online").count() as u32,
                     agents_lost: agents.iter().filter(|a| a.state == "lost").count() as u32,

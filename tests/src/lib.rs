@@ -151,6 +151,23 @@ pub async fn spawn_commander_with(
     Ok(proc)
 }
 
+/// Waits until a commander started with `ARK_FAULT_CRASH_AT=step` has
+/// aborted at that step of landing (and not somewhere else).
+pub async fn wait_for_abort(commander: &mut Proc, step: &str, timeout: Duration) -> Result<()> {
+    wait_until(timeout, "the commander to abort mid-landing", || {
+        let exited = commander.exited();
+        async move { Ok(exited) }
+    })
+    .await?;
+    if !commander
+        .log_text()
+        .contains(&format!("aborting at landing step \"{step}\""))
+    {
+        bail!("the commander died elsewhere:\n{}", commander.log_text());
+    }
+    Ok(())
+}
+
 /// The running commander's admin client.
 pub fn admin(data: &Path) -> Result<AdminClient<Channel>> {
     Ok(ark_commander::admin::connect(data, None)?)
@@ -570,14 +587,16 @@ pub async fn agents(commander_data: &Path) -> Result<Vec<ark_proto::AgentInfo>> 
 }
 
 /// Every landed file in a commander's archive (relative path, bytes),
-/// without the manifests, the Kiwix library and the quarantine.
+/// without the manifests, the Kiwix library, the index and the quarantine.
 pub fn archive_files(commander_data: &Path) -> Vec<(String, Vec<u8>)> {
     let root = commander_data.join("archive");
     ark_commander::archive::walk_files(&root)
         .into_iter()
         .filter(|path| {
             let name = path.to_string_lossy();
-            !name.ends_with(".manifest.json") && !name.ends_with("zim/library.xml")
+            !name.ends_with(".manifest.json")
+                && !name.ends_with("zim/library.xml")
+                && path != &root.join(ark_commander::archive::INDEX_FILE)
         })
         .map(|path| {
             let relative = path.strip_prefix(&root).unwrap_or(&path);

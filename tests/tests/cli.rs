@@ -125,7 +125,11 @@ async fn the_operator_cli_drives_a_running_commander() -> Result<()> {
     );
     let status = ok_json(commander_cli(&cdata, &["status", "--json"])?)?;
     ensure!(
-        status["agents_online"] == 1 && status["runs_succeeded"] == 1,
+        status["agents_online"] == 1
+            && status["runs_succeeded"] == 1
+            && status["archive_versions"] == 1
+            && status["archive_bytes"] == 9
+            && status["last_landed_at_ms"].as_i64() > Some(0),
         "{status}"
     );
 

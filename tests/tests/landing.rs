@@ -203,18 +203,7 @@ async fn crash_at(step: &str) -> Result<()> {
     enroll_agent(&cdata, &adata, "agent").await?;
     let _agent = spawn_agent(&adata)?;
     add_file_target(&cdata, "iso", &origin.url("iso.bin")).await?;
-    wait_until(SOON, "the commander to abort mid-landing", || {
-        let exited = commander.exited();
-        async move { Ok(exited) }
-    })
-    .await?;
-    ensure!(
-        commander
-            .log_text()
-            .contains(&format!("aborting at landing step \"{step}\"")),
-        "the commander died elsewhere:\n{}",
-        commander.log_text()
-    );
+    wait_for_abort(&mut commander, step, SOON).await?;
     let _commander = spawn_commander(&cdata, &listen).await?;
     let id = run_of(&cdata, "iso").await?;
     let done = wait_for_run(&cdata, id, "succeeded", SOON).await?;

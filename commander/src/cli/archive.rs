@@ -26,7 +26,9 @@ pub enum ArchiveCmd {
     Verify(ListArgs),
 }
 
-fn open(data: &Path) -> anyhow::Result<(Store, Archive)> {
+/// Opens the ledger and the archive of data dir `data` directly (the NAS
+/// side: no running commander needed; SQLite's WAL lets one run beside).
+pub(super) fn open(data: &Path) -> anyhow::Result<(Store, Archive, CommanderConfig)> {
     let config = CommanderConfig::load(data)?;
     let state = data.join(crate::server::STATE_FILE);
     anyhow::ensure!(
@@ -36,7 +38,8 @@ fn open(data: &Path) -> anyhow::Result<(Store, Archive)> {
         data.display()
     );
     let store = Store::open(&state).with_context(|| format!("opening {}", state.display()))?;
-    Ok((store, Archive::new(config.archive_dir(data), config.keep)))
+    let archive = Archive::new(config.archive_dir(data), config.keep);
+    Ok((store, archive, config))
 }
 
 fn version_json(v: &archive::Version, root: &Path) -> serde_json::Value {
@@ -48,7 +51,7 @@ fn version_json(v: &archive::Version, root: &Path) -> serde_json::Value {
 
 impl ArchiveCmd {
     pub fn run(self, data: &Path) -> anyhow::Result<()> {
-        let (store, archive) = open(data)?;
+        let (store, archive, _) = open(data)?;
         match self {
             ArchiveCmd::Ls { list, target } => {
                 let versions = store.read(|c| archive::landed(c, target.as_deref()))?;
@@ -87,26 +90,12 @@ impl ArchiveCmd {
                     if list.json {
                         return;
                     }
-                    match &checked.problem {
-                        None => println!("ok    {}", checked.version.path),
-                        Some(p) => println!(
-                            "BAD   {} (version {} of {}): {p}",
-                            checked.version.path, checked.version.id, checked.version.target
-                        ),
-                    }
+                    print_checked(checked);
                 })?;
                 if list.json {
                     print_json(&serde_json::to_value(&report)?)?;
                 } else {
-                    for stray in &report.stray {
-                        println!("STRAY {stray}: no landed version accounts for it");
-                    }
-                    for entry in &report.missing {
-                        println!("MISSING {entry}: a feed entry the ledger lists");
-                    }
-                    for mirror in &report.bad_mirrors {
-                        println!("BAD   mirror {mirror}");
-                    }
+                    print_problems(&report);
                     println!(
                         "{} versions ok ({}), {} bad, {} stray files",
                         report.ok,
@@ -115,19 +104,48 @@ impl ArchiveCmd {
                         report.stray.len()
                     );
                 }
-                if !report.clean() {
-                    anyhow::bail!(
-                        "the archive does not match its ledger: {} bad versions, {} stray files, {} missing entries, \
-                         {} bad mirrors (listed above). Re-run the affected targets (`ark-commander run-now TARGET`) \
-                         to land a good copy",
-                        report.bad.len(),
-                        report.stray.len(),
-                        report.missing.len(),
-                        report.bad_mirrors.len()
-                    );
-                }
-                Ok(())
+                ensure_clean(&report)
             }
         }
     }
+}
+
+/// One line for a version as verification checked it.
+pub(super) fn print_checked(checked: &archive::Checked) {
+    match &checked.problem {
+        None => println!("ok    {}", checked.version.path),
+        Some(p) => println!(
+            "BAD   {} (version {} of {}): {p}",
+            checked.version.path, checked.version.id, checked.version.target
+        ),
+    }
+}
+
+/// The problems verification found beyond bad versions, one a line.
+pub(super) fn print_problems(report: &archive::VerifyReport) {
+    for stray in &report.stray {
+        println!("STRAY {stray}: no landed version accounts for it");
+    }
+    for entry in &report.missing {
+        println!("MISSING {entry}: a feed entry the ledger lists");
+    }
+    for mirror in &report.bad_mirrors {
+        println!("BAD   mirror {mirror}");
+    }
+}
+
+/// The error (exit 1) for an archive that does not match its ledger.
+pub(super) fn ensure_clean(report: &archive::VerifyReport) -> anyhow::Result<()> {
+    if !report.clean() {
+        anyhow::bail!(
+            "the archive does not match its ledger: {} bad versions, {} stray files, {} missing entries, \
+             {} bad mirrors (listed above). Re-run the affected targets (`ark-commander run-now TARGET`) \
+             to land a good copy",
+            report.bad.len(),
+            report.stray.len(),
+            report.missing.len(),
+            report.bad_mirrors.len()
+        );
+    }
+    Ok(())
 }

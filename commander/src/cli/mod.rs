@@ -1,14 +1,16 @@
 //! The `ark-commander` command line: one file per subcommand. `serve` and
-//! `demo` run servers; `archive` works on the archive and the ledger in the
-//! data dir directly (it is the NAS side, and must work with the commander
-//! stopped); every other command is a client of the running commander's
-//! admin API (never of its database).
+//! `demo` run servers; `archive` and `ingest` work on the archive and the
+//! ledger in the data dir directly (they are the NAS side, and must work
+//! with the commander stopped); `completions` prints shell completions;
+//! every other command is a client of the running commander's admin API
+//! (never of its database).
 
 mod agents;
 mod archive;
 mod check;
 mod demo;
 mod enroll;
+mod ingest;
 mod output;
 mod pause;
 mod runs;
@@ -79,6 +81,11 @@ pub enum Cmd {
     /// Check files offline the way the commander does before landing them.
     #[command(subcommand)]
     Check(check::CheckCmd),
+    /// NAS upkeep for a timer: recover, re-verify, prune, refresh the
+    /// Kiwix library and the archive index. Exit 1 when anything is wrong.
+    Ingest(ingest::IngestCmd),
+    /// Print shell completions (bash, zsh, fish, …) to stdout.
+    Completions(ark_agent::process::CompletionsCmd),
 }
 
 /// Runs the parsed command line.
@@ -102,6 +109,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::ShowConfig(overrides) => show_config::run(&data, overrides),
             Cmd::Archive(cmd) => cmd.run(&data),
             Cmd::Check(cmd) => cmd.run(),
+            Cmd::Ingest(cmd) => cmd.run(&data),
+            Cmd::Completions(cmd) => {
+                cmd.print(<Cli as clap::CommandFactory>::command());
+                Ok(())
+            }
         }
     })
 }

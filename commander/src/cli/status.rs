@@ -1,11 +1,12 @@
-//! `ark-commander status`: the one-screen overview.
+//! `ark-commander status`: the one-screen overview (agents, runs, the
+//! archive), from the running commander.
 
 use std::path::Path;
 
 use ark_proto::StatusRequest;
 use serde_json::json;
 
-use super::output::{print_json, rpc, ListArgs};
+use super::output::{ago, human_bytes, print_json, rpc, ListArgs};
 
 pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Result<()> {
     let mut admin = crate::admin::connect(data, url)?;
@@ -19,6 +20,8 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
             "swarm_paused": s.swarm_paused, "agents_online": s.agents_online, "agents_lost": s.agents_lost,
             "runs_queued": s.runs_queued, "runs_leased": s.runs_leased, "runs_succeeded": s.runs_succeeded,
             "runs_failed": s.runs_failed, "runs_unchanged": s.runs_unchanged, "targets": s.targets, "version": s.commander_version, "listen": s.listen,
+            "archive_versions": s.archive_versions, "archive_bytes": s.archive_bytes,
+            "last_landed_at_ms": (s.last_landed_at_ms > 0).then_some(s.last_landed_at_ms),
         }));
     }
     println!(
@@ -36,5 +39,11 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
         s.runs_queued, s.runs_leased, s.runs_succeeded, s.runs_unchanged, s.runs_failed
     );
     println!("targets   {}", s.targets);
+    println!(
+        "archive   {} versions, {}; last landing {}",
+        s.archive_versions,
+        human_bytes(s.archive_bytes),
+        ago(s.last_landed_at_ms)
+    );
     Ok(())
 }
