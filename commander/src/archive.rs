@@ -727,7 +727,13 @@ impl Archive {
                 .join(format!("recover-{}.git-check", v.run_id));
             let checked = crate::git_check::check_bundle(&bundle, &mirror, &scratch);
             let applied = match checked {
-                Ok(checked) => crate::upload::apply_bundle(store, &v, &checked, &mirror, now),
+                Ok(checked) => crate::upload::apply_bundle(
+                    store,
+                    &crate::upload::BundleOf::landed(&v),
+                    &checked,
+                    &mirror,
+                    now,
+                ),
                 Err(e) => Err(CommanderError::Invalid(e.to_string())),
             };
             let _ = std::fs::remove_dir_all(&scratch);

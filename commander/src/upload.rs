@@ -556,14 +556,22 @@ pub fn receive(
         None => Source::Quarantine,
     };
     let deduplicated = matches!(source, Source::Link { .. });
-    let version = land(scheduler, archive, v, source, now)?;
     if let Some((checked, mirror, scratch)) = git {
-        // The bundle is landed (the ledger's fact); the mirror follows. A
-        // crash in between is caught up at the next start (recover).
-        let applied = apply_bundle(&scheduler.store, &version, &checked, &mirror, now);
+        // The mirror moves first, so a run that reads `succeeded` has a
+        // mirror that shows it. A crash before the bundle lands leaves the
+        // mirror ahead of the ledger with verified objects only; the retried
+        // upload applies again (changing nothing) and lands.
+        let of = BundleOf {
+            target: &v.target,
+            url: &v.url,
+            run_id: run,
+            stamp: archive::stamp(now),
+        };
+        let applied = apply_bundle(&scheduler.store, &of, &checked, &mirror, now);
         let _ = std::fs::remove_dir_all(&scratch);
         applied?;
     }
+    let version = land(scheduler, archive, v, source, now)?;
     tracing::info!(run, path = %version.path, size = v.size, deduplicated, "landed");
     Ok(UploadResponse {
         path: version.path,
@@ -573,32 +581,62 @@ pub fn receive(
     })
 }
 
+/// Which run's bundle a mirror update comes from.
+#[derive(Debug, Clone)]
+pub struct BundleOf<'a> {
+    pub target: &'a str,
+    pub url: &'a str,
+    pub run_id: i64,
+    /// The version's stamp: old tips are kept under it.
+    pub stamp: String,
+}
+
+impl<'a> BundleOf<'a> {
+    /// The bundle of a landed version.
+    pub fn landed(v: &'a archive::Version) -> Self {
+        Self {
+            target: &v.target,
+            url: &v.url,
+            run_id: v.run_id,
+            stamp: version_stamp(&v.path),
+        }
+    }
+}
+
 /// Applies a checked bundle to its mirror, records what moved, and drops
 /// the preserved old tips of versions retention no longer keeps.
 pub fn apply_bundle(
     store: &crate::state::Store,
-    version: &archive::Version,
+    of: &BundleOf<'_>,
     checked: &crate::git_check::CheckedBundle,
     mirror: &std::path::Path,
     now: i64,
 ) -> Result<()> {
-    let stamp = version_stamp(&version.path);
-    let changes = crate::git_check::apply(checked, mirror, &stamp).map_err(|e| {
+    let stamp = &of.stamp;
+    let changes = crate::git_check::apply(checked, mirror, stamp).map_err(|e| {
         CommanderError::Invalid(format!("updating mirror {}: {e}", mirror.display()))
     })?;
-    let kept: Vec<String> = store.read(|c| {
-        Ok(archive::landed(c, Some(&version.target))?
+    // Stamps of the versions retention keeps (a same-second version's
+    // "-2" suffix aside), and this one's.
+    let mut kept: Vec<String> = store.read(|c| {
+        Ok(archive::landed(c, Some(of.target))?
             .iter()
             .map(|v| version_stamp(&v.path))
             .collect())
     })?;
+    let bases: Vec<String> = kept
+        .iter()
+        .filter_map(|s| s.split_once('-').map(|(base, _)| base.to_string()))
+        .collect();
+    kept.extend(bases);
+    kept.push(stamp.clone());
     let pruned = crate::git_check::prune_preserved(mirror, &kept)
         .map_err(|e| CommanderError::Invalid(format!("pruning preserved refs: {e}")))?;
     let forced = !changes.forced.is_empty() || !changes.deleted.is_empty();
     let message = format!(
-        "mirror {} updated from {}: {}{}{}",
-        archive::git_mirror_path(&version.url),
-        version.path,
+        "mirror {} updated from run {}'s bundle: {}{}{}",
+        archive::git_mirror_path(of.url),
+        of.run_id,
         changes.summary(),
         if forced {
             format!(
@@ -614,12 +652,12 @@ pub fn apply_bundle(
             String::new()
         }
     );
-    tracing::info!(target = %version.target, "{message}");
+    tracing::info!(target = %of.target, "{message}");
     store.tx(|tx| {
         crate::state::event(
             tx,
             now,
-            Some(version.run_id),
+            Some(of.run_id),
             None,
             if forced { "git_force_push" } else { "git_refs" },
             &message,
