@@ -16,6 +16,7 @@
 //! - [`feed`]: the feed check, entries derived from landed snapshots, enclosures queued as media runs.
 //! - [`git_check`]: the Git mirror kind: checking a bundle, landing it in
 //!   the bare mirror atomically, the offline check of a mirror.
+//! - [`web`]: the dashboard (HTTP, JSON, one static page) and `/metrics`.
 //! - [`admin`]: the CLI's client for the admin service.
 //! - [`demo`]: a whole swarm in one process, with a local origin.
 //! - [`cli`]: the `ark-commander` command line, one file per subcommand.
@@ -35,6 +36,7 @@ pub mod service;
 pub mod state;
 pub mod tls;
 pub mod upload;
+pub mod web;
 pub mod zim_check;
 
 pub use error::{CommanderError, Result};

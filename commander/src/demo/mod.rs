@@ -82,6 +82,9 @@ pub async fn run(
     let config = CommanderConfig {
         heartbeat: DEMO_HEARTBEAT,
         lease_ttl: DEMO_LEASE_TTL,
+        // The dashboard on a free loopback port: a demo never clashes with
+        // a commander already serving 8447.
+        http: "127.0.0.1:0".into(),
         ..CommanderConfig::default()
     };
     let commander = server::spawn(&commander_dir, config, "127.0.0.1:0").await?;
@@ -102,6 +105,9 @@ pub async fn run(
         commander.url,
         commander_dir.display()
     );
+    if let Ok(dashboard) = crate::web::endpoint(&commander_dir) {
+        println!("dashboard  {dashboard}/");
+    }
     println!("origin     http://{}", origin.addr);
 
     let (stop_agents, _) = tokio::sync::broadcast::channel::<()>(1);
