@@ -3,7 +3,8 @@
 #   qemu-user (the aarch64 agent under emulation), b3sum (the hashing
 #   oracle), nginx (a real origin), zim-tools (zimcheck, the ZIM oracle),
 #   kiwix-tools (kiwix-serve on the landed archive), curl and aria2 (the
-#   benchmark's baselines), rustfmt/clippy, the aarch64 musl target,
+#   benchmark's baselines), chromium + chromium-driver (the dashboard's
+#   browser test), rustfmt/clippy, the aarch64 musl target,
 #   cargo-nextest, and cargo-zigbuild + zig (cross-building without Docker).
 # Idempotent: it only installs what is missing. Debian packages need root.
 set -euo pipefail
@@ -18,6 +19,8 @@ command -v zimcheck >/dev/null || need_apt+=(zim-tools)
 command -v kiwix-serve >/dev/null || need_apt+=(kiwix-tools)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v aria2c >/dev/null || need_apt+=(aria2)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
