@@ -94,7 +94,7 @@ async fn metrics_parse_and_move_when_runs_land() -> Result<()> {
 
     let before = scrape(&base).await?;
     for family in ark_commander::web::metrics::FAMILIES {
-        ensure!(before.docs.contains_key(family), "no # HELP for {family}");
+        ensure!(before.docs.contains_key(*family), "no # HELP for {family}");
     }
     ensure!(value(&before, "ark_bytes_harvested_total", &[])? == 0.0);
     ensure!(value(&before, "ark_agents", &[("state", "online")])? == 0.0);
