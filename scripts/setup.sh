@@ -4,7 +4,8 @@
 #   oracle), nginx (a real origin), zim-tools (zimcheck, the ZIM oracle),
 #   kiwix-tools (kiwix-serve on the landed archive), curl and aria2 (the
 #   benchmark's baselines), git and openssh (git origins, flashing over
-#   SSH), rustfmt/clippy, the aarch64 musl target,
+#   SSH), chromium + chromium-driver (the dashboard's browser test),
+#   rustfmt/clippy, the aarch64 musl target,
 #   cargo-nextest, and cargo-zigbuild + zig (cross-building without Docker).
 # Idempotent: it only installs what is missing. Debian packages need root.
 set -euo pipefail
@@ -24,6 +25,8 @@ command -v aria2c >/dev/null || need_apt+=(aria2)
 command -v git >/dev/null || need_apt+=(git)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh >/dev/null || need_apt+=(openssh-client)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

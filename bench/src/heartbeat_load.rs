@@ -206,6 +206,7 @@ fn main() -> anyhow::Result<()> {
         heartbeat: args.interval,
         // Production keeps six heartbeats of slack; so do we.
         lease_ttl: (args.interval * 6).max(ark_commander::config::DEFAULT_LEASE_TTL),
+        http: "off".into(),
         ..CommanderConfig::default()
     };
     let handle = commander_rt

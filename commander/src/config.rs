@@ -15,6 +15,12 @@ pub const CONFIG_FILE: &str = "commander.toml";
 /// exposes a port; a real deployment sets `listen = "0.0.0.0:7443"`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
 
+/// Where the dashboard and `/metrics` listen by default: loopback, where
+/// reading needs no credentials (see [`crate::web`]), on a port of its own
+/// beside the gRPC one (7443) so a firewall rule can open one and not the
+/// other. `off` (or empty) turns the HTTP server off.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8447";
+
 /// How long a lease lives without a progress report. Six heartbeats: an
 /// agent on a flaky Wi-Fi link can miss five in a row and keep its job,
 /// while a dead device's work moves on within half a minute.
@@ -43,6 +49,8 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CommanderConfig {
     pub listen: String,
+    /// The dashboard's and `/metrics`' address; `off` or empty: none.
+    pub http: String,
     /// Extra names/addresses for the server certificate (DNS or IP).
     pub san: Vec<String>,
     #[serde(with = "humantime_serde")]
@@ -66,6 +74,7 @@ impl Default for CommanderConfig {
     fn default() -> Self {
         Self {
             listen: DEFAULT_LISTEN.into(),
+            http: DEFAULT_HTTP.into(),
             san: Vec::new(),
             lease_ttl: DEFAULT_LEASE_TTL,
             heartbeat: DEFAULT_HEARTBEAT,
@@ -115,6 +124,14 @@ impl CommanderConfig {
             return Err("max-attempts must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The dashboard's listen address, None when it is turned off.
+    pub fn http_addr(&self) -> Option<&str> {
+        match self.http.trim() {
+            "" | "off" => None,
+            addr => Some(addr),
+        }
     }
 
     /// The archive root for a commander with data dir `data`.

@@ -1,5 +1,6 @@
 //! The commander's error type, and the one place where domain errors become
-//! gRPC statuses ([`CommanderError::into_status`]).
+//! gRPC statuses ([`CommanderError::into_status`]) or, for the dashboard,
+//! HTTP statuses ([`CommanderError::into_http`]).
 
 use std::path::PathBuf;
 
@@ -72,6 +73,25 @@ impl CommanderError {
                 Status::internal(format!("commander internal error: {other}"))
             }
         }
+    }
+}
+
+impl CommanderError {
+    /// The dashboard's boundary: the HTTP status and plain-text body.
+    pub fn into_http(self) -> (axum::http::StatusCode, String) {
+        use axum::http::StatusCode;
+        let status = match &self {
+            Self::Unauthenticated(_) | Self::BadToken(_) => StatusCode::UNAUTHORIZED,
+            Self::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::AlreadyExists(_) => StatusCode::CONFLICT,
+            _ => {
+                tracing::error!("internal error: {self:#}");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        (status, format!("{self}\n"))
     }
 }
 

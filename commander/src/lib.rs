@@ -19,6 +19,7 @@
 //! - [`git_check`]: the Git mirror kind: checking a bundle, landing it in
 //!   the bare mirror atomically, the offline check of a mirror.
 //! - [`window`]: off-peak windows (`--window 01:00-06:00`) in local time.
+//! - [`web`]: the dashboard (HTTP, JSON, one static page) and `/metrics`.
 //! - [`admin`]: the CLI's client for the admin service.
 //! - [`demo`]: a whole swarm in one process, with a local origin.
 //! - [`cli`]: the `ark-commander` command line, one file per subcommand.
@@ -39,6 +40,7 @@ pub mod service;
 pub mod state;
 pub mod tls;
 pub mod upload;
+pub mod web;
 pub mod window;
 pub mod zim_check;
 

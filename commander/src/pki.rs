@@ -45,6 +45,15 @@ impl std::fmt::Debug for Pki {
     }
 }
 
+/// `bytes` bytes from the system's CSPRNG, hex-encoded: enrolment token
+/// secrets and the dashboard's admin token.
+pub fn random_hex(bytes: usize) -> Result<String> {
+    let mut secret = vec![0u8; bytes];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| CommanderError::Tls("no randomness available".into()))?;
+    Ok(hex::encode(secret))
+}
+
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(CommanderError::io("reading", path))
 }

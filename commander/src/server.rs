@@ -1,6 +1,7 @@
 //! Running the commander: open state and PKI in the data dir, start the
-//! background sweep, and serve the three gRPC services on an already-bound
-//! listener until `shutdown` resolves. Taking the listener (rather than an
+//! background sweep and the dashboard ([`crate::web`], on its own address),
+//! and serve the three gRPC services on an already-bound listener until
+//! `shutdown` resolves. Taking the listener (rather than an
 //! address) lets every test start a real commander on 127.0.0.1:0.
 
 use std::future::Future;
@@ -73,6 +74,12 @@ pub async fn bind(addr: &str) -> Result<TcpListener> {
 
 /// The URL a local client uses to reach a commander bound to `addr`.
 pub fn local_url(addr: SocketAddr) -> String {
+    format!("https://{}", local_authority(addr))
+}
+
+/// `host:port` a local client uses for a server bound to `addr` (an
+/// unspecified address becomes loopback).
+pub fn local_authority(addr: SocketAddr) -> String {
     let ip = if addr.ip().is_unspecified() {
         match addr {
             SocketAddr::V4(_) => "127.0.0.1".to_string(),
@@ -83,7 +90,7 @@ pub fn local_url(addr: SocketAddr) -> String {
     } else {
         addr.ip().to_string()
     };
-    format!("https://{ip}:{}", addr.port())
+    format!("{ip}:{}", addr.port())
 }
 
 /// Reads the URL a running commander recorded in its data dir.
@@ -171,6 +178,7 @@ pub async fn run(
     if finished + rolled_back > 0 {
         tracing::warn!(finished, rolled_back, "recovered half-landed versions");
     }
+    let web = crate::web::start(data, &config, scheduler.store.clone()).await?;
     let url = local_url(addr);
     ark_agent::write_atomic(&data.join(ENDPOINT_FILE), url.as_bytes(), 0o644)
         .map_err(CommanderError::io("writing", data.join(ENDPOINT_FILE)))?;
@@ -210,6 +218,9 @@ pub async fn run(
         .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), shutdown)
         .await;
     sweep_task.abort();
+    if let Some(web) = web {
+        web.stop().await;
+    }
     served.map_err(|e| CommanderError::Tls(format!("gRPC server: {e}")))
 }
 

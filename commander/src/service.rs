@@ -394,11 +394,8 @@ impl Admin for Services {
             self.admin(&request)?;
             let req = request.into_inner();
             validate_name(&req.agent_name, "agent")?;
-            let mut secret = [0u8; 16];
-            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
-                .map_err(|_| CommanderError::Tls("no randomness available".into()))?;
             let token = EnrollToken {
-                secret: hex::encode(secret),
+                secret: crate::pki::random_hex(16)?,
                 ca_pin: self.inner.pki.ca_fingerprint.clone(),
             };
             let hash = hex::encode(ring::digest::digest(
@@ -648,23 +645,7 @@ impl Admin for Services {
 impl Services {
     fn set_paused(&self, agent: &str, paused: bool) -> Result<()> {
         let now = unix_ms();
-        let verb = if paused { "paused" } else { "resumed" };
-        self.store().tx(|tx| {
-            if agent.is_empty() {
-                state::set_setting(tx, state::SWARM_PAUSED, if paused { "1" } else { "0" })?;
-                state::event(tx, now, None, None, verb, "whole swarm")
-            } else {
-                if !state::agent_exists(tx, agent)? {
-                    return Err(CommanderError::NotFound(format!(
-                        "no agent named {agent:?} (see `ark-commander agents`)"
-                    )));
-                }
-                tx.execute(
-                    "UPDATE agents SET paused = ?1 WHERE name = ?2",
-                    rusqlite::params![paused, agent],
-                )?;
-                state::event(tx, now, None, Some(agent), verb, "agent")
-            }
-        })
+        self.store()
+            .tx(|tx| state::set_paused(tx, agent, paused, now))
     }
 }

@@ -297,6 +297,26 @@ pub fn swarm_paused(conn: &Connection) -> Result<bool> {
     Ok(setting(conn, SWARM_PAUSED)?.as_deref() == Some("1"))
 }
 
+/// Pauses or resumes the whole swarm (`agent` empty) or one agent, with its
+/// event: what the CLI's `pause`/`resume` and the dashboard's buttons do.
+pub fn set_paused(conn: &Connection, agent: &str, paused: bool, now: i64) -> Result<()> {
+    let verb = if paused { "paused" } else { "resumed" };
+    if agent.is_empty() {
+        set_setting(conn, SWARM_PAUSED, if paused { "1" } else { "0" })?;
+        return event(conn, now, None, None, verb, "whole swarm");
+    }
+    if !agent_exists(conn, agent)? {
+        return Err(CommanderError::NotFound(format!(
+            "no agent named {agent:?} (see `ark-commander agents`)"
+        )));
+    }
+    conn.execute(
+        "UPDATE agents SET paused = ?1 WHERE name = ?2",
+        params![paused, agent],
+    )?;
+    event(conn, now, None, Some(agent), verb, "agent")
+}
+
 // ------------------------------------------------------------------ tokens
 
 /// Records a token (only the hash of its secret).

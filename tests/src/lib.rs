@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 pub use ark_commander::demo::origin::{Hostile, Origin};
 
 pub use ark_commander::demo::git_origin::{self, free_port};
+pub mod webdriver;
 
 /// Timings every swarm test uses: short enough for quick tests, with the
 /// same ratio as production (TTL = 6 heartbeats).
@@ -101,13 +102,15 @@ pub fn agent_command() -> Result<Command> {
     })
 }
 
-/// Writes a commander.toml with the test timings.
+/// Writes a commander.toml with the test timings, and the dashboard off
+/// (tests that want it pass `--http 127.0.0.1:0`), so parallel commanders
+/// never contend for its default port.
 pub fn write_commander_config(data: &Path) -> Result<()> {
     std::fs::create_dir_all(data)?;
     std::fs::write(
         data.join("commander.toml"),
         format!(
-            "lease-ttl = \"{}ms\"\nheartbeat = \"{}ms\"\nretry-backoff = \"1s\"\n",
+            "lease-ttl = \"{}ms\"\nheartbeat = \"{}ms\"\nretry-backoff = \"1s\"\nhttp = \"off\"\n",
             TEST_LEASE_TTL.as_millis(),
             TEST_HEARTBEAT.as_millis()
         ),

@@ -210,7 +210,9 @@ fn show_config_prints_the_effective_config_and_refuses_typos() -> Result<()> {
     );
     let text = String::from_utf8(out.stdout)?;
     ensure!(
-        text.contains("lease-ttl = \"1m\"") && text.contains("heartbeat = \"7s\""),
+        text.contains("lease-ttl = \"1m\"")
+            && text.contains("heartbeat = \"7s\"")
+            && text.contains("http = \"127.0.0.1:8447\""),
         "{text}"
     );
 

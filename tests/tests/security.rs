@@ -18,6 +18,7 @@ async fn commander(dir: &Path) -> Result<Handle> {
     let config = CommanderConfig {
         heartbeat: ark_tests::TEST_HEARTBEAT,
         lease_ttl: ark_tests::TEST_LEASE_TTL,
+        http: "off".into(),
         ..CommanderConfig::default()
     };
     Ok(server::spawn(dir, config, "127.0.0.1:0").await?)

@@ -13,6 +13,10 @@ pub struct ConfigOverrides {
     /// Address to listen on (e.g. 0.0.0.0:7443 to serve the LAN).
     #[arg(long)]
     pub listen: Option<String>,
+    /// Address of the dashboard and /metrics (HTTP), e.g. 0.0.0.0:8447;
+    /// `off` turns it off.
+    #[arg(long)]
+    pub http: Option<String>,
     /// Extra DNS name or IP for the server certificate (repeatable).
     #[arg(long)]
     pub san: Vec<String>,
@@ -36,6 +40,9 @@ impl ConfigOverrides {
         let mut config = CommanderConfig::load(data)?;
         if let Some(v) = self.listen {
             config.listen = v;
+        }
+        if let Some(v) = self.http {
+            config.http = v;
         }
         config.san.extend(self.san);
         if let Some(v) = self.lease_ttl {

@@ -254,6 +254,9 @@ pub async fn run(
         heartbeat: DEMO_HEARTBEAT,
         lease_ttl: DEMO_LEASE_TTL,
         archive: archive_dir.to_string_lossy().into_owned(),
+        // The dashboard on a free loopback port: a demo never clashes with
+        // a commander already serving 8447.
+        http: "127.0.0.1:0".into(),
         ..CommanderConfig::default()
     };
     // Written out, so `ark-commander --data <dir>/commander archive …` finds
@@ -274,6 +277,9 @@ pub async fn run(
         commander.url,
         commander_dir.display()
     );
+    if let Ok(dashboard) = crate::web::endpoint(&commander_dir) {
+        println!("dashboard  {dashboard}/");
+    }
     println!("origin     http://{}", origin.addr);
     for why in &sources.skipped {
         println!("skipped    {why}");
@@ -383,6 +389,9 @@ pub async fn run(
         archive_dir.display(),
         commander_dir.display()
     );
+    if let Ok(dashboard) = crate::web::endpoint(&commander_dir) {
+        println!("dashboard: {dashboard}/  (live: agents, runs, the archive; pause/resume)");
+    }
     if !demo.once {
         println!("\nswarm running; try `ark-commander --data {} agents` in another shell. Ctrl-C to stop.", commander_dir.display());
         shutdown.await;
