@@ -86,12 +86,10 @@ impl ArchiveCmd {
                 Ok(())
             }
             ArchiveCmd::Verify(list) => {
-                let report = archive.verify(&store, |checked| {
-                    if list.json {
-                        return;
-                    }
-                    print_checked(checked);
-                })?;
+                let progress = VerifyProgress::new(&store, list.json)?;
+                let report =
+                    archive.verify(&store, |checked| progress.checked(checked, !list.json))?;
+                progress.finish();
                 if list.json {
                     print_json(&serde_json::to_value(&report)?)?;
                 } else {
@@ -111,13 +109,59 @@ impl ArchiveCmd {
 }
 
 /// One line for a version as verification checked it.
-pub(super) fn print_checked(checked: &archive::Checked) {
+fn checked_line(checked: &archive::Checked) -> String {
     match &checked.problem {
-        None => println!("ok    {}", checked.version.path),
-        Some(p) => println!(
+        None => format!("ok    {}", checked.version.path),
+        Some(p) => format!(
             "BAD   {} (version {} of {}): {p}",
             checked.version.path, checked.version.id, checked.version.target
         ),
+    }
+}
+
+/// Re-hashing a NAS takes a while: a bar by bytes on a terminal (lines
+/// printed above it), plain lines otherwise.
+pub(super) struct VerifyProgress {
+    bar: indicatif::ProgressBar,
+}
+
+impl VerifyProgress {
+    pub(super) fn new(store: &Store, json: bool) -> anyhow::Result<Self> {
+        use std::io::IsTerminal;
+        let total: u64 = store
+            .read(|c| archive::landed(c, None))?
+            .iter()
+            .map(|v| v.size)
+            .sum();
+        let bar = if json || !std::io::stderr().is_terminal() {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(total).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta}) {wide_msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            )
+        };
+        Ok(Self { bar })
+    }
+
+    /// One version checked; `print` its line.
+    pub(super) fn checked(&self, checked: &archive::Checked, print: bool) {
+        self.bar.inc(checked.version.size);
+        self.bar.set_message(checked.version.path.clone());
+        if print {
+            let line = checked_line(checked);
+            if self.bar.is_hidden() {
+                println!("{line}");
+            } else {
+                self.bar.println(line);
+            }
+        }
+    }
+
+    pub(super) fn finish(&self) {
+        self.bar.finish_and_clear();
     }
 }
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::archive::{ensure_clean, open, print_checked, print_problems};
+use super::archive::{ensure_clean, open, print_problems, VerifyProgress};
 use super::output::{human_bytes, print_json};
 use crate::ingest::{ingest, IngestOptions, IngestReport};
 use crate::scheduler::Scheduler;
@@ -31,17 +31,15 @@ impl IngestCmd {
         };
         let scheduler = Scheduler::new(Arc::new(store), config).with_archive(archive.root());
         let json = self.json;
+        let progress = VerifyProgress::new(&scheduler.store, json)?;
         let report = ingest(
             &scheduler,
             &archive,
             options,
             ark_agent::unix_ms(),
-            |checked| {
-                if !json && checked.problem.is_some() {
-                    print_checked(checked);
-                }
-            },
+            |checked| progress.checked(checked, !json && checked.problem.is_some()),
         )?;
+        progress.finish();
         if json {
             print_json(&serde_json::to_value(&report)?)?;
         } else {
