@@ -4,6 +4,7 @@
 #   bench/run.sh              # cross-build the agents, build, measure (the full run)
 #   bench/run.sh --no-build   # reuse dist/ark-agent-* instead of cross-building
 #   bench/run.sh --kinds-only # only section 7; replaces that section of RESULTS.md
+#   bench/surface.sh          # only section 8 (demo, dashboard RSS); a full run ends with it
 #
 # Measurements (see bench/README.md):
 #   1. stripped static agent size per target (dist/ark-agent-<triple>)
@@ -230,11 +231,14 @@ if ((KINDS_ONLY)); then
   kinds_section
   [[ -f "$RESULTS" ]] || die "$RESULTS is missing: run bench/run.sh once in full first"
   note "replacing section 7 of $RESULTS"
-  # Everything before the old section 7 (it is the last section), then the new one.
+  # Everything before the old section 7, then the new one, then what
+  # follows it (section 8, bench/surface.sh's).
   awk -v h="$KINDS_HEADING" 'index($0, h) == 1 { exit } { print }' "$RESULTS" >"$WORK/results.md"
   # Exactly one blank line between the sections.
   sed -i -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$WORK/results.md"
   printf '\n%s' "$KINDS_MD" >>"$WORK/results.md"
+  awk '/^## 8\./ { keep = 1 } keep { print }' "$RESULTS" >"$WORK/after.md"
+  if [[ -s "$WORK/after.md" ]]; then printf '\n' >>"$WORK/results.md"; cat "$WORK/after.md" >>"$WORK/results.md"; fi
   mv "$WORK/results.md" "$RESULTS"
   note "done: $RESULTS"
   exit 0
@@ -557,4 +561,6 @@ $LAND_ROWS
 
 $KINDS_MD
 EOF
+note "section 8 (operator surface): bench/surface.sh --no-build"
+"$ROOT/bench/surface.sh" --no-build
 note "done: $RESULTS"
