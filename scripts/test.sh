@@ -23,5 +23,5 @@ if [ "${ARK_SKIP_EDGE:-0}" != 1 ]; then
   scripts/build-agents.sh aarch64-unknown-linux-musl
   ARK_AGENT_BIN="$PWD/dist/ark-agent-aarch64-unknown-linux-musl" \
   ARK_AGENT_RUNNER=qemu-aarch64-static \
-    cargo nextest run -p ark-tests --run-ignored only
+    cargo nextest run -p ark-tests --test swarm --run-ignored only aarch64
 fi
