@@ -639,6 +639,26 @@ pub mod fixture {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `git clone --mirror` of `up` into `root/name` (replacing what is
+    /// there): a mirror made by the git CLI, as the agent's `mirror` leaves it.
+    pub fn cli_mirror(root: &Path, up: &Upstream, name: &str) -> std::io::Result<PathBuf> {
+        let dir = root.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        git(
+            root,
+            &[
+                "clone",
+                "-q",
+                "--mirror",
+                &up.bare.to_string_lossy(),
+                &dir.to_string_lossy(),
+            ],
+        )?;
+        Ok(dir)
+    }
+
     /// The oracle for a landed mirror: `git fsck --full --strict` is clean
     /// and `git clone` from it works. Returns the clone (in `into`).
     pub fn fsck_and_clone(mirror: &Path, into: &Path) -> std::io::Result<PathBuf> {
@@ -777,26 +797,10 @@ pub mod fixture {
 
 #[cfg(test)]
 mod tests {
-    use super::fixture::{git, ls_remote, Upstream};
+    use super::fixture::{cli_mirror, git, ls_remote, Upstream};
     use super::*;
 
     type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
-
-    /// A mirror of `up` made by the git CLI: the agent's state after `mirror`.
-    fn cli_mirror(root: &Path, up: &Upstream, name: &str) -> std::io::Result<PathBuf> {
-        let dir = root.join(name);
-        git(
-            root,
-            &[
-                "clone",
-                "-q",
-                "--mirror",
-                &up.bare.to_string_lossy(),
-                &dir.to_string_lossy(),
-            ],
-        )?;
-        Ok(dir)
-    }
 
     fn bundle_file(dir: &Path, refs: &Refs, known: &Refs, path: &Path) -> Result<BundleSummary> {
         let file = std::fs::File::create(path)?;

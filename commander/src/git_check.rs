@@ -917,29 +917,10 @@ fn remove_loose_refs(folder: &Path, top: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ark_agent::git::fixture::{fsck_and_clone, git, ls_remote, Upstream};
+    use ark_agent::git::fixture::{cli_mirror, fsck_and_clone, git, ls_remote, Upstream};
     use ark_agent::git::write_bundle;
 
     type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
-
-    /// The agent's mirror of `up` (made by the git CLI: the bundle's source).
-    fn agent_mirror(root: &Path, up: &Upstream, name: &str) -> std::io::Result<PathBuf> {
-        let dir = root.join(name);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
-        git(
-            root,
-            &[
-                "clone",
-                "-q",
-                "--mirror",
-                &up.bare.to_string_lossy(),
-                &dir.to_string_lossy(),
-            ],
-        )?;
-        Ok(dir)
-    }
 
     fn bundle(source: &Path, known: &Refs, path: &Path) -> TestResult {
         let refs = ls_remote(source)?;
@@ -963,7 +944,7 @@ mod tests {
     fn first_bundle_lands_in_a_new_mirror() -> TestResult {
         let tmp = tempfile::tempdir()?;
         let up = Upstream::populated(tmp.path(), "up")?;
-        let source = agent_mirror(tmp.path(), &up, "agent")?;
+        let source = cli_mirror(tmp.path(), &up, "agent")?;
         let path = tmp.path().join("b1");
         bundle(&source, &Refs::new(), &path)?;
         let mirror = tmp.path().join("nas/up.git");
@@ -987,7 +968,7 @@ mod tests {
     fn incremental_bundle_lands_and_preserves_forced_and_deleted() -> TestResult {
         let tmp = tempfile::tempdir()?;
         let up = Upstream::populated(tmp.path(), "up")?;
-        let source = agent_mirror(tmp.path(), &up, "agent")?;
+        let source = cli_mirror(tmp.path(), &up, "agent")?;
         let path = tmp.path().join("b1");
         bundle(&source, &Refs::new(), &path)?;
         let mirror = tmp.path().join("nas.git");
@@ -998,7 +979,7 @@ mod tests {
         up.commit("doomed.txt", "x\n")?;
         git(&up.work, &["checkout", "-q", "main"])?;
         up.push()?;
-        let source = agent_mirror(tmp.path(), &up, "agent")?;
+        let source = cli_mirror(tmp.path(), &up, "agent")?;
         let path = tmp.path().join("b2");
         bundle(&source, &landed(&mirror)?, &path)?;
         land(&path, &mirror, tmp.path(), "run-2")?;
@@ -1010,7 +991,7 @@ mod tests {
         up.rewrite("feature")?;
         up.delete_branch("doomed")?;
         up.push()?;
-        let source = agent_mirror(tmp.path(), &up, "agent")?;
+        let source = cli_mirror(tmp.path(), &up, "agent")?;
         let path = tmp.path().join("b3");
         bundle(&source, &landed(&mirror)?, &path)?;
         let full = tmp.path().join("b3-full");
@@ -1096,7 +1077,7 @@ mod tests {
     fn broken_bundles_are_refused_with_their_reason() -> TestResult {
         let tmp = tempfile::tempdir()?;
         let up = Upstream::populated(tmp.path(), "up")?;
-        let source = agent_mirror(tmp.path(), &up, "agent")?;
+        let source = cli_mirror(tmp.path(), &up, "agent")?;
         let good = tmp.path().join("good");
         bundle(&source, &Refs::new(), &good)?;
         let mirror = tmp.path().join("m.git");
@@ -1174,7 +1155,7 @@ mod tests {
     fn check_repo_finds_corrupt_loose_objects_and_packs() -> TestResult {
         let tmp = tempfile::tempdir()?;
         let up = Upstream::populated(tmp.path(), "up")?;
-        let good = agent_mirror(tmp.path(), &up, "good")?;
+        let good = cli_mirror(tmp.path(), &up, "good")?;
         let report = check_repo(&good)?;
         assert!(
             report.objects > 10 && report.refs == up.refs()?.len(),
@@ -1182,7 +1163,7 @@ mod tests {
         );
 
         // A loose blob under a ref, then damaged.
-        let loose = agent_mirror(tmp.path(), &up, "loose")?;
+        let loose = cli_mirror(tmp.path(), &up, "loose")?;
         let blob_file = tmp.path().join("blob.txt");
         std::fs::write(&blob_file, "loose blob\n")?;
         let id = git(&loose, &["hash-object", "-w", &blob_file.to_string_lossy()])?;
@@ -1210,7 +1191,7 @@ mod tests {
         );
 
         // A flipped byte in the middle of a pack.
-        let packed = agent_mirror(tmp.path(), &up, "packed")?;
+        let packed = cli_mirror(tmp.path(), &up, "packed")?;
         git(&packed, &["repack", "-q", "-a", "-d"])?;
         check_repo(&packed)?;
         let pack = std::fs::read_dir(packed.join("objects/pack"))?

@@ -511,15 +511,9 @@ pub fn receive(
     let now = ark_agent::unix_ms();
     data.sync_all().map_err(io("syncing", &data_path))?;
     drop(data);
+    let refused = |reason| refuse(scheduler, pending, &data_path, &outboard_path, reason, now);
     if let Some(reason) = content_problem(v, &data_path)? {
-        return Err(refuse(
-            scheduler,
-            pending,
-            &data_path,
-            &outboard_path,
-            reason,
-            now,
-        ));
+        return Err(refused(reason));
     }
     // A bundle is checked against the mirror it will update: its pack
     // indexed (every object hashed), its refs connected.
@@ -530,15 +524,10 @@ pub fn receive(
             Ok(checked) => Some((checked, mirror, scratch)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&scratch);
-                let reason = format!("the commander's git check refused {}: {e}", v.url);
-                return Err(refuse(
-                    scheduler,
-                    pending,
-                    &data_path,
-                    &outboard_path,
-                    reason,
-                    now,
-                ));
+                return Err(refused(format!(
+                    "the commander's git check refused {}: {e}",
+                    v.url
+                )));
             }
         }
     } else {

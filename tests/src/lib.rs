@@ -580,6 +580,15 @@ pub async fn wait_for_run(
     run(commander_data, run_id).await
 }
 
+/// The first event of `kind` on run `run_id`.
+pub async fn event_of(commander_data: &Path, run_id: i64, kind: &str) -> Result<Event> {
+    events(commander_data, run_id)
+        .await?
+        .into_iter()
+        .find(|e| e.kind == kind)
+        .with_context(|| format!("no {kind} event on run {run_id}"))
+}
+
 /// Every agent the commander knows.
 pub async fn agents(commander_data: &Path) -> Result<Vec<ark_proto::AgentInfo>> {
     Ok(admin(commander_data)?

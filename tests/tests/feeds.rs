@@ -159,11 +159,7 @@ async fn a_podcast_lands_entries_and_media_and_is_then_unchanged_and_deduped() -
         "one new entry expected, the repost is not new: {:?}",
         entries.iter().map(|e| &e.0).collect::<Vec<_>>()
     );
-    let derived = events(&cdata, third)
-        .await?
-        .into_iter()
-        .find(|e| e.kind == "feed_entries")
-        .context("feed_entries event")?;
+    let derived = event_of(&cdata, third, "feed_entries").await?;
     ensure!(
         derived.message.contains("1 new, 1 republished"),
         "{}",

@@ -103,11 +103,7 @@ async fn a_mirror_over_smart_http_lands_follows_force_pushes_and_deletions() -> 
     up.rewrite("feature")?;
     up.push()?;
     let forced = run_to(&cdata, "up", "succeeded").await?;
-    let event = events(&cdata, forced)
-        .await?
-        .into_iter()
-        .find(|e| e.kind == "git_force_push")
-        .context("no git_force_push event")?;
+    let event = event_of(&cdata, forced, "git_force_push").await?;
     ensure!(
         event.message.contains("1 forced (refs/heads/feature)"),
         "{}",
