@@ -8,6 +8,7 @@
 //! still costs one request), and are small: anything over [`SIDECAR_LIMIT`]
 //! is ignored.
 
+use crate::destination::Guard;
 use std::path::Path;
 use std::time::Duration;
 
@@ -53,8 +54,9 @@ pub fn parse_meta4(text: &str) -> Option<(String, Option<u64>)> {
     Some((hex, size))
 }
 
-async fn sidecar(http: &reqwest::Client, url: &str) -> Option<String> {
-    let response = tokio::time::timeout(SIDECAR_TIMEOUT, http.get(url).send())
+async fn sidecar(http: &reqwest::Client, guard: &Guard, url: &str) -> Option<String> {
+    let sent = crate::fetch::send(http, url, guard, |r| r);
+    let mut response = tokio::time::timeout(SIDECAR_TIMEOUT, sent)
         .await
         .ok()?
         .ok()?;
@@ -65,19 +67,30 @@ async fn sidecar(http: &reqwest::Client, url: &str) -> Option<String> {
     {
         return None;
     }
-    let bytes = tokio::time::timeout(SIDECAR_TIMEOUT, response.bytes())
+    // Read in pieces up to the limit: an endless sidecar costs no memory.
+    let mut bytes = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(SIDECAR_TIMEOUT, response.chunk())
         .await
         .ok()?
-        .ok()?;
-    (bytes.len() <= SIDECAR_LIMIT).then(|| String::from_utf8_lossy(&bytes).into_owned())
+        .ok()?
+    {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > SIDECAR_LIMIT {
+            return None;
+        }
+    }
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Looks for a published digest of `url`: `.meta4`, then `.sha256`, then
 /// `.md5`. None when the origin publishes none.
-pub async fn discover(http: &reqwest::Client, url: &str) -> Option<Published> {
+pub async fn discover(http: &reqwest::Client, guard: &Guard, url: &str) -> Option<Published> {
     let base = url.split(['?', '#']).next().unwrap_or(url);
     let meta4 = format!("{base}.meta4");
-    if let Some((hex, size)) = sidecar(http, &meta4).await.and_then(|t| parse_meta4(&t)) {
+    if let Some((hex, size)) = sidecar(http, guard, &meta4)
+        .await
+        .and_then(|t| parse_meta4(&t))
+    {
         return Some(Published {
             algorithm: "sha256",
             hex,
@@ -87,7 +100,10 @@ pub async fn discover(http: &reqwest::Client, url: &str) -> Option<Published> {
     }
     for (algorithm, ext, len) in [("sha256", "sha256", 64), ("md5", "md5", 32)] {
         let at = format!("{base}.{ext}");
-        if let Some(hex) = sidecar(http, &at).await.and_then(|t| parse_sum(&t, len)) {
+        if let Some(hex) = sidecar(http, guard, &at)
+            .await
+            .and_then(|t| parse_sum(&t, len))
+        {
             return Some(Published {
                 algorithm,
                 hex,

@@ -9,9 +9,17 @@
 //!   `Content-Range` answers exactly what was asked. An origin that cannot
 //!   resume (answers 200 to a range) restarts from zero — counted in
 //!   [`Fetched::Body::restarts`], never silent.
+//! - A resumed range must be the same version: a `206` whose validators
+//!   (ETag, Last-Modified) differ from those of the kept bytes — whatever the
+//!   origin did with `If-Range` — is never appended; the fetch starts again
+//!   from zero, counted in `restarts`.
 //! - Refusals before a byte is written: a non-2xx status, an HTML page where
 //!   a file was expected (an error page served with 200), a declared length
-//!   over the limit.
+//!   over the limit. An HTML body is also recognised by its first bytes
+//!   ([`crate::sniff`]), whatever type it was declared with.
+//! - Destinations: every request, and every redirect (followed here, not by
+//!   the HTTP client, so each hop is checked), goes only where the job's
+//!   [`Guard`] allows (see [`crate::destination`]).
 //! - While streaming: a maximum size, a read timeout (a silent origin), and a
 //!   minimum average rate over a window (a 1-byte/s drip).
 //!
@@ -28,7 +36,9 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
+use crate::destination::Guard;
 use crate::jobs::Throttle;
+use crate::sniff::HtmlSniff;
 use crate::telemetry::ByteCounter;
 use crate::tree::{group_cv, outboard_path, TreeHasher, CV_LEN, GROUP_LEN};
 
@@ -55,10 +65,25 @@ impl Validators {
 
     /// The value for `If-Range`: a strong ETag, else the date.
     fn if_range(&self) -> Option<&str> {
-        self.etag
-            .as_deref()
-            .filter(|etag| !etag.starts_with("W/"))
-            .or(self.last_modified.as_deref())
+        self.strong_etag().or(self.last_modified.as_deref())
+    }
+
+    fn strong_etag(&self) -> Option<&str> {
+        self.etag.as_deref().filter(|etag| !etag.starts_with("W/"))
+    }
+
+    /// Are the bytes of a `206` answer carrying `got` the same version as
+    /// bytes kept under `self`? Only a positive match counts: a validator
+    /// that differs, or none to compare (a weak ETag proves nothing about
+    /// bytes), means another version may have been sent.
+    pub fn same_version(&self, got: &Validators) -> bool {
+        let differs = |a: &Option<String>, b: &Option<String>| a.is_some() && b.is_some() && a != b;
+        if differs(&self.etag, &got.etag) || differs(&self.last_modified, &got.last_modified) {
+            return false;
+        }
+        let strong = self.strong_etag().is_some() && self.strong_etag() == got.strong_etag();
+        let dated = self.last_modified.is_some() && self.last_modified == got.last_modified;
+        strong || dated
     }
 }
 
@@ -74,6 +99,8 @@ pub struct Limits {
     pub min_rate_window: Duration,
     /// Body interruptions survived by resuming before the fetch fails.
     pub max_resumes: u32,
+    /// Where the fetch may go (the default refuses the household's network).
+    pub guard: Guard,
 }
 
 /// Default maximum size: above the largest Kiwix archive (full English
@@ -97,6 +124,7 @@ impl Default for Limits {
             min_rate: DEFAULT_MIN_RATE,
             min_rate_window: DEFAULT_MIN_RATE_WINDOW,
             max_resumes: DEFAULT_MAX_RESUMES,
+            guard: Guard::default(),
         }
     }
 }
@@ -301,15 +329,67 @@ pub const MAX_REDIRECTS: usize = 5;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The HTTP client every fetch uses: rustls with Ark's one provider (ring,
-/// installed here if it is not yet), bounded redirects, a connect timeout,
-/// and no transparent decompression.
+/// installed here if it is not yet), a connect timeout, no transparent
+/// decompression, no redirects of its own ([`send`] follows them, checking
+/// each hop) and a resolver that hands out only addresses a job may reach.
 pub fn http_client() -> reqwest::Result<reqwest::Client> {
     crate::link::install_crypto_provider();
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(std::sync::Arc::new(crate::destination::GuardedResolver))
         .user_agent(concat!("ark-agent/", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// Sends a GET of `url` built by `build`, following up to
+/// [`MAX_REDIRECTS`] redirects; every hop is checked by `guard` before it
+/// is requested. Returns the final answer (never a redirect).
+pub async fn send(
+    http: &reqwest::Client,
+    url: &str,
+    guard: &Guard,
+    build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, FetchError> {
+    let refuse = |why: String| FetchError::Refused {
+        url: url.into(),
+        why,
+    };
+    let mut at = reqwest::Url::parse(url).map_err(|e| refuse(format!("not a URL: {e}")))?;
+    for hop in 0..=MAX_REDIRECTS {
+        if !matches!(at.scheme(), "http" | "https") {
+            return Err(refuse(format!(
+                "redirected to {at}: Ark fetches over http(s) only"
+            )));
+        }
+        guard.check(&at).await.map_err(|r| refuse(r.0))?;
+        let response =
+            build(http.get(at.clone()))
+                .send()
+                .await
+                .map_err(|source| FetchError::Transport {
+                    url: url.to_string(),
+                    source,
+                })?;
+        if !response.status().is_redirection() || response.status() == StatusCode::NOT_MODIFIED {
+            return Ok(response);
+        }
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| refuse(format!("HTTP {} without a Location", response.status())))?;
+        let next = at.join(location).map_err(|e| {
+            refuse(format!(
+                "redirected to an unreadable Location {location:?}: {e}"
+            ))
+        })?;
+        tracing::debug!(%url, hop, to = %next, "following a redirect");
+        at = next;
+    }
+    Err(refuse(format!(
+        "more than {MAX_REDIRECTS} redirects (a redirect loop?)"
+    )))
 }
 
 /// Is `content_type` an HTML page where `url` does not ask for one?
@@ -318,12 +398,7 @@ fn html_instead_of_file(url: &str, headers: &HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"));
-    let path = url
-        .split(['?', '#'])
-        .next()
-        .unwrap_or(url)
-        .to_ascii_lowercase();
-    is_html && !(path.ends_with(".html") || path.ends_with(".htm"))
+    is_html && !crate::sniff::url_wants_html(url)
 }
 
 /// Parses `Content-Range: bytes START-END/TOTAL`.
@@ -443,9 +518,12 @@ pub async fn fetch_checked(
             tracing::info!(%url, offset, "resuming after re-verifying the bytes already on disk");
         }
     }
-    if let (Some(check), true) = (check.as_deref_mut(), offset > 0) {
-        // The bytes kept from disk go through the format check first, read
-        // in pieces (memory stays bounded whatever was kept).
+    // Every body is sniffed for an HTML page, unless an HTML page is what
+    // the URL asks for.
+    let mut sniff = (!crate::sniff::url_wants_html(url)).then(HtmlSniff::default);
+    if offset > 0 && (check.is_some() || sniff.is_some()) {
+        // The bytes kept from disk go through the checks first, read in
+        // pieces (memory stays bounded whatever was kept).
         use tokio::io::AsyncReadExt;
         let mut kept = tokio::fs::File::open(dest).await.map_err(io)?.take(offset);
         let mut buf = vec![0u8; 1 << 20];
@@ -454,10 +532,18 @@ pub async fn fetch_checked(
             if n == 0 {
                 break;
             }
-            check.update(&buf[..n]).map_err(|why| FetchError::Refused {
+            let refused = |why| FetchError::Refused {
                 url: url.into(),
                 why,
-            })?;
+            };
+            if let Some(sniff) = sniff.as_mut() {
+                sniff.update(&buf[..n]).map_err(refused)?;
+            }
+            match check.as_deref_mut() {
+                Some(check) => check.update(&buf[..n]).map_err(refused)?,
+                None if sniff.as_ref().is_none_or(HtmlSniff::decided) => break,
+                None => {}
+            }
         }
     }
     let state_at = |validators: &Validators, total: Option<u64>, groups: u64| ResumeState {
@@ -471,32 +557,31 @@ pub async fn fetch_checked(
     let mut window = (Instant::now(), offset);
     loop {
         let first = file.is_none();
-        let mut request = http.get(url);
-        if first {
-            if let Some(etag) = &conditional.etag {
-                request = request.header(header::IF_NONE_MATCH, etag);
+        let build = |mut request: reqwest::RequestBuilder| {
+            if first {
+                if let Some(etag) = &conditional.etag {
+                    request = request.header(header::IF_NONE_MATCH, etag);
+                }
+                if let Some(date) = &conditional.last_modified {
+                    request = request.header(header::IF_MODIFIED_SINCE, date);
+                }
+            } else {
+                request = request.header(header::RANGE, format!("bytes={offset}-"));
+                if let Some(v) = validators.if_range() {
+                    request = request.header(header::IF_RANGE, v);
+                }
             }
-            if let Some(date) = &conditional.last_modified {
-                request = request.header(header::IF_MODIFIED_SINCE, date);
-            }
-        } else {
-            request = request.header(header::RANGE, format!("bytes={offset}-"));
-            if let Some(v) = validators.if_range() {
-                request = request.header(header::IF_RANGE, v);
-            }
-        }
-        let transport = |source| FetchError::Transport {
-            url: url.to_string(),
-            source,
+            request
         };
-        let mut response = match tokio::time::timeout(limits.read_timeout, request.send()).await {
+        let sent = send(http, url, &limits.guard, build);
+        let mut response = match tokio::time::timeout(limits.read_timeout, sent).await {
             Err(_) => {
                 return Err(FetchError::Stalled {
                     url: url.into(),
                     after: limits.read_timeout,
                 })
             }
-            Ok(result) => result.map_err(transport)?,
+            Ok(result) => result?,
         };
         let status = response.status();
         let headers = response.headers().clone();
@@ -516,11 +601,35 @@ pub async fn fetch_checked(
             StatusCode::PARTIAL_CONTENT if !first => {
                 let (start, _end, announced) = content_range(&headers)
                     .ok_or_else(|| refuse("a 206 answer without a usable Content-Range".into()))?;
-                if start != offset || (announced.is_some() && total.is_some() && announced != total)
-                {
+                if start != offset {
                     return Err(refuse(format!(
                         "asked for bytes {offset}- of {total:?}, got Content-Range {start}-…/{announced:?}"
                     )));
+                }
+                let got = Validators::from_headers(&headers);
+                let resized = announced.is_some() && total.is_some() && announced != total;
+                if resized || !validators.same_version(&got) {
+                    // Appending would splice two versions into a file that
+                    // never existed at the origin: begin again from zero.
+                    restarts += 1;
+                    tracing::warn!(
+                        %url, offset, kept = ?validators, sent = ?got,
+                        "the origin answered the range with bytes of another version: starting again from byte 0"
+                    );
+                    if restarts > limits.max_resumes {
+                        return Err(refuse(format!(
+                            "the origin answered {restarts} range requests with another version's bytes"
+                        )));
+                    }
+                    let _ = tokio::fs::remove_file(&resume_at).await;
+                    file = None;
+                    outboard = None;
+                    offset = 0;
+                    cvs_written = 0;
+                    reused = 0;
+                    last_checkpoint = 0;
+                    sinks.progress.done.store(0, Ordering::Relaxed);
+                    continue;
                 }
             }
             StatusCode::OK => {
@@ -561,6 +670,9 @@ pub async fn fetch_checked(
                     check.reset();
                 }
                 tree = TreeHasher::new();
+                if let Some(sniff) = sniff.as_mut() {
+                    sniff.reset();
+                }
                 outboard = Some(Sink::with_capacity(
                     OUTBOARD_BUFFER,
                     tokio::fs::File::create(&outboard_at).await.map_err(io)?,
@@ -602,6 +714,10 @@ pub async fn fetch_checked(
                     limit: limits.max_size,
                     declared: total,
                 });
+            }
+            if let Some(Err(why)) = sniff.as_mut().map(|s| s.update(&chunk)) {
+                remove_staged(dest).await;
+                return Err(refuse(why));
             }
             if let Some(check) = check.as_deref_mut() {
                 check.update(&chunk).map_err(refuse)?;
@@ -648,6 +764,10 @@ pub async fn fetch_checked(
             }
         };
         if !cut {
+            if let Some(Err(why)) = sniff.as_mut().map(HtmlSniff::finish) {
+                remove_staged(dest).await;
+                return Err(refuse(why));
+            }
             out.flush().await.map_err(io)?;
             out.get_ref().sync_all().await.map_err(io)?;
             let (root, last) = std::mem::take(&mut tree).finalize();
@@ -683,5 +803,44 @@ pub async fn fetch_checked(
             });
         }
         tracing::info!(%url, offset, resumes, "body cut: resuming with a range request");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Validators;
+
+    fn v(etag: Option<&str>, date: Option<&str>) -> Validators {
+        Validators {
+            etag: etag.map(str::to_string),
+            last_modified: date.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_range_is_the_same_version_only_on_a_positive_match() {
+        let date = Some("Sun, 01 Nov 2026 00:00:00 GMT");
+        let other_date = Some("Mon, 02 Nov 2026 00:00:00 GMT");
+        // (kept, sent, same?)
+        let table = [
+            (v(Some("\"a\""), date), v(Some("\"a\""), date), true),
+            (v(Some("\"a\""), None), v(Some("\"a\""), None), true),
+            (v(None, date), v(None, date), true),
+            (v(Some("\"a\""), date), v(Some("\"a\""), None), true),
+            (v(Some("\"a\""), date), v(Some("\"b\""), date), false),
+            (v(Some("\"a\""), date), v(Some("\"a\""), other_date), false),
+            (v(Some("\"a\""), None), v(None, None), false),
+            (v(None, None), v(None, None), false),
+            (v(Some("W/\"a\""), None), v(Some("W/\"a\""), None), false),
+            (v(Some("W/\"a\""), date), v(Some("W/\"a\""), date), true),
+            (v(None, date), v(Some("\"x\""), other_date), false),
+        ];
+        for (kept, sent, same) in table {
+            assert_eq!(
+                kept.same_version(&sent),
+                same,
+                "kept {kept:?}, sent {sent:?}"
+            );
+        }
     }
 }

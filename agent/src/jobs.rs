@@ -66,6 +66,9 @@ pub struct JobContext {
     pub credentials: crate::identity::Credentials,
     /// Test hook: see [`FAULT_FLIP_UPLOAD_BYTE`].
     pub fault_flip_upload_byte: Option<u64>,
+    /// The host this agent reaches the commander at: a job never fetches
+    /// from the commander's endpoints there.
+    pub commander_host: Option<String>,
 }
 
 /// A lease as the agent keeps it on disk.
@@ -89,6 +92,15 @@ pub struct HeldLease {
     /// For a git job: what the commander's mirror holds.
     #[serde(default)]
     pub known_refs: crate::git::Refs,
+    /// Where this job may fetch beyond public addresses (see
+    /// [`crate::destination`]): networks, and the target's own origin.
+    #[serde(default)]
+    pub fetch_allow: Vec<String>,
+    #[serde(default)]
+    pub own_origin: String,
+    /// The commander's endpoints, never fetched.
+    #[serde(default)]
+    pub commander_endpoints: Vec<String>,
 }
 
 impl HeldLease {
@@ -108,7 +120,21 @@ impl HeldLease {
             bandwidth_cap: job.bandwidth_cap,
             max_size: job.max_size,
             known_refs: job.known_refs.into_iter().collect(),
+            fetch_allow: job.fetch_allow,
+            own_origin: job.own_origin,
+            commander_endpoints: job.commander_endpoints,
         }
+    }
+
+    /// The destinations this job may reach; `commander_host` is the host
+    /// this agent reaches its commander at.
+    pub fn guard(&self, commander_host: Option<String>) -> crate::destination::Guard {
+        crate::destination::Guard::new(
+            &self.fetch_allow,
+            Some(self.own_origin.clone()).filter(|o| !o.is_empty()),
+            self.commander_endpoints.clone(),
+            commander_host,
+        )
     }
 
     pub fn lease_ref(&self) -> LeaseRef {
@@ -493,6 +519,7 @@ async fn harvest(
     };
     let conditional = &lease.conditional;
     let mut limits = ctx.limits.clone();
+    limits.guard = lease.guard(ctx.commander_host.clone());
     if lease.max_size > 0 {
         limits.max_size = limits.max_size.min(lease.max_size);
     }
@@ -535,7 +562,7 @@ async fn harvest(
         // requests per enclosure would be waste).
         return Ok((fetched, None));
     }
-    let Some(published) = crate::digests::discover(http, url).await else {
+    let Some(published) = crate::digests::discover(http, &limits.guard, url).await else {
         info!(%url, "the origin publishes no digest (.meta4, .sha256, .md5): BLAKE3 only");
         return Ok((fetched, None));
     };
@@ -560,6 +587,15 @@ async fn harvest_git(
     lease: &HeldLease,
     dest: &Path,
 ) -> std::result::Result<Fetched, Stop> {
+    // gix follows the URL itself: it is checked here (the operator's own
+    // origin, so normally allowed), not at every hop.
+    let parsed = reqwest::Url::parse(&lease.url)
+        .map_err(|e| Stop::Fail(failure(format!("{}: not a URL: {e}", lease.url), false)))?;
+    lease
+        .guard(ctx.commander_host.clone())
+        .check(&parsed)
+        .await
+        .map_err(|r| Stop::Fail(failure(format!("{}: refused: {r}", lease.url), false)))?;
     let mirror = lease.mirror_path(&ctx.data.join(MIRRORS_DIR));
     let (url, known, dest) = (
         lease.url.clone(),
@@ -599,8 +635,9 @@ async fn harvest_git(
 }
 
 /// The agent's streaming check of a feed: the document must start like one
-/// (`<` for RSS/Atom, `{` for JSON Feed, after a BOM and whitespace), so an
-/// HTML error page or a binary is refused as it arrives. The full parse is
+/// (`<` for RSS/Atom, `{` for JSON Feed, after a BOM and whitespace), so a
+/// binary is refused as it arrives (an HTML page is refused by the fetch's
+/// sniff, as for every kind). The full parse is
 /// the commander's: it reads every snapshot itself before landing it, and
 /// the agent stays small.
 #[derive(Debug, Default)]
@@ -626,16 +663,9 @@ impl fetch::BodyCheck for FeedSniff {
             rest = rest.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(rest);
         }
         match rest.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'<') => {
-                let start = rest.iter().position(|&b| b == b'<').unwrap_or(0);
-                let head = String::from_utf8_lossy(&rest[start..rest.len().min(start + 512)])
-                    .to_ascii_lowercase();
-                if head.starts_with("<!doctype html") || head.starts_with("<html") {
-                    return Err("the origin served an HTML page, not a feed".into());
-                }
-                self.decided = true;
-            }
-            Some(b'{') => self.decided = true,
+            // An HTML page also starts with '<': the fetch's own sniff
+            // (crate::sniff), which every kind runs, refuses it.
+            Some(b'<' | b'{') => self.decided = true,
             Some(&b) => {
                 return Err(format!(
                     "the document starts with byte 0x{b:02x}: not a feed (RSS and Atom start with '<', JSON Feed with '{{')"

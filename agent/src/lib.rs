@@ -15,6 +15,9 @@
 //! - [`enroll`]: the one-time token format and the enrolment exchange.
 //! - [`telemetry`]: CPU, memory, temperature and disk readings (sysinfo).
 //! - [`fetch`]: streaming HTTP fetch: conditional GET, range resume, refusals.
+//! - [`destination`]: where a fetch may go (no household network unless
+//!   allowed, never the commander), checked at every hop and connect.
+//! - [`sniff`]: an HTML page recognised by its first bytes.
 //! - [`digests`]: digests an origin publishes beside a file (.meta4, .sha256, .md5).
 //! - [`jobs`]: running one leased job: fetch, report, complete, clean up.
 //! - [`tree`]: chunked BLAKE3 in one pass: the root and the group outboard,
@@ -29,6 +32,7 @@
 //! - [`status`]: the agent's last known state, written for `ark-agent status`.
 
 pub mod config;
+pub mod destination;
 pub mod digests;
 pub mod enroll;
 pub mod error;
@@ -41,6 +45,7 @@ pub mod manifest;
 pub mod process;
 pub mod registry;
 pub mod session;
+pub mod sniff;
 pub mod status;
 pub mod telemetry;
 pub mod tree;

@@ -94,6 +94,9 @@ pub async fn run(
         agent_name: identity.name.clone(),
         credentials: identity.credentials.clone(),
         fault_flip_upload_byte: jobs::fault_flip_upload_byte(),
+        commander_host: reqwest::Url::parse(&commander)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string)),
     };
     let mut jobs: HashMap<i64, JobHandle> = HashMap::new();
     let recovered = HeldLease::load_all(&data);

@@ -52,7 +52,11 @@ fn main() -> anyhow::Result<()> {
             &url,
             &dest,
             &Validators::default(),
-            &Limits::default(),
+            // nginx listens on loopback: allowed explicitly, as every test does.
+            &Limits {
+                guard: ark_agent::destination::Guard::allowing(&["127.0.0.0/8"]),
+                ..Limits::default()
+            },
             sinks,
         )
         .await

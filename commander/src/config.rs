@@ -68,6 +68,20 @@ pub struct CommanderConfig {
     pub archive: String,
     /// Versions each target keeps unless its own `--keep` says otherwise.
     pub keep: u32,
+    /// Where agents may fetch from (`[fetch]`).
+    pub fetch: FetchConfig,
+}
+
+/// `[fetch]`: the destinations agents may reach beyond public addresses.
+/// A target's own URL is always allowed for its origin; redirects,
+/// enclosures and sidecars that lead into the household's network
+/// (loopback, link-local, private, unique-local) are refused unless the
+/// network is listed here. The commander's own endpoints never are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FetchConfig {
+    /// Networks in CIDR notation (`"192.168.1.0/24"`) or single addresses.
+    pub allow: Vec<String>,
 }
 
 impl Default for CommanderConfig {
@@ -84,6 +98,7 @@ impl Default for CommanderConfig {
             token_ttl: DEFAULT_TOKEN_TTL,
             archive: String::new(),
             keep: crate::archive::DEFAULT_KEEP,
+            fetch: FetchConfig::default(),
         }
     }
 }
@@ -122,6 +137,14 @@ impl CommanderConfig {
         }
         if self.max_attempts == 0 {
             return Err("max-attempts must be at least 1".into());
+        }
+        for net in &self.fetch.allow {
+            let text = net.trim();
+            if text.parse::<ipnet::IpNet>().is_err() && text.parse::<std::net::IpAddr>().is_err() {
+                return Err(format!(
+                    "fetch.allow: {net:?} is not a network (write it as \"192.168.1.0/24\" or one address)"
+                ));
+            }
         }
         Ok(())
     }

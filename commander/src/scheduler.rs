@@ -39,6 +39,9 @@ pub struct Scheduler {
     /// The archive root, where a git job's known refs are read from the
     /// landed mirror (None in unit tests without an archive).
     pub archive_root: Option<std::path::PathBuf>,
+    /// The commander's own endpoints (`host:port`, `*:port` for every
+    /// interface), sent with every job so no agent ever fetches them.
+    pub own_endpoints: Vec<String>,
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -51,6 +54,7 @@ impl Scheduler {
             store,
             config,
             archive_root: None,
+            own_endpoints: Vec::new(),
         }
     }
 
@@ -344,6 +348,7 @@ impl Scheduler {
                 ttl_ms: ttl as u64,
                 attempt: attempts + 1,
                 job: Some(Job {
+                    own_origin: own_origin(tx, &target)?,
                     target,
                     kind,
                     url,
@@ -352,10 +357,18 @@ impl Scheduler {
                     bandwidth_cap: settings.bandwidth_cap,
                     max_size,
                     known_refs,
+                    fetch_allow: self.config.fetch.allow.clone(),
+                    commander_endpoints: self.own_endpoints.clone(),
                 }),
             });
         }
         Ok(leases)
+    }
+
+    /// Sets the endpoints the commander listens on (once bound).
+    pub fn with_own_endpoints(mut self, endpoints: Vec<String>) -> Self {
+        self.own_endpoints = endpoints;
+        self
     }
 
     /// Checks that `lease` is open, current and held by `agent`.
@@ -593,6 +606,39 @@ impl Scheduler {
 }
 
 /// Ends run `run`'s current lease (if still open) with `outcome`.
+/// The origin (`host:port`) of the URL the operator gave `target`: the one
+/// household address its jobs may reach without a `fetch.allow` entry.
+fn own_origin(tx: &Connection, target: &str) -> Result<String> {
+    let url: Option<String> = tx
+        .query_row("SELECT url FROM targets WHERE name = ?1", [target], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let parsed = url.as_deref().and_then(|u| url_parse_origin(u));
+    Ok(parsed.unwrap_or_default())
+}
+
+/// `host:port` of an http(s) or git URL (default ports filled in).
+fn url_parse_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?.to_ascii_lowercase();
+    let has_port = match authority.rfind(']') {
+        Some(close) => authority[close..].contains(':'),
+        None => authority.contains(':'),
+    };
+    if has_port {
+        return Some(authority);
+    }
+    let port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => 80,
+        "https" => 443,
+        "git" => 9418,
+        _ => return None,
+    };
+    Some(format!("{authority}:{port}"))
+}
+
 fn end_current_lease(tx: &Connection, run: i64, outcome: &str, now: i64) -> Result<()> {
     let generation: i64 =
         tx.query_row("SELECT generation FROM runs WHERE id = ?1", [run], |r| {

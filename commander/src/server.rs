@@ -150,6 +150,23 @@ pub fn recover(scheduler: &Scheduler, archive: &Archive) -> Result<(usize, usize
     })
 }
 
+/// The endpoints an agent must never fetch: every address the commander
+/// listens on (`*:port` when on every interface), and its certificate's
+/// extra names on those ports.
+fn own_endpoints(listening: impl Iterator<Item = SocketAddr>, sans: &[String]) -> Vec<String> {
+    let mut endpoints = Vec::new();
+    for addr in listening {
+        let port = addr.port();
+        if addr.ip().is_unspecified() {
+            endpoints.push(format!("*:{port}"));
+        } else {
+            endpoints.push(local_authority(addr));
+        }
+        endpoints.extend(sans.iter().map(|san| format!("{san}:{port}")));
+    }
+    endpoints
+}
+
 /// Serves the commander from `data` on `listener` until `shutdown`.
 pub async fn run(
     data: &Path,
@@ -179,6 +196,8 @@ pub async fn run(
         tracing::warn!(finished, rolled_back, "recovered half-landed versions");
     }
     let web = crate::web::start(data, &config, scheduler.store.clone()).await?;
+    let listening = std::iter::once(addr).chain(web.as_ref().map(|w| w.addr));
+    let scheduler = scheduler.with_own_endpoints(own_endpoints(listening, &config.san));
     let url = local_url(addr);
     ark_agent::write_atomic(&data.join(ENDPOINT_FILE), url.as_bytes(), 0o644)
         .map_err(CommanderError::io("writing", data.join(ENDPOINT_FILE)))?;

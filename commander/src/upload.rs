@@ -675,6 +675,28 @@ fn content_problem(v: &NewVersion, data: &std::path::Path) -> Result<Option<Stri
             )));
         }
     }
+    let plain = v.kind == ark_proto::KIND_FILE || v.kind == ark_proto::KIND_MEDIA;
+    if plain && !ark_agent::sniff::url_wants_html(&v.url) {
+        // The agent sniffs too, but its word is a claim.
+        let mut sniff = ark_agent::sniff::HtmlSniff::default();
+        let mut file = std::fs::File::open(data).map_err(io("reading"))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut verdict = ark_agent::sniff::Verdict::Undecided;
+        while verdict == ark_agent::sniff::Verdict::Undecided {
+            let n = file.read(&mut buf).map_err(io("reading"))?;
+            if n == 0 {
+                break;
+            }
+            verdict = sniff.feed(&buf[..n]);
+        }
+        if verdict == ark_agent::sniff::Verdict::Html {
+            return Ok(Some(format!(
+                "the commander's check refused {}: {}",
+                v.url,
+                ark_agent::sniff::html_refusal()
+            )));
+        }
+    }
     if v.kind == ark_proto::KIND_RSS {
         if let Some(why) = crate::feed::check_file(data, &v.url)? {
             return Ok(Some(format!(

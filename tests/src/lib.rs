@@ -27,6 +27,21 @@ pub mod webdriver;
 pub const TEST_HEARTBEAT: Duration = Duration::from_millis(500);
 pub const TEST_LEASE_TTL: Duration = Duration::from_secs(3);
 
+/// The destinations a test fetch may reach: public addresses and loopback,
+/// where every test origin listens (the default guard refuses it, as it
+/// refuses the whole household network).
+pub fn loopback_guard() -> ark_agent::destination::Guard {
+    ark_agent::destination::Guard::allowing(&["127.0.0.0/8", "::1/128"])
+}
+
+/// Default fetch limits with [`loopback_guard`].
+pub fn loopback_limits() -> ark_agent::fetch::Limits {
+    ark_agent::fetch::Limits {
+        guard: loopback_guard(),
+        ..Default::default()
+    }
+}
+
 /// Path of a workspace binary.
 pub fn bin(name: &str) -> Result<PathBuf> {
     let var = format!("ARK_{}_BIN", name.trim_start_matches("ark-").to_uppercase());

@@ -68,6 +68,11 @@ impl Fixture {
             progress: &self.progress,
             counter: &self.counter,
         };
+        // Test origins listen on loopback, which only an allowance reaches.
+        let limits = &Limits {
+            guard: ark_tests::loopback_guard(),
+            ..limits.clone()
+        };
         ark_agent::fetch::fetch_checked(
             &self.http,
             &self.origin.url(name),
@@ -542,7 +547,7 @@ async fn nginx_as_the_origin_resumes_by_range_and_answers_conditional_requests()
         &url,
         &dest,
         &Validators::default(),
-        &Limits::default(),
+        &ark_tests::loopback_limits(),
         sinks,
     )
     .await?;
@@ -575,7 +580,15 @@ async fn nginx_as_the_origin_resumes_by_range_and_answers_conditional_requests()
     .await
     .with_context(|| nginx.access_log())?;
 
-    let again = fetch(&http, &url, &dest, &validators, &Limits::default(), sinks).await?;
+    let again = fetch(
+        &http,
+        &url,
+        &dest,
+        &validators,
+        &ark_tests::loopback_limits(),
+        sinks,
+    )
+    .await?;
     ensure!(again == Fetched::NotModified, "{again:?}");
     ark_tests::wait_until(Duration::from_secs(5), "nginx to log a 304", || {
         logged("\" 304 ")
@@ -754,5 +767,169 @@ async fn a_zim_resumed_from_disk_feeds_its_kept_bytes_to_the_check_first() -> Re
     // The MD5 covers the whole file only if the kept bytes went through it.
     let header = check.finish(size).map_err(|e| anyhow::anyhow!("{e}"))?;
     ensure!(header.entry_count == 123, "{header:?}");
+    Ok(())
+}
+
+/// Issue 15, defect 1: a resume must never splice two versions. The origin
+/// here answers every range from whatever it holds now, ignoring
+/// `If-Range` (a broken cache or CDN): the agent must see from the
+/// validators that the bytes are another version and begin again from zero.
+#[tokio::test]
+async fn regression_a_resume_never_splices_two_versions() -> Result<()> {
+    let none = Validators::default();
+    // (case, v2 length, hide the 206's validators)
+    let cases = [
+        ("same length, new ETag", 200_000, false),
+        ("longer", 260_000, false),
+        ("shorter", 120_000, false),
+        ("206 without validators", 200_000, true),
+    ];
+    for (case, v2_len, hide) in cases {
+        let f = Fixture::new().await?;
+        let (v1, v2) = (sample_bytes(200_000, 1), sample_bytes(v2_len, 2));
+        f.origin.put("moving", v1);
+        f.origin.ignore_if_range(true);
+        f.origin.hide_range_validators(hide);
+        f.origin.cut_after(50_000, 1);
+        f.origin.throttle(100_000);
+        let limits = Limits::default();
+        let fetch = f.get("moving", &none, &limits);
+        let change = async {
+            while f.progress.done.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // A new version appears before the resume.
+            f.origin.put("moving", v2.clone());
+            f.origin.throttle(0);
+        };
+        let (fetched, ()) = tokio::join!(fetch, change);
+        let fetched = fetched.with_context(|| case.to_string())?;
+        let Fetched::Body {
+            root,
+            restarts,
+            size,
+            ..
+        } = fetched
+        else {
+            anyhow::bail!("{case}: no body");
+        };
+        ensure!(
+            restarts >= 1,
+            "{case}: the resume was appended ({fetched:?})"
+        );
+        ensure!(
+            f.staged("moving") == v2 && root == blake3::hash(&v2) && size == v2_len as u64,
+            "{case}: a file that never existed at the origin was staged"
+        );
+        let ranged_206 = f.origin.log().iter().filter(|l| l.status == 206).count();
+        ensure!(
+            ranged_206 >= 1,
+            "{case}: the origin was never asked for a range"
+        );
+    }
+
+    // The same after a crash: the kept bytes' validators come from their
+    // resume state on disk, and the origin has moved on meanwhile.
+    let f = Fixture::new().await?;
+    f.origin.put("kept", sample_bytes(300_000, 3));
+    f.origin.ignore_if_range(true);
+    f.origin.cut_after(100_000, 1);
+    let no_resume = Limits {
+        max_resumes: 0,
+        ..Limits::default()
+    };
+    let err = f
+        .get("kept", &none, &no_resume)
+        .await
+        .expect_err("a cut with no resumes allowed succeeded");
+    ensure!(matches!(err, FetchError::Interrupted { .. }), "{err}");
+    let v2 = sample_bytes(300_000, 4);
+    f.origin.put("kept", v2.clone());
+    let fetched = f.get("kept", &none, &Limits::default()).await?;
+    ensure!(
+        matches!(fetched, Fetched::Body { restarts: 1, .. }),
+        "{fetched:?}"
+    );
+    ensure!(
+        f.origin.log().iter().any(|l| l.status == 206),
+        "the kept bytes were never resumed from"
+    );
+    ensure!(
+        f.staged("kept") == v2,
+        "kept bytes of v1 were spliced with v2"
+    );
+    Ok(())
+}
+
+/// Issue 15, defect 3: an HTML page served with a non-HTML type never lands
+/// as the file, whatever its first bytes look like; a URL that asks for a
+/// page still gets it.
+#[tokio::test]
+async fn regression_an_html_page_served_as_a_file_is_refused_by_its_first_bytes() -> Result<()> {
+    let f = Fixture::new().await?;
+    let mut long_comment = b"<!-- ".to_vec();
+    long_comment.extend(std::iter::repeat_n(b'-', 100_000));
+    long_comment.extend_from_slice(b" -->\n<html><body>gone</body></html>");
+    let pages: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("doctype", b"<!DOCTYPE html><html><body>We moved</body></html>".to_vec(), "application/octet-stream"),
+        ("bom", b"\xEF\xBB\xBF\r\n  <HTML><HEAD><TITLE>404</TITLE>".to_vec(), "application/x-zim"),
+        ("comment", b"<!-- cdn edge 17 -->\n<head><meta charset=utf-8>".to_vec(), "application/zip"),
+        ("xhtml", b"<?xml version=\"1.0\"?>\n<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0//EN\">\n<html xmlns=\"http://www.w3.org/1999/xhtml\">".to_vec(), "application/xml"),
+        ("untyped", b"<body onload=\"location='/login'\">".to_vec(), ""),
+        ("long-comment", long_comment, "application/octet-stream"),
+    ];
+    for (name, page, content_type) in &pages {
+        let file = format!("{name}.iso");
+        if content_type.is_empty() {
+            f.origin.hostile(
+                &file,
+                Hostile::WithHeaders {
+                    headers: vec![],
+                    bytes: std::sync::Arc::new(page.clone()),
+                },
+            );
+        } else {
+            f.origin.put_typed(&file, page.clone(), content_type);
+        }
+        let err = f
+            .get(&file, &Validators::default(), &Limits::default())
+            .await
+            .expect_err("an HTML page became the file");
+        ensure!(
+            err.to_string().contains("HTML page") && !err.retryable(),
+            "{name}: {err}"
+        );
+        ensure!(
+            !f.dest(&file).exists(),
+            "{name}: the refused page stayed staged"
+        );
+    }
+    // Not HTML, though it starts with '<': kept.
+    for (name, body) in [
+        (
+            "drawing.svg",
+            &b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>"[..],
+        ),
+        (
+            "notes.xml",
+            b"<?xml version=\"1.0\"?><paragraphs><p>1</p></paragraphs>",
+        ),
+    ] {
+        f.origin.put(name, body.to_vec());
+        let fetched = f
+            .get(name, &Validators::default(), &Limits::default())
+            .await?;
+        ensure!(
+            matches!(fetched, Fetched::Body { .. }),
+            "{name}: {fetched:?}"
+        );
+    }
+    // A URL that asks for a page gets the page.
+    f.origin
+        .put_typed("index.html", pages[0].1.clone(), "text/html");
+    let fetched = f
+        .get("index.html", &Validators::default(), &Limits::default())
+        .await?;
+    ensure!(matches!(fetched, Fetched::Body { .. }), "{fetched:?}");
     Ok(())
 }

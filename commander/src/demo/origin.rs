@@ -35,7 +35,8 @@ struct File {
 /// Misbehaviours the origin can be told to show at a path.
 #[derive(Debug, Clone)]
 pub enum Hostile {
-    /// `302 Found` pointing at another path (itself, for a loop).
+    /// `302 Found` pointing at another path (itself, for a loop), or at an
+    /// absolute URL when it starts with `http`.
     RedirectTo(String),
     /// Declares `declared` bytes of body but sends `bytes` and closes.
     LieLength { declared: u64, bytes: Arc<Vec<u8>> },
@@ -75,6 +76,11 @@ struct Shared {
     cut_after: AtomicU64,
     cuts_left: AtomicU64,
     ignore_range: AtomicBool,
+    /// Answer a range with whatever is there now, ignoring `If-Range`.
+    ignore_if_range: AtomicBool,
+    /// Send no ETag / Last-Modified with a `206` (a server that cannot say
+    /// which version the range belongs to).
+    hide_range_validators: AtomicBool,
     hostile: RwLock<HashMap<String, Hostile>>,
     log: Mutex<Vec<Logged>>,
 }
@@ -175,6 +181,20 @@ impl Origin {
     pub fn cut_after(&self, bytes: u64, times: u64) {
         self.shared.cut_after.store(bytes, Ordering::Relaxed);
         self.shared.cuts_left.store(times, Ordering::Relaxed);
+    }
+
+    /// Makes the origin answer a range from the current file whatever the
+    /// `If-Range` says (a broken cache or CDN): a resume may then get bytes
+    /// of another version.
+    pub fn ignore_if_range(&self, ignore: bool) {
+        self.shared.ignore_if_range.store(ignore, Ordering::Relaxed);
+    }
+
+    /// Makes the origin send `206` answers without validators.
+    pub fn hide_range_validators(&self, hide: bool) {
+        self.shared
+            .hide_range_validators
+            .store(hide, Ordering::Relaxed);
     }
 
     /// Makes the origin ignore `Range` (answer 200 with the whole body).
@@ -296,7 +316,8 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     }
     let len = body.len() as u64;
     let range_ok = !shared.ignore_range.load(Ordering::Relaxed)
-        && if_range.is_none_or(|v| v == etag || v == last_modified);
+        && (shared.ignore_if_range.load(Ordering::Relaxed)
+            || if_range.is_none_or(|v| v == etag || v == last_modified));
     let (status_line, start, end) = match range
         .as_deref()
         .filter(|_| range_ok)
@@ -325,6 +346,12 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     } else {
         String::new()
     };
+    let validators =
+        if status_line.starts_with("206") && shared.hide_range_validators.load(Ordering::Relaxed) {
+            String::new()
+        } else {
+            validators
+        };
     let header = format!(
         "HTTP/1.1 {status_line}\r\nContent-Length: {}\r\n{content_range}{validators}Accept-Ranges: bytes\r\n\
          Content-Type: {content_type}\r\nConnection: close\r\n\r\n",
@@ -372,7 +399,12 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
 async fn misbehave(stream: &mut TcpStream, behaviour: Hostile) -> u16 {
     match behaviour {
         Hostile::RedirectTo(to) => {
-            let reply = format!("HTTP/1.1 302 Found\r\nLocation: /{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", to.trim_start_matches('/'));
+            let location = if to.starts_with("http") {
+                to
+            } else {
+                format!("/{}", to.trim_start_matches('/'))
+            };
+            let reply = format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             let _ = stream.write_all(reply.as_bytes()).await;
             302
         }

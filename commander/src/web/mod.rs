@@ -169,6 +169,8 @@ pub async fn serve(
 #[derive(Debug)]
 pub struct WebTask {
     pub url: String,
+    /// The address it listens on.
+    pub addr: std::net::SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
@@ -218,7 +220,12 @@ pub async fn start(
     let task = tokio::spawn(serve(listener, web, async move {
         let _ = stopped.await;
     }));
-    Ok(Some(WebTask { url, stop, task }))
+    Ok(Some(WebTask {
+        url,
+        addr: bound,
+        stop,
+        task,
+    }))
 }
 
 /// Reads `<data>/web-token`, creating it (0600) on first start.
