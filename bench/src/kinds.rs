@@ -579,7 +579,14 @@ fn feed_kind(root: &Path) -> anyhow::Result<()> {
         size: feed.len() as u64,
         blake3: blake3::hash(feed.as_bytes()).to_hex().to_string(),
     };
-    let version = archive.land(&store, &new, &Source::Quarantine, 2, |_, _| Ok(()))?;
+    let version = archive.land(
+        &store,
+        &new,
+        &Source::Quarantine,
+        2,
+        |_| Ok(()),
+        |_, _, ()| Ok(()),
+    )?;
     let (sync_s, report) = timed(|| Ok(ark_commander::feed::sync(&archive, &store, &version, 3)?))?;
     ensure!(
         report.new == FEED_ITEMS && report.media_queued == FEED_ITEMS,

@@ -139,6 +139,15 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Version> {
     })
 }
 
+/// One version by id, whatever its state.
+fn version_by_id(conn: &Connection, id: i64) -> Result<Version> {
+    Ok(conn.query_row(
+        &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE id = ?1"),
+        [id],
+        version_row,
+    )?)
+}
+
 /// The landed versions, newest first (optionally of one target).
 pub fn landed(conn: &Connection, target: Option<&str>) -> Result<Vec<Version>> {
     let mut stmt = conn.prepare(&format!(
@@ -415,15 +424,21 @@ impl Archive {
     }
 
     /// Lands `v` from `source` (see the module notes for the steps).
-    /// `finish` runs inside the transaction that marks the version landed
-    /// (the scheduler completes the run there). Returns the version.
-    pub fn land(
+    /// `derive` runs once the file is in place, before the ledger says
+    /// landed: what the kind derives from the version on disk (a feed's
+    /// entry files), made durable. `finish` runs inside the transaction that
+    /// marks the version landed, with what `derive` returned (the scheduler
+    /// completes the run there, a feed records its entries), so a reader
+    /// sees the version, its run's completion and everything derived from
+    /// it at once, or none of them. Returns the version.
+    pub fn land<D>(
         &self,
         store: &Store,
         v: &NewVersion,
         source: &Source,
         now: i64,
-        finish: impl FnOnce(&Connection, &Version) -> Result<()>,
+        derive: impl FnOnce(&Version) -> Result<D>,
+        finish: impl FnOnce(&Connection, &Version, D) -> Result<()>,
     ) -> Result<Version> {
         let (quarantined, outboard) = self.quarantined(v.run_id);
         // 1. The intent.
@@ -486,21 +501,34 @@ impl Archive {
         }
         sync_dir(&dir).map_err(io("syncing version dir of"))?;
         crash_point("after-rename");
-        // 4. The ledger says landed, and the run completes, in one step.
-        let version = store.tx(|tx| {
-            tx.execute(
-                "UPDATE versions SET state = 'landed', landed_at = ?2 WHERE id = ?1",
-                params![id, now],
-            )?;
-            tx.execute("DELETE FROM uploads WHERE run_id = ?1", [v.run_id])?;
-            let version = tx.query_row(
-                &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE id = ?1"),
-                [id],
-                version_row,
-            )?;
-            finish(tx, &version)?;
-            Ok(version)
-        })?;
+        // 4. What the kind derives from the file in place, durable.
+        let committed = store
+            .read(|c| version_by_id(c, id))
+            .and_then(|landing| derive(&landing))
+            .and_then(|derived| {
+                crash_point("after-derive");
+                // 5. The ledger says landed, the run completes and the
+                // derived rows are recorded, in one step.
+                store.tx(|tx| {
+                    tx.execute(
+                        "UPDATE versions SET state = 'landed', landed_at = ?2 WHERE id = ?1",
+                        params![id, now],
+                    )?;
+                    tx.execute("DELETE FROM uploads WHERE run_id = ?1", [v.run_id])?;
+                    let version = version_by_id(tx, id)?;
+                    finish(tx, &version, derived)?;
+                    Ok(version)
+                })
+            });
+        let version = match committed {
+            Ok(version) => version,
+            Err(e) => {
+                // Leave nothing behind: the upload goes back to quarantine
+                // (a retry resumes from it), the version directory and row go.
+                self.undo_landing(store, id, v, &file, source);
+                return Err(e);
+            }
+        };
         crash_point("after-ledger");
         let _ = std::fs::remove_file(&outboard);
         self.prune(store, &v.target, now)?;
@@ -508,6 +536,37 @@ impl Archive {
             self.write_zim_library(store)?;
         }
         Ok(version)
+    }
+
+    /// Takes back a landing that failed after its file was put in place.
+    fn undo_landing(&self, store: &Store, id: i64, v: &NewVersion, file: &Path, source: &Source) {
+        let (quarantined, _) = self.quarantined(v.run_id);
+        if *source == Source::Quarantine {
+            if let Err(e) = std::fs::rename(file, &quarantined) {
+                tracing::warn!(file = %file.display(), "cannot move a failed landing back to quarantine: {e}");
+            }
+        }
+        let relative = file
+            .strip_prefix(&self.root)
+            .unwrap_or(file)
+            .to_string_lossy()
+            .into_owned();
+        self.remove_version(&v.kind, &relative);
+        if v.kind == ark_proto::KIND_RSS {
+            let _ = crate::feed::remove_unrecorded_entries(self, store, &v.target);
+        }
+        if let Err(e) = store.tx(|tx| {
+            tx.execute(
+                "DELETE FROM versions WHERE id = ?1 AND state = 'landing'",
+                [id],
+            )?;
+            Ok(())
+        }) {
+            tracing::warn!(
+                id,
+                "cannot remove the ledger row of a failed landing (recovery will): {e}"
+            );
+        }
     }
 
     fn manifest_json(&self, v: &NewVersion, id: i64, source: &Source) -> Result<Vec<u8>> {
@@ -598,11 +657,12 @@ impl Archive {
     /// Finishes or rolls back every half-landed version, and finishes
     /// interrupted prunes. `finish` completes a run whose version is
     /// finished here. Returns (finished, rolled back).
-    pub fn recover(
+    pub fn recover<D>(
         &self,
         store: &Store,
         now: i64,
-        finish: impl Fn(&Connection, &Version) -> Result<()>,
+        derive: impl Fn(&Version) -> Result<D>,
+        finish: impl Fn(&Connection, &Version, D) -> Result<()>,
     ) -> Result<(usize, usize)> {
         self.create()?;
         let half: Vec<Version> = store.read(|c| {
@@ -619,7 +679,18 @@ impl Archive {
                 .map(|(size, root)| size == v.size && root.to_hex().as_str() == v.blake3)
                 .unwrap_or(false)
                 && Self::manifest_path(&file).exists();
-            if intact {
+            let derived = if intact {
+                match derive(&v) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        tracing::warn!(path = %v.path, "cannot derive from a half-landed version yet (left for the next pass): {e}");
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(derived) = derived {
                 store.tx(|tx| {
                     tx.execute(
                         "UPDATE versions SET state = 'landed', landed_at = ?2 WHERE id = ?1",
@@ -637,13 +708,16 @@ impl Archive {
                             v.path
                         ),
                     )?;
-                    finish(tx, &v)
+                    finish(tx, &v, derived)
                 })?;
                 let _ = std::fs::remove_file(self.quarantined(v.run_id).1);
                 tracing::info!(path = %v.path, "finished a half-landed version");
                 finished += 1;
             } else {
                 self.remove_version(&v.kind, &v.path);
+                if v.kind == ark_proto::KIND_RSS {
+                    crate::feed::remove_unrecorded_entries(self, store, &v.target)?;
+                }
                 store.tx(|tx| {
                     tx.execute("DELETE FROM versions WHERE id = ?1", [v.id])?;
                     event(
@@ -853,6 +927,29 @@ impl Archive {
         // Written by the commander from the ledger, not a landed file.
         known.insert(self.root.join("zim").join("library.xml"));
         known.insert(self.root.join(INDEX_FILE));
+        // Versions landing right now: their file, and for a feed the entry
+        // files being derived, are in flight, not strays.
+        let landing: Vec<Version> = store.read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE state = 'landing'"
+            ))?;
+            let rows = stmt.query_map([], version_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        let in_flight: Vec<PathBuf> = landing
+            .iter()
+            .filter(|v| v.kind == ark_proto::KIND_RSS)
+            .map(|v| {
+                self.root
+                    .join(crate::feed::feed_dir(&v.target))
+                    .join("entries")
+            })
+            .collect();
+        for v in &landing {
+            let file = self.root.join(&v.path);
+            known.insert(Self::manifest_path(&file));
+            known.insert(file);
+        }
         // Derived by the commander from verified snapshots.
         for entry in crate::feed::entry_files(store)? {
             let file = self.root.join(&entry);
@@ -928,7 +1025,8 @@ impl Archive {
         }
         for stray in walk_files(&self.root) {
             let in_mirror = mirrors.iter().any(|m| stray.starts_with(self.root.join(m)));
-            if !known.contains(&stray) && !in_mirror {
+            let deriving = in_flight.iter().any(|dir| stray.starts_with(dir));
+            if !known.contains(&stray) && !in_mirror && !deriving {
                 report.stray.push(
                     stray
                         .strip_prefix(&self.root)

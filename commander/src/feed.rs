@@ -280,11 +280,42 @@ pub struct SyncReport {
     pub media_skipped: usize,
 }
 
-/// Derives the entries of landed snapshot `version`: writes every entry
-/// seen for the first time, and queues its enclosures as media runs (or
-/// records why not). Idempotent: running it again on the same snapshot
-/// changes nothing, so recovery simply runs it again.
-pub fn sync(archive: &Archive, store: &Store, version: &Version, now: i64) -> Result<SyncReport> {
+/// What deriving a snapshot produced on disk and must now record: the
+/// entry files are written and durable, their ledger rows are not yet. The
+/// landing transaction records them (see [`record`]) together with the run's
+/// completion, so a run never reads `succeeded` before its entries exist.
+#[derive(Debug, Clone, Default)]
+pub struct Derived {
+    pub target: String,
+    pub version_id: i64,
+    pub run_id: i64,
+    entries: Vec<NewEntry>,
+    report: SyncReport,
+}
+
+#[derive(Debug, Clone)]
+struct NewEntry {
+    id: String,
+    hash: String,
+    file: String,
+    media: Vec<NewMedia>,
+}
+
+#[derive(Debug, Clone)]
+struct NewMedia {
+    url: String,
+    file: String,
+    declared_length: Option<u64>,
+    problem: Option<String>,
+}
+
+/// Derives the entries of snapshot `version` (its file in place, landed or
+/// landing): writes every entry seen for the first time, each with one
+/// rename, and makes them durable together (one `syncfs`, not an fsync per
+/// file). Nothing is recorded yet: [`record`] does that. Running it again
+/// on the same snapshot rewrites the same names, so a crash in between is
+/// repaired by deriving again.
+pub fn derive(archive: &Archive, store: &Store, version: &Version, now: i64) -> Result<Derived> {
     let file = archive.absolute(&version.path);
     let bytes = std::fs::read(&file).map_err(CommanderError::io("reading snapshot", &file))?;
     let parsed = parse(&bytes, &version.url)
@@ -298,22 +329,29 @@ pub fn sync(archive: &Archive, store: &Store, version: &Version, now: i64) -> Re
     } else {
         max_media
     };
-    let mut report = SyncReport {
-        entries: parsed.entries.len(),
-        ..SyncReport::default()
+    // What the ledger has seen of this feed, read once.
+    let (mut ids, mut hashes) = store.read(|c| seen_of(c, target))?;
+    let mut derived = Derived {
+        target: target.clone(),
+        version_id: version.id,
+        run_id: version.run_id,
+        report: SyncReport {
+            entries: parsed.entries.len(),
+            ..SyncReport::default()
+        },
+        ..Derived::default()
     };
     // Oldest first, so first_seen follows the feed's own order.
     for entry in parsed.entries.iter().rev() {
         let hash = content_hash(entry);
-        let seen = store.read(|c| seen(c, target, &entry.id, &hash))?;
-        match seen {
-            Seen::Id => continue,
-            Seen::Content(file) => {
-                report.republished += 1;
-                tracing::debug!(%target, id = %entry.id, %file, "republished entry: not new");
-                continue;
-            }
-            Seen::No => {}
+        if ids.contains(&entry.id) {
+            continue;
+        }
+        if let Some(file) = hashes.get(&hash) {
+            derived.report.republished += 1;
+            tracing::debug!(%target, id = %entry.id, %file, "republished entry: not new");
+            ids.insert(entry.id.clone());
+            continue;
         }
         let name = entry_file_name(entry);
         let mut enclosures = Vec::new();
@@ -326,7 +364,12 @@ pub fn sync(archive: &Archive, store: &Store, version: &Version, now: i64) -> Re
                 "file": problem.is_none().then(|| format!("../media/{file}")),
                 "skipped": problem,
             }));
-            media.push((x, file, problem));
+            media.push(NewMedia {
+                url: x.url.clone(),
+                file,
+                declared_length: x.declared_length,
+                problem,
+            });
         }
         let json = json!({
             "id": entry.id, "feed": target, "title": entry.title, "link": entry.link,
@@ -338,102 +381,165 @@ pub fn sync(archive: &Archive, store: &Store, version: &Version, now: i64) -> Re
         let text =
             serde_json::to_vec_pretty(&json).map_err(|e| CommanderError::Invalid(e.to_string()))?;
         let path = dir.join(&name);
-        ark_agent::write_atomic(&path, &text, 0o644)
-            .map_err(CommanderError::io("writing", &path))?;
-        store.tx(|tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO feed_entries (target, entry_id, content_blake3, file, first_seen, version_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![target, entry.id, hash, name, now, version.id],
+        write_unsynced(&path, &text).map_err(CommanderError::io("writing", &path))?;
+        ids.insert(entry.id.clone());
+        hashes.insert(hash.clone(), name.clone());
+        derived.entries.push(NewEntry {
+            id: entry.id.clone(),
+            hash,
+            file: name,
+            media,
+        });
+        derived.report.new += 1;
+    }
+    if !derived.entries.is_empty() {
+        // Every file and rename above reaches the disk in one call.
+        sync_filesystem(&dir).map_err(CommanderError::io("syncing", &dir))?;
+    }
+    Ok(derived)
+}
+
+/// Writes `bytes` to `path` through a temporary name and a rename, without
+/// an fsync: [`derive`] makes the whole batch durable at once.
+fn write_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Flushes the filesystem holding `dir` (data and directory entries).
+fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
+    let handle = std::fs::File::open(dir)?;
+    rustix::fs::syncfs(&handle).map_err(std::io::Error::from)
+}
+
+/// Records what [`derive`] wrote, inside the caller's transaction: the
+/// entries' rows, their enclosures as media runs (or why not), an event.
+/// Returns the counts.
+pub fn record(tx: &Connection, derived: &Derived, now: i64) -> Result<SyncReport> {
+    let target = &derived.target;
+    let mut report = derived.report.clone();
+    for entry in &derived.entries {
+        tx.execute(
+            "INSERT OR IGNORE INTO feed_entries (target, entry_id, content_blake3, file, first_seen, version_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![target, entry.id, entry.hash, entry.file, now, derived.version_id],
+        )?;
+        for x in &entry.media {
+            let known: bool = tx.query_row(
+                "SELECT COUNT(*) > 0 FROM feed_media WHERE target = ?1 AND url = ?2",
+                params![target, x.url],
+                |r| r.get(0),
             )?;
-            for (x, file, problem) in &media {
-                let known: bool = tx.query_row(
-                    "SELECT COUNT(*) > 0 FROM feed_media WHERE target = ?1 AND url = ?2",
-                    params![target, x.url],
-                    |r| r.get(0),
-                )?;
-                if known {
-                    continue;
-                }
-                let (run, state) = match problem {
-                    Some(why) => {
-                        report.media_skipped += 1;
-                        event(
-                            tx,
-                            now,
-                            Some(version.run_id),
-                            None,
-                            "enclosure_skipped",
-                            &format!("{target}: enclosure {} skipped: {why}", x.url),
-                        )?;
-                        (None, "skipped")
-                    }
-                    None => {
-                        report.media_queued += 1;
-                        let run = crate::scheduler::queue_media_run(tx, target, &x.url, now)?;
-                        (Some(run), "queued")
-                    }
-                };
-                tx.execute(
-                    "INSERT INTO feed_media (target, url, file, declared_length, run_id, state, reason)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
-                        target,
-                        x.url,
-                        file,
-                        x.declared_length.map(|n| n as i64),
-                        run,
-                        state,
-                        problem.clone().unwrap_or_default()
-                    ],
-                )?;
+            if known {
+                continue;
             }
-            Ok(())
-        })?;
-        report.new += 1;
+            let (run, state) = match &x.problem {
+                Some(why) => {
+                    report.media_skipped += 1;
+                    event(
+                        tx,
+                        now,
+                        Some(derived.run_id),
+                        None,
+                        "enclosure_skipped",
+                        &format!("{target}: enclosure {} skipped: {why}", x.url),
+                    )?;
+                    (None, "skipped")
+                }
+                None => {
+                    report.media_queued += 1;
+                    let run = crate::scheduler::queue_media_run(tx, target, &x.url, now)?;
+                    (Some(run), "queued")
+                }
+            };
+            tx.execute(
+                "INSERT INTO feed_media (target, url, file, declared_length, run_id, state, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    target,
+                    x.url,
+                    x.file,
+                    x.declared_length.map(|n| n as i64),
+                    run,
+                    state,
+                    x.problem.clone().unwrap_or_default()
+                ],
+            )?;
+        }
     }
     if report.new > 0 || report.republished > 0 {
-        store.tx(|tx| {
-            event(
-                tx,
-                now,
-                Some(version.run_id),
-                None,
-                "feed_entries",
-                &format!(
-                    "{target}: {} entries in the snapshot, {} new, {} republished (not new), {} enclosures queued, {} skipped",
-                    report.entries, report.new, report.republished, report.media_queued, report.media_skipped
-                ),
-            )
-        })?;
+        event(
+            tx,
+            now,
+            Some(derived.run_id),
+            None,
+            "feed_entries",
+            &format!(
+                "{target}: {} entries in the snapshot, {} new, {} republished (not new), {} enclosures queued, {} skipped",
+                report.entries, report.new, report.republished, report.media_queued, report.media_skipped
+            ),
+        )?;
     }
     Ok(report)
 }
 
-enum Seen {
-    No,
-    Id,
-    /// Another entry with the same content, landed as this file.
-    Content(String),
+/// Derives and records the entries of landed snapshot `version` in one go
+/// (recovery, `ingest`, the benchmark). Idempotent.
+pub fn sync(archive: &Archive, store: &Store, version: &Version, now: i64) -> Result<SyncReport> {
+    let derived = derive(archive, store, version, now)?;
+    store.tx(|tx| record(tx, &derived, now))
 }
 
-fn seen(c: &Connection, target: &str, id: &str, hash: &str) -> Result<Seen> {
-    let by_id: bool = c.query_row(
-        "SELECT COUNT(*) > 0 FROM feed_entries WHERE target = ?1 AND entry_id = ?2",
-        params![target, id],
-        |r| r.get(0),
-    )?;
-    if by_id {
-        return Ok(Seen::Id);
+/// Removes entry files of `target` the ledger does not record: what a
+/// derivation wrote before a crash whose landing was then rolled back.
+pub fn remove_unrecorded_entries(archive: &Archive, store: &Store, target: &str) -> Result<usize> {
+    let dir = archive.absolute(&feed_dir(target)).join("entries");
+    let recorded: std::collections::HashSet<String> = store.read(|c| {
+        let mut stmt = c.prepare("SELECT file FROM feed_entries WHERE target = ?1")?;
+        let rows = stmt.query_map([target], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })?;
+    let mut removed = 0;
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !recorded.contains(&name) && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
     }
-    let by_content: Option<String> = c
-        .query_row(
-            "SELECT file FROM feed_entries WHERE target = ?1 AND content_blake3 = ?2 LIMIT 1",
-            params![target, hash],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(by_content.map_or(Seen::No, Seen::Content))
+    Ok(removed)
+}
+
+/// The entry ids and content hashes (→ file) the ledger has for `target`.
+fn seen_of(
+    c: &Connection,
+    target: &str,
+) -> Result<(
+    std::collections::HashSet<String>,
+    std::collections::HashMap<String, String>,
+)> {
+    let mut stmt =
+        c.prepare("SELECT entry_id, content_blake3, file FROM feed_entries WHERE target = ?1")?;
+    let rows = stmt.query_map([target], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let (mut ids, mut hashes) = (
+        std::collections::HashSet::new(),
+        std::collections::HashMap::new(),
+    );
+    for row in rows {
+        let (id, hash, file) = row?;
+        ids.insert(id);
+        hashes.entry(hash).or_insert(file);
+    }
+    Ok((ids, hashes))
 }
 
 /// Why an enclosure is not fetched, if it is not.

@@ -130,7 +130,11 @@ pub fn running(data: &Path) -> bool {
 /// Finishes or rolls back every half-landed version (see
 /// [`Archive::recover`]); a finished one completes its run.
 pub fn recover(scheduler: &Scheduler, archive: &Archive) -> Result<(usize, usize)> {
-    archive.recover(&scheduler.store, unix_ms(), |tx, v| {
+    let now = unix_ms();
+    let derive =
+        |v: &crate::archive::Version| crate::upload::derive(archive, &scheduler.store, v, now);
+    archive.recover(&scheduler.store, now, derive, |tx, v, derived| {
+        crate::upload::record_derived(tx, v, derived, now)?;
         let (etag, last_modified): (String, String) = tx.query_row(
             "SELECT etag, last_modified FROM versions WHERE id = ?1",
             [v.id],

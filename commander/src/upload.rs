@@ -283,37 +283,66 @@ fn land(
     now: i64,
 ) -> Result<Version> {
     let linked = matches!(source, Source::Link { .. });
-    let version = archive.land(&scheduler.store, v, &source, now, |tx, version| {
-        let how = if linked {
-            "bytes already in the archive: hard-linked"
-        } else {
-            "verified upload"
-        };
-        if v.kind == ark_proto::KIND_MEDIA {
-            crate::feed::media_landed(tx, version, now)?;
-        }
-        scheduler.finish_run(
-            tx,
-            v.run_id,
-            &v.agent,
-            run_state::SUCCEEDED,
-            v.size,
-            &v.blake3,
-            v.validators(),
-            &format!("landed {} ({} bytes, {how})", version.path, v.size),
-            now,
-        )
-    })?;
-    if v.kind == ark_proto::KIND_RSS {
-        // The snapshot is landed whatever happens here; a failure to derive
-        // its entries is logged and repaired at the next start or `ingest`.
-        match crate::feed::sync(archive, &scheduler.store, &version, now) {
-            Ok(r) => tracing::info!(target = %v.target, new = r.new, republished = r.republished,
-                media = r.media_queued, "feed entries derived"),
-            Err(e) => tracing::warn!(target = %v.target, "deriving the feed's entries: {e}"),
-        }
+    let store = &scheduler.store;
+    archive.land(
+        store,
+        v,
+        &source,
+        now,
+        |landing| derive(archive, store, landing, now),
+        |tx, version, derived| {
+            let how = if linked {
+                "bytes already in the archive: hard-linked"
+            } else {
+                "verified upload"
+            };
+            record_derived(tx, version, derived, now)?;
+            scheduler.finish_run(
+                tx,
+                v.run_id,
+                &v.agent,
+                run_state::SUCCEEDED,
+                v.size,
+                &v.blake3,
+                v.validators(),
+                &format!("landed {} ({} bytes, {how})", version.path, v.size),
+                now,
+            )
+        },
+    )
+}
+
+/// What landing `version` derives from its file before the ledger commits
+/// it (a feed's entry files).
+pub fn derive(
+    archive: &Archive,
+    store: &crate::state::Store,
+    version: &Version,
+    now: i64,
+) -> Result<Option<crate::feed::Derived>> {
+    if version.kind == ark_proto::KIND_RSS {
+        return crate::feed::derive(archive, store, version, now).map(Some);
     }
-    Ok(version)
+    Ok(None)
+}
+
+/// Records, in the landing transaction, what [`derive`] produced and what
+/// a landed media version means for its feed.
+pub fn record_derived(
+    tx: &Connection,
+    version: &Version,
+    derived: Option<crate::feed::Derived>,
+    now: i64,
+) -> Result<()> {
+    if version.kind == ark_proto::KIND_MEDIA {
+        crate::feed::media_landed(tx, version, now)?;
+    }
+    if let Some(derived) = derived {
+        let r = crate::feed::record(tx, &derived, now)?;
+        tracing::info!(target = %version.target, new = r.new, republished = r.republished,
+            media = r.media_queued, "feed entries derived");
+    }
+    Ok(())
 }
 
 /// One message of an upload as the receiving thread sees it.

@@ -121,11 +121,17 @@ pub fn agent_command() -> Result<Command> {
 /// (tests that want it pass `--http 127.0.0.1:0`), so parallel commanders
 /// never contend for its default port.
 pub fn write_commander_config(data: &Path) -> Result<()> {
+    write_commander_config_with(data, "")
+}
+
+/// [`write_commander_config`] with more TOML after the test timings (e.g.
+/// a `[fetch]` table).
+pub fn write_commander_config_with(data: &Path, extra: &str) -> Result<()> {
     std::fs::create_dir_all(data)?;
     std::fs::write(
         data.join("commander.toml"),
         format!(
-            "lease-ttl = \"{}ms\"\nheartbeat = \"{}ms\"\nretry-backoff = \"1s\"\nhttp = \"off\"\n",
+            "lease-ttl = \"{}ms\"\nheartbeat = \"{}ms\"\nretry-backoff = \"1s\"\nhttp = \"off\"\n{extra}",
             TEST_LEASE_TTL.as_millis(),
             TEST_HEARTBEAT.as_millis()
         ),
@@ -146,6 +152,17 @@ pub async fn spawn_commander_with(
     env: &[(&str, &str)],
 ) -> Result<Proc> {
     write_commander_config(data)?;
+    start_commander(data, listen, args, env).await
+}
+
+/// Starts `ark-commander serve` with the `commander.toml` already in
+/// `data` (see [`write_commander_config_with`]).
+pub async fn start_commander(
+    data: &Path,
+    listen: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Proc> {
     let endpoint = data.join("endpoint");
     let _ = std::fs::remove_file(&endpoint);
     let mut cmd = Command::new(bin("ark-commander")?);
