@@ -161,7 +161,7 @@ impl HtmlSniff {
             }
             State::Bom(mut seen) => {
                 seen.push(b);
-                if BOMS.iter().any(|bom| *bom == seen.as_slice()) {
+                if BOMS.contains(&seen.as_slice()) {
                     State::Between
                 } else if BOMS.iter().any(|bom| bom.starts_with(&seen)) {
                     State::Bom(seen)

@@ -774,6 +774,58 @@ impl Archive {
         Ok((finished, rolled_back))
     }
 
+    /// Removes what the quarantine holds for runs that will not land it: a
+    /// run that ended (failed, succeeded, unchanged) or no longer exists.
+    /// Queued and leased runs keep theirs (a retry resumes from it). Run by
+    /// the commander's sweep, so a failed or abandoned upload never keeps the
+    /// disk full. Returns the entries removed.
+    pub fn reclaim_quarantine(&self, store: &Store) -> Result<usize> {
+        let Ok(entries) = std::fs::read_dir(self.quarantine()) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let run = name
+                .strip_prefix("run-")
+                .or_else(|| name.strip_prefix("recover-"))
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|n| n.parse::<i64>().ok());
+            let Some(run) = run else { continue };
+            let state: Option<String> = store.read(|c| {
+                Ok(
+                    c.query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
+                        .optional()?,
+                )
+            })?;
+            let active = state.as_deref().is_some_and(|s| {
+                s == crate::state::run_state::QUEUED || s == crate::state::run_state::LEASED
+            });
+            if active {
+                continue;
+            }
+            let path = entry.path();
+            let gone = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if gone.is_ok() {
+                tracing::info!(run, file = %name, "reclaimed the quarantine of a run that has ended");
+                removed += 1;
+            }
+            store.tx(|tx| {
+                tx.execute(
+                    "DELETE FROM uploads WHERE run_id = ?1 AND NOT EXISTS \
+                     (SELECT 1 FROM runs WHERE id = ?1 AND state IN ('queued', 'leased'))",
+                    [run],
+                )?;
+                Ok(())
+            })?;
+        }
+        Ok(removed)
+    }
+
     /// Applies the newest landed bundle of every git target whose mirror
     /// does not hold its refs yet (a crash between landing and applying).
     fn catch_up_mirrors(&self, store: &Store, now: i64) -> Result<()> {
@@ -927,8 +979,9 @@ impl Archive {
         // Written by the commander from the ledger, not a landed file.
         known.insert(self.root.join("zim").join("library.xml"));
         known.insert(self.root.join(INDEX_FILE));
-        // Versions landing right now: their file, and for a feed the entry
-        // files being derived, are in flight, not strays.
+        // The entry files of a feed landing right now are being derived,
+        // not strays. (The landing file itself shows as a stray until its
+        // ledger row says landed, as a half-landed file after a crash does.)
         let landing: Vec<Version> = store.read(|c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {VERSION_COLUMNS} FROM versions WHERE state = 'landing'"
@@ -945,11 +998,6 @@ impl Archive {
                     .join("entries")
             })
             .collect();
-        for v in &landing {
-            let file = self.root.join(&v.path);
-            known.insert(Self::manifest_path(&file));
-            known.insert(file);
-        }
         // Derived by the commander from verified snapshots.
         for entry in crate::feed::entry_files(store)? {
             let file = self.root.join(&entry);

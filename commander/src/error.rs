@@ -48,12 +48,27 @@ pub enum CommanderError {
     /// Try again (e.g. the quarantined copy must be re-verified).
     #[error("{0}")]
     Aborted(String),
+    /// The archive's disk is full: which disk, how much is free and needed.
+    #[error("{0}")]
+    NoSpace(String),
 }
 
 impl CommanderError {
     pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| Self::Io { what, path, source }
+        move |source| {
+            match source.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                Self::NoSpace(format!(
+                    "{what} {}: the disk is full ({} free there): free space on it, or move the archive \
+                     (`archive` in commander.toml)",
+                    path.display(),
+                    free_space(&path).map_or("unknown".into(), |n| format!("{n} bytes"))
+                ))
+            }
+            _ => Self::Io { what, path, source },
+        }
+        }
     }
 
     /// The service boundary: every RPC error passes through here once.
@@ -68,6 +83,7 @@ impl CommanderError {
             Self::StaleLease(m) => Status::failed_precondition(m),
             Self::Cut(m) => Status::data_loss(m),
             Self::Aborted(m) => Status::aborted(m),
+            Self::NoSpace(m) => Status::resource_exhausted(m),
             other => {
                 tracing::error!("internal error: {other:#}");
                 Status::internal(format!("commander internal error: {other}"))
@@ -99,4 +115,12 @@ impl From<CommanderError> for tonic::Status {
     fn from(e: CommanderError) -> Self {
         e.into_status()
     }
+}
+
+/// Bytes free to an unprivileged writer on the filesystem holding `path`
+/// (or its nearest existing ancestor).
+pub fn free_space(path: &std::path::Path) -> Option<u64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let stat = rustix::fs::statvfs(existing).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }

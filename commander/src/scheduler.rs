@@ -175,6 +175,9 @@ impl Scheduler {
                 "UPDATE runs SET state = ?1, attempts = ?2, finished_at = ?3, reason = ?4, last_agent = ?5 WHERE id = ?6",
                 params![run_state::FAILED, attempts, now, why, agent, run],
             )?;
+            // Its quarantined bytes will never land: the next sweep
+            // reclaims them (see Archive::reclaim_quarantine).
+            tx.execute("DELETE FROM uploads WHERE run_id = ?1", [run])?;
             event(tx, now, Some(run), Some(agent), "run_failed", &why)?;
         } else {
             tx.execute(
@@ -470,6 +473,41 @@ impl Scheduler {
         )
     }
 
+    /// Puts `run` back in the queue because the archive's disk cannot hold
+    /// it now: the lease ends, no attempt is counted (the harvest did not
+    /// fail), and the run waits with its own backoff (doubling from
+    /// `retry-backoff` with each deferral, capped at `retry-backoff-max`) so
+    /// it lands once space is free.
+    pub fn defer_for_space(
+        &self,
+        tx: &Connection,
+        run: i64,
+        agent: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<i64> {
+        end_current_lease(tx, run, "deferred", now)?;
+        let deferrals: u32 = tx.query_row(
+            "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND kind = 'no_space'",
+            [run],
+            |r| r.get(0),
+        )?;
+        let wait = self.backoff(deferrals + 1);
+        tx.execute(
+            "UPDATE runs SET state = ?1, not_before = ?2, reason = ?3, last_agent = ?4 WHERE id = ?5",
+            params![run_state::QUEUED, now + wait, reason, agent, run],
+        )?;
+        event(
+            tx,
+            now,
+            Some(run),
+            Some(agent),
+            "no_space",
+            &format!("{reason}; retrying in {} s", wait / 1000),
+        )?;
+        Ok(wait)
+    }
+
     /// Fails `run` because the commander's own check refused what the agent
     /// delivered: the lease ends and the run fails (no retry: the origin
     /// serves a file that is not what its kind promises).
@@ -605,7 +643,6 @@ impl Scheduler {
     }
 }
 
-/// Ends run `run`'s current lease (if still open) with `outcome`.
 /// The origin (`host:port`) of the URL the operator gave `target`: the one
 /// household address its jobs may reach without a `fetch.allow` entry.
 fn own_origin(tx: &Connection, target: &str) -> Result<String> {
@@ -614,7 +651,7 @@ fn own_origin(tx: &Connection, target: &str) -> Result<String> {
             r.get(0)
         })
         .optional()?;
-    let parsed = url.as_deref().and_then(|u| url_parse_origin(u));
+    let parsed = url.as_deref().and_then(url_parse_origin);
     Ok(parsed.unwrap_or_default())
 }
 
@@ -639,6 +676,7 @@ fn url_parse_origin(url: &str) -> Option<String> {
     Some(format!("{authority}:{port}"))
 }
 
+/// Ends run `run`'s current lease (if still open) with `outcome`.
 fn end_current_lease(tx: &Connection, run: i64, outcome: &str, now: i64) -> Result<()> {
     let generation: i64 =
         tx.query_row("SELECT generation FROM runs WHERE id = ?1", [run], |r| {

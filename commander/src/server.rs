@@ -208,6 +208,7 @@ pub async fn run(
     tracing::info!(%url, extended, ca = %&pki.ca_fingerprint[..16], "commander listening");
 
     let sweeper = scheduler.clone();
+    let reclaimer = archive.clone();
     let every = config.heartbeat.min(SWEEP_EVERY_MAX);
     let sweep_task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
@@ -215,12 +216,14 @@ pub async fn run(
         loop {
             ticker.tick().await;
             let s = sweeper.clone();
+            let a = reclaimer.clone();
             let checkpoint = last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
             if checkpoint {
                 last_checkpoint = std::time::Instant::now();
             }
             let work = move || {
                 s.sweep(unix_ms())?;
+                a.reclaim_quarantine(&s.store)?;
                 if checkpoint {
                     s.store.checkpoint()?;
                 }

@@ -61,6 +61,26 @@ enum Decision {
     Unchanged(Version),
     Link(Version, Box<NewVersion>),
     Upload(u64),
+    /// The archive's disk cannot hold the upload now: the run was deferred.
+    NoSpace(String),
+}
+
+/// Room kept free on the archive's disk beyond an upload and its outboard:
+/// the manifest, the directory entries and the ledger's growth need a
+/// little, and a disk filled to the last byte fails in worse places.
+pub const SPACE_MARGIN: u64 = 1 << 20;
+
+/// Environment variable that turns the space check before an upload off:
+/// a test hook, so a test can fill the disk in the middle of an upload (as
+/// another writer on the NAS would).
+pub const FAULT_SKIP_SPACE_CHECK: &str = "ARK_FAULT_SKIP_SPACE_CHECK";
+
+/// Bytes the archive's disk must have free to receive `size` bytes of which
+/// `kept` are already in quarantine.
+fn space_needed(size: u64, kept: u64) -> u64 {
+    let outboard = size.div_ceil(GROUP_LEN as u64) * CV_LEN as u64;
+    let rest = size - kept.min(size);
+    rest + outboard + rest / 100 + SPACE_MARGIN
 }
 
 /// Bytes of run `run`'s quarantined upload that may be kept: whole groups
@@ -149,6 +169,22 @@ pub fn have(
             let _ = std::fs::remove_file(data);
             let _ = std::fs::remove_file(outboard);
         }
+        let kept = resumable(archive, v.run_id, v.size);
+        let needed = space_needed(v.size, kept);
+        let free = crate::error::free_space(&archive.quarantine())
+            .filter(|_| std::env::var_os(FAULT_SKIP_SPACE_CHECK).is_none());
+        if let Some(free) = free.filter(|&free| free < needed) {
+            let why = format!(
+                "the archive disk ({}) is full: {free} bytes free, run {} needs {needed} \
+                 ({} bytes to receive, its outboard and a margin); free space there",
+                archive.root().display(),
+                v.run_id,
+                v.size - kept.min(v.size)
+            );
+            tracing::warn!("{why}");
+            scheduler.defer_for_space(tx, v.run_id, &caller.agent, &why, now)?;
+            return Ok(Decision::NoSpace(why));
+        }
         tx.execute(
             "INSERT OR REPLACE INTO uploads (run_id, generation, agent, cert_sha256, blake3, size, manifest, signature, started_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -164,7 +200,7 @@ pub fn have(
                 now
             ],
         )?;
-        Ok(Decision::Upload(resumable(archive, v.run_id, v.size)))
+        Ok(Decision::Upload(kept))
     });
     let decision = match decision {
         Err(e @ (CommanderError::StaleLease(_) | CommanderError::PermissionDenied(_))) => {
@@ -179,8 +215,9 @@ pub fn have(
             path: latest.path,
             resume_from: 0,
         },
+        Decision::NoSpace(why) => return Err(no_space_refusal(&why)),
         Decision::Link(other, version) => {
-            let landed = land(
+            let linked = land(
                 scheduler,
                 archive,
                 &version,
@@ -189,7 +226,13 @@ pub fn have(
                     path: other.path.clone(),
                 },
                 now,
-            )?;
+            );
+            let landed = match linked {
+                Err(CommanderError::NoSpace(why)) => {
+                    return Err(defer_for_space(scheduler, archive, &version, &why))
+                }
+                other => other?,
+            };
             HaveResponse {
                 held: true,
                 unchanged: false,
@@ -406,8 +449,61 @@ pub fn begin(
 }
 
 /// Receives the outboard and the data on a blocking thread, verifying as
-/// they arrive, then lands the version.
+/// they arrive, then lands the version. A disk that fills on the way is
+/// no failure of the harvest: the partial upload is removed (its space
+/// freed) and the run waits for space (see [`defer_for_space`]).
 pub fn receive(
+    scheduler: &Scheduler,
+    archive: &Archive,
+    pending: &Pending,
+    offset: u64,
+    pieces: tokio::sync::mpsc::Receiver<Piece>,
+) -> Result<UploadResponse> {
+    match receive_verified(scheduler, archive, pending, offset, pieces) {
+        Err(CommanderError::NoSpace(why)) => {
+            Err(defer_for_space(scheduler, archive, &pending.version, &why))
+        }
+        other => other,
+    }
+}
+
+/// What the agent is told when the archive's disk cannot take its upload.
+fn no_space_refusal(why: &str) -> CommanderError {
+    CommanderError::StaleLease(format!(
+        "{why}; nothing landed, and the run is queued again for when space is free: drop the job"
+    ))
+}
+
+/// The archive's disk filled while receiving or landing `v`: its
+/// quarantine goes (freeing what it took), the run is deferred.
+fn defer_for_space(
+    scheduler: &Scheduler,
+    archive: &Archive,
+    v: &NewVersion,
+    why: &str,
+) -> CommanderError {
+    let (data, outboard) = archive.quarantined(v.run_id);
+    let _ = std::fs::remove_file(data);
+    let _ = std::fs::remove_file(outboard);
+    let _ = std::fs::remove_dir_all(
+        archive
+            .quarantine()
+            .join(format!("run-{}.git-check", v.run_id)),
+    );
+    let why = format!("{why}; the partial upload was removed to free its space");
+    tracing::warn!(run = v.run_id, "{why}");
+    let now = ark_agent::unix_ms();
+    let deferred = scheduler.store.tx(|tx| {
+        tx.execute("DELETE FROM uploads WHERE run_id = ?1", [v.run_id])?;
+        scheduler.defer_for_space(tx, v.run_id, &v.agent, &why, now)
+    });
+    if let Err(e) = deferred {
+        return e;
+    }
+    no_space_refusal(&why)
+}
+
+fn receive_verified(
     scheduler: &Scheduler,
     archive: &Archive,
     pending: &Pending,
