@@ -69,12 +69,7 @@ impl AgentConfig {
     /// Reads `<data>/agent.toml`; a missing file means all defaults.
     pub fn load(data: &Path) -> Result<Self> {
         let path = data.join(CONFIG_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(AgentError::io("reading", path)(e)),
-        };
-        toml::from_str(&text).map_err(|e| AgentError::Config {
+        ark_core::config::load_toml(&path).map_err(|e| AgentError::Config {
             path,
             message: e.to_string(),
         })

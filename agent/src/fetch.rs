@@ -427,15 +427,7 @@ pub async fn fetch(
     fetch_checked(http, url, dest, conditional, limits, sinks, None).await
 }
 
-/// A format's streaming check (e.g. [`crate::zim::StreamCheck`]), fed every
-/// byte of the body in order in the same pass as the hasher. Bytes a resume
-/// keeps from disk are fed first; a restart from zero resets it.
-pub trait BodyCheck: Send {
-    /// The body starts again from byte 0.
-    fn reset(&mut self);
-    /// The next bytes; Err refuses the body (the reason says why).
-    fn update(&mut self, bytes: &[u8]) -> Result<(), String>;
-}
+pub use ark_core::BodyCheck;
 
 /// [`fetch`] with a format check riding along.
 pub async fn fetch_checked(

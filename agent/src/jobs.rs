@@ -526,12 +526,13 @@ async fn harvest(
     let limits = &limits;
     let kind = lease.kind.as_str();
     let mut zim = (kind == ark_proto::KIND_ZIM).then(crate::zim::StreamCheck::new);
-    let mut feed = (kind == ark_proto::KIND_RSS).then(FeedSniff::default);
+    let mut feed = (kind == ark_proto::KIND_RSS).then(ark_core::formats::feed::FeedSniff::default);
     // A split archive (…zimaa, …zimab, …) is one target.
     let split = zim.is_some() && url.ends_with(".zimaa");
     let fetched = match (zim.as_mut(), feed.as_mut()) {
         (Some(check), _) if split => {
-            crate::zim::fetch_split(http, url, &dest, conditional, limits, sinks, check).await
+            crate::harvest::zim::fetch_split(http, url, &dest, conditional, limits, sinks, check)
+                .await
         }
         (zim, feed) => {
             let check = zim
@@ -544,7 +545,7 @@ async fn harvest(
     let Fetched::Body { size, .. } = &fetched else {
         return Ok((fetched, None));
     };
-    if feed.is_some_and(|f| !f.decided) {
+    if feed.is_some_and(|f| !f.decided()) {
         return Err(Stop::Fail(failure(
             format!("GET {url}: an empty document, not a feed"),
             true,
@@ -632,55 +633,6 @@ async fn harvest_git(
             reused: 0,
         },
     })
-}
-
-/// The agent's streaming check of a feed: the document must start like one
-/// (`<` for RSS/Atom, `{` for JSON Feed, after a BOM and whitespace), so a
-/// binary is refused as it arrives (an HTML page is refused by the fetch's
-/// sniff, as for every kind). The full parse is
-/// the commander's: it reads every snapshot itself before landing it, and
-/// the agent stays small.
-#[derive(Debug, Default)]
-pub struct FeedSniff {
-    seen: u64,
-    decided: bool,
-}
-
-/// Bytes of leading whitespace (and BOM) a feed may have.
-const FEED_SNIFF_WINDOW: u64 = 4096;
-
-impl fetch::BodyCheck for FeedSniff {
-    fn reset(&mut self) {
-        *self = Self::default();
-    }
-
-    fn update(&mut self, bytes: &[u8]) -> std::result::Result<(), String> {
-        if self.decided {
-            return Ok(());
-        }
-        let mut rest = bytes;
-        if self.seen == 0 {
-            rest = rest.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(rest);
-        }
-        match rest.iter().find(|b| !b.is_ascii_whitespace()) {
-            // An HTML page also starts with '<': the fetch's own sniff
-            // (crate::sniff), which every kind runs, refuses it.
-            Some(b'<' | b'{') => self.decided = true,
-            Some(&b) => {
-                return Err(format!(
-                    "the document starts with byte 0x{b:02x}: not a feed (RSS and Atom start with '<', JSON Feed with '{{')"
-                ))
-            }
-            None => {}
-        }
-        self.seen += bytes.len() as u64;
-        if !self.decided && self.seen > FEED_SNIFF_WINDOW {
-            return Err(format!(
-                "{FEED_SNIFF_WINDOW} bytes of whitespace: not a feed"
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// Uploads refused for a reason other than the lease (a cut, an error on

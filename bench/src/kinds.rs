@@ -607,7 +607,7 @@ fn feed_kind(root: &Path) -> anyhow::Result<()> {
     let body = vec![b'x'; 1024];
     let (floor_s, ()) = timed(|| {
         for i in 0..FLOOR_FILES {
-            ark_agent::write_atomic(&floor_dir.join(format!("{i}.json")), &body, 0o644)?;
+            ark_core::write_atomic(&floor_dir.join(format!("{i}.json")), &body, 0o644)?;
         }
         Ok(())
     })?;

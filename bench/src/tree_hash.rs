@@ -7,7 +7,7 @@ use std::io::{BufWriter, Read, Write};
 use std::time::Instant;
 
 use anyhow::Context;
-use ark_agent::tree::TreeHasher;
+use ark_core::tree::TreeHasher;
 
 /// Read size: the agent's network chunks are of this order.
 const READ: usize = 256 * 1024;
@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
     let mut hasher = TreeHasher::new();
     let mut buf = vec![0u8; READ];
     let mut cvs =
-        Vec::with_capacity(READ / ark_agent::tree::GROUP_LEN * ark_agent::tree::CV_LEN + 64);
+        Vec::with_capacity(READ / ark_core::tree::GROUP_LEN * ark_core::tree::CV_LEN + 64);
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {

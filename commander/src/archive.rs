@@ -172,54 +172,14 @@ pub fn landed_root(conn: &Connection, blake3: &str, size: u64) -> Result<Option<
         .optional()?)
 }
 
+pub use ark_core::path::{file_name_from_url, safe_segment};
+
 /// The archive root and its quarantine.
 #[derive(Debug, Clone)]
 pub struct Archive {
     root: PathBuf,
     /// Versions a target keeps unless it says otherwise.
     keep: u32,
-}
-
-/// A name that is safe as one path segment whatever an origin or an
-/// operator said: no separators, no `..`, no NUL or control characters, not
-/// hidden, bounded length.
-pub fn safe_segment(raw: &str, fallback: &str) -> String {
-    let cleaned: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | '@' | '=' | ',') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    // No "..", even inside a name: nothing that reads like a way up.
-    let mut cleaned = cleaned;
-    while cleaned.contains("..") {
-        cleaned = cleaned.replace("..", ".");
-    }
-    let trimmed: String = cleaned
-        .trim_start_matches(['.', '-'])
-        .chars()
-        .take(120)
-        .collect();
-    if trimmed.is_empty() || trimmed.chars().all(|c| c == '.' || c == '_') {
-        fallback.to_string()
-    } else {
-        trimmed
-    }
-}
-
-/// The file name a URL's last path segment gives.
-pub fn file_name_from_url(url: &str) -> String {
-    let path = url.split(['?', '#']).next().unwrap_or("");
-    let after_host = path.split("://").nth(1).unwrap_or(path);
-    let last = after_host
-        .split_once('/')
-        .map(|(_, p)| p.rsplit('/').next().unwrap_or(""))
-        .unwrap_or("");
-    safe_segment(&percent_decode(last), "download")
 }
 
 /// Where the bare mirror of git repository `url` lives, relative to the
@@ -237,7 +197,7 @@ fn git_stem(url: &str) -> (String, String) {
     let mut parts = after_scheme.split('/').filter(|p| !p.is_empty());
     let host = safe_segment(parts.next().unwrap_or(""), "host");
     let mut segments: Vec<String> = parts
-        .map(|p| safe_segment(&percent_decode(p), "repo"))
+        .map(|p| safe_segment(&ark_core::path::percent_decode(p), "repo"))
         .collect();
     if segments.is_empty() {
         segments.push("repo".into());
@@ -252,25 +212,6 @@ fn git_stem(url: &str) -> (String, String) {
         format!("{}/{host}/{}", ark_proto::KIND_GIT, segments.join("/")),
         name,
     )
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-            if let Ok(b) = u8::from_str_radix(hex, 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a Unix time in ms (UTC).
@@ -473,7 +414,7 @@ impl Archive {
         }
         sync_dir(dir.parent().unwrap_or(&self.root)).map_err(io("syncing target dir of"))?;
         let manifest = self.manifest_json(v, id, source)?;
-        ark_agent::write_atomic(&Self::manifest_path(&file), &manifest, 0o644)
+        ark_core::write_atomic(&Self::manifest_path(&file), &manifest, 0o644)
             .map_err(io("writing manifest of"))?;
         // 3. The bytes.
         crash_point("before-rename");
@@ -1116,7 +1057,7 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     if std::fs::read(path).is_ok_and(|old| old == bytes) {
         return Ok(false);
     }
-    ark_agent::write_atomic(path, bytes, 0o644)?;
+    ark_core::write_atomic(path, bytes, 0o644)?;
     Ok(true)
 }
 

@@ -107,14 +107,13 @@ impl CommanderConfig {
     /// Reads `<data>/commander.toml`; a missing file means all defaults.
     pub fn load(data: &Path) -> Result<Self> {
         let path = data.join(CONFIG_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(CommanderError::io("reading", path)(e)),
-        };
-        let config: Self = toml::from_str(&text).map_err(|e| CommanderError::Config {
-            path: path.clone(),
-            message: e.to_string(),
+        let config: Self = ark_core::config::load_toml(&path).map_err(|e| match e {
+            ark_core::config::ConfigError::Read { path, source } => {
+                CommanderError::io("reading", path)(source)
+            }
+            ark_core::config::ConfigError::Parse { path, message } => {
+                CommanderError::Config { path, message }
+            }
         })?;
         config
             .validate()

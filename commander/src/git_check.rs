@@ -864,7 +864,7 @@ fn write_refs(dir: &Path, refs: &BTreeMap<String, ObjectId>) -> Result<()> {
         text.push_str(&format!("{id} {name}\n"));
     }
     let packed = dir.join("packed-refs");
-    ark_agent::write_atomic(&packed, text.as_bytes(), 0o644).map_err(io("writing", &packed))?;
+    ark_core::write_atomic(&packed, text.as_bytes(), 0o644).map_err(io("writing", &packed))?;
     remove_loose_refs(&dir.join("refs"), true)?;
 
     let head = dir.join("HEAD");
@@ -882,7 +882,7 @@ fn write_refs(dir: &Path, refs: &BTreeMap<String, ObjectId>) -> Result<()> {
                 .find(|name| name.starts_with("refs/heads/"))
         });
     if let Some(branch) = branch {
-        ark_agent::write_atomic(&head, format!("ref: {branch}\n").as_bytes(), 0o644)
+        ark_core::write_atomic(&head, format!("ref: {branch}\n").as_bytes(), 0o644)
             .map_err(io("writing", &head))?;
     }
     Ok(())

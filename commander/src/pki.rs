@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use ark_agent::identity::Credentials;
 use ark_agent::link::{fingerprint, parse_certs};
-use ark_agent::write_atomic;
+use ark_core::write_atomic;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ark_agent::unix_ms;
+use ark_core::unix_ms;
 use ark_proto::admin_server::AdminServer;
 use ark_proto::agent_session_server::AgentSessionServer;
 use ark_proto::enrollment_server::EnrollmentServer;
@@ -203,7 +203,7 @@ pub async fn run(
     let listening = std::iter::once(addr).chain(web.as_ref().map(|w| w.addr));
     let scheduler = scheduler.with_own_endpoints(own_endpoints(listening, &config.san));
     let url = local_url(addr);
-    ark_agent::write_atomic(&data.join(ENDPOINT_FILE), url.as_bytes(), 0o644)
+    ark_core::write_atomic(&data.join(ENDPOINT_FILE), url.as_bytes(), 0o644)
         .map_err(CommanderError::io("writing", data.join(ENDPOINT_FILE)))?;
     tracing::info!(%url, extended, ca = %&pki.ca_fingerprint[..16], "commander listening");
 

@@ -11,8 +11,8 @@
 
 use std::io::{Read, Seek, Write};
 
-use ark_agent::manifest::Manifest;
-use ark_agent::tree::{GroupVerifier, CV_LEN, GROUP_LEN};
+use ark_core::manifest::Manifest;
+use ark_core::tree::{GroupVerifier, CV_LEN, GROUP_LEN};
 use ark_proto::{upload_chunk, HaveRequest, HaveResponse, LeaseRef, UploadResponse};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -39,21 +39,11 @@ pub struct Pending {
 /// Checks the manifest's signature with the public key of the certificate
 /// the agent presented, and parses it.
 pub fn verify_manifest(bytes: &[u8], signature: &[u8], cert_der: &[u8]) -> Result<Manifest> {
-    use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(cert_der)
-        .map_err(|e| CommanderError::Invalid(format!("client certificate unreadable: {e}")))?;
-    let key = cert.public_key().subject_public_key.data.to_vec();
-    UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key)
-        .verify(bytes, signature)
-        .map_err(|_| {
-            CommanderError::PermissionDenied(
-                "the manifest's signature does not verify with this agent's certificate: refused"
-                    .into(),
-            )
-        })?;
-    serde_json::from_slice(bytes)
-        .map_err(|e| CommanderError::Invalid(format!("the manifest is not valid: {e}")))
+    use ark_core::manifest::ManifestError;
+    Manifest::verify(bytes, signature, cert_der).map_err(|e| match e {
+        ManifestError::BadSignature => CommanderError::PermissionDenied(e.to_string()),
+        other => CommanderError::Invalid(other.to_string()),
+    })
 }
 
 /// What `Have` decided.
@@ -263,11 +253,11 @@ fn pending_from(
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     let mut wrong = Vec::new();
-    if m.format != ark_agent::manifest::FORMAT {
+    if m.format != ark_core::manifest::FORMAT {
         wrong.push(format!(
             "format {} (this commander reads {})",
             m.format,
-            ark_agent::manifest::FORMAT
+            ark_core::manifest::FORMAT
         ));
     }
     if m.run_id != lease.run_id || m.generation != lease.generation {
@@ -492,7 +482,7 @@ fn defer_for_space(
     );
     let why = format!("{why}; the partial upload was removed to free its space");
     tracing::warn!(run = v.run_id, "{why}");
-    let now = ark_agent::unix_ms();
+    let now = ark_core::unix_ms();
     let deferred = scheduler.store.tx(|tx| {
         tx.execute("DELETE FROM uploads WHERE run_id = ?1", [v.run_id])?;
         scheduler.defer_for_space(tx, v.run_id, &v.agent, &why, now)
@@ -633,7 +623,7 @@ fn receive_verified(
     if let Err(e) = verifier.finish() {
         return Err(cut(scheduler, pending, received, e.to_string()));
     }
-    let now = ark_agent::unix_ms();
+    let now = ark_core::unix_ms();
     data.sync_all().map_err(io("syncing", &data_path))?;
     drop(data);
     let refused = |reason| refuse(scheduler, pending, &data_path, &outboard_path, reason, now);
@@ -791,7 +781,7 @@ fn content_problem(v: &NewVersion, data: &std::path::Path) -> Result<Option<Stri
     let io = |what| CommanderError::io(what, data.to_path_buf());
     let claimed: Manifest = serde_json::from_slice(&v.manifest).unwrap_or_default();
     for (algorithm, hex) in &claimed.digests {
-        let ours = ark_agent::digests::digest_file(data, algorithm).map_err(io("hashing"))?;
+        let ours = ark_core::digest::digest_file(data, algorithm).map_err(io("hashing"))?;
         if &ours != hex {
             return Ok(Some(format!(
                 "{} of the upload is {ours}, the agent reported {hex} from {}",
@@ -801,24 +791,24 @@ fn content_problem(v: &NewVersion, data: &std::path::Path) -> Result<Option<Stri
         }
     }
     let plain = v.kind == ark_proto::KIND_FILE || v.kind == ark_proto::KIND_MEDIA;
-    if plain && !ark_agent::sniff::url_wants_html(&v.url) {
+    if plain && !ark_core::sniff::url_wants_html(&v.url) {
         // The agent sniffs too, but its word is a claim.
-        let mut sniff = ark_agent::sniff::HtmlSniff::default();
+        let mut sniff = ark_core::sniff::HtmlSniff::default();
         let mut file = std::fs::File::open(data).map_err(io("reading"))?;
         let mut buf = vec![0u8; 64 * 1024];
-        let mut verdict = ark_agent::sniff::Verdict::Undecided;
-        while verdict == ark_agent::sniff::Verdict::Undecided {
+        let mut verdict = ark_core::sniff::Verdict::Undecided;
+        while verdict == ark_core::sniff::Verdict::Undecided {
             let n = file.read(&mut buf).map_err(io("reading"))?;
             if n == 0 {
                 break;
             }
             verdict = sniff.feed(&buf[..n]);
         }
-        if verdict == ark_agent::sniff::Verdict::Html {
+        if verdict == ark_core::sniff::Verdict::Html {
             return Ok(Some(format!(
                 "the commander's check refused {}: {}",
                 v.url,
-                ark_agent::sniff::html_refusal()
+                ark_core::sniff::html_refusal()
             )));
         }
     }
@@ -878,7 +868,7 @@ fn cut(scheduler: &Scheduler, pending: &Pending, at: u64, why: String) -> Comman
         v.agent, v.size
     );
     tracing::warn!(run = v.run_id, "{message}");
-    let now = ark_agent::unix_ms();
+    let now = ark_core::unix_ms();
     let _ = scheduler.store.tx(|tx| {
         event(
             tx,
@@ -901,7 +891,7 @@ fn cut(scheduler: &Scheduler, pending: &Pending, at: u64, why: String) -> Comman
 mod tests {
     use std::sync::Arc;
 
-    use ark_agent::tree::TreeHasher;
+    use ark_core::tree::TreeHasher;
     use tokio::sync::mpsc;
 
     use super::*;

@@ -13,7 +13,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use ark_agent::zim::{Header, StreamCheck, HEADER_LEN};
+use ark_core::formats::zim::{Header, StreamCheck, HEADER_LEN};
 
 /// Problems reported per file before the check stops listing them.
 const MAX_PROBLEMS: usize = 20;

@@ -122,9 +122,9 @@ async fn every_size_arrives_whole_and_a_second_fetch_costs_one_conditional_reque
             root == blake3::hash(&bytes),
             "size {size}: root differs from BLAKE3"
         );
-        let outboard = std::fs::read(ark_agent::tree::outboard_path(&f.dest(&name)))?;
+        let outboard = std::fs::read(ark_core::tree::outboard_path(&f.dest(&name)))?;
         ensure!(
-            outboard.len() as u64 == (size as u64).div_ceil(ark_agent::tree::GROUP_LEN as u64) * 32,
+            outboard.len() as u64 == (size as u64).div_ceil(ark_core::tree::GROUP_LEN as u64) * 32,
             "size {size}: outboard of {} bytes",
             outboard.len()
         );
@@ -374,7 +374,7 @@ async fn hostile_and_broken_origins_are_refused_with_a_reason() -> Result<()> {
 
 #[tokio::test]
 async fn a_later_attempt_reuses_verified_bytes_and_refetches_from_a_flipped_group() -> Result<()> {
-    use ark_agent::tree::GROUP_LEN;
+    use ark_core::tree::GROUP_LEN;
     let f = Fixture::new().await?;
     let no_resume = Limits {
         max_resumes: 0,
@@ -626,7 +626,7 @@ async fn leftovers_that_no_longer_verify_are_removed_when_the_origin_is_unchange
     let dest = f.dest("stale");
     for left in [
         dest.clone(),
-        ark_agent::tree::outboard_path(&dest),
+        ark_core::tree::outboard_path(&dest),
         ark_agent::fetch::resume_path(&dest),
     ] {
         ensure!(!left.exists(), "{} left behind", left.display());
@@ -704,7 +704,7 @@ async fn a_zim_cut_three_times_passes_its_streaming_check_and_a_damaged_one_does
     for (name, bytes, sound) in [("good.zim", &small, true), ("bad.zim", &damaged, false)] {
         f.origin.put(name, bytes.clone());
         f.origin.cut_after(50_000, 3);
-        let mut check = ark_agent::zim::StreamCheck::new();
+        let mut check = ark_core::formats::zim::StreamCheck::new();
         let fetched = f
             .get_checked(
                 name,
@@ -734,7 +734,7 @@ async fn a_zim_resumed_from_disk_feeds_its_kept_bytes_to_the_check_first() -> Re
     let checked = |limits: Limits| {
         let f = &f;
         async move {
-            let mut check = ark_agent::zim::StreamCheck::new();
+            let mut check = ark_core::formats::zim::StreamCheck::new();
             let fetched = f
                 .get_checked("w.zim", &Validators::default(), &limits, Some(&mut check))
                 .await;

@@ -214,8 +214,8 @@ async fn an_agent_acts_only_on_its_own_current_lease_and_is_no_admin() -> Result
         "{err:?}"
     );
     // A manifest must carry the agent's own signature and the run's facts.
-    let manifest = |url: &str| ark_agent::manifest::Manifest {
-        format: ark_agent::manifest::FORMAT,
+    let manifest = |url: &str| ark_core::manifest::Manifest {
+        format: ark_core::manifest::FORMAT,
         agent: "a".into(),
         run_id: lease.run_id,
         generation: lease.generation,

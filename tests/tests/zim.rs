@@ -313,8 +313,8 @@ async fn zim_targets_land_when_sound_and_fail_with_the_reason_when_not() -> Resu
 
 #[test]
 fn the_streaming_check_passes_a_valid_zim_in_any_feeding_and_catches_damage() -> Result<()> {
-    use ark_agent::zim::{StreamCheck, ZimError};
-    fn check(bytes: &[u8], step: usize) -> Result<ark_agent::zim::Header, ZimError> {
+    use ark_core::formats::zim::{StreamCheck, ZimError};
+    fn check(bytes: &[u8], step: usize) -> Result<ark_core::formats::zim::Header, ZimError> {
         let mut check = StreamCheck::new();
         for piece in bytes.chunks(step.max(1)) {
             check.update(piece)?;

@@ -36,7 +36,7 @@ impl IngestCmd {
             &scheduler,
             &archive,
             options,
-            ark_agent::unix_ms(),
+            ark_core::unix_ms(),
             |checked| progress.checked(checked, !json && checked.problem.is_some()),
         )?;
         progress.finish();

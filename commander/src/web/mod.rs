@@ -47,7 +47,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ark_agent::unix_ms;
+use ark_core::unix_ms;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -212,7 +212,7 @@ pub async fn start(
         .map_err(CommanderError::io("reading the address of", addr))?;
     let token = load_or_create_token(data)?;
     let url = format!("http://{}", crate::server::local_authority(bound));
-    ark_agent::write_atomic(&endpoint, url.as_bytes(), 0o644)
+    ark_core::write_atomic(&endpoint, url.as_bytes(), 0o644)
         .map_err(CommanderError::io("writing", &endpoint))?;
     tracing::info!(%url, "dashboard and /metrics listening");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -238,7 +238,7 @@ pub fn load_or_create_token(data: &Path) -> Result<String> {
         Err(e) => return Err(CommanderError::io("reading", &path)(e)),
     }
     let token = crate::pki::random_hex(TOKEN_BYTES)?;
-    ark_agent::write_atomic(&path, token.as_bytes(), 0o600)
+    ark_core::write_atomic(&path, token.as_bytes(), 0o600)
         .map_err(CommanderError::io("writing", &path))?;
     Ok(token)
 }

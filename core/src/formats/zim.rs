@@ -2,8 +2,9 @@
 //! 80-byte header parsed and sanity-checked as soon as it has arrived, and
 //! the MD5 of `[0, checksumPos)` computed in the same pass as BLAKE3 and
 //! compared with the 16-byte trailer at the end. A file that fails is
-//! refused with a precise reason before anything is uploaded. The deep
-//! structural check (dirents, title index, clusters) is the commander's.
+//! refused with a precise reason before anything is uploaded (the agent) and
+//! again before it lands (the commander). The deep structural check
+//! (dirents, title index, clusters) is the commander's alone.
 //!
 //! Format facts (openzim.org/wiki/ZIM_file_format): little-endian; magic
 //! 72173914; major version 5 or 6; pointer-list positions in the header;
@@ -225,7 +226,7 @@ impl StreamCheck {
     }
 }
 
-impl crate::fetch::BodyCheck for StreamCheck {
+impl crate::BodyCheck for StreamCheck {
     fn reset(&mut self) {
         *self = Self::new();
     }
@@ -243,109 +244,4 @@ pub fn split_part_url(first: &str, index: usize) -> Option<String> {
     }
     let suffix = [b'a' + (index / 26) as u8, b'a' + (index % 26) as u8];
     Some(format!("{stem}{}", std::str::from_utf8(&suffix).ok()?))
-}
-
-/// Fetches a split archive (`…zimaa`, `…zimab`, … until the origin has no
-/// next part) into `dest` as one joined file: each part through the
-/// resumable fetch into its own staging file, then joined in order through
-/// the tree hasher, its outboard and the ZIM check. Validators are those of
-/// the first part (Kiwix publishes the parts together).
-pub async fn fetch_split(
-    http: &reqwest::Client,
-    first: &str,
-    dest: &std::path::Path,
-    conditional: &crate::fetch::Validators,
-    limits: &crate::fetch::Limits,
-    sinks: crate::fetch::Sinks<'_>,
-    check: &mut StreamCheck,
-) -> Result<crate::fetch::Fetched, crate::fetch::FetchError> {
-    use crate::fetch::{fetch, FetchError, Fetched, Validators};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut parts = Vec::new();
-    let (mut resumes, mut restarts) = (0, 0);
-    let mut validators = Validators::default();
-    for index in 0.. {
-        let Some(url) = split_part_url(first, index) else {
-            break;
-        };
-        let part_dest = dest.with_extension(format!("split{index:03}"));
-        let none = Validators::default();
-        let asked = if index == 0 { conditional } else { &none };
-        match fetch(http, &url, &part_dest, asked, limits, sinks).await {
-            Ok(Fetched::NotModified) => return Ok(Fetched::NotModified),
-            Ok(Fetched::Body {
-                validators: v,
-                resumes: r,
-                restarts: s,
-                ..
-            }) => {
-                if index == 0 {
-                    validators = v;
-                }
-                resumes += r;
-                restarts += s;
-                parts.push(part_dest);
-            }
-            Err(FetchError::Status { status, .. })
-                if index > 0 && status == reqwest::StatusCode::NOT_FOUND =>
-            {
-                break
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let io = |source| FetchError::Io {
-        path: dest.to_path_buf(),
-        source,
-    };
-    let mut out = tokio::io::BufWriter::with_capacity(
-        1 << 20,
-        tokio::fs::File::create(dest).await.map_err(io)?,
-    );
-    let outboard_at = crate::tree::outboard_path(dest);
-    let mut outboard =
-        tokio::io::BufWriter::new(tokio::fs::File::create(&outboard_at).await.map_err(io)?);
-    let mut tree = crate::tree::TreeHasher::new();
-    let mut cvs = Vec::new();
-    let mut buf = vec![0u8; 1 << 20];
-    // The check sees the joined stream, from its first byte.
-    *check = StreamCheck::new();
-    for part in &parts {
-        let mut file = tokio::fs::File::open(part).await.map_err(io)?;
-        loop {
-            let n = file.read(&mut buf).await.map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            check.update(&buf[..n]).map_err(|e| FetchError::Refused {
-                url: first.into(),
-                why: e.to_string(),
-            })?;
-            tree.update(&buf[..n]);
-            cvs.clear();
-            tree.drain_cvs_into(&mut cvs);
-            out.write_all(&buf[..n]).await.map_err(io)?;
-            outboard.write_all(&cvs).await.map_err(io)?;
-        }
-    }
-    let size = tree.len();
-    let (root, last) = tree.finalize();
-    if let Some(last) = last {
-        outboard.write_all(&last).await.map_err(io)?;
-    }
-    out.flush().await.map_err(io)?;
-    out.get_ref().sync_all().await.map_err(io)?;
-    outboard.flush().await.map_err(io)?;
-    outboard.get_ref().sync_all().await.map_err(io)?;
-    for part in &parts {
-        crate::fetch::remove_staged(part).await;
-    }
-    Ok(Fetched::Body {
-        size,
-        root,
-        validators,
-        resumes,
-        restarts,
-        reused: 0,
-    })
 }

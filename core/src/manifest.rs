@@ -12,8 +12,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AgentError, Result};
-
 /// Version of the manifest format.
 pub const FORMAT: u32 = 1;
 
@@ -60,23 +58,52 @@ impl Manifest {
 
     /// Signs `to_bytes()` with the agent's PEM private key; returns the
     /// bytes and the signature (ASN.1 DER).
-    pub fn sign(&self, key_pem: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+    pub fn sign(&self, key_pem: &str) -> Result<(Vec<u8>, Vec<u8>), ManifestError> {
         use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
-        let key = crate::link::parse_key(key_pem, "agent key")?;
+        use rustls_pki_types::pem::PemObject;
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| ManifestError::Key(format!("agent key: not a PEM private key: {e}")))?;
         let rng = ring::rand::SystemRandom::new();
         let pair =
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, key.secret_der(), &rng)
                 .map_err(|e| {
-                    AgentError::Tls(format!(
+                    ManifestError::Key(format!(
                         "agent key is not an ECDSA P-256 PKCS#8 key ({e}); enrol again"
                     ))
                 })?;
         let bytes = self.to_bytes();
         let signature = pair
             .sign(&rng, &bytes)
-            .map_err(|e| AgentError::Tls(format!("signing the manifest: {e}")))?;
+            .map_err(|e| ManifestError::Key(format!("signing the manifest: {e}")))?;
         Ok((bytes, signature.as_ref().to_vec()))
     }
+
+    /// Checks `signature` over `bytes` with the public key of the client
+    /// certificate (DER) the agent presented, then parses the manifest.
+    pub fn verify(bytes: &[u8], signature: &[u8], cert_der: &[u8]) -> Result<Self, ManifestError> {
+        use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, cert) = X509Certificate::from_der(cert_der)
+            .map_err(|e| ManifestError::Invalid(format!("client certificate unreadable: {e}")))?;
+        let key = cert.public_key().subject_public_key.data.to_vec();
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key)
+            .verify(bytes, signature)
+            .map_err(|_| ManifestError::BadSignature)?;
+        serde_json::from_slice(bytes)
+            .map_err(|e| ManifestError::Invalid(format!("the manifest is not valid: {e}")))
+    }
+}
+
+/// Why a manifest could not be signed or was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// The agent's own key is unusable.
+    #[error("{0}")]
+    Key(String),
+    #[error("the manifest's signature does not verify with this agent's certificate: refused")]
+    BadSignature,
+    #[error("{0}")]
+    Invalid(String),
 }
 
 #[cfg(test)]

@@ -1,0 +1,4 @@
+//! What each harvest kind adds to the agent's generic fetch-and-deliver
+//! pipeline. For now: split ZIM archives ([`zim`]).
+
+pub mod zim;
