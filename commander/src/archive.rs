@@ -91,7 +91,9 @@ impl NewVersion {
     /// What the origin said about these bytes, for the target's next
     /// conditional request: an enclosure's validators are not its feed's.
     pub fn validators(&self) -> Option<(&str, &str)> {
-        (self.kind != ark_proto::KIND_MEDIA).then_some((&self.etag, &self.last_modified))
+        crate::kinds::of(&self.kind)
+            .conditional()
+            .then_some((&self.etag, &self.last_modified))
     }
 }
 
@@ -191,7 +193,7 @@ pub fn git_mirror_path(url: &str) -> String {
 }
 
 /// `git/<host>/<path>` without `.git`, and the repository's own name.
-fn git_stem(url: &str) -> (String, String) {
+pub(crate) fn git_stem(url: &str) -> (String, String) {
     let path = url.split(['?', '#']).next().unwrap_or("");
     let after_scheme = path.split("://").nth(1).unwrap_or(path);
     let mut parts = after_scheme.split('/').filter(|p| !p.is_empty());
@@ -209,7 +211,7 @@ fn git_stem(url: &str) -> (String, String) {
     }
     let name = segments.last().cloned().unwrap_or_default();
     (
-        format!("{}/{host}/{}", ark_proto::KIND_GIT, segments.join("/")),
+        format!("{}/{host}/{}", ark_core::Kind::Git, segments.join("/")),
         name,
     )
 }
@@ -307,41 +309,27 @@ impl Archive {
         PathBuf::from(name)
     }
 
-    /// Picks the relative path of a new version: a fresh directory per
-    /// version, named by time, so no landing ever overwrites anything.
+    /// Picks the relative path of a new version: the kind says where.
     fn new_version_path(&self, conn: &Connection, v: &NewVersion, now: i64) -> Result<String> {
-        if v.kind == ark_proto::KIND_MEDIA {
-            // An enclosure lands once, beside its feed's other media, under
-            // the name its entry already refers to.
-            let relative = crate::feed::media_path(conn, &v.target, &v.url)?;
-            let taken: bool = conn.query_row(
-                "SELECT COUNT(*) > 0 FROM versions WHERE path = ?1",
-                [&relative],
-                |r| r.get(0),
-            )?;
-            if taken || self.root.join(&relative).exists() {
-                return Err(CommanderError::AlreadyExists(format!(
-                    "{relative} is already in the archive"
-                )));
-            }
-            return Ok(relative);
-        }
-        let kind = safe_segment(&v.kind, "file");
+        crate::kinds::of(&v.kind).version_path(self, conn, v, now)
+    }
+
+    /// A fresh directory per version, named by time, so no landing ever
+    /// overwrites anything: `<versions_dir>/<stamp>[-n]/<file>`, where
+    /// `versions_dir` defaults to `<kind>/<target>`.
+    pub fn stamped_version_path(
+        &self,
+        conn: &Connection,
+        v: &NewVersion,
+        file: &str,
+        versions_dir: Option<&str>,
+        now: i64,
+    ) -> Result<String> {
         let target = safe_segment(&v.target, "target");
-        // A git run's bundle lands beside the mirror it updates:
-        // git/<host>/<path>.bundles/<stamp>/<name>.bundle.
-        let (versions_dir, mut file) = if v.kind == ark_proto::KIND_GIT {
-            let (stem, name) = git_stem(&v.url);
-            (format!("{stem}.bundles"), format!("{name}.bundle"))
-        } else {
-            (format!("{kind}/{target}"), file_name_from_url(&v.url))
+        let versions_dir = match versions_dir {
+            Some(dir) => dir.to_string(),
+            None => format!("{}/{target}", safe_segment(&v.kind, "file")),
         };
-        if v.kind == ark_proto::KIND_ZIM {
-            // A split archive lands joined, as one .zim.
-            if let Some(stem) = file.strip_suffix(".zimaa") {
-                file = format!("{stem}.zim");
-            }
-        }
         let base = stamp(now);
         for n in 1..1000 {
             let dir = if n == 1 {
@@ -407,8 +395,8 @@ impl Archive {
         let io = |what| CommanderError::io(what, &file);
         std::fs::create_dir_all(dir.parent().unwrap_or(&self.root))
             .map_err(io("creating target dir for"))?;
-        if v.kind == ark_proto::KIND_MEDIA {
-            std::fs::create_dir_all(&dir).map_err(io("creating media dir for"))?;
+        if crate::kinds::of(&v.kind).shared_dir() {
+            std::fs::create_dir_all(&dir).map_err(io("creating the shared dir for"))?;
         } else {
             std::fs::create_dir(&dir).map_err(io("creating version dir for"))?;
         }
@@ -473,9 +461,7 @@ impl Archive {
         crash_point("after-ledger");
         let _ = std::fs::remove_file(&outboard);
         self.prune(store, &v.target, now)?;
-        if v.kind == ark_proto::KIND_ZIM {
-            self.write_zim_library(store)?;
-        }
+        crate::kinds::of(&v.kind).after_landing(self, store)?;
         Ok(version)
     }
 
@@ -493,8 +479,8 @@ impl Archive {
             .to_string_lossy()
             .into_owned();
         self.remove_version(&v.kind, &relative);
-        if v.kind == ark_proto::KIND_RSS {
-            let _ = crate::feed::remove_unrecorded_entries(self, store, &v.target);
+        if let Err(e) = crate::kinds::of(&v.kind).rolled_back(self, store, &v.target) {
+            tracing::warn!(target = %v.target, "cleaning up after a failed landing: {e}");
         }
         if let Err(e) = store.tx(|tx| {
             tx.execute(
@@ -543,10 +529,11 @@ impl Archive {
                 0 => self.keep,
                 n => n,
             };
-            // Snapshots are versions; a feed's media are its history, kept.
+            // Only what the kind retains counts (a feed's media are its
+            // history, kept).
             let versions = landed(tx, Some(target))?
                 .into_iter()
-                .filter(|v| v.kind != ark_proto::KIND_MEDIA);
+                .filter(|v| crate::kinds::of(&v.kind).retained());
             let doomed: Vec<Version> = versions.skip(keep as usize).collect();
             for v in &doomed {
                 tx.execute(
@@ -577,7 +564,7 @@ impl Archive {
     /// which share their feed's media directory, the file and manifest.
     fn remove_version(&self, kind: &str, relative: &str) {
         let file = self.root.join(relative);
-        if kind == ark_proto::KIND_MEDIA {
+        if crate::kinds::of(kind).shared_dir() {
             let _ = std::fs::remove_file(Self::manifest_path(&file));
             let _ = std::fs::remove_file(&file);
             if let Some(dir) = file.parent() {
@@ -656,9 +643,7 @@ impl Archive {
                 finished += 1;
             } else {
                 self.remove_version(&v.kind, &v.path);
-                if v.kind == ark_proto::KIND_RSS {
-                    crate::feed::remove_unrecorded_entries(self, store, &v.target)?;
-                }
+                crate::kinds::of(&v.kind).rolled_back(self, store, &v.target)?;
                 store.tx(|tx| {
                     tx.execute("DELETE FROM versions WHERE id = ?1", [v.id])?;
                     event(
@@ -708,10 +693,11 @@ impl Archive {
             }
         }
         self.write_zim_library(store)?;
-        // Entries of a snapshot that landed just before a crash.
-        crate::feed::resync_all(self, store, now)?;
-        // Mirrors whose newest bundle landed just before a crash.
-        self.catch_up_mirrors(store, now)?;
+        // What each kind finishes after a crash (a mirror whose newest
+        // bundle landed just before it, a feed's entries).
+        for spec in crate::kinds::all() {
+            spec.recover(self, store, now)?;
+        }
         Ok((finished, rolled_back))
     }
 
@@ -769,7 +755,7 @@ impl Archive {
 
     /// Applies the newest landed bundle of every git target whose mirror
     /// does not hold its refs yet (a crash between landing and applying).
-    fn catch_up_mirrors(&self, store: &Store, now: i64) -> Result<()> {
+    pub(crate) fn catch_up_mirrors(&self, store: &Store, now: i64) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
         let newest: Vec<Version> = store.read(|c| {
             Ok(landed(c, None)?

@@ -266,7 +266,7 @@ fn slug(title: &str) -> String {
 
 /// The directory of feed `target` in the archive, relative to its root.
 pub fn feed_dir(target: &str) -> String {
-    format!("{}/{}", ark_proto::KIND_RSS, safe_segment(target, "target"))
+    format!("{}/{}", ark_core::Kind::Rss, safe_segment(target, "target"))
 }
 
 /// What one snapshot brought.
@@ -450,7 +450,15 @@ pub fn record(tx: &Connection, derived: &Derived, now: i64) -> Result<SyncReport
                 }
                 None => {
                     report.media_queued += 1;
-                    let run = crate::scheduler::queue_media_run(tx, target, &x.url, now)?;
+                    let message = format!("enclosure of {target} queued: {}", x.url);
+                    let run = crate::state::insert_run(
+                        tx,
+                        target,
+                        ark_core::Kind::Media.as_str(),
+                        &x.url,
+                        &message,
+                        now,
+                    )?;
                     (Some(run), "queued")
                 }
             };
@@ -634,7 +642,7 @@ pub fn resync_all(archive: &Archive, store: &Store, now: i64) -> Result<usize> {
         let mut seen = std::collections::HashSet::new();
         Ok(crate::archive::landed(c, None)?
             .into_iter()
-            .filter(|v| v.kind == ark_proto::KIND_RSS && seen.insert(v.target.clone()))
+            .filter(|v| v.kind == ark_core::Kind::Rss && seen.insert(v.target.clone()))
             .collect())
     })?;
     let mut new = 0;

@@ -33,6 +33,7 @@ pub mod error;
 pub mod feed;
 pub mod git_check;
 pub mod ingest;
+pub mod kinds;
 pub mod pki;
 pub mod scheduler;
 pub mod server;

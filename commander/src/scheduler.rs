@@ -64,22 +64,6 @@ impl Scheduler {
         self
     }
 
-    /// What the landed mirror of git repository `url` holds (nothing when
-    /// there is none yet, or it cannot be read: then the agent sends all).
-    fn known_refs(&self, url: &str) -> std::collections::HashMap<String, String> {
-        let Some(root) = &self.archive_root else {
-            return Default::default();
-        };
-        let mirror = root.join(crate::archive::git_mirror_path(url));
-        match crate::git_check::landed_refs(&mirror) {
-            Ok(refs) => refs.into_iter().collect(),
-            Err(e) => {
-                tracing::warn!(mirror = %mirror.display(), "reading the mirror's refs: {e}; the agent will send everything");
-                Default::default()
-            }
-        }
-    }
-
     fn ttl(&self) -> i64 {
         ms(self.config.lease_ttl)
     }
@@ -279,7 +263,7 @@ impl Scheduler {
         }
         let kinds = state::capabilities(tx, agent)?
             .map(|c| c.kinds)
-            .unwrap_or_else(|| vec![ark_proto::KIND_FILE.to_string()]);
+            .unwrap_or_else(|| vec![ark_core::Kind::File.to_string()]);
         let ttl = self.ttl();
         let candidates: Vec<(i64, String, String, String, u32, i64)> = {
             let mut stmt = tx.prepare_cached(
@@ -329,22 +313,16 @@ impl Scheduler {
                 "leased",
                 &format!("lease {generation} granted (attempt {})", attempts + 1),
             )?;
-            let media = kind == ark_proto::KIND_MEDIA;
-            // A feed is capped by what a feed can reasonably be; an
-            // enclosure by the operator's limit for the target. Validators
-            // belong to the target's own URL, never to an enclosure.
-            let max_size = match kind.as_str() {
-                ark_proto::KIND_RSS => crate::feed::MAX_FEED_BYTES,
-                _ => settings.max_size,
+            // The kind says what goes with the job: its size limit,
+            // whether the target's validators apply (never an enclosure's:
+            // they belong to the feed), what the landed state holds.
+            let spec = crate::kinds::of(&kind);
+            let max_size = spec.job_max_size(settings.max_size);
+            let (etag, last_modified) = match spec.conditional() {
+                true => (settings.etag, settings.last_modified),
+                false => Default::default(),
             };
-            let (etag, last_modified) = match media {
-                true => Default::default(),
-                false => (settings.etag, settings.last_modified),
-            };
-            let known_refs = match kind.as_str() {
-                ark_proto::KIND_GIT => self.known_refs(&url),
-                _ => Default::default(),
-            };
+            let known_refs = spec.known_refs(self.archive_root.as_deref(), &url);
             leases.push(Lease {
                 run_id: run,
                 generation: generation as u64,
@@ -693,7 +671,8 @@ fn end_current_lease(tx: &Connection, run: i64, outcome: &str, now: i64) -> Resu
 fn queue_run(tx: &Connection, target: &str, now: i64) -> Result<i64> {
     let active: Option<i64> = tx
         .query_row(
-            "SELECT id FROM runs WHERE target = ?1 AND kind != 'media' AND state IN ('queued', 'leased')
+            "SELECT id FROM runs WHERE target = ?1 AND state IN ('queued', 'leased')
+               AND kind = (SELECT kind FROM targets WHERE name = ?1)
              ORDER BY id LIMIT 1",
             [target],
             |r| r.get(0),
@@ -704,7 +683,7 @@ fn queue_run(tx: &Connection, target: &str, now: i64) -> Result<i64> {
     }
     let (kind, url) = state::target(tx, target)?
         .ok_or_else(|| CommanderError::NotFound(format!("no target named {target:?}")))?;
-    insert_run(
+    state::insert_run(
         tx,
         target,
         &kind,
@@ -712,30 +691,6 @@ fn queue_run(tx: &Connection, target: &str, now: i64) -> Result<i64> {
         &format!("run of {target} queued"),
         now,
     )
-}
-
-/// Queues a media run: one enclosure of feed `target`, fetched like a file
-/// and landed under the feed. Returns its id.
-pub fn queue_media_run(tx: &Connection, target: &str, url: &str, now: i64) -> Result<i64> {
-    let message = format!("enclosure of {target} queued: {url}");
-    insert_run(tx, target, ark_proto::KIND_MEDIA, url, &message, now)
-}
-
-fn insert_run(
-    tx: &Connection,
-    target: &str,
-    kind: &str,
-    url: &str,
-    message: &str,
-    now: i64,
-) -> Result<i64> {
-    tx.execute(
-        "INSERT INTO runs (target, kind, url, state, not_before, created_at) VALUES (?1, ?2, ?3, 'queued', ?4, ?4)",
-        params![target, kind, url, now],
-    )?;
-    let id = tx.last_insert_rowid();
-    event(tx, now, Some(id), None, "queued", message)?;
-    Ok(id)
 }
 
 #[cfg(test)]

@@ -729,6 +729,25 @@ pub fn run_counts(conn: &Connection) -> Result<std::collections::HashMap<String,
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Inserts a queued run (of a target, or derived from one: a feed's
+/// enclosure) and its `queued` event; returns its id.
+pub fn insert_run(
+    tx: &Connection,
+    target: &str,
+    kind: &str,
+    url: &str,
+    message: &str,
+    now: i64,
+) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO runs (target, kind, url, state, not_before, created_at) VALUES (?1, ?2, ?3, 'queued', ?4, ?4)",
+        params![target, kind, url, now],
+    )?;
+    let id = tx.last_insert_rowid();
+    event(tx, now, Some(id), None, "queued", message)?;
+    Ok(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

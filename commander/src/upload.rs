@@ -122,7 +122,7 @@ pub fn have(
         let v = &pending.version;
         let latest = archive::landed(tx, Some(&v.target))?
             .into_iter()
-            .find(|l| l.kind == v.kind && v.kind != ark_proto::KIND_MEDIA);
+            .find(|l| l.kind == v.kind && crate::kinds::of(&v.kind).unchanged_when_latest());
         if let Some(latest) = latest {
             if latest.blake3 == v.blake3 && latest.size == v.size {
                 scheduler.finish_run(
@@ -139,8 +139,8 @@ pub fn have(
                 return Ok(Decision::Unchanged(latest));
             }
         }
-        // (A bundle is a delta against one mirror's state: never linked.)
-        if v.kind != ark_proto::KIND_GIT {
+        // (Unless the kind says no: a bundle is a delta against one mirror.)
+        if crate::kinds::of(&v.kind).links_across_targets() {
             if let Some(other) = archive::landed_root(tx, &v.blake3, v.size)? {
                 return Ok(Decision::Link(other, Box::new(pending.version)));
             }
@@ -346,36 +346,24 @@ fn land(
 }
 
 /// What landing `version` derives from its file before the ledger commits
-/// it (a feed's entry files).
+/// (the kind decides).
 pub fn derive(
     archive: &Archive,
     store: &crate::state::Store,
     version: &Version,
     now: i64,
-) -> Result<Option<crate::feed::Derived>> {
-    if version.kind == ark_proto::KIND_RSS {
-        return crate::feed::derive(archive, store, version, now).map(Some);
-    }
-    Ok(None)
+) -> Result<crate::kinds::Derived> {
+    crate::kinds::of(&version.kind).derive(archive, store, version, now)
 }
 
-/// Records, in the landing transaction, what [`derive`] produced and what
-/// a landed media version means for its feed.
+/// Records, in the landing transaction, what [`derive`] produced.
 pub fn record_derived(
     tx: &Connection,
     version: &Version,
-    derived: Option<crate::feed::Derived>,
+    derived: crate::kinds::Derived,
     now: i64,
 ) -> Result<()> {
-    if version.kind == ark_proto::KIND_MEDIA {
-        crate::feed::media_landed(tx, version, now)?;
-    }
-    if let Some(derived) = derived {
-        let r = crate::feed::record(tx, &derived, now)?;
-        tracing::info!(target = %version.target, new = r.new, republished = r.republished,
-            media = r.media_queued, "feed entries derived");
-    }
-    Ok(())
+    crate::kinds::of(&version.kind).record(tx, version, derived, now)
 }
 
 /// One message of an upload as the receiving thread sees it.
@@ -630,28 +618,23 @@ fn receive_verified(
     if let Some(reason) = content_problem(v, &data_path)? {
         return Err(refused(reason));
     }
-    // A bundle is checked against the mirror it will update: its pack
-    // indexed (every object hashed), its refs connected.
-    let git = if v.kind == ark_proto::KIND_GIT {
-        let mirror = archive.absolute(&archive::git_mirror_path(&v.url));
-        let scratch = archive.quarantine().join(format!("run-{run}.git-check"));
-        match crate::git_check::check_bundle(&data_path, &mirror, &scratch) {
-            Ok(checked) => Some((checked, mirror, scratch)),
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&scratch);
-                return Err(refused(format!(
-                    "the commander's git check refused {}: {e}",
-                    v.url
-                )));
-            }
-        }
-    } else {
-        None
+    // The kind's own check on the commander's copy (and what it moves once
+    // the check passes: a git mirror's refs).
+    let ctx = crate::kinds::CheckCtx {
+        archive,
+        store: &scheduler.store,
+        version: v,
+        data: &data_path,
+        now,
     };
+    if let Some(reason) = crate::kinds::of(&v.kind).check(&ctx)? {
+        return Err(refused(reason));
+    }
     // The same bytes may have landed meanwhile under another target.
     let other = scheduler
         .store
-        .read(|c| archive::landed_root(c, &v.blake3, v.size))?;
+        .read(|c| archive::landed_root(c, &v.blake3, v.size))?
+        .filter(|_| crate::kinds::of(&v.kind).links_across_targets());
     let source = match other {
         Some(o) => Source::Link {
             version: o.id,
@@ -660,21 +643,6 @@ fn receive_verified(
         None => Source::Quarantine,
     };
     let deduplicated = matches!(source, Source::Link { .. });
-    if let Some((checked, mirror, scratch)) = git {
-        // The mirror moves first, so a run that reads `succeeded` has a
-        // mirror that shows it. A crash before the bundle lands leaves the
-        // mirror ahead of the ledger with verified objects only; the retried
-        // upload applies again (changing nothing) and lands.
-        let of = BundleOf {
-            target: &v.target,
-            url: &v.url,
-            run_id: run,
-            stamp: archive::stamp(now),
-        };
-        let applied = apply_bundle(&scheduler.store, &of, &checked, &mirror, now);
-        let _ = std::fs::remove_dir_all(&scratch);
-        applied?;
-    }
     let version = land(scheduler, archive, v, source, now)?;
     tracing::info!(run, path = %version.path, size = v.size, deduplicated, "landed");
     Ok(UploadResponse {
@@ -775,8 +743,8 @@ fn version_stamp(path: &str) -> String {
 }
 
 /// The bytes are what the agent claimed; are they also what the origin
-/// published (recomputed here, on the commander's own copy) and what the
-/// kind promises (the ZIM deep check)? Some(reason) when not.
+/// published (recomputed here, on the commander's own copy)? Some(reason)
+/// when not. (What the kind promises is [`crate::kinds::KindSpec::check`].)
 fn content_problem(v: &NewVersion, data: &std::path::Path) -> Result<Option<String>> {
     let io = |what| CommanderError::io(what, data.to_path_buf());
     let claimed: Manifest = serde_json::from_slice(&v.manifest).unwrap_or_default();
@@ -787,46 +755,6 @@ fn content_problem(v: &NewVersion, data: &std::path::Path) -> Result<Option<Stri
                 "{} of the upload is {ours}, the agent reported {hex} from {}",
                 algorithm.to_uppercase(),
                 claimed.digest_source
-            )));
-        }
-    }
-    let plain = v.kind == ark_proto::KIND_FILE || v.kind == ark_proto::KIND_MEDIA;
-    if plain && !ark_core::sniff::url_wants_html(&v.url) {
-        // The agent sniffs too, but its word is a claim.
-        let mut sniff = ark_core::sniff::HtmlSniff::default();
-        let mut file = std::fs::File::open(data).map_err(io("reading"))?;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut verdict = ark_core::sniff::Verdict::Undecided;
-        while verdict == ark_core::sniff::Verdict::Undecided {
-            let n = file.read(&mut buf).map_err(io("reading"))?;
-            if n == 0 {
-                break;
-            }
-            verdict = sniff.feed(&buf[..n]);
-        }
-        if verdict == ark_core::sniff::Verdict::Html {
-            return Ok(Some(format!(
-                "the commander's check refused {}: {}",
-                v.url,
-                ark_core::sniff::html_refusal()
-            )));
-        }
-    }
-    if v.kind == ark_proto::KIND_RSS {
-        if let Some(why) = crate::feed::check_file(data, &v.url)? {
-            return Ok(Some(format!(
-                "the commander's feed check refused {}: {why}",
-                v.url
-            )));
-        }
-    }
-    if v.kind == ark_proto::KIND_ZIM {
-        let report = crate::zim_check::check(data).map_err(io("checking"))?;
-        if !report.ok() {
-            return Ok(Some(format!(
-                "the commander's ZIM check refused {}: {}",
-                v.url,
-                report.reason()
             )));
         }
     }
