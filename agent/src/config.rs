@@ -53,7 +53,7 @@ impl Default for AgentConfig {
         Self {
             commander: String::new(),
             staging: PathBuf::new(),
-            kinds: ark_proto::JOB_KINDS.iter().map(|k| k.to_string()).collect(),
+            kinds: ark_core::Kind::ALL.iter().map(|k| k.to_string()).collect(),
             max_jobs: DEFAULT_MAX_JOBS,
             bandwidth_cap: 0,
             max_reconnect_backoff: DEFAULT_MAX_RECONNECT_BACKOFF,
@@ -132,7 +132,7 @@ mod tests {
         assert_eq!(config.max_reconnect_backoff, Duration::from_secs(5));
         assert_eq!(
             config.kinds,
-            ark_proto::JOB_KINDS,
+            ark_core::Kind::ALL.map(|k| k.to_string()),
             "every kind this agent harvests"
         );
         let again: AgentConfig = toml::from_str(&config.to_toml()).expect("reparse");

@@ -36,7 +36,6 @@ pub mod digests;
 pub mod enroll;
 pub mod error;
 pub mod fetch;
-pub mod git;
 pub mod harvest;
 pub mod identity;
 pub mod jobs;
@@ -51,6 +50,7 @@ pub mod telemetry;
 // stay for the agent's callers.
 pub use ark_core::formats::zim;
 pub use ark_core::{manifest, sniff, tree, unix_ms, write_atomic};
+pub use harvest::git;
 
 pub use error::{AgentError, Result};
 

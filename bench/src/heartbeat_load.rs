@@ -273,7 +273,7 @@ async fn drive(
                 .client
                 .register(RegisterRequest {
                     capabilities: Some(Capabilities {
-                        kinds: vec![ark_proto::KIND_FILE.into()],
+                        kinds: vec![ark_core::Kind::File.as_str().into()],
                         max_jobs: 1,
                         agent_version: ark_agent::VERSION.into(),
                         ..Default::default()

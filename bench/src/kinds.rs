@@ -556,7 +556,7 @@ fn feed_kind(root: &Path) -> anyhow::Result<()> {
     archive.create()?;
     store.tx(|tx| {
         let target = ark_proto::AddTargetRequest {
-            kind: ark_proto::KIND_RSS.into(),
+            kind: ark_core::Kind::Rss.as_str().into(),
             url: base.into(),
             name: "podcast".into(),
             ..Default::default()
@@ -567,7 +567,7 @@ fn feed_kind(root: &Path) -> anyhow::Result<()> {
     std::fs::write(archive.quarantined(run_id).0, &feed)?;
     let new = NewVersion {
         target: "podcast".into(),
-        kind: ark_proto::KIND_RSS.into(),
+        kind: ark_core::Kind::Rss.as_str().into(),
         run_id,
         agent: "bench".into(),
         cert_sha256: String::new(),

@@ -760,7 +760,7 @@ impl Archive {
         let newest: Vec<Version> = store.read(|c| {
             Ok(landed(c, None)?
                 .into_iter()
-                .filter(|v| v.kind == ark_proto::KIND_GIT && seen.insert(v.target.clone()))
+                .filter(|v| v.kind == ark_core::Kind::Git && seen.insert(v.target.clone()))
                 .collect())
         })?;
         for v in newest {
@@ -811,7 +811,7 @@ impl Archive {
         let versions = store.read(|c| landed(c, None))?;
         let mut seen = std::collections::HashSet::new();
         let mut books = String::new();
-        for v in versions.iter().filter(|v| v.kind == ark_proto::KIND_ZIM) {
+        for v in versions.iter().filter(|v| v.kind == ark_core::Kind::Zim) {
             if !seen.insert(v.target.clone()) {
                 continue; // an older version of a target already listed
             }
@@ -918,7 +918,7 @@ impl Archive {
         })?;
         let in_flight: Vec<PathBuf> = landing
             .iter()
-            .filter(|v| v.kind == ark_proto::KIND_RSS)
+            .filter(|v| v.kind == ark_core::Kind::Rss)
             .map(|v| {
                 self.root
                     .join(crate::feed::feed_dir(&v.target))
@@ -983,7 +983,7 @@ impl Archive {
         let git: Vec<Version> = store
             .read(|c| landed(c, None))?
             .into_iter()
-            .filter(|v| v.kind == ark_proto::KIND_GIT)
+            .filter(|v| v.kind == ark_core::Kind::Git)
             .collect();
         let mirrors: std::collections::BTreeSet<String> =
             git.iter().map(|v| git_mirror_path(&v.url)).collect();

@@ -430,34 +430,31 @@ impl Admin for Services {
         reply((|| {
             self.admin(&request)?;
             let mut req = request.into_inner();
-            if !KINDS.contains(&req.kind.as_str()) {
-                return Err(CommanderError::Invalid(format!(
-                    "unknown target kind {:?}: this commander harvests: {}",
-                    req.kind,
-                    KINDS.join(", ")
-                )));
-            }
+            let kind = req
+                .kind
+                .parse::<ark_core::Kind>()
+                .ok()
+                .filter(|k| ark_core::Kind::TARGETS.contains(k))
+                .ok_or_else(|| {
+                    CommanderError::Invalid(format!(
+                        "unknown target kind {:?}: this commander harvests: {}",
+                        req.kind,
+                        ark_core::Kind::names(&ark_core::Kind::TARGETS)
+                    ))
+                })?;
             let uri: tonic::transport::Uri = req
                 .url
                 .parse()
                 .map_err(|e| CommanderError::Invalid(format!("{:?} is not a URL: {e}", req.url)))?;
-            // git:// is `git daemon`'s protocol; everything else is HTTP(S).
-            let git = req.kind == ark_proto::KIND_GIT;
-            let scheme_ok = match uri.scheme_str() {
-                Some("http" | "https") => true,
-                Some("git") => git,
-                _ => false,
-            };
+            let scheme_ok = uri
+                .scheme_str()
+                .is_some_and(|s| crate::kinds::spec(kind).schemes().contains(&s));
             if !scheme_ok || uri.host().is_none() {
                 return Err(CommanderError::Invalid(format!(
                     "{:?}: a {} target needs an {} URL with a host",
                     req.url,
                     req.kind,
-                    if git {
-                        "http://, https:// or git://"
-                    } else {
-                        "http:// or https://"
-                    }
+                    or_list(crate::kinds::spec(kind).schemes())
                 )));
             }
             if req.name.is_empty() {
@@ -647,5 +644,15 @@ impl Services {
         let now = unix_ms();
         self.store()
             .tx(|tx| state::set_paused(tx, agent, paused, now))
+    }
+}
+
+/// `http://, https:// or git://`.
+fn or_list(schemes: &[&str]) -> String {
+    let all: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+    match all.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
 }

@@ -16,23 +16,8 @@ pub mod v1 {
 
 pub use v1::*;
 
-/// The job kinds this version of the protocol knows.
-pub const KIND_FILE: &str = "file";
-/// A Kiwix ZIM archive: the file kind plus the ZIM checks.
-pub const KIND_ZIM: &str = "zim";
-/// An RSS, Atom or JSON Feed: the feed itself is the run's body; the
-/// commander derives the entries and queues the enclosures as media jobs.
-pub const KIND_RSS: &str = "rss";
-/// One enclosure of a feed: a file job the commander queues, not a target
-/// kind an operator adds.
-pub const KIND_MEDIA: &str = "media";
-/// A Git repository, mirrored: the run's body is a git bundle of what the
-/// commander's mirror lacks.
-pub const KIND_GIT: &str = "git";
-/// The kinds a target can have (`ark-commander target add KIND URL`).
-pub const KINDS: &[&str] = &[KIND_FILE, KIND_ZIM, KIND_RSS, KIND_GIT];
-/// The kinds of job this version of the agent harvests.
-pub const JOB_KINDS: &[&str] = &[KIND_FILE, KIND_ZIM, KIND_RSS, KIND_MEDIA, KIND_GIT];
+// The kinds travel as their names (`ark_core::Kind::as_str`): a string,
+// so peers of different ages keep talking.
 
 impl LeaseRef {
     /// The reference a report on `lease` must carry.

@@ -1,6 +1,37 @@
-//! The ZIM kind's harvest: a Kiwix archive is a file with a streaming check
-//! riding along ([`ark_core::formats::zim::StreamCheck`]); a split archive
-//! (`…zimaa`, `…zimab`, …) is fetched part by part and joined here.
+//! The `zim` kind on the agent: a Kiwix archive is a file with a streaming
+//! check riding along ([`StreamCheck`]: the header as soon as it arrives,
+//! the MD5 of the whole in the same pass as BLAKE3); a split archive
+//! (`…zimaa`, `…zimab`, …) is one target, fetched part by part and joined
+//! here.
+
+use ark_core::formats::zim::StreamCheck;
+use ark_core::BodyCheck;
+
+use super::Plan;
+
+#[derive(Debug, Default)]
+pub struct Zim {
+    check: StreamCheck,
+}
+
+impl Plan for Zim {
+    fn check(&mut self) -> Option<&mut dyn BodyCheck> {
+        Some(&mut self.check)
+    }
+
+    fn finish(&mut self, size: u64) -> Result<(), String> {
+        // Layout and MD5 need the whole file: a mismatch is damage (worth
+        // another fetch), caught before any upload.
+        std::mem::take(&mut self.check)
+            .finish(size)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    fn split(&mut self, url: &str) -> Option<&mut StreamCheck> {
+        url.ends_with(".zimaa").then_some(&mut self.check)
+    }
+}
 
 /// Fetches a split archive (`…zimaa`, `…zimab`, … until the origin has no
 /// next part) into `dest` as one joined file: each part through the
@@ -14,7 +45,7 @@ pub async fn fetch_split(
     conditional: &crate::fetch::Validators,
     limits: &crate::fetch::Limits,
     sinks: crate::fetch::Sinks<'_>,
-    check: &mut ark_core::formats::zim::StreamCheck,
+    check: &mut StreamCheck,
 ) -> Result<crate::fetch::Fetched, crate::fetch::FetchError> {
     use crate::fetch::{fetch, FetchError, Fetched, Validators};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,7 +97,7 @@ pub async fn fetch_split(
     let mut cvs = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     // The check sees the joined stream, from its first byte.
-    *check = ark_core::formats::zim::StreamCheck::new();
+    *check = StreamCheck::new();
     for part in &parts {
         let mut file = tokio::fs::File::open(part).await.map_err(io)?;
         loop {
@@ -74,7 +105,7 @@ pub async fn fetch_split(
             if n == 0 {
                 break;
             }
-            check.update(&buf[..n]).map_err(|e| FetchError::Refused {
+            StreamCheck::update(check, &buf[..n]).map_err(|e| FetchError::Refused {
                 url: first.into(),
                 why: e.to_string(),
             })?;

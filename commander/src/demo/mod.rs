@@ -183,7 +183,7 @@ fn start_sources(dir: &Path, origin: &Origin) -> Sources {
     let mut skipped = Vec::new();
     origin.put("welcome.txt", sample_bytes(4 * 1024, 1));
     targets.push(DemoTarget {
-        kind: ark_proto::KIND_FILE,
+        kind: ark_core::Kind::File.as_str(),
         name: "welcome",
         url: origin.url("welcome.txt"),
     });
@@ -191,7 +191,7 @@ fn start_sources(dir: &Path, origin: &Origin) -> Sources {
         Ok(zim) => {
             origin.put("ark-handbook.zim", zim);
             targets.push(DemoTarget {
-                kind: ark_proto::KIND_ZIM,
+                kind: ark_core::Kind::Zim.as_str(),
                 name: "handbook",
                 url: origin.url("ark-handbook.zim"),
             });
@@ -200,7 +200,7 @@ fn start_sources(dir: &Path, origin: &Origin) -> Sources {
     }
     let enclosures = put_feed(origin);
     targets.push(DemoTarget {
-        kind: ark_proto::KIND_RSS,
+        kind: ark_core::Kind::Rss.as_str(),
         name: "ark-radio",
         url: origin.url("radio/feed.xml"),
     });
@@ -214,7 +214,7 @@ fn start_sources(dir: &Path, origin: &Origin) -> Sources {
     let git = match git {
         Ok(http) => {
             targets.push(DemoTarget {
-                kind: ark_proto::KIND_GIT,
+                kind: ark_core::Kind::Git.as_str(),
                 name: "notes",
                 url: http.url("notes.git"),
             });

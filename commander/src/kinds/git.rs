@@ -23,6 +23,11 @@ impl KindSpec for Git {
         Kind::Git
     }
 
+    fn schemes(&self) -> &'static [&'static str] {
+        // git:// is `git daemon`'s protocol.
+        &["http", "https", "git"]
+    }
+
     fn known_refs(&self, archive_root: Option<&Path>, url: &str) -> HashMap<String, String> {
         let Some(root) = archive_root else {
             return HashMap::new();

@@ -81,6 +81,11 @@ pub struct CheckCtx<'a> {
 pub trait KindSpec: Sync {
     fn kind(&self) -> Kind;
 
+    /// The URL schemes a target of this kind may have.
+    fn schemes(&self) -> &'static [&'static str] {
+        &["http", "https"]
+    }
+
     /// Largest body a job of this kind may fetch, given the target's own
     /// limit (`--max-size`; 0 = the agent's).
     fn job_max_size(&self, target_max: u64) -> u64 {

@@ -37,10 +37,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::destination::Guard;
-use crate::jobs::Throttle;
 use crate::sniff::HtmlSniff;
+
+mod throttle;
 use crate::telemetry::ByteCounter;
 use crate::tree::{group_cv, outboard_path, TreeHasher, CV_LEN, GROUP_LEN};
+pub use throttle::Throttle;
 
 /// What an origin said about a version of a resource.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

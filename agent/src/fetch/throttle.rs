@@ -1,0 +1,112 @@
+//! The agent's bandwidth cap: one token bucket shared by every job.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A token bucket shared by every job of one agent: the agent's whole
+/// download rate stays under the cap, however many jobs run. The bucket holds
+/// at most one second of credit, so an idle hour buys no burst. The cap can
+/// change while jobs run ([`Throttle::set_rate`]: the operator's `agent set
+/// --bandwidth` arrives with a heartbeat).
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    inner: Arc<std::sync::Mutex<Bucket>>,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// Bytes/s; 0 = uncapped.
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Throttle {
+    /// `bytes_per_second` = 0 means uncapped.
+    pub fn new(bytes_per_second: u64) -> Self {
+        Self {
+            inner: Arc::new(std::sync::Mutex::new(Bucket {
+                rate: bytes_per_second as f64,
+                tokens: 0.0,
+                last: Instant::now(),
+            })),
+        }
+    }
+
+    /// Changes the cap for every holder (0 = uncapped).
+    pub fn set_rate(&self, bytes_per_second: u64) {
+        let mut b = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if b.rate != bytes_per_second as f64 {
+            b.rate = bytes_per_second as f64;
+            b.tokens = b.tokens.min(b.rate);
+            b.last = Instant::now();
+        }
+    }
+
+    /// The current cap in bytes/s (0 = uncapped).
+    pub fn rate(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).rate as u64
+    }
+
+    /// Accounts for `n` bytes, waiting as long as the cap requires.
+    pub async fn take(&self, n: u64) {
+        let wait = {
+            let mut b = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if b.rate <= 0.0 {
+                return;
+            }
+            let now = Instant::now();
+            let refill = now.duration_since(b.last).as_secs_f64() * b.rate;
+            b.tokens = (b.tokens + refill).min(b.rate) - n as f64;
+            b.last = now;
+            (b.tokens < 0.0).then(|| Duration::from_secs_f64(-b.tokens / b.rate))
+        };
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_throttle_holds_all_takers_together_under_the_cap() {
+        let throttle = Throttle::new(400_000);
+        let started = Instant::now();
+        // Two "jobs" of 100 kB each in 10 kB chunks: 200 kB at 400 kB/s.
+        let job = |t: Throttle| async move {
+            for _ in 0..10 {
+                t.take(10_000).await;
+            }
+        };
+        tokio::join!(job(throttle.clone()), job(throttle.clone()));
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(450),
+            "200 kB at 400 kB/s took only {elapsed:?}"
+        );
+        // Lifting the cap while jobs hold the throttle frees them at once;
+        // setting one again holds them again.
+        throttle.set_rate(0);
+        let started = Instant::now();
+        tokio::join!(job(throttle.clone()), job(throttle.clone()));
+        assert_eq!(throttle.rate(), 0);
+        let uncapped = started.elapsed();
+        throttle.set_rate(100_000);
+        let started = Instant::now();
+        job(throttle.clone()).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "100 kB at a new cap of 100 kB/s took only {:?} (uncapped: {uncapped:?})",
+            started.elapsed()
+        );
+    }
+}

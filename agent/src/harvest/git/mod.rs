@@ -1,0 +1,481 @@
+//! The Git mirror kind on the agent: a bare mirror of every ref of an
+//! upstream repository ([`mirror`]), and the git bundle v2 that carries what
+//! changed since the commander's last landed state ([`write_bundle`]).
+//!
+//! Everything here is blocking: gix's blocking HTTP client panics inside a
+//! tokio runtime, so callers wrap these functions in `spawn_blocking`. This
+//! module does not decide when to mirror, nor upload anything; the commander
+//! trusts none of it and checks every bundle (`ark_commander::git_check`).
+//!
+//! The bundle's pack is undeltified and written here: the object set is a
+//! commit walk from the new tips that hides the known tips, and for trees
+//! only the entries that differ from the same path in every parent's tree
+//! (an object equal to a parent's is reachable from that parent, which is
+//! either known or itself walked, so nothing is missed).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use gix::bstr::BString;
+use gix::objs::Kind;
+use gix::ObjectId;
+use tracing::info;
+
+use crate::fetch::Fetched;
+use crate::jobs::{failure, HeldLease, JobContext};
+
+/// Ref name → hex object id (e.g. "refs/heads/main" → "4b82…"). BTreeMap for a stable order.
+pub type Refs = BTreeMap<String, String>;
+
+/// A boxed error from gix: its many error types only ever travel as a cause.
+type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The refspec of a mirror: every ref, force-updated, under the same name.
+const MIRROR_REFSPEC: &str = "+refs/*:refs/*";
+
+/// The first line of every bundle this module writes (git's v2 format: v3
+/// adds capabilities the commander refuses).
+pub const BUNDLE_V2_SIGNATURE: &str = "# v2 git bundle\n";
+
+/// What went wrong with a mirror or a bundle, naming the URL or directory.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{url} is not a usable Git URL ({source}): use an http://, https:// or git:// URL")]
+    Url { url: String, source: Cause },
+    #[error(
+        "cannot open or create the bare mirror at {}: {source}; check the directory is \
+         writable, or remove it so the next run clones afresh",
+        dir.display()
+    )]
+    Repo { dir: PathBuf, source: Cause },
+    #[error(
+        "cannot reach the Git remote {url}: {source}; check the URL and that the host serves \
+         Git (smart HTTP or git daemon)"
+    )]
+    Connect { url: String, source: Cause },
+    #[error(
+        "fetching from {url} failed: {source}; the mirror keeps its previous state and the next \
+         run retries"
+    )]
+    Fetch { url: String, source: Cause },
+    #[error(
+        "fetching from {url} was interrupted; the next run resumes from the refs already fetched"
+    )]
+    Interrupted { url: String },
+    #[error(
+        "cannot update the refs of the mirror at {}: {source}; check the disk, or remove the \
+         mirror so the next run clones afresh",
+        dir.display()
+    )]
+    Refs { dir: PathBuf, source: Cause },
+    #[error("ref {name} holds {value:?}, which is not a hex object id: pass the refs of `mirror`")]
+    BadRef { name: String, value: String },
+    #[error(
+        "object {id} of the mirror at {} is missing or unreadable: {source}; the mirror is \
+         damaged: remove it so the next run clones afresh",
+        dir.display()
+    )]
+    Object {
+        dir: PathBuf,
+        id: ObjectId,
+        source: Cause,
+    },
+    #[error("writing the bundle failed: {0}; check the staging disk")]
+    Write(#[from] std::io::Error),
+}
+
+/// The `Result` of this module.
+pub type Result<T, E = GitError> = std::result::Result<T, E>;
+
+/// What [`write_bundle`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BundleSummary {
+    /// Objects in the pack.
+    pub objects: u64,
+    /// Bytes of the pack (without the bundle header).
+    pub pack_bytes: u64,
+    /// Ref lines in the header.
+    pub refs: usize,
+}
+
+/// Mirrors every ref of `url` into the bare repository `dir` and returns the
+/// refs after. The first run (no `dir`) clones; later runs fetch only new
+/// objects, force-update refs and delete the refs upstream no longer has.
+/// An unchanged upstream costs one ref advertisement and no pack.
+pub fn mirror(url: &str, dir: &Path, interrupt: &AtomicBool) -> Result<Refs> {
+    // gix's reqwest client asks rustls for the process default (ring here).
+    crate::link::install_crypto_provider();
+    let repo = open_or_init(dir)?;
+    let remote = repo
+        .remote_at(url)
+        .map_err(|e| GitError::Url {
+            url: url.into(),
+            source: e.into(),
+        })?
+        .with_refspecs(Some(MIRROR_REFSPEC), gix::remote::Direction::Fetch)
+        .map_err(|e| GitError::Url {
+            url: url.into(),
+            source: e.into(),
+        })?
+        // Tags come with `refs/*` already; auto-following would add nothing.
+        .with_fetch_tags(gix::remote::fetch::Tags::None);
+    let connection =
+        remote
+            .connect(gix::remote::Direction::Fetch)
+            .map_err(|e| GitError::Connect {
+                url: url.into(),
+                source: e.into(),
+            })?;
+    let prepare = connection
+        .prepare_fetch(
+            gix::progress::Discard,
+            gix::remote::ref_map::Options {
+                // A mirror wants every ref; and gix would turn `refs/*` into
+                // the literal ls-refs prefix "refs/*", which matches nothing.
+                prefix_from_spec_as_filter_on_remote: false,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| GitError::Connect {
+            url: url.into(),
+            source: e.into(),
+        })?;
+
+    // Prune before receiving: a deleted `refs/heads/x` would otherwise block
+    // a new `refs/heads/x/y` (a file where a directory must go).
+    let upstream: HashSet<BString> = prepare
+        .ref_map()
+        .remote_refs
+        .iter()
+        .map(|r| r.unpack().0.to_owned())
+        .collect();
+    let stale: Vec<String> = local_refs(&repo, dir)?
+        .into_keys()
+        .filter(|name| !upstream.contains(&BString::from(name.as_str())))
+        .collect();
+    delete_refs(&repo, dir, &stale)?;
+
+    if interrupt.load(Ordering::Relaxed) {
+        return Err(GitError::Interrupted { url: url.into() });
+    }
+    // An empty upstream advertises at most an unborn HEAD: nothing to fetch
+    // (and gix would call "no ref matched" an error).
+    if !upstream.iter().any(|name| name.starts_with(b"refs/")) {
+        return Ok(Refs::new());
+    }
+    prepare
+        .receive(gix::progress::Discard, interrupt)
+        .map_err(|e| {
+            if interrupt.load(Ordering::Relaxed) {
+                GitError::Interrupted { url: url.into() }
+            } else {
+                GitError::Fetch {
+                    url: url.into(),
+                    source: e.into(),
+                }
+            }
+        })?;
+    let repo = open(dir)?;
+    let refs = local_refs(&repo, dir)?;
+    point_head_at_a_branch(dir, &refs)?;
+    Ok(refs)
+}
+
+fn open(dir: &Path) -> Result<gix::Repository> {
+    gix::open_opts(dir, gix::open::Options::isolated()).map_err(|e| GitError::Repo {
+        dir: dir.into(),
+        source: e.into(),
+    })
+}
+
+fn open_or_init(dir: &Path) -> Result<gix::Repository> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| GitError::Repo {
+            dir: dir.into(),
+            source: e.into(),
+        })?;
+        gix::init_bare(dir).map_err(|e| GitError::Repo {
+            dir: dir.into(),
+            source: e.into(),
+        })?;
+    }
+    open(dir)
+}
+
+/// Every ref under `refs/` with the id it points to (symbolic refs followed).
+fn local_refs(repo: &gix::Repository, dir: &Path) -> Result<Refs> {
+    let refs_error = |e: Cause| GitError::Refs {
+        dir: dir.into(),
+        source: e,
+    };
+    let platform = repo.references().map_err(|e| refs_error(e.into()))?;
+    let mut refs = Refs::new();
+    for reference in platform.all().map_err(|e| refs_error(e.into()))? {
+        let reference = reference.map_err(refs_error)?;
+        let name = reference.name().as_bstr().to_string();
+        if !name.starts_with("refs/") {
+            continue;
+        }
+        let id = match reference.try_id() {
+            Some(id) => id.detach(),
+            None => match reference.follow() {
+                Some(Ok(target)) => match target.try_id() {
+                    Some(id) => id.detach(),
+                    None => continue,
+                },
+                _ => continue,
+            },
+        };
+        refs.insert(name, id.to_hex().to_string());
+    }
+    Ok(refs)
+}
+
+fn delete_refs(repo: &gix::Repository, dir: &Path, names: &[String]) -> Result<()> {
+    use gix::refs::transaction::{Change, PreviousValue, RefEdit, RefLog};
+    if names.is_empty() {
+        return Ok(());
+    }
+    let mut edits = Vec::with_capacity(names.len());
+    for name in names {
+        let name: gix::refs::FullName =
+            name.as_str()
+                .try_into()
+                .map_err(|e: gix::validate::reference::name::Error| GitError::Refs {
+                    dir: dir.into(),
+                    source: e.into(),
+                })?;
+        edits.push(RefEdit {
+            change: Change::Delete {
+                expected: PreviousValue::Any,
+                log: RefLog::AndReference,
+            },
+            name,
+            deref: false,
+        });
+    }
+    repo.edit_references(edits).map_err(|e| GitError::Refs {
+        dir: dir.into(),
+        source: e.into(),
+    })?;
+    Ok(())
+}
+
+/// Keeps `HEAD` on an existing branch (main, master, else the first), so a
+/// clone of the mirror checks something out; leaves it alone without branches.
+fn point_head_at_a_branch(dir: &Path, refs: &Refs) -> Result<()> {
+    let head = dir.join("HEAD");
+    let current = std::fs::read_to_string(&head).unwrap_or_default();
+    let target = current.trim().strip_prefix("ref: ").unwrap_or_default();
+    if refs.contains_key(target) {
+        return Ok(());
+    }
+    let Some(branch) = ["refs/heads/main", "refs/heads/master"]
+        .into_iter()
+        .find(|b| refs.contains_key(*b))
+        .or_else(|| {
+            refs.keys()
+                .map(String::as_str)
+                .find(|name| name.starts_with("refs/heads/"))
+        })
+    else {
+        return Ok(());
+    };
+    crate::write_atomic(&head, format!("ref: {branch}\n").as_bytes(), 0o644).map_err(|e| {
+        GitError::Refs {
+            dir: dir.into(),
+            source: e.into(),
+        }
+    })
+}
+
+/// Where the agent keeps its own bare mirror of each git target, so later
+/// runs fetch only what is new upstream.
+pub const MIRRORS_DIR: &str = "mirrors";
+
+/// A git job: bring the agent's mirror up to date with upstream (gix, on a
+/// blocking thread: its HTTP client must not run inside the runtime), then
+/// write a bundle of what the commander's mirror lacks into `dest` and hash
+/// it like a download. Refs equal to the commander's: unchanged, nothing
+/// written (one ref advertisement was the whole cost).
+pub(crate) async fn harvest(
+    ctx: &JobContext,
+    lease: &HeldLease,
+    dest: &Path,
+) -> std::result::Result<Fetched, ark_proto::JobFailure> {
+    // gix follows the URL itself: it is checked here (the operator's own
+    // origin, so normally allowed), not at every hop.
+    let parsed = reqwest::Url::parse(&lease.url)
+        .map_err(|e| failure(format!("{}: not a URL: {e}", lease.url), false))?;
+    lease
+        .guard(ctx.commander_host.clone())
+        .check(&parsed)
+        .await
+        .map_err(|r| failure(format!("{}: refused: {r}", lease.url), false))?;
+    let mirror = lease.mirror_path(&ctx.data.join(MIRRORS_DIR));
+    let (url, known, dest) = (
+        lease.url.clone(),
+        lease.known_refs.clone(),
+        dest.to_path_buf(),
+    );
+    let done = tokio::task::spawn_blocking(move || -> std::result::Result<Option<(u64, blake3::Hash)>, String> {
+        let interrupt = std::sync::atomic::AtomicBool::new(false);
+        let refs = self::mirror(&url, &mirror, &interrupt).map_err(|e| e.to_string())?;
+        if refs == known {
+            return Ok(None);
+        }
+        let out = std::fs::File::create(&dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+        let mut out = std::io::BufWriter::new(out);
+        let summary = self::write_bundle(&mirror, &refs, &known, &mut out).map_err(|e| e.to_string())?;
+        let file = out.into_inner().map_err(|e| format!("writing {}: {e}", dest.display()))?;
+        file.sync_all().map_err(|e| format!("syncing {}: {e}", dest.display()))?;
+        info!(%url, refs = summary.refs, objects = summary.objects, pack_bytes = summary.pack_bytes, "bundle written");
+        crate::tree::hash_with_outboard(&dest)
+            .map(Some)
+            .map_err(|e| format!("hashing {}: {e}", dest.display()))
+    })
+    .await
+    .map_err(|e| failure(format!("git job panicked: {e}"), true))?
+    .map_err(|e| failure(e, true))?;
+    Ok(match done {
+        None => Fetched::NotModified,
+        Some((size, root)) => Fetched::Body {
+            size,
+            root,
+            validators: Default::default(),
+            resumes: 0,
+            restarts: 0,
+            reused: 0,
+        },
+    })
+}
+
+mod bundle;
+pub mod fixture;
+
+#[cfg(test)]
+use bundle::entry_header;
+pub use bundle::write_bundle;
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::{cli_mirror, git, ls_remote, Upstream};
+    use super::*;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    fn bundle_file(dir: &Path, refs: &Refs, known: &Refs, path: &Path) -> Result<BundleSummary> {
+        let file = std::fs::File::create(path)?;
+        write_bundle(dir, refs, known, std::io::BufWriter::new(file))
+    }
+
+    #[test]
+    fn entry_header_sizes() {
+        assert_eq!(entry_header(Kind::Blob, 0), vec![0x30]);
+        assert_eq!(entry_header(Kind::Blob, 15), vec![0x3f]);
+        assert_eq!(entry_header(Kind::Commit, 16), vec![0x90, 0x01]);
+        assert_eq!(entry_header(Kind::Tree, 2047), vec![0xaf, 0x7f]);
+        assert_eq!(entry_header(Kind::Tag, 2048), vec![0xc0, 0x80, 0x01]);
+    }
+
+    #[test]
+    fn full_bundle_clones_and_fscks() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let up = Upstream::populated(tmp.path(), "up")?;
+        let mirror = cli_mirror(tmp.path(), &up, "mirror")?;
+        let refs = ls_remote(&mirror)?;
+        let bundle = tmp.path().join("full.bundle");
+        let summary = bundle_file(&mirror, &refs, &Refs::new(), &bundle)?;
+        assert_eq!(summary.refs, refs.len());
+        assert!(summary.objects > 10, "{summary:?}");
+        git(
+            &mirror,
+            &["bundle", "verify", "-q", &bundle.to_string_lossy()],
+        )?;
+        let clone = tmp.path().join("clone");
+        git(
+            tmp.path(),
+            &[
+                "clone",
+                "-q",
+                "--mirror",
+                &bundle.to_string_lossy(),
+                &clone.to_string_lossy(),
+            ],
+        )?;
+        git(&clone, &["fsck", "--full", "--strict"])?;
+        assert_eq!(ls_remote(&clone)?, up.refs()?);
+        Ok(())
+    }
+
+    #[test]
+    fn incremental_bundle_holds_only_new_objects() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let up = Upstream::populated(tmp.path(), "up")?;
+        let old = cli_mirror(tmp.path(), &up, "old")?;
+        let known = ls_remote(&old)?;
+        up.commit("src/lib/a.txt", "a, again\n")?;
+        up.rewrite("feature")?;
+        git(&up.work, &["tag", "-a", "v3", "-m", "release 3"])?;
+        up.push()?;
+        let new = cli_mirror(tmp.path(), &up, "new")?;
+        let refs = ls_remote(&new)?;
+        let bundle = tmp.path().join("incr.bundle");
+        let summary = bundle_file(&new, &refs, &known, &bundle)?;
+        // main: commit, root tree, src, src/lib, blob; v3: the tag; the
+        // amended feature commit and its changed path (5 more: its tree is
+        // the old tip's, a superset the receiver dedupes).
+        assert!(summary.objects <= 11, "{summary:?}");
+        git(&old, &["bundle", "verify", "-q", &bundle.to_string_lossy()])?;
+        git(
+            &old,
+            &["fetch", "-q", &bundle.to_string_lossy(), "+refs/*:refs/*"],
+        )?;
+        git(&old, &["fsck", "--full", "--strict"])?;
+        assert_eq!(ls_remote(&old)?, up.refs()?);
+        Ok(())
+    }
+
+    #[test]
+    fn known_ids_the_mirror_lacks_are_ignored() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let up = Upstream::populated(tmp.path(), "up")?;
+        let mirror = cli_mirror(tmp.path(), &up, "mirror")?;
+        let refs = ls_remote(&mirror)?;
+        let known = Refs::from([("refs/heads/gone".to_string(), "1".repeat(40))]);
+        let bundle = tmp.path().join("b.bundle");
+        bundle_file(&mirror, &refs, &known, &bundle)?;
+        let text = std::fs::read(&bundle)?;
+        assert!(!text.starts_with(b"# v2 git bundle\n-"));
+        git(
+            &mirror,
+            &["bundle", "verify", "-q", &bundle.to_string_lossy()],
+        )?;
+        Ok(())
+    }
+
+    #[test]
+    fn empty_repository_bundles_zero_refs() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let up = Upstream::empty(tmp.path(), "empty")?;
+        let mut out = Vec::new();
+        let summary = write_bundle(&up.bare, &Refs::new(), &Refs::new(), &mut out)?;
+        assert_eq!(summary.refs, 0);
+        assert_eq!(summary.objects, 0);
+        assert!(out.starts_with(b"# v2 git bundle\n\nPACK"));
+        Ok(())
+    }
+
+    #[test]
+    fn bad_url_is_refused_with_the_url() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let url = "http://127.0.0.1:1/nothing.git";
+        let err = mirror(url, &tmp.path().join("m"), &AtomicBool::new(false))
+            .err()
+            .ok_or("mirror of a closed port succeeded")?;
+        assert!(err.to_string().contains(url), "{err}");
+        Ok(())
+    }
+}

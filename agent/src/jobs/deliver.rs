@@ -1,0 +1,253 @@
+//! Delivering a staged body, the same for every kind: the dedupe registry,
+//! `Have` with the signed manifest, and the verified upload (resumed where
+//! the commander's verified bytes end), retried across link failures.
+
+use super::*;
+
+/// Uploads refused for a reason other than the lease (a cut, an error on
+/// the commander) before the job fails and the run is retried.
+const MAX_UPLOAD_FAILURES: u32 = 3;
+
+/// Link failures (commander unreachable mid-delivery) retried before they
+/// count as an upload failure: a minute at [`COMPLETE_RETRY`], longer than a
+/// commander restart. The lease deadline still applies on top.
+const MAX_LINK_RETRIES: u32 = 120;
+
+/// Bytes per upload message: well under gRPC's 4 MiB message limit, large
+/// enough that framing costs nothing.
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
+/// Environment variable naming a byte offset the agent flips in every
+/// upload it sends: a fault-injection hook for tests of the commander's
+/// verification (TLS makes a real in-transit flip impossible to stage).
+pub const FAULT_FLIP_UPLOAD_BYTE: &str = "ARK_FAULT_FLIP_UPLOAD_BYTE";
+
+/// Reads [`FAULT_FLIP_UPLOAD_BYTE`].
+pub fn fault_flip_upload_byte() -> Option<u64> {
+    let offset = std::env::var(FAULT_FLIP_UPLOAD_BYTE).ok()?.parse().ok()?;
+    warn!(
+        "fault injection: every upload will have byte {offset} flipped ({FAULT_FLIP_UPLOAD_BYTE})"
+    );
+    Some(offset)
+}
+
+/// Hands a fetched body to the commander: records it in the dedupe
+/// registry, asks `Have` with the signed manifest, and uploads (resuming
+/// where the commander's verified bytes end) unless the archive already
+/// holds it. Ok carries the archive path now holding the bytes; the
+/// commander has completed the run.
+pub(super) async fn deliver(
+    ctx: Arc<JobContext>,
+    staged: PathBuf,
+    manifest: Manifest,
+) -> std::result::Result<String, Stop> {
+    let fail = |reason: String| Stop::Fail(failure(reason, true));
+    let earlier = ctx
+        .registry
+        .record(&Harvest {
+            blake3: manifest.blake3.clone(),
+            size: manifest.size,
+            target: manifest.target.clone(),
+            url: manifest.url.clone(),
+            etag: manifest.etag.clone(),
+            last_modified: manifest.last_modified.clone(),
+            run_id: manifest.run_id,
+            at_ms: crate::unix_ms(),
+            landed_path: None,
+        })
+        .map_err(|e| fail(e.to_string()))?;
+    if let Some(earlier) = &earlier {
+        info!(
+            run = manifest.run_id,
+            earlier_run = earlier.run_id,
+            landed = earlier.landed_path.as_deref().unwrap_or(""),
+            "duplicate: this body was harvested and landed before; asking the commander"
+        );
+    }
+    let (bytes, signature) = manifest
+        .sign(&ctx.credentials.key_pem)
+        .map_err(|e| fail(e.to_string()))?;
+    let lease = LeaseRef {
+        run_id: manifest.run_id,
+        generation: manifest.generation,
+    };
+    let mut client = ctx.client.clone();
+    let mut failures = 0u32;
+    let mut link_failures = 0u32;
+    loop {
+        let attempt = async {
+            let have = client
+                .have(HaveRequest {
+                    lease: Some(lease),
+                    manifest: bytes.clone(),
+                    signature: signature.clone(),
+                })
+                .await
+                .map_err(|status| AgentError::rpc("have", status))?
+                .into_inner();
+            if have.held {
+                info!(
+                    run = manifest.run_id,
+                    path = %have.path,
+                    unchanged = have.unchanged,
+                    "the archive already holds these bytes: not uploading"
+                );
+                return Ok(have.path);
+            }
+            upload(
+                &mut client,
+                lease,
+                &staged,
+                &manifest,
+                have.resume_from,
+                ctx.fault_flip_upload_byte,
+            )
+            .await
+            .map(|landed| landed.path)
+        };
+        match attempt.await {
+            Ok(path) => {
+                if let Err(e) = ctx
+                    .registry
+                    .landed(manifest.run_id, &manifest.blake3, &path)
+                {
+                    warn!("dedupe registry: {e}");
+                }
+                return Ok(path);
+            }
+            Err(e) if e.is_refusal() => return Err(Stop::Abandon(Abandon::Refused(e.to_string()))),
+            Err(e) if e.is_link() && link_failures < MAX_LINK_RETRIES => {
+                link_failures += 1;
+                warn!(run = manifest.run_id, "delivery interrupted, retrying: {e}");
+                tokio::time::sleep(COMPLETE_RETRY).await;
+            }
+            Err(e) => {
+                failures += 1;
+                warn!(run = manifest.run_id, failures, "upload failed: {e}");
+                if e.is_cut() {
+                    // Was it the copy on our disk, or the way to the commander?
+                    let checked = check_staged(&staged, &manifest).await;
+                    if let Err(bad) = checked {
+                        return Err(fail(format!(
+                            "{e}; the staged copy itself no longer matches its hash ({bad}): it will be fetched again"
+                        )));
+                    }
+                }
+                if failures >= MAX_UPLOAD_FAILURES {
+                    return Err(fail(format!(
+                        "upload failed {failures} times; last: {e}{}",
+                        if e.is_cut() {
+                            " (the staged copy still verifies here, so the bytes changed between this agent and the commander's disk)"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Re-verifies the staged copy against its own outboard and the manifest's
+/// root.
+async fn check_staged(staged: &Path, manifest: &Manifest) -> std::result::Result<(), String> {
+    let (staged, size, root) = (staged.to_path_buf(), manifest.size, manifest.blake3.clone());
+    let checked = tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
+        use std::io::Read;
+        let root = blake3::Hash::from_hex(&root).map_err(|e| e.to_string())?;
+        let outboard = std::fs::File::open(outboard_path(&staged)).map_err(|e| e.to_string())?;
+        let mut verifier = GroupVerifier::new(root, size, std::io::BufReader::new(outboard))
+            .map_err(|e| e.to_string())?;
+        let mut file = std::fs::File::open(&staged).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; UPLOAD_CHUNK];
+        loop {
+            let n = file.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            verifier.update(&buf[..n]).map_err(|e| e.to_string())?;
+        }
+        verifier.finish().map_err(|e| e.to_string())
+    })
+    .await;
+    checked.unwrap_or_else(|e| Err(e.to_string()))
+}
+
+/// One upload: the header, the whole outboard, then the data from `offset`.
+async fn upload(
+    client: &mut AgentSessionClient<Channel>,
+    lease: LeaseRef,
+    staged: &Path,
+    manifest: &Manifest,
+    offset: u64,
+    flip: Option<u64>,
+) -> Result<UploadResponse> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let (tx, rx) = tokio::sync::mpsc::channel::<UploadChunk>(4);
+    let header = UploadChunk {
+        part: Some(upload_chunk::Part::Header(UploadHeader {
+            lease: Some(lease),
+            blake3: manifest.blake3.clone(),
+            offset,
+        })),
+    };
+    let staged = staged.to_path_buf();
+    let reader = tokio::spawn(async move {
+        let send = |part| {
+            let tx = tx.clone();
+            async move { tx.send(UploadChunk { part: Some(part) }).await.is_ok() }
+        };
+        if !send(header.part.expect("header")).await {
+            return Ok(());
+        }
+        let outboard_at = outboard_path(&staged);
+        let mut outboard = tokio::fs::File::open(&outboard_at)
+            .await
+            .map_err(AgentError::io("reading outboard", &outboard_at))?;
+        let mut data = tokio::fs::File::open(&staged)
+            .await
+            .map_err(AgentError::io("reading staged file", &staged))?;
+        data.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(AgentError::io("seeking staged file", &staged))?;
+        let mut at = offset;
+        for (file, path, is_data) in [
+            (&mut outboard, &outboard_at, false),
+            (&mut data, &staged, true),
+        ] {
+            loop {
+                let mut buf = vec![0u8; UPLOAD_CHUNK];
+                let n = file
+                    .read(&mut buf)
+                    .await
+                    .map_err(AgentError::io("reading for upload", path))?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                let part = if is_data {
+                    if let Some(flip) = flip.filter(|f| (at..at + n as u64).contains(f)) {
+                        buf[(flip - at) as usize] ^= 0x01;
+                    }
+                    at += n as u64;
+                    upload_chunk::Part::Data(buf)
+                } else {
+                    upload_chunk::Part::Outboard(buf)
+                };
+                if !send(part).await {
+                    return Ok(());
+                }
+            }
+        }
+        Ok::<(), AgentError>(())
+    });
+    let response = client
+        .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    if let Ok(Err(e)) = reader.await {
+        return Err(e);
+    }
+    Ok(response
+        .map_err(|status| AgentError::rpc("upload", status))?
+        .into_inner())
+}
