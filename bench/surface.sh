@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Section 8 of bench/RESULTS.md, the operator surface (issue #5): the time
-# from `ark-commander demo` start to its first landed file, and the
+# from `ark-demo` start to its first landed file, and the
 # commander's RSS with and without the dashboard open in headless Chromium.
 # Replaces that section of RESULTS.md (appends it when absent).
 #
@@ -23,8 +23,8 @@ TARGET_DIR="$(cargo metadata --format-version 1 --no-deps \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 REL="$TARGET_DIR/release"
 if [[ "${1:-}" != "--no-build" ]]; then
-  note "cargo build --release -p ark-commander -p ark-agent --bins"
-  cargo build --release -p ark-commander -p ark-agent --bins >&2
+  note "cargo build --release -p ark-commander -p ark-agent -p ark-demo --bins"
+  cargo build --release -p ark-commander -p ark-agent -p ark-demo --bins >&2
 fi
 [[ -x "$REL/ark-commander" && -x "$REL/ark-agent" ]] || die "release binaries missing in $REL"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ark-surface.XXXXXX")"
@@ -32,7 +32,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 firsts=() alls=()
 for i in $(seq 1 "$RUNS"); do
-  out="$("$REL/ark-commander" demo --once --dir "$WORK/demo-$i" 2>&1)" || die "demo failed: $out"
+  out="$("$REL/ark-demo" --once --dir "$WORK/demo-$i" 2>&1)" || die "demo failed: $out"
   line="$(grep 'harvested, verified and landed in' <<<"$out")" || die "no summary in: $out"
   grep -q '^skipped' <<<"$out" && die "the demo skipped a kind (install zim-tools and git): $out"
   # "... landed in 1.3s (first file after 513.5ms):"

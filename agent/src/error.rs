@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub use ark_link::LinkError;
+
 /// Result alias for the agent library.
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;
 
@@ -18,26 +20,11 @@ pub enum AgentError {
     },
     #[error("config {path}: {message}")]
     Config { path: PathBuf, message: String },
-    #[error("the enrolment token is malformed: {0} (copy the whole token printed by `ark-commander enroll NAME`)")]
-    BadToken(String),
     #[error("this agent is not enrolled: {0} is missing (run `ark-agent enroll --commander URL --token TOKEN` first)")]
     NotEnrolled(PathBuf),
-    #[error("TLS setup failed: {0}")]
-    Tls(String),
-    #[error("bad commander address {url:?}: {message} (expected https://HOST:PORT)")]
-    BadUrl { url: String, message: String },
-    #[error("the commander refused {call}: {status}")]
-    Refused {
-        call: &'static str,
-        status: Box<tonic::Status>,
-    },
-    #[error("cannot reach the commander for {call}: {status} (is it running, and is the address right?)")]
-    Unreachable {
-        call: &'static str,
-        status: Box<tonic::Status>,
-    },
-    #[error("the commander rejected this device's TLS certificate during {call} ({detail}): it was not issued by this commander's CA; enrol again with a fresh token")]
-    CertificateRejected { call: &'static str, detail: String },
+    /// TLS, the address, the token, or an RPC (see [`LinkError`]).
+    #[error(transparent)]
+    Link(#[from] LinkError),
     #[error("certificate request failed: {0}")]
     Certificate(#[from] rcgen::Error),
 }
@@ -49,61 +36,29 @@ impl AgentError {
         move |source| Self::Io { what, path, source }
     }
 
-    /// Sorts a failed RPC into "the commander said no" and "we could not
-    /// reach it": the first is final, the second is worth retrying.
-    pub fn rpc(call: &'static str, status: tonic::Status) -> Self {
-        use tonic::Code;
-        // With TLS 1.3 the server judges a client certificate after the
-        // client's side of the handshake is done, so a rejection arrives as
-        // a TLS alert on the first request, buried in the transport error.
-        let chain = format!("{status:?}");
-        if let Some(at) = chain.find("received fatal alert: ") {
-            let detail = chain[at..]
-                .split(['"', ' ', ')', ','].as_slice())
-                .take(4)
-                .collect::<Vec<_>>()
-                .join(" ");
-            return Self::CertificateRejected { call, detail };
-        }
-        match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
-                Self::Unreachable {
-                    call,
-                    status: Box::new(status),
-                }
-            }
-            _ => Self::Refused {
-                call,
-                status: Box::new(status),
-            },
-        }
+    /// A TLS set-up failure.
+    pub fn tls(message: impl Into<String>) -> Self {
+        Self::Link(LinkError::Tls(message.into()))
     }
 
-    /// True when the commander said no to this agent or this lease (stale
-    /// generation, reassigned run, unknown certificate): final, stop.
+    /// A failed RPC, sorted (see [`LinkError::rpc`]).
+    pub fn rpc(call: &'static str, status: tonic::Status) -> Self {
+        Self::Link(LinkError::rpc(call, status))
+    }
+
+    /// True when the commander said no to this agent or this lease: final.
     pub fn is_refusal(&self) -> bool {
-        use tonic::Code;
-        match self {
-            Self::Refused { status, .. } => matches!(
-                status.code(),
-                Code::FailedPrecondition
-                    | Code::PermissionDenied
-                    | Code::Unauthenticated
-                    | Code::NotFound
-            ),
-            Self::CertificateRejected { .. } => true,
-            _ => false,
-        }
+        matches!(self, Self::Link(e) if e.is_refusal())
     }
 
     /// True when the commander was not reached (worth retrying as is).
     pub fn is_link(&self) -> bool {
-        matches!(self, Self::Unreachable { .. })
+        matches!(self, Self::Link(e) if e.is_link())
     }
 
     /// True when the commander cut an upload whose bytes did not match
     /// their tree (`DATA_LOSS`).
     pub fn is_cut(&self) -> bool {
-        matches!(self, Self::Refused { status, .. } if status.code() == tonic::Code::DataLoss)
+        matches!(self, Self::Link(e) if e.is_cut())
     }
 }

@@ -7,19 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::{write_atomic, AgentError, Result};
 
-/// The PEM material one TLS client needs: trust root, own chain and key.
-#[derive(Clone)]
-pub struct Credentials {
-    pub ca_pem: String,
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").finish_non_exhaustive()
-    }
-}
+pub use ark_link::tls::Credentials;
 
 /// An enrolled agent: who it is and where its commander is.
 #[derive(Debug, Clone)]

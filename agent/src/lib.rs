@@ -39,8 +39,6 @@ pub mod fetch;
 pub mod harvest;
 pub mod identity;
 pub mod jobs;
-pub mod link;
-pub mod process;
 pub mod registry;
 pub mod session;
 pub mod status;
@@ -50,6 +48,7 @@ pub mod telemetry;
 // stay for the agent's callers.
 pub use ark_core::formats::zim;
 pub use ark_core::{manifest, sniff, tree, unix_ms, write_atomic};
+pub use ark_link::{process, tls as link};
 pub use harvest::git;
 
 pub use error::{AgentError, Result};

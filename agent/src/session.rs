@@ -78,7 +78,7 @@ pub async fn run(
     let channel = link::channel(&commander, link::mtls_client_config(&identity.credentials)?)?;
     let mut client = AgentSessionClient::new(channel);
     let http =
-        crate::fetch::http_client().map_err(|e| AgentError::Tls(format!("HTTP client: {e}")))?;
+        crate::fetch::http_client().map_err(|e| AgentError::tls(format!("HTTP client: {e}")))?;
     let bytes = ByteCounter::default();
     let mut sampler = Sampler::new(&staging, bytes.clone());
     let mut ctx = JobContext {

@@ -58,15 +58,4 @@ impl AgentStatus {
     }
 }
 
-/// "12s ago" style age of a Unix-ms timestamp (0 = never), for people.
-pub fn ago(at_ms: i64) -> String {
-    if at_ms == 0 {
-        return "never".into();
-    }
-    let secs = (crate::unix_ms() - at_ms).max(0) / 1000;
-    match secs {
-        0..=59 => format!("{secs}s ago"),
-        60..=3599 => format!("{}m ago", secs / 60),
-        _ => format!("{}h ago", secs / 3600),
-    }
-}
+pub use ark_core::ago;

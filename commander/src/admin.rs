@@ -11,13 +11,12 @@ use crate::{pki, server, Result};
 
 /// Connects to the commander whose data dir is `data` (or to `url`).
 pub fn connect(data: &Path, url: Option<&str>) -> Result<AdminClient<Channel>> {
-    ark_agent::link::install_crypto_provider();
+    ark_link::tls::install_crypto_provider();
     let url = match url {
         Some(url) => url.to_string(),
         None => server::endpoint(data)?,
     };
     let credentials = pki::admin_credentials(data)?;
-    let channel =
-        ark_agent::link::channel(&url, ark_agent::link::mtls_client_config(&credentials)?)?;
+    let channel = ark_link::tls::channel(&url, ark_link::tls::mtls_client_config(&credentials)?)?;
     Ok(AdminClient::new(channel))
 }

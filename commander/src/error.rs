@@ -25,7 +25,7 @@ pub enum CommanderError {
     #[error("TLS: {0}")]
     Tls(String),
     #[error(transparent)]
-    Agent(#[from] ark_agent::AgentError),
+    Link(#[from] ark_link::LinkError),
     /// A caller without the right certificate.
     #[error("{0}")]
     Unauthenticated(String),

@@ -21,14 +21,12 @@
 //! - [`window`]: off-peak windows (`--window 01:00-06:00`) in local time.
 //! - [`web`]: the dashboard (HTTP, JSON, one static page) and `/metrics`.
 //! - [`admin`]: the CLI's client for the admin service.
-//! - [`demo`]: a whole swarm in one process, with a local origin.
 //! - [`cli`]: the `ark-commander` command line, one file per subcommand.
 
 pub mod admin;
 pub mod archive;
 pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod error;
 pub mod feed;
 pub mod git_check;

@@ -7,12 +7,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = ark_commander::cli::Cli::parse();
-    // The demo prints its own story; an info-level log would drown it out.
-    let default_level = match cli.cmd {
-        ark_commander::cli::Cmd::Demo(_) => "warn",
-        _ => "info",
-    };
-    ark_agent::process::init_logging(default_level);
+    ark_link::process::init_logging("info");
     match ark_commander::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

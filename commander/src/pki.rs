@@ -12,9 +12,9 @@
 
 use std::path::{Path, PathBuf};
 
-use ark_agent::identity::Credentials;
-use ark_agent::link::{fingerprint, parse_certs};
 use ark_core::write_atomic;
+use ark_link::tls::Credentials;
+use ark_link::tls::{fingerprint, parse_certs};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,

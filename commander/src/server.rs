@@ -178,7 +178,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    ark_agent::link::install_crypto_provider();
+    ark_link::tls::install_crypto_provider();
     config
         .validate()
         .map_err(|message| CommanderError::Config {

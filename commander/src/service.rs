@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
-use ark_agent::enroll::EnrollToken;
 use ark_core::unix_ms;
+use ark_link::token::EnrollToken;
 use ark_proto::admin_server::Admin;
 use ark_proto::agent_session_server::AgentSession;
 use ark_proto::enrollment_server::Enrollment;

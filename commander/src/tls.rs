@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use ark_agent::link::{fingerprint, parse_certs, parse_key, provider};
+use ark_link::tls::{fingerprint, parse_certs, parse_key, provider};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};

@@ -41,3 +41,16 @@ pub fn unix_ms() -> i64 {
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+/// "12s ago" style age of a Unix-ms timestamp (0 = never), for people.
+pub fn ago(at_ms: i64) -> String {
+    if at_ms == 0 {
+        return "never".into();
+    }
+    let secs = (unix_ms() - at_ms).max(0) / 1000;
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        _ => format!("{}h ago", secs / 3600),
+    }
+}

@@ -17,9 +17,9 @@ use ark_proto::admin_client::AdminClient;
 use ark_proto::{CreateEnrollTokenRequest, Event, ListEventsRequest, ListRunsRequest, RunInfo};
 use tonic::transport::Channel;
 
-pub use ark_commander::demo::origin::{Hostile, Origin};
+pub use ark_demo::origin::{Hostile, Origin};
 
-pub use ark_commander::demo::git_origin::{self, free_port};
+pub use ark_demo::git_origin::{self, free_port};
 pub mod webdriver;
 
 /// Timings every swarm test uses: short enough for quick tests, with the
@@ -429,7 +429,7 @@ impl SlowJob {
         let listen = format!("127.0.0.1:{}", free_port()?);
         let commander = spawn_commander(&cdata, &listen).await?;
         let origin = Origin::start().await?;
-        origin.put("slow.bin", ark_commander::demo::sample_bytes(size, 9));
+        origin.put("slow.bin", ark_demo::sample_bytes(size, 9));
         origin.throttle(bytes_per_second);
         let adata = root.join("worker");
         enroll_agent(&cdata, &adata, "worker").await?;

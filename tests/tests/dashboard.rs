@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use ark_commander::demo::sample_bytes;
+use ark_demo::sample_bytes;
 use ark_tests::webdriver::Browser;
 use ark_tests::*;
 use prometheus_parse::{Scrape, Value};

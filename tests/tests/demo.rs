@@ -1,4 +1,4 @@
-//! `ark-commander demo --once`, the README's first command, through the real
+//! `ark-demo --once`, the README's first command, through the real
 //! binary: it harvests a file, a ZIM made by zimwriterfs, a podcast feed with
 //! its enclosures and a Git repository over smart HTTP, and leaves an
 //! archive that `archive verify` finds clean, with a mirror `git clone`
@@ -14,8 +14,8 @@ use ark_tests::*;
 fn demo_once_leaves_a_verified_archive_of_every_kind() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("ark-demo");
-    let out = Command::new(bin("ark-commander")?)
-        .args(["demo", "--once", "--agents", "2", "--dir"])
+    let out = Command::new(bin("ark-demo")?)
+        .args(["--once", "--agents", "2", "--dir"])
         .arg(&dir)
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);

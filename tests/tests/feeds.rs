@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use ark_commander::demo::sample_bytes;
+use ark_demo::sample_bytes;
 use ark_proto::RunInfo;
 use ark_tests::*;
 

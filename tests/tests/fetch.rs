@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use ark_agent::fetch::{fetch, FetchError, Fetched, Limits, Sinks, Validators};
 use ark_agent::jobs::Throttle;
 use ark_agent::telemetry::ByteCounter;
-use ark_commander::demo::sample_bytes;
+use ark_demo::sample_bytes;
 use ark_tests::{Hostile, Origin};
 
 /// 0, 1, around the 16 KiB chunk group (group−1, group, group+1), several

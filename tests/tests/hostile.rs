@@ -59,7 +59,7 @@ async fn regression_agents_never_fetch_the_household_network_or_the_commander() 
     origin.hostile("to-router", Hostile::RedirectTo(router.url("admin")));
     let localhost = router.url("admin").replace("127.0.0.1", "localhost");
     origin.hostile("to-localhost", Hostile::RedirectTo(localhost.clone()));
-    origin.put("fine.bin", ark_commander::demo::sample_bytes(5000, 1));
+    origin.put("fine.bin", ark_demo::sample_bytes(5000, 1));
     origin.hostile("to-fine", Hostile::RedirectTo("fine.bin".into()));
     let feed = format!(
         "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>Sly</title>\
@@ -162,7 +162,7 @@ async fn regression_fetch_allow_opens_a_network_but_never_the_commander() -> Res
         swarm(tmp.path(), "[fetch]\nallow = [\"127.0.0.0/8\"]\n").await?;
     let origin = Origin::start().await?;
     let nas = Origin::start().await?;
-    nas.put("photo.jpg", ark_commander::demo::sample_bytes(9000, 3));
+    nas.put("photo.jpg", ark_demo::sample_bytes(9000, 3));
     origin.hostile("to-nas", Hostile::RedirectTo(nas.url("photo.jpg")));
     origin.hostile(
         "to-metrics",
@@ -394,8 +394,8 @@ async fn full_disk(mid_upload: bool) -> Result<()> {
     std::fs::write(&filler, vec![7u8; (room - leave) as usize])?;
     let origin = Origin::start().await?;
     let (a, b) = (
-        ark_commander::demo::sample_bytes(3 << 20, 1),
-        ark_commander::demo::sample_bytes(3 << 20, 2),
+        ark_demo::sample_bytes(3 << 20, 1),
+        ark_demo::sample_bytes(3 << 20, 2),
     );
     origin.put("a.iso", a.clone());
     origin.put("b.iso", b.clone());

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{ensure, Context, Result};
-use ark_commander::demo::sample_bytes;
+use ark_demo::sample_bytes;
 use ark_tests::*;
 
 const SOON: Duration = Duration::from_secs(40);

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use ark_commander::demo::sample_bytes;
+use ark_demo::sample_bytes;
 use ark_tests::*;
 
 const SOON: Duration = Duration::from_secs(40);

@@ -89,7 +89,10 @@ async fn a_certificate_from_another_ca_fails_the_handshake() -> Result<()> {
         .expect_err("foreign certificate accepted");
     let err = ark_agent::AgentError::rpc("heartbeat", err);
     ensure!(
-        matches!(err, ark_agent::AgentError::CertificateRejected { .. }),
+        matches!(
+            err,
+            ark_agent::AgentError::Link(ark_link::LinkError::CertificateRejected { .. })
+        ),
         "{err}"
     );
     ensure!(err.to_string().contains("enrol again"), "{err}");

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use ark_commander::demo::sample_bytes;
+use ark_demo::sample_bytes;
 use ark_tests::*;
 
 /// Generous bound for anything that should take a few heartbeats.

@@ -1,5 +1,5 @@
-//! The `ark-commander` command line: one file per subcommand. `serve` and
-//! `demo` run servers; `archive` and `ingest` work on the archive and the
+//! The `ark-commander` command line: one file per subcommand. `serve` runs
+//! the server (the demo swarm is `ark-demo`, its own binary); `archive` and `ingest` work on the archive and the
 //! ledger in the data dir directly (they are the NAS side, and must work
 //! with the commander stopped); `completions` prints shell completions;
 //! every other command is a client of the running commander's admin API
@@ -8,7 +8,6 @@
 mod agents;
 mod archive;
 mod check;
-mod demo;
 mod enroll;
 mod ingest;
 mod output;
@@ -51,8 +50,6 @@ pub struct Cli {
 pub enum Cmd {
     /// Run the commander (creates its CA and credentials on first start).
     Serve(serve::ServeCmd),
-    /// Run a whole swarm on this machine: commander, agents, a local origin.
-    Demo(demo::DemoCmd),
     /// Issue a one-time enrolment token for a new agent.
     Enroll(enroll::EnrollCmd),
     /// Manage harvest targets.
@@ -85,7 +82,7 @@ pub enum Cmd {
     /// Kiwix library and the archive index. Exit 1 when anything is wrong.
     Ingest(ingest::IngestCmd),
     /// Print shell completions (bash, zsh, fish, …) to stdout.
-    Completions(ark_agent::process::CompletionsCmd),
+    Completions(ark_link::process::CompletionsCmd),
 }
 
 /// Runs the parsed command line.
@@ -96,7 +93,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.cmd {
             Cmd::Serve(cmd) => cmd.run(&data).await,
-            Cmd::Demo(cmd) => cmd.run().await,
             Cmd::Enroll(cmd) => cmd.run(&data, url.as_deref()).await,
             Cmd::Target(cmd) => cmd.run(&data, url.as_deref()).await,
             Cmd::RunNow(cmd) => cmd.run(&data, url.as_deref()).await,
@@ -119,4 +115,4 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-pub use ark_agent::process::shutdown_signal;
+pub use ark_link::process::shutdown_signal;

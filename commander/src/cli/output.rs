@@ -14,10 +14,10 @@ pub struct ListArgs {
 
 /// Wraps a failed admin call with what to do about it.
 pub fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> anyhow::Error {
-    move |status| anyhow::Error::new(ark_agent::AgentError::rpc(call, status))
+    move |status| anyhow::Error::new(ark_link::LinkError::rpc(call, status))
 }
 
-pub use ark_agent::status::ago;
+pub use ark_core::ago;
 
 /// "1.5 MiB" style size, for people.
 pub fn human_bytes(n: u64) -> String {

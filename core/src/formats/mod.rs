@@ -2,5 +2,6 @@
 //! the same pass as the hasher, on the agent (refusing before upload) and on
 //! the commander (its own copy, before landing).
 
+pub mod bundle;
 pub mod feed;
 pub mod zim;

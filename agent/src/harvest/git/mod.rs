@@ -26,18 +26,13 @@ use tracing::info;
 use crate::fetch::Fetched;
 use crate::jobs::{failure, HeldLease, JobContext};
 
-/// Ref name → hex object id (e.g. "refs/heads/main" → "4b82…"). BTreeMap for a stable order.
-pub type Refs = BTreeMap<String, String>;
+pub use ark_core::formats::bundle::{Refs, BUNDLE_V2_SIGNATURE};
 
 /// A boxed error from gix: its many error types only ever travel as a cause.
 type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The refspec of a mirror: every ref, force-updated, under the same name.
 const MIRROR_REFSPEC: &str = "+refs/*:refs/*";
-
-/// The first line of every bundle this module writes (git's v2 format: v3
-/// adds capabilities the commander refuses).
-pub const BUNDLE_V2_SIGNATURE: &str = "# v2 git bundle\n";
 
 /// What went wrong with a mirror or a bundle, naming the URL or directory.
 #[derive(Debug, thiserror::Error)]

@@ -23,8 +23,21 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::identity::Credentials;
-use crate::{AgentError, Result};
+use crate::{LinkError, Result};
+
+/// The PEM material one TLS client needs: trust root, own chain and key.
+#[derive(Clone)]
+pub struct Credentials {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").finish_non_exhaustive()
+    }
+}
 
 /// How long to wait for TCP + TLS to the commander before calling it away.
 /// Long enough for a Pi on a busy Wi-Fi, short enough to retry promptly.
@@ -58,9 +71,9 @@ pub fn fingerprint(der: &[u8]) -> String {
 pub fn parse_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| AgentError::Tls(format!("{what}: not a PEM certificate: {e}")))?;
+        .map_err(|e| LinkError::Tls(format!("{what}: not a PEM certificate: {e}")))?;
     if certs.is_empty() {
-        return Err(AgentError::Tls(format!("{what}: no certificate found")));
+        return Err(LinkError::Tls(format!("{what}: no certificate found")));
     }
     Ok(certs)
 }
@@ -68,13 +81,13 @@ pub fn parse_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>
 /// Parses a PEM private key.
 pub fn parse_key(pem: &str, what: &str) -> Result<PrivateKeyDer<'static>> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| AgentError::Tls(format!("{what}: not a PEM private key: {e}")))
+        .map_err(|e| LinkError::Tls(format!("{what}: not a PEM private key: {e}")))
 }
 
 fn tls13_builder() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>> {
     ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| AgentError::Tls(e.to_string()))
+        .map_err(|e| LinkError::Tls(e.to_string()))
 }
 
 fn with_h2(mut config: ClientConfig) -> ClientConfig {
@@ -89,14 +102,14 @@ pub fn mtls_client_config(credentials: &Credentials) -> Result<ClientConfig> {
     for cert in parse_certs(&credentials.ca_pem, "CA certificate")? {
         roots
             .add(cert)
-            .map_err(|e| AgentError::Tls(format!("CA certificate: {e}")))?;
+            .map_err(|e| LinkError::Tls(format!("CA certificate: {e}")))?;
     }
     let chain = parse_certs(&credentials.cert_pem, "client certificate")?;
     let key = parse_key(&credentials.key_pem, "client key")?;
     let config = tls13_builder()?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
-        .map_err(|e| AgentError::Tls(format!("client certificate and key: {e}")))?;
+        .map_err(|e| LinkError::Tls(format!("client certificate and key: {e}")))?;
     Ok(with_h2(config))
 }
 
@@ -189,7 +202,7 @@ impl ServerCertVerifier for PinnedCa {
 /// It connects lazily and reconnects on its own after a drop, so a session
 /// keeps one channel for its whole life.
 pub fn channel(url: &str, config: ClientConfig) -> Result<Channel> {
-    let bad = |message: &str| AgentError::BadUrl {
+    let bad = |message: &str| LinkError::BadUrl {
         url: url.to_string(),
         message: message.to_string(),
     };

@@ -1,4 +1,4 @@
-//! `ark-commander demo`: a whole swarm on one machine, through the same code
+//! `ark-demo`: a whole swarm on one machine, through the same code
 //! paths as a real deployment — a commander on loopback, agents enrolled
 //! with real one-time tokens over mutual TLS, each in its own data dir, and
 //! local origins serving real formats: a file, a ZIM made by `zimwriterfs`,
@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use ark_agent::config::AgentConfig;
 use ark_proto::{AddTargetRequest, CreateEnrollTokenRequest, ListRunsRequest};
 
-use crate::config::CommanderConfig;
-use crate::{admin, server, CommanderError, Result};
+use anyhow::Result;
+use ark_commander::config::CommanderConfig;
+use ark_commander::{admin, server, CommanderError};
 use origin::Origin;
 
 /// Demo timings: a quicker heartbeat than production so the demo shows its
@@ -68,7 +69,7 @@ async fn enroll_agent(url: &str, data: &Path, agent_dir: &Path, name: &str) -> R
             ttl_ms: 0,
         })
         .await
-        .map_err(|s| ark_agent::AgentError::rpc("token", s))?
+        .map_err(|s| ark_link::LinkError::rpc("token", s))?
         .into_inner()
         .token;
     ark_agent::enroll::enroll(url, &token.parse()?, agent_dir).await?;
@@ -261,7 +262,7 @@ pub async fn run(
     };
     // Written out, so `ark-commander --data <dir>/commander archive …` finds
     // the archive too.
-    let config_file = commander_dir.join(crate::config::CONFIG_FILE);
+    let config_file = commander_dir.join(ark_commander::config::CONFIG_FILE);
     std::fs::write(&config_file, config.to_toml())
         .map_err(CommanderError::io("writing", &config_file))?;
     let commander = server::spawn(&commander_dir, config, "127.0.0.1:0").await?;
@@ -277,7 +278,7 @@ pub async fn run(
         commander.url,
         commander_dir.display()
     );
-    if let Ok(dashboard) = crate::web::endpoint(&commander_dir) {
+    if let Ok(dashboard) = ark_commander::web::endpoint(&commander_dir) {
         println!("dashboard  {dashboard}/");
     }
     println!("origin     http://{}", origin.addr);
@@ -317,7 +318,7 @@ pub async fn run(
                 ..Default::default()
             })
             .await
-            .map_err(|s| ark_agent::AgentError::rpc("adding a target", s))?;
+            .map_err(|s| ark_link::LinkError::rpc("adding a target", s))?;
         println!("target     {:<10} {:<5} {}", t.name, t.kind, t.url);
     }
 
@@ -334,15 +335,18 @@ pub async fn run(
         let runs = admin
             .list_runs(ListRunsRequest { limit: 200 })
             .await
-            .map_err(|s| ark_agent::AgentError::rpc("listing runs", s))?
+            .map_err(|s| ark_link::LinkError::rpc("listing runs", s))?
             .into_inner()
             .runs;
         if let Some(failed) = runs.iter().find(|r| r.state == "failed") {
             progress.abandon();
-            return Err(CommanderError::Invalid(format!(
+            anyhow::bail!(
                 "demo run {} of {} ({}) failed: {}",
-                failed.id, failed.target, failed.kind, failed.reason
-            )));
+                failed.id,
+                failed.target,
+                failed.kind,
+                failed.reason
+            );
         }
         let done: Vec<_> = runs.iter().filter(|r| r.state == "succeeded").collect();
         for r in &done {
@@ -389,7 +393,7 @@ pub async fn run(
         archive_dir.display(),
         commander_dir.display()
     );
-    if let Ok(dashboard) = crate::web::endpoint(&commander_dir) {
+    if let Ok(dashboard) = ark_commander::web::endpoint(&commander_dir) {
         println!("dashboard: {dashboard}/  (live: agents, runs, the archive; pause/resume)");
     }
     if !demo.once {

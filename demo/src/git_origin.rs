@@ -332,9 +332,9 @@ impl Drop for GitDaemon {
 mod tests {
     use std::sync::atomic::AtomicBool;
 
-    use crate::git_check::{apply, check_bundle, check_repo};
     use ark_agent::git::fixture::{git, ls_remote, Upstream};
     use ark_agent::git::{mirror, write_bundle, Refs};
+    use ark_commander::git_check::{apply, check_bundle, check_repo};
 
     use super::*;
 
