@@ -39,6 +39,7 @@ pub mod fetch;
 pub mod harvest;
 pub mod identity;
 pub mod jobs;
+pub mod lease;
 pub mod registry;
 pub mod session;
 pub mod status;

@@ -44,6 +44,10 @@ pub const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(600);
 /// it, short enough that a token left in a shell history is soon useless.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
+/// Versions a target keeps when neither it nor the config says otherwise:
+/// enough to step back past one bad release, few enough for a NAS.
+pub const DEFAULT_KEEP: u32 = 3;
+
 /// The commander's effective configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -97,7 +101,7 @@ impl Default for CommanderConfig {
             retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX,
             token_ttl: DEFAULT_TOKEN_TTL,
             archive: String::new(),
-            keep: crate::archive::DEFAULT_KEEP,
+            keep: DEFAULT_KEEP,
             fetch: FetchConfig::default(),
         }
     }

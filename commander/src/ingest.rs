@@ -23,9 +23,10 @@
 
 use serde::Serialize;
 
-use crate::archive::{self, Archive, VerifyReport};
+use crate::archive::{self, Archive};
 use crate::scheduler::Scheduler;
 use crate::state;
+use crate::verify::VerifyReport;
 use crate::Result;
 
 /// Setting (in the `settings` table) holding the newest landing time
@@ -101,7 +102,7 @@ pub fn ingest(
     archive: &Archive,
     options: IngestOptions,
     now: i64,
-    each: impl FnMut(&archive::Checked),
+    each: impl FnMut(&crate::verify::Checked),
 ) -> Result<IngestReport> {
     let store = &scheduler.store;
     let (finished, rolled_back) = if options.commander_running {

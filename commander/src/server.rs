@@ -38,74 +38,18 @@ const SWEEP_EVERY_MAX: Duration = Duration::from_secs(1);
 /// that the WAL stays a few MiB even with hundreds of agents heartbeating.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
 
-/// Pending connections the kernel queues for us. The standard 128 is too
-/// few for a swarm: after a commander restart every agent reconnects at
-/// once, and a SYN dropped from a full queue costs its agent a one-second
-/// retransmit (measured: 14 of 200 simultaneous registrations). 1024 covers
-/// the largest household swarm with room to spare; the kernel caps it at
-/// `net.core.somaxconn`.
-pub const LISTEN_BACKLOG: u32 = 1024;
-
-/// Binds the commander's listener on `addr` with [`LISTEN_BACKLOG`].
-pub async fn bind(addr: &str) -> Result<TcpListener> {
-    let resolved = tokio::net::lookup_host(addr)
-        .await
-        .map_err(CommanderError::io("resolving listen address", addr))?
-        .next()
-        .ok_or_else(|| {
-            CommanderError::Invalid(format!("listen address {addr:?} resolves to nothing"))
-        })?;
-    let socket = if resolved.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }
-    .map_err(CommanderError::io("creating a socket for", addr))?;
-    socket
-        .set_reuseaddr(true)
-        .map_err(CommanderError::io("configuring the socket for", addr))?;
-    socket
-        .bind(resolved)
-        .map_err(CommanderError::io("binding", addr))?;
-    socket
-        .listen(LISTEN_BACKLOG)
-        .map_err(CommanderError::io("listening on", addr))
-}
-
-/// The URL a local client uses to reach a commander bound to `addr`.
-pub fn local_url(addr: SocketAddr) -> String {
-    format!("https://{}", local_authority(addr))
-}
-
-/// `host:port` a local client uses for a server bound to `addr` (an
-/// unspecified address becomes loopback).
-pub fn local_authority(addr: SocketAddr) -> String {
-    let ip = if addr.ip().is_unspecified() {
-        match addr {
-            SocketAddr::V4(_) => "127.0.0.1".to_string(),
-            SocketAddr::V6(_) => "[::1]".to_string(),
-        }
-    } else if addr.is_ipv6() {
-        format!("[{}]", addr.ip())
-    } else {
-        addr.ip().to_string()
-    };
-    format!("{ip}:{}", addr.port())
-}
+pub use crate::net::{bind, local_authority, local_url, LISTEN_BACKLOG};
 
 /// Reads the URL a running commander recorded in its data dir.
 pub fn endpoint(data: &Path) -> Result<String> {
-    let path = data.join(ENDPOINT_FILE);
-    std::fs::read_to_string(&path)
-        .map(|s| s.trim().to_string())
-        .map_err(|_| {
-            CommanderError::NotFound(format!(
-                "{} not found: no commander has started with this data dir; start one with \
-                 `ark-commander --data {} serve`, or point at a running one with --commander URL",
-                path.display(),
-                data.display()
-            ))
-        })
+    crate::net::read_endpoint(&data.join(ENDPOINT_FILE), |path| {
+        format!(
+            "{} not found: no commander has started with this data dir; start one with \
+             `ark-commander --data {} serve`, or point at a running one with --commander URL",
+            path.display(),
+            data.display()
+        )
+    })
 }
 
 /// How long [`running`] waits for the recorded endpoint to accept.

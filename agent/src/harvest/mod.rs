@@ -22,7 +22,7 @@ use ark_proto::JobFailure;
 use tracing::info;
 
 use crate::fetch::{self, FetchError, Fetched, Limits, Progress, Sinks, Throttle};
-use crate::jobs::{failure, HeldLease, JobContext};
+use crate::lease::{failure, HeldLease, JobContext};
 
 mod feed;
 mod file;

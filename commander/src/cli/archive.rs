@@ -109,7 +109,7 @@ impl ArchiveCmd {
 }
 
 /// One line for a version as verification checked it.
-fn checked_line(checked: &archive::Checked) -> String {
+fn checked_line(checked: &crate::verify::Checked) -> String {
     match &checked.problem {
         None => format!("ok    {}", checked.version.path),
         Some(p) => format!(
@@ -147,7 +147,7 @@ impl VerifyProgress {
     }
 
     /// One version checked; `print` its line.
-    pub(super) fn checked(&self, checked: &archive::Checked, print: bool) {
+    pub(super) fn checked(&self, checked: &crate::verify::Checked, print: bool) {
         self.bar.inc(checked.version.size);
         self.bar.set_message(checked.version.path.clone());
         if print {
@@ -166,7 +166,7 @@ impl VerifyProgress {
 }
 
 /// The problems verification found beyond bad versions, one a line.
-pub(super) fn print_problems(report: &archive::VerifyReport) {
+pub(super) fn print_problems(report: &crate::verify::VerifyReport) {
     for stray in &report.stray {
         println!("STRAY {stray}: no landed version accounts for it");
     }
@@ -179,7 +179,7 @@ pub(super) fn print_problems(report: &archive::VerifyReport) {
 }
 
 /// The error (exit 1) for an archive that does not match its ledger.
-pub(super) fn ensure_clean(report: &archive::VerifyReport) -> anyhow::Result<()> {
+pub(super) fn ensure_clean(report: &crate::verify::VerifyReport) -> anyhow::Result<()> {
     if !report.clean() {
         anyhow::bail!(
             "the archive does not match its ledger: {} bad versions, {} stray files, {} missing entries, \

@@ -11,9 +11,9 @@ use ark_core::Kind;
 use rusqlite::Connection;
 
 use super::{CheckCtx, KindSpec};
-use crate::archive::{Archive, NewVersion};
+use crate::archive::{Archive, NewVersion, Version};
 use crate::state::Store;
-use crate::Result;
+use crate::{CommanderError, Result};
 
 #[derive(Debug)]
 pub struct Git;
@@ -69,13 +69,13 @@ impl KindSpec for Git {
         // mirror that shows it. A crash before the bundle lands leaves the
         // mirror ahead of the ledger with verified objects only; the retried
         // upload applies again (changing nothing) and lands.
-        let of = crate::upload::BundleOf {
+        let of = BundleOf {
             target: &v.target,
             url: &v.url,
             run_id: v.run_id,
             stamp: crate::archive::stamp(ctx.now),
         };
-        let applied = crate::upload::apply_bundle(ctx.store, &of, &checked, &mirror, ctx.now);
+        let applied = apply_bundle(ctx.store, &of, &checked, &mirror, ctx.now);
         let _ = std::fs::remove_dir_all(&scratch);
         applied.map(|()| None)
     }
@@ -95,6 +95,138 @@ impl KindSpec for Git {
     }
 
     fn recover(&self, archive: &Archive, store: &Store, now: i64) -> Result<()> {
-        archive.catch_up_mirrors(store, now)
+        catch_up_mirrors(archive, store, now)
     }
+}
+
+/// Which run's bundle a mirror update comes from.
+#[derive(Debug, Clone)]
+pub struct BundleOf<'a> {
+    pub target: &'a str,
+    pub url: &'a str,
+    pub run_id: i64,
+    /// The version's stamp: old tips are kept under it.
+    pub stamp: String,
+}
+
+impl<'a> BundleOf<'a> {
+    /// The bundle of a landed version.
+    pub fn landed(v: &'a crate::archive::Version) -> Self {
+        Self {
+            target: &v.target,
+            url: &v.url,
+            run_id: v.run_id,
+            stamp: version_stamp(&v.path),
+        }
+    }
+}
+
+/// Applies a checked bundle to its mirror, records what moved, and drops
+/// the preserved old tips of versions retention no longer keeps.
+pub fn apply_bundle(
+    store: &crate::state::Store,
+    of: &BundleOf<'_>,
+    checked: &crate::git_check::CheckedBundle,
+    mirror: &std::path::Path,
+    now: i64,
+) -> Result<()> {
+    let stamp = &of.stamp;
+    let changes = crate::git_check::apply(checked, mirror, stamp).map_err(|e| {
+        CommanderError::Invalid(format!("updating mirror {}: {e}", mirror.display()))
+    })?;
+    // Stamps of the versions retention keeps (a same-second version's
+    // "-2" suffix aside), and this one's.
+    let mut kept: Vec<String> = store.read(|c| {
+        Ok(crate::archive::landed(c, Some(of.target))?
+            .iter()
+            .map(|v| version_stamp(&v.path))
+            .collect())
+    })?;
+    let bases: Vec<String> = kept
+        .iter()
+        .filter_map(|s| s.split_once('-').map(|(base, _)| base.to_string()))
+        .collect();
+    kept.extend(bases);
+    kept.push(stamp.clone());
+    let pruned = crate::git_check::prune_preserved(mirror, &kept)
+        .map_err(|e| CommanderError::Invalid(format!("pruning preserved refs: {e}")))?;
+    let forced = !changes.forced.is_empty() || !changes.deleted.is_empty();
+    let message = format!(
+        "mirror {} updated from run {}'s bundle: {}{}{}",
+        crate::archive::git_mirror_path(of.url),
+        of.run_id,
+        changes.summary(),
+        if forced {
+            format!(
+                "; old tips kept as {}{stamp}/…",
+                crate::git_check::PRESERVED_PREFIX
+            )
+        } else {
+            String::new()
+        },
+        if pruned > 0 {
+            format!("; {pruned} preserved refs past retention removed")
+        } else {
+            String::new()
+        }
+    );
+    tracing::info!(target = %of.target, "{message}");
+    store.tx(|tx| {
+        crate::state::event(
+            tx,
+            now,
+            Some(of.run_id),
+            None,
+            if forced { "git_force_push" } else { "git_refs" },
+            &message,
+        )
+    })
+}
+
+/// The version directory's name (its landing time stamp) of a version path.
+fn version_stamp(path: &str) -> String {
+    path.rsplit('/').nth(1).unwrap_or("version").to_string()
+}
+
+/// Applies the newest landed bundle of every git target whose mirror
+/// does not hold its refs yet (a crash between landing and applying).
+fn catch_up_mirrors(archive: &Archive, store: &Store, now: i64) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let newest: Vec<Version> = store.read(|c| {
+        Ok(crate::archive::landed(c, None)?
+            .into_iter()
+            .filter(|v| v.kind == ark_core::Kind::Git && seen.insert(v.target.clone()))
+            .collect())
+    })?;
+    for v in newest {
+        let (bundle, mirror) = (
+            archive.root().join(&v.path),
+            archive.root().join(crate::archive::git_mirror_path(&v.url)),
+        );
+        let behind = crate::git_check::bundle_refs(&bundle)
+            .ok()
+            .zip(crate::git_check::landed_refs(&mirror).ok())
+            .is_some_and(|(want, have)| want != have);
+        if !behind {
+            continue;
+        }
+        let scratch = archive
+            .quarantine()
+            .join(format!("recover-{}.git-check", v.run_id));
+        let checked = crate::git_check::check_bundle(&bundle, &mirror, &scratch);
+        let applied = match checked {
+            Ok(checked) => apply_bundle(store, &BundleOf::landed(&v), &checked, &mirror, now),
+            Err(e) => Err(crate::CommanderError::Invalid(e.to_string())),
+        };
+        let _ = std::fs::remove_dir_all(&scratch);
+        match applied {
+            Ok(()) => {
+                tracing::info!(mirror = %mirror.display(), "mirror caught up with its newest bundle")
+            }
+            Err(e) => {
+                tracing::warn!(mirror = %mirror.display(), "cannot catch the mirror up: {e}")
+            }
+        }
+    }
+    Ok(())
 }

@@ -197,6 +197,16 @@ pub trait KindSpec: Sync {
     }
 }
 
+impl NewVersion {
+    /// What the origin said about these bytes, for the target's next
+    /// conditional request: an enclosure's validators are not its feed's.
+    pub fn validators(&self) -> Option<(&str, &str)> {
+        crate::kinds::of(&self.kind)
+            .conditional()
+            .then_some((&self.etag, &self.last_modified))
+    }
+}
+
 /// The spec of `kind`: the one `match` on the commander.
 pub fn spec(kind: Kind) -> &'static dyn KindSpec {
     match kind {

@@ -2,7 +2,7 @@
 //! gRPC one, on its own address (`--http`, config key `http`, default
 //! [`crate::config::DEFAULT_HTTP`]; `off` turns it off). Like the gRPC
 //! server, [`serve`] takes an already-bound listener and a shutdown future;
-//! [`start`] is how [`crate::server::run`] binds and runs it, and writes the
+//! [`start`] is how the commander's `server::run` binds and runs it, and writes the
 //! URL to `<data>/http-endpoint` ([`HTTP_ENDPOINT_FILE`]).
 //!
 //! Routes:
@@ -201,7 +201,7 @@ pub async fn start(
     let Some(addr) = config.http_addr() else {
         return Ok(None);
     };
-    let listener = crate::server::bind(addr).await.map_err(|e| {
+    let listener = crate::net::bind(addr).await.map_err(|e| {
         CommanderError::Invalid(format!(
             "cannot serve the dashboard on {addr}: {e} (in use? set --http 127.0.0.1:0, \
              another address, or --http off)"
@@ -211,7 +211,7 @@ pub async fn start(
         .local_addr()
         .map_err(CommanderError::io("reading the address of", addr))?;
     let token = load_or_create_token(data)?;
-    let url = format!("http://{}", crate::server::local_authority(bound));
+    let url = format!("http://{}", crate::net::local_authority(bound));
     ark_core::write_atomic(&endpoint, url.as_bytes(), 0o644)
         .map_err(CommanderError::io("writing", &endpoint))?;
     tracing::info!(%url, "dashboard and /metrics listening");
@@ -245,16 +245,13 @@ pub fn load_or_create_token(data: &Path) -> Result<String> {
 
 /// Reads the dashboard URL a running commander recorded in its data dir.
 pub fn endpoint(data: &Path) -> Result<String> {
-    let path = data.join(HTTP_ENDPOINT_FILE);
-    std::fs::read_to_string(&path)
-        .map(|s| s.trim().to_string())
-        .map_err(|_| {
-            CommanderError::NotFound(format!(
-                "{} not found: no commander with a dashboard has started with this data dir \
-                 (is `http` set to off?)",
-                path.display()
-            ))
-        })
+    crate::net::read_endpoint(&data.join(HTTP_ENDPOINT_FILE), |path| {
+        format!(
+            "{} not found: no commander with a dashboard has started with this data dir \
+             (is `http` set to off?)",
+            path.display()
+        )
+    })
 }
 
 /// Answers `error` through the one HTTP boundary.

@@ -24,7 +24,7 @@ use gix::ObjectId;
 use tracing::info;
 
 use crate::fetch::Fetched;
-use crate::jobs::{failure, HeldLease, JobContext};
+use crate::lease::{failure, HeldLease, JobContext};
 
 pub use ark_core::formats::bundle::{Refs, BUNDLE_V2_SIGNATURE};
 

@@ -1,0 +1,276 @@
+//! The landing protocol: a verified upload (or bytes the archive already
+//! holds) becomes a version of its target, durably and atomically, and
+//! retention prunes only after the new version is durable.
+//!
+//! Landing, in order, each step durable before the next:
+//! 1. the ledger row is written in state `landing` (the intent);
+//! 2. the version directory and `.manifest.json` are written (atomically);
+//! 3. the quarantined file is fsynced and renamed into place (or, for bytes
+//!    the archive already holds, hard-linked from the landed copy), and the
+//!    directory is fsynced;
+//! 4. the kind derives what it derives from the file in place (a feed's
+//!    entries), durable;
+//! 5. the row becomes `landed` in the same transaction that completes the
+//!    run and records what was derived.
+//!
+//! A failure after step 3 is undone (the upload goes back to quarantine);
+//! a crash anywhere is finished or rolled back by [`crate::recovery`].
+//!
+//! Archive-wide dedupe uses hard links: a root already landed under another
+//! target is linked into the new version's place. Every target's directory
+//! stays complete and self-describing (kiwix-serve, rsync and a person with
+//! `ls` see real files), the bytes are stored once, and pruning one version
+//! never touches another (the link count does the bookkeeping). A filesystem
+//! that refuses hard links falls back to landing the uploaded copy.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection};
+
+use crate::archive::{
+    crash_point, landed, sync_dir, version_by_id, Archive, NewVersion, Source, Version,
+};
+use crate::state::{event, Store};
+use crate::{CommanderError, Result};
+
+impl Archive {
+    /// Picks the relative path of a new version: the kind says where.
+    pub(crate) fn new_version_path(
+        &self,
+        conn: &Connection,
+        v: &NewVersion,
+        now: i64,
+    ) -> Result<String> {
+        crate::kinds::of(&v.kind).version_path(self, conn, v, now)
+    }
+
+    /// Lands `v` from `source` (see the module notes for the steps).
+    /// `derive` runs once the file is in place, before the ledger says
+    /// landed: what the kind derives from the version on disk (a feed's
+    /// entry files), made durable. `finish` runs inside the transaction that
+    /// marks the version landed, with what `derive` returned (the scheduler
+    /// completes the run there, a feed records its entries), so a reader
+    /// sees the version, its run's completion and everything derived from
+    /// it at once, or none of them. Returns the version.
+    pub fn land<D>(
+        &self,
+        store: &Store,
+        v: &NewVersion,
+        source: &Source,
+        now: i64,
+        derive: impl FnOnce(&Version) -> Result<D>,
+        finish: impl FnOnce(&Connection, &Version, D) -> Result<()>,
+    ) -> Result<Version> {
+        let (quarantined, outboard) = self.quarantined(v.run_id);
+        // 1. The intent.
+        let (id, relative) = store.tx(|tx| {
+            let relative = self.new_version_path(tx, v, now)?;
+            let (source_name, linked_from) = match source {
+                Source::Quarantine => ("upload", None),
+                Source::Link { version, .. } => ("link", Some(*version)),
+            };
+            tx.execute(
+                "INSERT INTO versions (target, kind, run_id, path, blake3, size, state, agent, cert_sha256,
+                   url, etag, last_modified, manifest, signature, source, linked_from, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'landing', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                params![
+                    v.target, v.kind, v.run_id, relative, v.blake3, v.size as i64, v.agent,
+                    v.cert_sha256, v.url, v.etag, v.last_modified, v.manifest, v.signature,
+                    source_name, linked_from, now
+                ],
+            )?;
+            Ok((tx.last_insert_rowid(), relative))
+        })?;
+        let file = self.root.join(&relative);
+        let dir = file.parent().unwrap_or(&self.root).to_path_buf();
+        // 2. The version directory and its manifest.
+        let io = |what| CommanderError::io(what, &file);
+        std::fs::create_dir_all(dir.parent().unwrap_or(&self.root))
+            .map_err(io("creating target dir for"))?;
+        if crate::kinds::of(&v.kind).shared_dir() {
+            std::fs::create_dir_all(&dir).map_err(io("creating the shared dir for"))?;
+        } else {
+            std::fs::create_dir(&dir).map_err(io("creating version dir for"))?;
+        }
+        sync_dir(dir.parent().unwrap_or(&self.root)).map_err(io("syncing target dir of"))?;
+        let manifest = self.manifest_json(v, id, source)?;
+        ark_core::write_atomic(&Self::manifest_path(&file), &manifest, 0o644)
+            .map_err(io("writing manifest of"))?;
+        // 3. The bytes.
+        crash_point("before-rename");
+        match source {
+            Source::Quarantine => {
+                std::fs::File::open(&quarantined)
+                    .and_then(|f| f.sync_all())
+                    .map_err(CommanderError::io("syncing", &quarantined))?;
+                std::fs::rename(&quarantined, &file).map_err(io("renaming upload into"))?;
+            }
+            Source::Link { path, .. } => {
+                let from = self.root.join(path);
+                if let Err(e) = std::fs::hard_link(&from, &file) {
+                    if !quarantined.exists() {
+                        return Err(CommanderError::io("hard-linking into", &file)(e));
+                    }
+                    tracing::warn!(
+                        "cannot hard-link {} ({e}); landing the uploaded copy instead",
+                        from.display()
+                    );
+                    std::fs::rename(&quarantined, &file).map_err(io("renaming upload into"))?;
+                }
+                let _ = std::fs::remove_file(&quarantined);
+            }
+        }
+        sync_dir(&dir).map_err(io("syncing version dir of"))?;
+        crash_point("after-rename");
+        // 4. What the kind derives from the file in place, durable.
+        let committed = store
+            .read(|c| version_by_id(c, id))
+            .and_then(|landing| derive(&landing))
+            .and_then(|derived| {
+                crash_point("after-derive");
+                // 5. The ledger says landed, the run completes and the
+                // derived rows are recorded, in one step.
+                store.tx(|tx| {
+                    tx.execute(
+                        "UPDATE versions SET state = 'landed', landed_at = ?2 WHERE id = ?1",
+                        params![id, now],
+                    )?;
+                    tx.execute("DELETE FROM uploads WHERE run_id = ?1", [v.run_id])?;
+                    let version = version_by_id(tx, id)?;
+                    finish(tx, &version, derived)?;
+                    Ok(version)
+                })
+            });
+        let version = match committed {
+            Ok(version) => version,
+            Err(e) => {
+                // Leave nothing behind: the upload goes back to quarantine
+                // (a retry resumes from it), the version directory and row go.
+                self.undo_landing(store, id, v, &file, source);
+                return Err(e);
+            }
+        };
+        crash_point("after-ledger");
+        let _ = std::fs::remove_file(&outboard);
+        self.prune(store, &v.target, now)?;
+        crate::kinds::of(&v.kind).after_landing(self, store)?;
+        Ok(version)
+    }
+
+    /// Takes back a landing that failed after its file was put in place.
+    fn undo_landing(&self, store: &Store, id: i64, v: &NewVersion, file: &Path, source: &Source) {
+        let (quarantined, _) = self.quarantined(v.run_id);
+        if *source == Source::Quarantine {
+            if let Err(e) = std::fs::rename(file, &quarantined) {
+                tracing::warn!(file = %file.display(), "cannot move a failed landing back to quarantine: {e}");
+            }
+        }
+        let relative = file
+            .strip_prefix(&self.root)
+            .unwrap_or(file)
+            .to_string_lossy()
+            .into_owned();
+        self.remove_version(&v.kind, &relative);
+        if let Err(e) = crate::kinds::of(&v.kind).rolled_back(self, store, &v.target) {
+            tracing::warn!(target = %v.target, "cleaning up after a failed landing: {e}");
+        }
+        if let Err(e) = store.tx(|tx| {
+            tx.execute(
+                "DELETE FROM versions WHERE id = ?1 AND state = 'landing'",
+                [id],
+            )?;
+            Ok(())
+        }) {
+            tracing::warn!(
+                id,
+                "cannot remove the ledger row of a failed landing (recovery will): {e}"
+            );
+        }
+    }
+
+    fn manifest_json(&self, v: &NewVersion, id: i64, source: &Source) -> Result<Vec<u8>> {
+        let agent_manifest: serde_json::Value =
+            serde_json::from_slice(&v.manifest).unwrap_or(serde_json::Value::Null);
+        let json = serde_json::json!({
+            "ark_version": 1,
+            "version_id": id,
+            "target": v.target,
+            "kind": v.kind,
+            "url": v.url,
+            "size": v.size,
+            "blake3": v.blake3,
+            "verified_by": "commander (every chunk group hashed on arrival)",
+            "etag": v.etag,
+            "last_modified": v.last_modified,
+            "agent": v.agent,
+            "agent_cert_sha256": v.cert_sha256,
+            "source": match source { Source::Quarantine => "upload".to_string(), Source::Link { path, .. } => format!("link to {path}") },
+            "agent_manifest": agent_manifest,
+            "agent_manifest_bytes_hex": hex::encode(&v.manifest),
+            "agent_signature_hex": hex::encode(&v.signature),
+            "signature_algorithm": "ECDSA P-256 SHA-256 (ASN.1 DER) over agent_manifest_bytes",
+        });
+        serde_json::to_vec_pretty(&json).map_err(|e| CommanderError::Invalid(e.to_string()))
+    }
+
+    /// Applies retention: the newest `keep` landed versions of `target`
+    /// stay; older ones are marked pruned (committed first), then deleted.
+    pub fn prune(&self, store: &Store, target: &str, now: i64) -> Result<usize> {
+        let doomed: Vec<Version> = store.tx(|tx| {
+            let keep = match crate::state::target_keep(tx, target)? {
+                0 => self.keep,
+                n => n,
+            };
+            // Only what the kind retains counts (a feed's media are its
+            // history, kept).
+            let versions = landed(tx, Some(target))?
+                .into_iter()
+                .filter(|v| crate::kinds::of(&v.kind).retained());
+            let doomed: Vec<Version> = versions.skip(keep as usize).collect();
+            for v in &doomed {
+                tx.execute(
+                    "UPDATE versions SET state = 'pruned', pruned_at = ?2 WHERE id = ?1",
+                    params![v.id, now],
+                )?;
+                event(
+                    tx,
+                    now,
+                    Some(v.run_id),
+                    None,
+                    "pruned",
+                    &format!(
+                        "version {} of {target} pruned (retention keeps {keep})",
+                        v.path
+                    ),
+                )?;
+            }
+            Ok(doomed)
+        })?;
+        for v in &doomed {
+            self.remove_version(&v.kind, &v.path);
+        }
+        Ok(doomed.len())
+    }
+
+    /// Removes a version: its directory (file and manifest), or for media,
+    /// which share their feed's media directory, the file and manifest.
+    pub(crate) fn remove_version(&self, kind: &str, relative: &str) {
+        let file = self.root.join(relative);
+        if crate::kinds::of(kind).shared_dir() {
+            let _ = std::fs::remove_file(Self::manifest_path(&file));
+            let _ = std::fs::remove_file(&file);
+            if let Some(dir) = file.parent() {
+                let _ = sync_dir(dir);
+            }
+            return;
+        }
+        if let Some(dir) = file.parent() {
+            if dir.starts_with(&self.root) && dir != self.root {
+                let _ = std::fs::remove_dir_all(dir);
+                if let Some(parent) = dir.parent() {
+                    let _ = sync_dir(parent);
+                }
+            }
+        }
+    }
+}

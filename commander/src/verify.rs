@@ -1,0 +1,202 @@
+//! `archive verify` and `ingest`'s check: every landed version re-hashed
+//! (or, for those verified before, checked for presence and size) against
+//! the ledger and its `.manifest.json`, every git mirror checked whole, and
+//! every file nobody landed reported.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::archive::{
+    git_mirror_path, hash_file, landed, version_row, walk_files, Archive, Version, INDEX_FILE,
+    VERSION_COLUMNS,
+};
+use crate::state::Store;
+use crate::Result;
+
+impl Archive {
+    /// Re-hashes every landed version and compares with the ledger and the
+    /// manifest beside it; finds files the ledger does not know.
+    pub fn verify(&self, store: &Store, each: impl FnMut(&Checked)) -> Result<VerifyReport> {
+        self.verify_since(store, None, each)
+    }
+
+    /// Like [`Archive::verify`], but only versions landed after `since`
+    /// (ms) are re-hashed (and only the mirrors they update are checked);
+    /// older ones are checked for presence and size, which costs a `stat`
+    /// rather than a read of the whole archive. Strays and missing feed
+    /// entries are looked for everywhere either way.
+    pub fn verify_since(
+        &self,
+        store: &Store,
+        since: Option<i64>,
+        mut each: impl FnMut(&Checked),
+    ) -> Result<VerifyReport> {
+        use std::collections::{HashMap, HashSet};
+        use std::os::unix::fs::MetadataExt;
+        let versions = store.read(|c| landed(c, None))?;
+        let mut report = VerifyReport::default();
+        // Hard-linked versions share an inode: hash it once, report each.
+        let mut hashed: HashMap<(u64, u64), std::result::Result<(u64, blake3::Hash), String>> =
+            HashMap::new();
+        let mut known: HashSet<PathBuf> = HashSet::new();
+        // Written by the commander from the ledger, not a landed file.
+        known.insert(self.root.join("zim").join("library.xml"));
+        known.insert(self.root.join(INDEX_FILE));
+        // The entry files of a feed landing right now are being derived,
+        // not strays. (The landing file itself shows as a stray until its
+        // ledger row says landed, as a half-landed file after a crash does.)
+        let landing: Vec<Version> = store.read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE state = 'landing'"
+            ))?;
+            let rows = stmt.query_map([], version_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        let in_flight: Vec<PathBuf> = landing
+            .iter()
+            .filter(|v| v.kind == ark_core::Kind::Rss)
+            .map(|v| {
+                self.root
+                    .join(crate::feed::feed_dir(&v.target))
+                    .join("entries")
+            })
+            .collect();
+        // Derived by the commander from verified snapshots.
+        for entry in crate::feed::entry_files(store)? {
+            let file = self.root.join(&entry);
+            if !file.exists() {
+                report.missing.push(entry);
+            }
+            known.insert(file);
+        }
+        let recent = |v: &Version| since.is_none_or(|since| v.landed_at_ms.unwrap_or(0) > since);
+        for v in versions {
+            let file = self.root.join(&v.path);
+            known.insert(file.clone());
+            known.insert(Self::manifest_path(&file));
+            let rehash = recent(&v);
+            let problem = match std::fs::metadata(&file) {
+                Err(e) => Some(format!("missing: {e}")),
+                Ok(meta) if !rehash => (meta.len() != v.size)
+                    .then(|| format!("{} bytes on disk, {} in the ledger", meta.len(), v.size)),
+                Ok(meta) => {
+                    let got = hashed
+                        .entry((meta.dev(), meta.ino()))
+                        .or_insert_with(|| hash_file(&file).map_err(|e| e.to_string()))
+                        .clone();
+                    match got {
+                        Err(e) => Some(format!("unreadable: {e}")),
+                        Ok((size, _)) if size != v.size => {
+                            Some(format!("{size} bytes on disk, {} in the ledger", v.size))
+                        }
+                        Ok((_, root)) if root.to_hex().as_str() != v.blake3 => Some(format!(
+                            "BLAKE3 on disk {} differs from the ledger's {}",
+                            root.to_hex(),
+                            v.blake3
+                        )),
+                        Ok(_) => manifest_problem(&Self::manifest_path(&file), &v),
+                    }
+                }
+            };
+            if rehash {
+                report.bytes += v.size;
+            }
+            let checked = Checked {
+                version: v,
+                problem,
+            };
+            each(&checked);
+            if checked.problem.is_some() {
+                report.bad.push(checked);
+            } else if rehash {
+                report.ok += 1;
+            } else {
+                report.sized += 1;
+            }
+        }
+        // Git mirrors: checked whole (every object hashed, every ref
+        // connected); their files are the mirror's, not strays.
+        let git: Vec<Version> = store
+            .read(|c| landed(c, None))?
+            .into_iter()
+            .filter(|v| v.kind == ark_core::Kind::Git)
+            .collect();
+        let mirrors: std::collections::BTreeSet<String> =
+            git.iter().map(|v| git_mirror_path(&v.url)).collect();
+        let to_check: std::collections::BTreeSet<String> = git
+            .iter()
+            .filter(|v| recent(v))
+            .map(|v| git_mirror_path(&v.url))
+            .collect();
+        for mirror in &to_check {
+            let dir = self.root.join(mirror);
+            if let Err(e) = crate::git_check::check_repo(&dir) {
+                report.bad_mirrors.push(format!("{mirror}: {e}"));
+            }
+        }
+        for stray in walk_files(&self.root) {
+            let in_mirror = mirrors.iter().any(|m| stray.starts_with(self.root.join(m)));
+            let deriving = in_flight.iter().any(|dir| stray.starts_with(dir));
+            if !known.contains(&stray) && !in_mirror && !deriving {
+                report.stray.push(
+                    stray
+                        .strip_prefix(&self.root)
+                        .unwrap_or(&stray)
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn manifest_problem(path: &Path, v: &Version) -> Option<String> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) => return Some(format!("manifest {}: {e}", path.display())),
+    };
+    let json: serde_json::Value = match serde_json::from_slice(&text) {
+        Ok(json) => json,
+        Err(e) => return Some(format!("manifest {} is not JSON: {e}", path.display())),
+    };
+    (json["blake3"] != v.blake3.as_str() || json["size"] != v.size)
+        .then(|| format!("manifest {} disagrees with the ledger", path.display()))
+}
+
+/// One version as `archive verify` found it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checked {
+    pub version: Version,
+    /// None when the bytes, the ledger and the manifest agree.
+    pub problem: Option<String>,
+}
+
+/// What `archive verify` found.
+#[derive(Debug, Default, Serialize)]
+pub struct VerifyReport {
+    /// Versions re-hashed and found to match.
+    pub ok: usize,
+    /// Bytes re-hashed.
+    pub bytes: u64,
+    /// Versions landed before the `since` of [`Archive::verify_since`],
+    /// found present with the right size (not re-hashed).
+    pub sized: usize,
+    pub bad: Vec<Checked>,
+    /// Files under the archive that no landed version accounts for.
+    pub stray: Vec<String>,
+    /// Feed entries the ledger knows whose file is gone.
+    pub missing: Vec<String>,
+    /// Git mirrors that fail their check, with the reason.
+    pub bad_mirrors: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn clean(&self) -> bool {
+        self.bad.is_empty()
+            && self.stray.is_empty()
+            && self.missing.is_empty()
+            && self.bad_mirrors.is_empty()
+    }
+}
