@@ -132,7 +132,10 @@ mod tests {
         assert_eq!(config.max_reconnect_backoff, Duration::from_secs(5));
         assert_eq!(
             config.kinds,
-            ark_core::Kind::ALL.map(|k| k.to_string()),
+            ark_core::Kind::ALL
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>(),
             "every kind this agent harvests"
         );
         let again: AgentConfig = toml::from_str(&config.to_toml()).expect("reparse");

@@ -439,7 +439,7 @@ impl Admin for Services {
                     CommanderError::Invalid(format!(
                         "unknown target kind {:?}: this commander harvests: {}",
                         req.kind,
-                        ark_core::Kind::names(&ark_core::Kind::TARGETS)
+                        ark_core::Kind::names(ark_core::Kind::TARGETS)
                     ))
                 })?;
             let uri: tonic::transport::Uri = req

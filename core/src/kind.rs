@@ -22,14 +22,34 @@ pub enum Kind {
     /// A Git repository, mirrored: the body is a bundle of what the
     /// commander's mirror lacks.
     Git,
+    /// A test of the shape (feature `test-kind`): a file-like kind that
+    /// lives only in its own module on each side, plus one line in each
+    /// side's `match`, harvested end to end by the swarm tests.
+    #[cfg(feature = "test-kind")]
+    Echo,
 }
 
 impl Kind {
     /// Every kind this version knows, in a stable order.
-    pub const ALL: [Kind; 5] = [Kind::File, Kind::Zim, Kind::Rss, Kind::Media, Kind::Git];
+    pub const ALL: &'static [Kind] = &[
+        Kind::File,
+        Kind::Zim,
+        Kind::Rss,
+        Kind::Media,
+        Kind::Git,
+        #[cfg(feature = "test-kind")]
+        Kind::Echo,
+    ];
 
     /// The kinds a target can have (`ark-commander target add KIND URL`).
-    pub const TARGETS: [Kind; 4] = [Kind::File, Kind::Zim, Kind::Rss, Kind::Git];
+    pub const TARGETS: &'static [Kind] = &[
+        Kind::File,
+        Kind::Zim,
+        Kind::Rss,
+        Kind::Git,
+        #[cfg(feature = "test-kind")]
+        Kind::Echo,
+    ];
 
     /// The kind's name on the wire, in the ledger and in the archive layout.
     pub const fn as_str(self) -> &'static str {
@@ -39,6 +59,8 @@ impl Kind {
             Kind::Rss => "rss",
             Kind::Media => "media",
             Kind::Git => "git",
+            #[cfg(feature = "test-kind")]
+            Kind::Echo => "echo",
         }
     }
 
@@ -60,7 +82,7 @@ impl fmt::Display for Kind {
 
 /// A kind name this version does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown kind {0:?} (known: {known})", known = Kind::names(&Kind::ALL))]
+#[error("unknown kind {0:?} (known: {known})", known = Kind::names(Kind::ALL))]
 pub struct UnknownKind(pub String);
 
 impl FromStr for Kind {
@@ -68,7 +90,8 @@ impl FromStr for Kind {
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         Kind::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|k| k.as_str() == name)
             .ok_or_else(|| UnknownKind(name.to_string()))
     }
@@ -104,7 +127,7 @@ mod tests {
 
     #[test]
     fn every_kind_round_trips_by_name_and_unknown_names_are_refused() {
-        for kind in Kind::ALL {
+        for &kind in Kind::ALL {
             assert_eq!(kind.as_str().parse::<Kind>(), Ok(kind));
         }
         let err = "warc".parse::<Kind>().expect_err("unknown kind parsed");

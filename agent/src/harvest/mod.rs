@@ -24,6 +24,8 @@ use tracing::info;
 use crate::fetch::{self, FetchError, Fetched, Limits, Progress, Sinks, Throttle};
 use crate::lease::{failure, HeldLease, JobContext};
 
+#[cfg(feature = "test-kind")]
+mod echo;
 mod feed;
 mod file;
 pub mod git;
@@ -66,6 +68,8 @@ fn plan(kind: Kind) -> Box<dyn Plan> {
         Kind::Zim => Box::new(zim::Zim::default()),
         Kind::Rss => Box::new(feed::Feed::default()),
         Kind::Git => unreachable!("git does not fetch one URL: see harvest()"),
+        #[cfg(feature = "test-kind")]
+        Kind::Echo => Box::new(echo::Echo::default()),
     }
 }
 

@@ -52,6 +52,8 @@ use crate::archive::{Archive, NewVersion, Version};
 use crate::state::Store;
 use crate::Result;
 
+#[cfg(feature = "test-kind")]
+mod echo;
 mod feed;
 mod file;
 mod git;
@@ -215,6 +217,8 @@ pub fn spec(kind: Kind) -> &'static dyn KindSpec {
         Kind::Rss => &feed::Feed,
         Kind::Media => &media::Media,
         Kind::Git => &git::Git,
+        #[cfg(feature = "test-kind")]
+        Kind::Echo => &echo::Echo,
     }
 }
 
@@ -233,7 +237,7 @@ pub fn of(name: &str) -> &'static dyn KindSpec {
 
 /// Every kind's spec.
 pub fn all() -> impl Iterator<Item = &'static dyn KindSpec> {
-    Kind::ALL.into_iter().map(spec)
+    Kind::ALL.iter().copied().map(spec)
 }
 
 /// The HTML sniff a plain file's check runs (its own copy: the agent's is a
