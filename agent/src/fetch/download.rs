@@ -1,0 +1,575 @@
+//! One fetch of one URL into a staging file, as a small state machine: the
+//! bytes on disk and their tree, where the body stands, and what the origin
+//! said about its version. [`fetch_checked`] drives it: resume what a
+//! previous attempt left (re-hashed, never trusted), then request, accept
+//! or refuse the answer, stream its body through the checks, the hasher and
+//! the file, and either finish or resume after a cut.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use reqwest::header;
+use reqwest::StatusCode;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use super::resume::{
+    checkpoint, verify_on_disk, ResumeState, Sink, CHECKPOINT_BYTES, CHECKPOINT_EVERY,
+    CHECKPOINT_MAX_BYTES, DATA_BUFFER, OUTBOARD_BUFFER,
+};
+use super::{
+    content_range, html_instead_of_file, remove_staged, resume_path, send, BodyCheck, FetchError,
+    Fetched, Limits, Sinks, Validators,
+};
+use crate::sniff::HtmlSniff;
+use crate::tree::{outboard_path, TreeHasher, CV_LEN, GROUP_LEN};
+
+/// Fetches `url` into `dest` (created, truncated or resumed) with `check`
+/// riding along with the hasher.
+pub async fn fetch_checked(
+    http: &reqwest::Client,
+    url: &str,
+    dest: &Path,
+    conditional: &Validators,
+    limits: &Limits,
+    sinks: Sinks<'_>,
+    check: Option<&mut dyn BodyCheck>,
+) -> Result<Fetched, FetchError> {
+    let mut d = Download::new(url, dest, limits, sinks, check);
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| d.io(e))?;
+    }
+    d.resume_from_disk().await?;
+    d.replay_kept().await?;
+    loop {
+        let first = d.file.is_none();
+        let (offset, if_range) = (d.offset, d.validators.if_range().map(str::to_string));
+        let build = |mut request: reqwest::RequestBuilder| {
+            if first {
+                if let Some(etag) = &conditional.etag {
+                    request = request.header(header::IF_NONE_MATCH, etag);
+                }
+                if let Some(date) = &conditional.last_modified {
+                    request = request.header(header::IF_MODIFIED_SINCE, date);
+                }
+            } else {
+                request = request.header(header::RANGE, format!("bytes={offset}-"));
+                if let Some(v) = &if_range {
+                    request = request.header(header::IF_RANGE, v);
+                }
+            }
+            request
+        };
+        let sent = send(http, url, &limits.guard, build);
+        let response = match tokio::time::timeout(limits.read_timeout, sent).await {
+            Err(_) => return Err(d.stalled()),
+            Ok(result) => result?,
+        };
+        let asked_conditionally = conditional.etag.is_some() || conditional.last_modified.is_some();
+        let mut response = match d.accept(response, first, asked_conditionally).await? {
+            Answer::NotModified => return Ok(Fetched::NotModified),
+            Answer::Again => continue,
+            Answer::Body(response) => response,
+        };
+        if !d.stream(&mut response).await? {
+            return d.finish().await;
+        }
+        d.cut().await?;
+    }
+}
+
+/// What an answer means for the fetch.
+enum Answer {
+    /// 304 to a conditional request.
+    NotModified,
+    /// Ask again (from zero): the answer could not be used.
+    Again,
+    /// Stream this body.
+    Body(reqwest::Response),
+}
+
+/// The fetch in progress. Why each field exists: the file and the outboard
+/// are written as bytes arrive; the tree makes the root and the group CVs;
+/// `offset` is where the next byte goes, `total` what the origin declared;
+/// `validators` name the version the kept bytes belong to (a resume must
+/// match them); the counters go into the result; the checkpoint fields pace
+/// the durable resume state; `window` measures the minimum-rate rule.
+struct Download<'a, 'c> {
+    url: &'a str,
+    dest: &'a Path,
+    limits: &'a Limits,
+    sinks: Sinks<'a>,
+    check: Option<&'c mut dyn BodyCheck>,
+    /// Every body is sniffed for an HTML page, unless the URL asks for one.
+    sniff: Option<HtmlSniff>,
+    file: Option<Sink>,
+    outboard: Option<Sink>,
+    tree: TreeHasher,
+    cv_bytes: Vec<u8>,
+    offset: u64,
+    total: Option<u64>,
+    validators: Validators,
+    resumes: u32,
+    restarts: u32,
+    cvs_written: u64,
+    reused: u64,
+    resume_at: PathBuf,
+    outboard_at: PathBuf,
+    last_checkpoint: u64,
+    last_checkpoint_at: Instant,
+    window: (Instant, u64),
+}
+
+impl<'a, 'c> Download<'a, 'c> {
+    fn new(
+        url: &'a str,
+        dest: &'a Path,
+        limits: &'a Limits,
+        sinks: Sinks<'a>,
+        check: Option<&'c mut dyn BodyCheck>,
+    ) -> Self {
+        Self {
+            url,
+            dest,
+            limits,
+            sinks,
+            check,
+            sniff: (!crate::sniff::url_wants_html(url)).then(HtmlSniff::default),
+            file: None,
+            outboard: None,
+            tree: TreeHasher::new(),
+            cv_bytes: Vec::with_capacity(64 * CV_LEN),
+            offset: 0,
+            total: None,
+            validators: Validators::default(),
+            resumes: 0,
+            restarts: 0,
+            cvs_written: 0,
+            reused: 0,
+            resume_at: resume_path(dest),
+            outboard_at: outboard_path(dest),
+            last_checkpoint: 0,
+            last_checkpoint_at: Instant::now(),
+            window: (Instant::now(), 0),
+        }
+    }
+
+    fn io(&self, source: std::io::Error) -> FetchError {
+        FetchError::Io {
+            path: self.dest.to_path_buf(),
+            source,
+        }
+    }
+
+    fn refuse(&self, why: String) -> FetchError {
+        FetchError::Refused {
+            url: self.url.into(),
+            why,
+        }
+    }
+
+    fn stalled(&self) -> FetchError {
+        FetchError::Stalled {
+            url: self.url.into(),
+            after: self.limits.read_timeout,
+        }
+    }
+
+    fn state(&self) -> ResumeState {
+        ResumeState {
+            url: self.url.into(),
+            validators: self.validators.clone(),
+            total: self.total,
+            groups: self.cvs_written,
+        }
+    }
+
+    /// Takes up what a previous attempt left on disk: only the groups that
+    /// still hash to their recorded CVs are kept.
+    async fn resume_from_disk(&mut self) -> Result<(), FetchError> {
+        let previous = std::fs::read(&self.resume_at)
+            .ok()
+            .and_then(|json| serde_json::from_slice::<ResumeState>(&json).ok())
+            .filter(|state| state.url == self.url);
+        let Some(state) = previous else {
+            return Ok(());
+        };
+        let (data, ob, groups) = (
+            self.dest.to_path_buf(),
+            self.outboard_at.clone(),
+            state.groups,
+        );
+        let cvs = tokio::task::spawn_blocking(move || verify_on_disk(&data, &ob, groups))
+            .await
+            .map_err(|e| self.io(std::io::Error::other(e)))?
+            .unwrap_or_default();
+        if (cvs.len() as u64) < groups {
+            tracing::warn!(
+                url = %self.url,
+                group = cvs.len(),
+                "bytes on disk no longer match their recorded hash: re-fetching from that group"
+            );
+        }
+        if cvs.is_empty() {
+            return Ok(());
+        }
+        let verified = cvs.len() as u64;
+        let offset = verified * GROUP_LEN as u64;
+        let data = self.reopen(self.dest, offset).await?;
+        let ob = self
+            .reopen(&self.outboard_at, verified * CV_LEN as u64)
+            .await?;
+        self.file = Some(Sink::with_capacity(DATA_BUFFER, data));
+        self.outboard = Some(Sink::with_capacity(OUTBOARD_BUFFER, ob));
+        self.tree = TreeHasher::from_verified_groups(&cvs);
+        self.validators = state.validators;
+        self.total = state.total;
+        self.offset = offset;
+        self.cvs_written = verified;
+        self.reused = offset;
+        self.last_checkpoint = offset;
+        self.window = (Instant::now(), offset);
+        let progress = self.sinks.progress;
+        progress
+            .total
+            .store(self.total.unwrap_or(0), Ordering::Relaxed);
+        progress.done.store(offset, Ordering::Relaxed);
+        tracing::info!(url = %self.url, offset, "resuming after re-verifying the bytes already on disk");
+        Ok(())
+    }
+
+    /// Opens `path` for appending after its first `len` bytes.
+    async fn reopen(&self, path: &Path, len: u64) -> Result<tokio::fs::File, FetchError> {
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .await
+            .map_err(|e| self.io(e))?;
+        file.set_len(len).await.map_err(|e| self.io(e))?;
+        file.seek(std::io::SeekFrom::End(0))
+            .await
+            .map_err(|e| self.io(e))?;
+        Ok(file)
+    }
+
+    /// The bytes kept from disk go through the checks first, read in
+    /// pieces (memory stays bounded whatever was kept).
+    async fn replay_kept(&mut self) -> Result<(), FetchError> {
+        use tokio::io::AsyncReadExt;
+        if self.offset == 0 || (self.check.is_none() && self.sniff.is_none()) {
+            return Ok(());
+        }
+        let file = tokio::fs::File::open(self.dest)
+            .await
+            .map_err(|e| self.io(e))?;
+        let mut kept = file.take(self.offset);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = kept.read(&mut buf).await.map_err(|e| self.io(e))?;
+            if n == 0 {
+                return Ok(());
+            }
+            if let Some(Err(why)) = self.sniff.as_mut().map(|s| s.update(&buf[..n])) {
+                return Err(self.refuse(why));
+            }
+            match self.check.as_deref_mut() {
+                Some(check) => {
+                    if let Err(why) = check.update(&buf[..n]) {
+                        return Err(self.refuse(why));
+                    }
+                }
+                None if self.sniff.as_ref().is_none_or(HtmlSniff::decided) => return Ok(()),
+                None => {}
+            }
+        }
+    }
+
+    /// Forgets the kept bytes: the next answer starts from byte 0.
+    async fn start_over(&mut self) {
+        let _ = tokio::fs::remove_file(&self.resume_at).await;
+        self.offset = 0;
+        self.cvs_written = 0;
+        self.reused = 0;
+        self.last_checkpoint = 0;
+        self.sinks.progress.done.store(0, Ordering::Relaxed);
+    }
+
+    /// Decides what an answer means. A 206 must continue exactly the kept
+    /// bytes' version; a 200 starts the body (again) from zero.
+    async fn accept(
+        &mut self,
+        response: reqwest::Response,
+        first: bool,
+        asked_conditionally: bool,
+    ) -> Result<Answer, FetchError> {
+        let status = response.status();
+        match status {
+            StatusCode::NOT_MODIFIED if first && asked_conditionally => {
+                // Whatever an earlier attempt left (bytes that no longer
+                // verified) is of no use now.
+                remove_staged(self.dest).await;
+                Ok(Answer::NotModified)
+            }
+            StatusCode::PARTIAL_CONTENT if !first => self.accept_range(response).await,
+            StatusCode::OK => {
+                if !first {
+                    // The origin ignored the range or the file changed
+                    // (If-Range): the only honest course is from zero.
+                    self.restarts += 1;
+                    tracing::warn!(url = %self.url, offset = self.offset, "origin cannot resume: starting again from byte 0");
+                    self.start_over().await;
+                }
+                self.begin_body(&response).await?;
+                Ok(Answer::Body(response))
+            }
+            status if status.is_success() => Err(self.refuse(format!(
+                "unexpected HTTP {status} (asked {})",
+                if first { "the file" } else { "a range" }
+            ))),
+            status => Err(FetchError::Status {
+                url: self.url.into(),
+                status,
+            }),
+        }
+    }
+
+    /// A 206: the range must start where the kept bytes end, and be of
+    /// their version — appending another version's bytes would splice two
+    /// into a file that never existed at the origin.
+    async fn accept_range(&mut self, response: reqwest::Response) -> Result<Answer, FetchError> {
+        let headers = response.headers();
+        let (start, _end, announced) = content_range(headers)
+            .ok_or_else(|| self.refuse("a 206 answer without a usable Content-Range".into()))?;
+        if start != self.offset {
+            return Err(self.refuse(format!(
+                "asked for bytes {}- of {:?}, got Content-Range {start}-…/{announced:?}",
+                self.offset, self.total
+            )));
+        }
+        let got = Validators::from_headers(headers);
+        let resized = announced.is_some() && self.total.is_some() && announced != self.total;
+        if !resized && self.validators.same_version(&got) {
+            return Ok(Answer::Body(response));
+        }
+        self.restarts += 1;
+        tracing::warn!(
+            url = %self.url, offset = self.offset, kept = ?self.validators, sent = ?got,
+            "the origin answered the range with bytes of another version: starting again from byte 0"
+        );
+        if self.restarts > self.limits.max_resumes {
+            return Err(self.refuse(format!(
+                "the origin answered {} range requests with another version's bytes",
+                self.restarts
+            )));
+        }
+        self.file = None;
+        self.outboard = None;
+        self.start_over().await;
+        Ok(Answer::Again)
+    }
+
+    /// A 200: refusals that need no byte, then a fresh file, outboard,
+    /// tree and checks.
+    async fn begin_body(&mut self, response: &reqwest::Response) -> Result<(), FetchError> {
+        let headers = response.headers();
+        if html_instead_of_file(self.url, headers) {
+            return Err(self.refuse(
+                "the origin sent an HTML page instead of the file (an error page?)".into(),
+            ));
+        }
+        let declared = response.content_length();
+        if declared.is_some_and(|d| d > self.limits.max_size) {
+            return Err(FetchError::TooLarge {
+                url: self.url.into(),
+                limit: self.limits.max_size,
+                declared,
+            });
+        }
+        self.total = declared;
+        self.sinks
+            .progress
+            .total
+            .store(declared.unwrap_or(0), Ordering::Relaxed);
+        self.validators = Validators::from_headers(headers);
+        let opened = tokio::fs::File::create(self.dest)
+            .await
+            .map_err(|e| self.io(e))?;
+        self.file = Some(Sink::with_capacity(DATA_BUFFER, opened));
+        let outboard = tokio::fs::File::create(&self.outboard_at)
+            .await
+            .map_err(|e| self.io(e))?;
+        self.outboard = Some(Sink::with_capacity(OUTBOARD_BUFFER, outboard));
+        self.tree = TreeHasher::new();
+        if let Some(check) = self.check.as_deref_mut() {
+            check.reset();
+        }
+        if let Some(sniff) = self.sniff.as_mut() {
+            sniff.reset();
+        }
+        Ok(())
+    }
+
+    /// Streams the answer's body; Ok(true) when it was cut short.
+    async fn stream(&mut self, response: &mut reqwest::Response) -> Result<bool, FetchError> {
+        loop {
+            let chunk = match tokio::time::timeout(self.limits.read_timeout, response.chunk()).await
+            {
+                Err(_) => return Err(self.stalled()),
+                Ok(Err(_)) => return Ok(true),
+                Ok(Ok(None)) => return Ok(self.total.is_some_and(|t| self.offset < t)),
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            self.take_chunk(&chunk).await?;
+        }
+    }
+
+    /// One piece of the body: limits, checks, file, tree, outboard, the
+    /// durable checkpoint when due, progress, the caps and the rate rule.
+    async fn take_chunk(&mut self, chunk: &[u8]) -> Result<(), FetchError> {
+        let len = chunk.len() as u64;
+        if self.offset + len > self.limits.max_size {
+            return Err(FetchError::TooLarge {
+                url: self.url.into(),
+                limit: self.limits.max_size,
+                declared: self.total,
+            });
+        }
+        if let Some(Err(why)) = self.sniff.as_mut().map(|s| s.update(chunk)) {
+            remove_staged(self.dest).await;
+            return Err(self.refuse(why));
+        }
+        if let Some(check) = self.check.as_deref_mut() {
+            if let Err(why) = check.update(chunk) {
+                return Err(self.refuse(why));
+            }
+        }
+        let io = |source| FetchError::Io {
+            path: self.dest.to_path_buf(),
+            source,
+        };
+        let (Some(out), Some(ob)) = (self.file.as_mut(), self.outboard.as_mut()) else {
+            return Err(self.refuse("no file to write to".into()));
+        };
+        out.write_all(chunk).await.map_err(io)?;
+        self.tree.update(chunk);
+        self.cv_bytes.clear();
+        self.tree.drain_cvs_into(&mut self.cv_bytes);
+        if !self.cv_bytes.is_empty() {
+            ob.write_all(&self.cv_bytes).await.map_err(io)?;
+            self.cvs_written += (self.cv_bytes.len() / CV_LEN) as u64;
+        }
+        self.offset += len;
+        let since = self.offset - self.last_checkpoint;
+        if since >= CHECKPOINT_MAX_BYTES
+            || (since >= CHECKPOINT_BYTES && self.last_checkpoint_at.elapsed() >= CHECKPOINT_EVERY)
+        {
+            self.checkpoint().await?;
+            self.last_checkpoint_at = Instant::now();
+        }
+        self.sinks
+            .progress
+            .done
+            .store(self.offset, Ordering::Relaxed);
+        self.sinks.counter.add(len);
+        self.sinks.throttle.take(len).await;
+        if let Some(run) = self.sinks.run_throttle {
+            run.take(len).await;
+        }
+        self.rate_rule()
+    }
+
+    /// The minimum average rate over a window: a drip meant to hold a
+    /// lease forever fails.
+    fn rate_rule(&mut self) -> Result<(), FetchError> {
+        let (since, at) = self.window;
+        let elapsed = since.elapsed();
+        if self.limits.min_rate == 0 || elapsed < self.limits.min_rate_window {
+            return Ok(());
+        }
+        let rate = (self.offset.saturating_sub(at) as f64 / elapsed.as_secs_f64()) as u64;
+        if rate < self.limits.min_rate {
+            return Err(FetchError::TooSlow {
+                url: self.url.into(),
+                rate,
+                min: self.limits.min_rate,
+                window: self.limits.min_rate_window,
+            });
+        }
+        self.window = (Instant::now(), self.offset);
+        Ok(())
+    }
+
+    /// Makes the bytes so far durable and records how far they go.
+    async fn checkpoint(&mut self) -> Result<(), FetchError> {
+        let state = self.state();
+        if let (Some(out), Some(ob)) = (self.file.as_mut(), self.outboard.as_mut()) {
+            checkpoint(out, ob, &self.resume_at, &state)
+                .await
+                .map_err(|source| FetchError::Io {
+                    path: self.dest.to_path_buf(),
+                    source,
+                })?;
+        }
+        self.last_checkpoint = self.offset;
+        Ok(())
+    }
+
+    /// The body was cut: checkpoint, count the resume, and go on (or give
+    /// up past the limit).
+    async fn cut(&mut self) -> Result<(), FetchError> {
+        if let Some(out) = self.file.as_mut() {
+            out.flush().await.map_err(|source| FetchError::Io {
+                path: self.dest.to_path_buf(),
+                source,
+            })?;
+        }
+        self.checkpoint().await?;
+        self.resumes += 1;
+        if self.resumes > self.limits.max_resumes {
+            return Err(FetchError::Interrupted {
+                url: self.url.into(),
+                resumes: self.resumes - 1,
+                offset: self.offset,
+            });
+        }
+        tracing::info!(url = %self.url, offset = self.offset, resumes = self.resumes, "body cut: resuming with a range request");
+        Ok(())
+    }
+
+    /// The whole body is in: the last check, then file and outboard made
+    /// durable and the resume state dropped.
+    async fn finish(mut self) -> Result<Fetched, FetchError> {
+        if let Some(Err(why)) = self.sniff.as_mut().map(HtmlSniff::finish) {
+            remove_staged(self.dest).await;
+            return Err(self.refuse(why));
+        }
+        let dest = self.dest.to_path_buf();
+        let io = |source| FetchError::Io {
+            path: dest.clone(),
+            source,
+        };
+        let (root, last) = std::mem::take(&mut self.tree).finalize();
+        if let Some(out) = self.file.as_mut() {
+            out.flush().await.map_err(io)?;
+            out.get_ref().sync_all().await.map_err(io)?;
+        }
+        if let Some(ob) = self.outboard.as_mut() {
+            if let Some(last) = last {
+                ob.write_all(&last).await.map_err(io)?;
+            }
+            ob.flush().await.map_err(io)?;
+            ob.get_ref().sync_all().await.map_err(io)?;
+        }
+        let _ = tokio::fs::remove_file(&self.resume_at).await;
+        Ok(Fetched::Body {
+            size: self.offset,
+            root,
+            validators: self.validators,
+            resumes: self.resumes,
+            restarts: self.restarts,
+            reused: self.reused,
+        })
+    }
+}

@@ -1,0 +1,101 @@
+//! What a fetch leaves on disk so it can resume: the staged file, its
+//! outboard (the group CVs), and a small resume state naming how many whole
+//! groups are durable. Checkpoints are write, fsync, rename: never a state
+//! ahead of its bytes; and a resume re-hashes what it keeps.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use super::Validators;
+use crate::tree::{group_cv, outboard_path, CV_LEN, GROUP_LEN};
+
+/// Least bytes between two durable checkpoints of a fetch in progress. Each
+/// checkpoint is two fsyncs, so much smaller would slow an SD card down.
+pub const CHECKPOINT_BYTES: u64 = 4 << 20;
+/// A checkpoint is due once [`CHECKPOINT_BYTES`] have arrived and a second
+/// has passed, or [`CHECKPOINT_MAX_BYTES`] have arrived: a crash costs at
+/// most about a second of transfer, and a fast link is not held to an fsync
+/// every 4 MiB.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+pub const CHECKPOINT_MAX_BYTES: u64 = 64 << 20;
+
+/// What a fetch leaves beside its file so a later attempt (after a crash or
+/// a restart) can resume it. It names only whole groups whose CVs are
+/// durable in the outboard, and is only a hint: the resuming fetch
+/// re-hashes those groups on disk and trusts what matches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ResumeState {
+    pub url: String,
+    pub validators: Validators,
+    pub total: Option<u64>,
+    pub groups: u64,
+}
+
+/// Where the resume state of a staged file lives: beside it.
+pub fn resume_path(data: &Path) -> PathBuf {
+    let mut name = data.as_os_str().to_owned();
+    name.push(".resume");
+    name.into()
+}
+
+/// Removes a staged file with its outboard and resume state.
+pub async fn remove_staged(dest: &Path) {
+    let _ = tokio::fs::remove_file(dest).await;
+    let _ = tokio::fs::remove_file(outboard_path(dest)).await;
+    let _ = tokio::fs::remove_file(resume_path(dest)).await;
+}
+
+/// A staging file or its outboard, written through a buffer: network chunks
+/// are small, and each write to a `tokio::fs::File` is a hop to the blocking
+/// pool.
+pub(super) type Sink = tokio::io::BufWriter<tokio::fs::File>;
+
+/// Write buffer of the staging file and of its outboard.
+pub(super) const DATA_BUFFER: usize = 1 << 20;
+pub(super) const OUTBOARD_BUFFER: usize = 64 * 1024;
+
+/// Makes the data and outboard durable, then records how far they go
+/// (write, fsync, rename: never a state ahead of its bytes).
+pub(super) async fn checkpoint(
+    out: &mut Sink,
+    outboard: &mut Sink,
+    at: &Path,
+    state: &ResumeState,
+) -> std::io::Result<()> {
+    out.flush().await?;
+    out.get_ref().sync_data().await?;
+    outboard.flush().await?;
+    outboard.get_ref().sync_data().await?;
+    let json = serde_json::to_vec(state).unwrap_or_default();
+    let at = at.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::write_atomic(&at, &json, 0o600)).await?
+}
+
+/// The CVs of the groups on disk that still match the outboard, up to the
+/// first that does not (a byte flipped while the agent was down, a torn
+/// write): the fetch resumes from there.
+pub(super) fn verify_on_disk(
+    data: &Path,
+    outboard: &Path,
+    groups: u64,
+) -> std::io::Result<Vec<blake3::hazmat::ChainingValue>> {
+    use std::io::Read;
+    let mut data = std::fs::File::open(data)?;
+    let recorded = std::fs::read(outboard)?;
+    let mut verified = Vec::new();
+    let mut group = vec![0u8; GROUP_LEN];
+    for (index, cv) in recorded
+        .chunks_exact(CV_LEN)
+        .take(groups as usize)
+        .enumerate()
+    {
+        if data.read_exact(&mut group).is_err() || group_cv(index as u64, &group) != cv {
+            break;
+        }
+        verified.push(cv.try_into().unwrap_or([0; CV_LEN]));
+    }
+    Ok(verified)
+}
