@@ -52,10 +52,16 @@ def long_functions(text, limit=80):
         if not m or line.rstrip().endswith(";"):
             continue
         indent = m.group(1)
+        doc = []
+        k = i - 1
+        while k >= 0 and lines[k].lstrip().startswith(("///", "#[")):
+            doc.append(lines[k])
+            k -= 1
+        reason = any("Long by design" in d for d in doc)
         for j in range(i + 1, len(lines)):
             if lines[j] == indent + "}":
                 if j - i + 1 > limit:
-                    found.append((m.group(5), j - i + 1))
+                    found.append((m.group(5), j - i + 1, reason))
                 break
     return found
 
@@ -117,8 +123,9 @@ def main():
             for m in re.findall(r"crate::([a-z_]+)", code_only(text)):
                 if m != mod:
                     graph[mod].add(m)
-            for name, n in long_functions(text):
-                report_long.append(f"{rel}: {name} ({n} lines)")
+            for name, n, reason in long_functions(text):
+                why = " — with its reason" if reason else ""
+                report_long.append(f"{rel}: {name} ({n} lines){why}")
             for kind in KINDS:
                 upper = kind.upper()
                 if re.search(rf"Kind::{kind}\b|KIND_{upper}\b", body):

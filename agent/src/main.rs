@@ -105,6 +105,8 @@ fn main() -> ExitCode {
     }
 }
 
+///
+/// Long by design: one short arm per subcommand.
 fn run(cli: Cli) -> anyhow::Result<()> {
     if let Cmd::Completions(cmd) = &cli.cmd {
         cmd.print(<Cli as clap::CommandFactory>::command());

@@ -115,6 +115,9 @@ impl Drop for GitHttp {
 }
 
 /// One request on one connection (the response closes it).
+///
+/// Long by design: one CGI exchange with `git http-backend`, read top to
+/// bottom.
 async fn serve(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,

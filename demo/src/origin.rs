@@ -237,6 +237,9 @@ fn parse_range(value: &str, len: u64) -> Option<(u64, u64)> {
     (start <= end && start < len).then_some((start, end))
 }
 
+///
+/// Long by design: a test server's whole answer to one request (range,
+/// validators, throttle and cuts), read top to bottom.
 async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     let mut raw = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];

@@ -82,6 +82,8 @@ pub struct TargetSummary {
 }
 
 /// Reads the snapshot; `lost_after_ms` as for the admin service.
+///
+/// Long by design: the dashboard's JSON, built section by section.
 pub fn snapshot(conn: &Connection, now: i64, lost_after_ms: i64) -> Result<Snapshot> {
     let mut agents = Vec::new();
     for info in state::list_agents(conn, now, lost_after_ms)? {

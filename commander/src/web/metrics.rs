@@ -73,6 +73,9 @@ pub fn failure_class(kind: &str, message: &str) -> &'static str {
 }
 
 /// Renders every metric from the database.
+///
+/// Long by design: one short block per metric family, in the order the
+/// exposition prints them.
 pub fn render(conn: &Connection, now: i64, lost_after_ms: i64) -> Result<String> {
     let mut out = String::new();
 

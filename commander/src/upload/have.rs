@@ -1,0 +1,260 @@
+//! `Have`: the signed manifest checked against the run the commander
+//! assigned, then the decision — unchanged, hard-link bytes the archive
+//! holds, defer for a full disk, or upload from the verified offset.
+
+use super::*;
+
+/// What `Have` decided.
+pub(super) enum Decision {
+    Unchanged(Version),
+    Link(Version, Box<NewVersion>),
+    Upload(u64),
+    /// The archive's disk cannot hold the upload now: the run was deferred.
+    NoSpace(String),
+}
+
+/// The `Have` call.
+pub fn have(
+    scheduler: &Scheduler,
+    archive: &Archive,
+    caller: &Caller,
+    req: &HaveRequest,
+    now: i64,
+) -> Result<HaveResponse> {
+    let lease = req
+        .lease
+        .ok_or_else(|| CommanderError::Invalid("Have without a lease".into()))?;
+    let store = &scheduler.store;
+    let manifest = match verify_manifest(&req.manifest, &req.signature, &caller.cert_der) {
+        Ok(m) => m,
+        Err(e) => {
+            let message = format!("manifest from {} refused: {e}", caller.agent);
+            tracing::warn!("{message}");
+            store.tx(|tx| {
+                event(
+                    tx,
+                    now,
+                    Some(lease.run_id),
+                    Some(&caller.agent),
+                    "manifest_refused",
+                    &message,
+                )
+            })?;
+            return Err(e);
+        }
+    };
+    let decision = store.tx(|tx| {
+        decide(
+            tx,
+            scheduler,
+            archive,
+            caller,
+            (&lease, &manifest, req),
+            now,
+        )
+    });
+    let decision = match decision {
+        Err(e @ (CommanderError::StaleLease(_) | CommanderError::PermissionDenied(_))) => {
+            return Err(scheduler.refuse(&caller.agent, &lease, e, now))
+        }
+        other => other?,
+    };
+    Ok(match decision {
+        Decision::Unchanged(latest) => HaveResponse {
+            held: true,
+            unchanged: true,
+            path: latest.path,
+            resume_from: 0,
+        },
+        Decision::NoSpace(why) => return Err(no_space_refusal(&why)),
+        Decision::Link(other, version) => {
+            let linked = land(
+                scheduler,
+                archive,
+                &version,
+                Source::Link {
+                    version: other.id,
+                    path: other.path.clone(),
+                },
+                now,
+            );
+            let landed = match linked {
+                Err(CommanderError::NoSpace(why)) => {
+                    return Err(defer_for_space(scheduler, archive, &version, &why))
+                }
+                other => other?,
+            };
+            HaveResponse {
+                held: true,
+                unchanged: false,
+                path: landed.path,
+                resume_from: 0,
+            }
+        }
+        Decision::Upload(resume_from) => HaveResponse {
+            held: false,
+            unchanged: false,
+            path: String::new(),
+            resume_from,
+        },
+    })
+}
+
+/// Checks the manifest against what the commander itself assigned.
+pub(super) fn pending_from(
+    tx: &Connection,
+    caller: &Caller,
+    lease: &LeaseRef,
+    m: &Manifest,
+    req: &HaveRequest,
+) -> Result<Pending> {
+    let (target, kind, url): (String, String, String) = tx.query_row(
+        "SELECT target, kind, url FROM runs WHERE id = ?1",
+        [lease.run_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let mut wrong = Vec::new();
+    if m.format != ark_core::manifest::FORMAT {
+        wrong.push(format!(
+            "format {} (this commander reads {})",
+            m.format,
+            ark_core::manifest::FORMAT
+        ));
+    }
+    if m.run_id != lease.run_id || m.generation != lease.generation {
+        wrong.push(format!(
+            "lease {}/{} (the call is for {}/{})",
+            m.run_id, m.generation, lease.run_id, lease.generation
+        ));
+    }
+    if m.agent != caller.agent {
+        wrong.push(format!(
+            "agent {:?} (the certificate is {:?}'s)",
+            m.agent, caller.agent
+        ));
+    }
+    if m.target != target || m.kind != kind || m.url != url {
+        wrong.push(format!(
+            "target/kind/url {}/{}/{} (the run is {target}/{kind}/{url})",
+            m.target, m.kind, m.url
+        ));
+    }
+    if blake3::Hash::from_hex(&m.blake3).is_err() {
+        wrong.push(format!("BLAKE3 {:?} is not 64 hex digits", m.blake3));
+    }
+    if !wrong.is_empty() {
+        return Err(CommanderError::Invalid(format!(
+            "the manifest does not match run {}: {}",
+            lease.run_id,
+            wrong.join("; ")
+        )));
+    }
+    Ok(Pending {
+        generation: lease.generation,
+        version: NewVersion {
+            target,
+            kind,
+            run_id: lease.run_id,
+            agent: caller.agent.clone(),
+            cert_sha256: caller.cert_sha256.clone(),
+            manifest: req.manifest.clone(),
+            signature: req.signature.clone(),
+            url,
+            etag: m.etag.clone(),
+            last_modified: m.last_modified.clone(),
+            size: m.size,
+            blake3: m.blake3.clone(),
+        },
+    })
+}
+
+/// The decision, in the transaction that records it: the lease and the
+/// manifest checked against the run, then unchanged (the target's latest
+/// version holds the bytes), a link (another target's does), a deferral
+/// (the disk cannot hold them), or an upload from the verified offset.
+fn decide(
+    tx: &Connection,
+    scheduler: &Scheduler,
+    archive: &Archive,
+    caller: &Caller,
+    (lease, manifest, req): (&LeaseRef, &Manifest, &HaveRequest),
+    now: i64,
+) -> Result<Decision> {
+    scheduler.check_lease(tx, &caller.agent, lease, now)?;
+    let pending = pending_from(tx, caller, lease, manifest, req)?;
+    let v = &pending.version;
+    let latest = archive::landed(tx, Some(&v.target))?
+        .into_iter()
+        .find(|l| l.kind == v.kind && crate::kinds::of(&v.kind).unchanged_when_latest());
+    if let Some(latest) = latest {
+        if latest.blake3 == v.blake3 && latest.size == v.size {
+            scheduler.finish_run(
+                tx,
+                v.run_id,
+                &caller.agent,
+                run_state::UNCHANGED,
+                v.size,
+                &v.blake3,
+                v.validators(),
+                &format!(
+                    "same bytes as the latest version {}: nothing new landed",
+                    latest.path
+                ),
+                now,
+            )?;
+            return Ok(Decision::Unchanged(latest));
+        }
+    }
+    // (Unless the kind says no: a bundle is a delta against one mirror.)
+    if crate::kinds::of(&v.kind).links_across_targets() {
+        if let Some(other) = archive::landed_root(tx, &v.blake3, v.size)? {
+            return Ok(Decision::Link(other, Box::new(pending.version)));
+        }
+    }
+    // A new body: remember the claim, keep what an earlier attempt
+    // of the same bytes left in quarantine.
+    let earlier: Option<(String, i64)> = tx
+        .query_row(
+            "SELECT blake3, size FROM uploads WHERE run_id = ?1",
+            [v.run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if earlier.is_some_and(|(root, size)| root != v.blake3 || size as u64 != v.size) {
+        let (data, outboard) = archive.quarantined(v.run_id);
+        let _ = std::fs::remove_file(data);
+        let _ = std::fs::remove_file(outboard);
+    }
+    let kept = resumable(archive, v.run_id, v.size);
+    let needed = space_needed(v.size, kept);
+    let free = crate::error::free_space(&archive.quarantine())
+        .filter(|_| std::env::var_os(FAULT_SKIP_SPACE_CHECK).is_none());
+    if let Some(free) = free.filter(|&free| free < needed) {
+        let why = format!(
+            "the archive disk ({}) is full: {free} bytes free, run {} needs {needed} \
+             ({} bytes to receive, its outboard and a margin); free space there",
+            archive.root().display(),
+            v.run_id,
+            v.size - kept.min(v.size)
+        );
+        tracing::warn!("{why}");
+        scheduler.defer_for_space(tx, v.run_id, &caller.agent, &why, now)?;
+        return Ok(Decision::NoSpace(why));
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO uploads (run_id, generation, agent, cert_sha256, blake3, size, manifest, signature, started_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            v.run_id,
+            pending.generation as i64,
+            caller.agent,
+            caller.cert_sha256,
+            v.blake3,
+            v.size as i64,
+            v.manifest,
+            v.signature,
+            now
+        ],
+    )?;
+    Ok(Decision::Upload(kept))
+}
