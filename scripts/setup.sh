@@ -5,6 +5,8 @@
 #   kiwix-tools (kiwix-serve on the landed archive), curl and aria2 (the
 #   benchmark's baselines), git and openssh (git origins, flashing over
 #   SSH), chromium + chromium-driver (the dashboard's browser test),
+#   dosfstools + mtools, exfatprogs + exfat-fuse (FAT and exFAT the
+#   archive is copied through),
 #   rustfmt/clippy, the aarch64 musl target,
 #   cargo-nextest, and cargo-zigbuild + zig (cross-building without Docker).
 # Idempotent: it only installs what is missing. Debian packages need root.
@@ -27,6 +29,12 @@ command -v git >/dev/null || need_apt+=(git)
 command -v ssh >/dev/null || need_apt+=(openssh-client)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
+# A FAT image written in user space (the archive's names must survive a copy
+# to a USB disk; the kernel here may mount no vfat).
+[ -x /usr/sbin/mkfs.vfat ] || need_apt+=(dosfstools)
+command -v mcopy >/dev/null || need_apt+=(mtools)
+[ -x /usr/sbin/mkfs.exfat ] || need_apt+=(exfatprogs)
+command -v mount.exfat-fuse >/dev/null || [ -x /usr/sbin/mount.exfat-fuse ] || need_apt+=(exfat-fuse)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -66,6 +66,11 @@ impl CommanderError {
                     free_space(&path).map_or("unknown".into(), |n| format!("{n} bytes"))
                 ))
             }
+            std::io::ErrorKind::InvalidFilename => Self::Invalid(format!(
+                "{what} {}: the filesystem refuses this name ({source}); not retried: \
+                 Ark builds every archive name to fit, so report it",
+                path.display()
+            )),
             _ => Self::Io { what, path, source },
         }
         }

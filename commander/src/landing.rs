@@ -83,44 +83,53 @@ impl Archive {
         })?;
         let file = self.root.join(&relative);
         let dir = file.parent().unwrap_or(&self.root).to_path_buf();
-        // 2. The version directory and its manifest.
-        let io = |what| CommanderError::io(what, &file);
-        std::fs::create_dir_all(dir.parent().unwrap_or(&self.root))
-            .map_err(io("creating target dir for"))?;
-        if crate::kinds::of(&v.kind).shared_dir() {
-            std::fs::create_dir_all(&dir).map_err(io("creating the shared dir for"))?;
-        } else {
-            std::fs::create_dir(&dir).map_err(io("creating version dir for"))?;
-        }
-        sync_dir(dir.parent().unwrap_or(&self.root)).map_err(io("syncing target dir of"))?;
-        let manifest = self.manifest_json(v, id, source)?;
-        ark_core::write_atomic(&Self::manifest_path(&file), &manifest, 0o644)
-            .map_err(io("writing manifest of"))?;
-        // 3. The bytes.
-        crash_point("before-rename");
-        match source {
-            Source::Quarantine => {
-                std::fs::File::open(&quarantined)
-                    .and_then(|f| f.sync_all())
-                    .map_err(CommanderError::io("syncing", &quarantined))?;
-                std::fs::rename(&quarantined, &file).map_err(io("renaming upload into"))?;
+        // Steps 2 and 3 leave nothing behind when they fail: the version
+        // directory and the row go, the upload stays in quarantine.
+        let placed = (|| -> Result<()> {
+            // 2. The version directory and its manifest.
+            let io = |what| CommanderError::io(what, &file);
+            std::fs::create_dir_all(dir.parent().unwrap_or(&self.root))
+                .map_err(io("creating target dir for"))?;
+            if crate::kinds::of(&v.kind).shared_dir() {
+                std::fs::create_dir_all(&dir).map_err(io("creating the shared dir for"))?;
+            } else {
+                std::fs::create_dir(&dir).map_err(io("creating version dir for"))?;
             }
-            Source::Link { path, .. } => {
-                let from = self.root.join(path);
-                if let Err(e) = std::fs::hard_link(&from, &file) {
-                    if !quarantined.exists() {
-                        return Err(CommanderError::io("hard-linking into", &file)(e));
-                    }
-                    tracing::warn!(
-                        "cannot hard-link {} ({e}); landing the uploaded copy instead",
-                        from.display()
-                    );
+            sync_dir(dir.parent().unwrap_or(&self.root)).map_err(io("syncing target dir of"))?;
+            let manifest = self.manifest_json(v, id, source)?;
+            ark_core::write_atomic(&Self::manifest_path(&file), &manifest, 0o644)
+                .map_err(io("writing manifest of"))?;
+            // 3. The bytes.
+            crash_point("before-rename");
+            match source {
+                Source::Quarantine => {
+                    std::fs::File::open(&quarantined)
+                        .and_then(|f| f.sync_all())
+                        .map_err(CommanderError::io("syncing", &quarantined))?;
                     std::fs::rename(&quarantined, &file).map_err(io("renaming upload into"))?;
                 }
-                let _ = std::fs::remove_file(&quarantined);
+                Source::Link { path, .. } => {
+                    let from = self.root.join(path);
+                    if let Err(e) = std::fs::hard_link(&from, &file) {
+                        if !quarantined.exists() {
+                            return Err(CommanderError::io("hard-linking into", &file)(e));
+                        }
+                        tracing::warn!(
+                            "cannot hard-link {} ({e}); landing the uploaded copy instead",
+                            from.display()
+                        );
+                        std::fs::rename(&quarantined, &file).map_err(io("renaming upload into"))?;
+                    }
+                    let _ = std::fs::remove_file(&quarantined);
+                }
             }
+            sync_dir(&dir).map_err(io("syncing version dir of"))?;
+            Ok(())
+        })();
+        if let Err(e) = placed {
+            self.undo_landing(store, id, v, &file, source);
+            return Err(e);
         }
-        sync_dir(&dir).map_err(io("syncing version dir of"))?;
         crash_point("after-rename");
         // 4. What the kind derives from the file in place, durable.
         let committed = store
@@ -160,7 +169,7 @@ impl Archive {
     /// Takes back a landing that failed after its file was put in place.
     fn undo_landing(&self, store: &Store, id: i64, v: &NewVersion, file: &Path, source: &Source) {
         let (quarantined, _) = self.quarantined(v.run_id);
-        if *source == Source::Quarantine {
+        if *source == Source::Quarantine && file.exists() {
             if let Err(e) = std::fs::rename(file, &quarantined) {
                 tracing::warn!(file = %file.display(), "cannot move a failed landing back to quarantine: {e}");
             }
@@ -197,6 +206,7 @@ impl Archive {
             "target": v.target,
             "kind": v.kind,
             "url": v.url,
+            "original_name": ark_core::path::original_name(&v.url),
             "size": v.size,
             "blake3": v.blake3,
             "verified_by": "commander (every chunk group hashed on arrival)",

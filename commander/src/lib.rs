@@ -1,27 +1,33 @@
 //! `ark-commander`: the always-on node that keeps the targets, leases jobs
-//! to agents, and (in later versions) verifies and lands every result.
+//! to agents, verifies every result itself and lands it on the NAS.
 //!
-//! Map of the modules:
+//! Map of the modules, bottom up (no module imports one above it in a
+//! circle):
 //! - [`config`]: `commander.toml`, defaults as named constants.
-//! - [`pki`]: the CA, the server and admin certificates, signing agent CSRs.
-//! - [`tls`]: the TLS 1.3 acceptor and the peer identity each request carries.
-//! - [`state`]: the SQLite store (agents, tokens, targets, runs, leases, events).
-//! - [`scheduler`]: lease policy: grants, renewals, expiry, retries, pause.
+//! - [`state`]: the SQLite store (agents, tokens, targets, runs, leases,
+//!   events) and run insertion.
+//! - [`pki`], [`tls`], [`net`]: the CA and certificates, the TLS 1.3
+//!   acceptor, binding listeners and the endpoint files.
+//! - [`archive`]: the layout on the NAS and the ledger's view of versions.
+//! - [`zim_check`], [`feed`], [`git_check`]: the deep checks and the
+//!   derivations the kinds use.
+//! - [`kinds`]: one module per harvest kind behind [`kinds::KindSpec`] —
+//!   the only place that knows what a kind is.
+//! - [`landing`], [`recovery`], [`verify`], [`library`], [`names`]: the
+//!   kind-neutral pipeline on the archive — the landing protocol, crash
+//!   recovery and quarantine reclaim, `archive verify`, the Kiwix library
+//!   and index, `archive check-names`.
+//! - [`scheduler`]: lease policy: grants, renewals, expiry, retries,
+//!   deferrals, pause.
+//! - [`upload`]: receiving a verified upload (`Have`, `Upload`).
 //! - [`service`]: the gRPC services and the error → status boundary.
+//! - [`web`]: the dashboard (HTTP, JSON, one static page) and `/metrics`.
 //! - [`server`]: wiring it together on a bound listener.
-//! - [`archive`]: the archive on the NAS: quarantine, landing, recovery,
-//!   retention, verification.
 //! - [`ingest`]: the NAS's scheduled upkeep: recover, re-verify, prune,
 //!   refresh the derived files.
-//! - [`upload`]: receiving a verified upload (`Have`, `Upload`).
-//! - [`zim_check`]: the deep structural check of a ZIM file.
-//! - [`feed`]: the feed check, entries derived from landed snapshots, enclosures queued as media runs.
-//! - [`git_check`]: the Git mirror kind: checking a bundle, landing it in
-//!   the bare mirror atomically, the offline check of a mirror.
 //! - [`window`]: off-peak windows (`--window 01:00-06:00`) in local time.
-//! - [`web`]: the dashboard (HTTP, JSON, one static page) and `/metrics`.
-//! - [`admin`]: the CLI's client for the admin service.
-//! - [`cli`]: the `ark-commander` command line, one file per subcommand.
+//! - [`admin`], [`cli`]: the CLI's client for the admin service, and the
+//!   `ark-commander` command line, one file per subcommand.
 
 pub mod admin;
 pub mod archive;
@@ -34,6 +40,7 @@ pub mod ingest;
 pub mod kinds;
 pub mod landing;
 pub mod library;
+pub mod names;
 pub mod net;
 pub mod pki;
 pub mod recovery;

@@ -464,8 +464,29 @@ impl Admin for Services {
                 .map(|w| w.to_string())
                 .unwrap_or_default();
             validate_name(&req.name, "target")?;
+            if req.name.ends_with('.') || ark_core::path::is_reserved(&req.name) {
+                return Err(CommanderError::Invalid(format!(
+                    "target name {:?} would not survive a copy of the archive to exFAT or NTFS \
+                     (a trailing dot, or a device name such as CON or NUL): choose another",
+                    req.name
+                )));
+            }
             let now = unix_ms();
             self.store().tx(|tx| {
+                // Its directory must not clash with another target's on a
+                // case-insensitive filesystem.
+                let clash: Option<String> = rusqlite::OptionalExtension::optional(tx.query_row(
+                    "SELECT name FROM targets WHERE lower(name) = lower(?1) AND name != ?1",
+                    [&req.name],
+                    |r| r.get(0),
+                ))?;
+                if let Some(other) = clash {
+                    return Err(CommanderError::AlreadyExists(format!(
+                        "target {:?} differs from {other:?} only by case: their directories would be one \
+                         on a case-insensitive filesystem; choose another name",
+                        req.name
+                    )));
+                }
                 let info = state::add_target(tx, &req, now)?;
                 state::event(
                     tx,

@@ -148,8 +148,77 @@ impl Archive {
                 );
             }
         }
+        report.empty_dirs = empty_version_dirs(&self.root, &self.root);
+        report.orphaned = self.orphaned_quarantine(store)?;
         Ok(report)
     }
+
+    /// Quarantined files whose run has ended, older than [`ORPHAN_AFTER`].
+    fn orphaned_quarantine(&self, store: &Store) -> Result<Vec<String>> {
+        use rusqlite::OptionalExtension;
+        let mut orphaned = Vec::new();
+        let Ok(entries) = std::fs::read_dir(self.quarantine()) else {
+            return Ok(orphaned);
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(run) = name
+                .strip_prefix("run-")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|n| n.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= ORPHAN_AFTER);
+            let state: Option<String> = store.read(|c| {
+                Ok(
+                    c.query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
+                        .optional()?,
+                )
+            })?;
+            let active = matches!(state.as_deref(), Some("queued" | "leased"));
+            if old && !active {
+                orphaned.push(format!(".ark/quarantine/{name}"));
+            }
+        }
+        Ok(orphaned)
+    }
+}
+
+/// Directories named like a version (`YYYYMMDDTHHMMSSZ`, maybe `-n`) that
+/// hold nothing.
+fn empty_version_dirs(root: &Path, dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) || path == root.join(".ark") {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stamp = name.split('-').next().unwrap_or("");
+        let looks_like_version =
+            stamp.len() == 16 && stamp.as_bytes()[8] == b'T' && stamp.ends_with('Z');
+        let empty = std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+        if looks_like_version && empty {
+            found.push(
+                path.strip_prefix(root)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string(),
+            );
+        } else {
+            found.extend(empty_version_dirs(root, &path));
+        }
+    }
+    found
 }
 
 fn manifest_problem(path: &Path, v: &Version) -> Option<String> {
@@ -190,7 +259,18 @@ pub struct VerifyReport {
     pub missing: Vec<String>,
     /// Git mirrors that fail their check, with the reason.
     pub bad_mirrors: Vec<String>,
+    /// Version directories with nothing in them (debris of a failed landing).
+    #[serde(default)]
+    pub empty_dirs: Vec<String>,
+    /// Quarantined files of runs that have ended, left longer than
+    /// [`ORPHAN_AFTER`] (the sweep reclaims them within a heartbeat).
+    #[serde(default)]
+    pub orphaned: Vec<String>,
 }
+
+/// How long a quarantined file of an ended run may wait for the sweep
+/// before `verify` calls it orphaned.
+pub const ORPHAN_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl VerifyReport {
     pub fn clean(&self) -> bool {
@@ -198,5 +278,7 @@ impl VerifyReport {
             && self.stray.is_empty()
             && self.missing.is_empty()
             && self.bad_mirrors.is_empty()
+            && self.empty_dirs.is_empty()
+            && self.orphaned.is_empty()
     }
 }

@@ -1,5 +1,5 @@
-//! `ark-commander archive ls|verify`: the archive as the ledger records it,
-//! and a re-hash of every landed byte. Both open the data dir directly.
+//! `ark-commander archive ls|verify|check-names`: the archive as the ledger
+//! records it, a re-hash of every landed byte, and its names' portability. Both open the data dir directly.
 
 use std::path::Path;
 
@@ -24,6 +24,11 @@ pub enum ArchiveCmd {
     /// Re-hash every landed file and compare with the ledger and its
     /// manifest; report files nobody landed. Exit 1 when anything is wrong.
     Verify(ListArgs),
+    /// Report every landed name that would not survive a copy to exFAT,
+    /// NTFS or an SMB share (too long, a refused character, a reserved
+    /// device name, not NFC, two names differing only by case). Exit 1 when
+    /// any.
+    CheckNames(ListArgs),
 }
 
 /// Opens the ledger and the archive of data dir `data` directly (the NAS
@@ -81,6 +86,34 @@ impl ArchiveCmd {
                     "{} versions, {} (hard links counted once per version) in {}",
                     versions.len(),
                     human_bytes(total),
+                    archive.root().display()
+                );
+                Ok(())
+            }
+            ArchiveCmd::CheckNames(list) => {
+                let report = crate::names::check_names(archive.root());
+                if list.json {
+                    print_json(&serde_json::to_value(&report)?)?;
+                } else {
+                    for (path, why) in &report.problems {
+                        println!("NAME  {path}: {why}");
+                    }
+                    for clash in &report.clashes {
+                        println!(
+                            "CLASH {} (the same name on a case-insensitive filesystem)",
+                            clash.join(" / ")
+                        );
+                    }
+                    println!(
+                        "{} names, {} not portable, {} clashes",
+                        report.names,
+                        report.problems.len(),
+                        report.clashes.len()
+                    );
+                }
+                anyhow::ensure!(
+                    report.clean(),
+                    "some names in {} would not survive a copy to exFAT, NTFS or SMB",
                     archive.root().display()
                 );
                 Ok(())
@@ -175,6 +208,12 @@ pub(super) fn print_problems(report: &crate::verify::VerifyReport) {
     }
     for mirror in &report.bad_mirrors {
         println!("BAD   mirror {mirror}");
+    }
+    for dir in &report.empty_dirs {
+        println!("EMPTY {dir}: a version directory with nothing in it (a failed landing's debris)");
+    }
+    for file in &report.orphaned {
+        println!("ORPHAN {file}: the quarantine of a run that has ended");
     }
 }
 

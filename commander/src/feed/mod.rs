@@ -235,7 +235,11 @@ pub fn entry_file_name(e: &Entry) -> String {
         .and_then(|d| d.get(..10))
         .unwrap_or("undated");
     let id = blake3::hash(e.id.as_bytes()).to_hex();
-    format!("{date}-{}-{}.json", slug(&e.title), &id[..16])
+    let date = safe_segment(date, "undated");
+    ark_core::path::fit(
+        format!("{date}-{}-{}.json", slug(&e.title), &id[..16]),
+        &e.id,
+    )
 }
 
 /// A stable file name for an enclosure: a hash of its URL and a sanitised
@@ -243,8 +247,7 @@ pub fn entry_file_name(e: &Entry) -> String {
 pub fn media_file_name(url: &str) -> String {
     let hash = blake3::hash(url.as_bytes()).to_hex();
     let name = crate::archive::file_name_from_url(url);
-    let name: String = safe_segment(&name, "media").chars().take(100).collect();
-    format!("{}-{name}", &hash[..12])
+    ark_core::path::fit(format!("{}-{name}", &hash[..12]), url)
 }
 
 fn slug(title: &str) -> String {
