@@ -156,38 +156,6 @@ pub struct Archive {
     pub(crate) keep: u32,
 }
 
-/// Where the bare mirror of git repository `url` lives, relative to the
-/// archive root: `git/<host>/<path>.git` (the port, if any, joins the host
-/// as `host_port`; every segment sanitised, so no URL can escape `git/`).
-pub fn git_mirror_path(url: &str) -> String {
-    let (stem, _) = git_stem(url);
-    format!("{stem}.git")
-}
-
-/// `git/<host>/<path>` without `.git`, and the repository's own name.
-pub(crate) fn git_stem(url: &str) -> (String, String) {
-    let path = url.split(['?', '#']).next().unwrap_or("");
-    let after_scheme = path.split("://").nth(1).unwrap_or(path);
-    let mut parts = after_scheme.split('/').filter(|p| !p.is_empty());
-    let host = safe_segment(parts.next().unwrap_or(""), "host");
-    let mut segments: Vec<String> = parts
-        .map(|p| safe_segment(&ark_core::path::percent_decode(p), "repo"))
-        .collect();
-    if segments.is_empty() {
-        segments.push("repo".into());
-    }
-    if let Some(last) = segments.last_mut() {
-        if let Some(stem) = last.strip_suffix(".git").filter(|s| !s.is_empty()) {
-            *last = stem.to_string();
-        }
-    }
-    let name = segments.last().cloned().unwrap_or_default();
-    (
-        format!("{}/{host}/{}", ark_core::Kind::Git, segments.join("/")),
-        name,
-    )
-}
-
 /// `YYYYMMDDTHHMMSSZ` for a Unix time in ms (UTC).
 pub fn stamp(ms: i64) -> String {
     let secs = ms.div_euclid(1000);

@@ -126,7 +126,9 @@ impl Archive {
                 self.remove_version(&kind, &path);
             }
         }
-        self.write_zim_library(store)?;
+        for spec in crate::kinds::all() {
+            spec.after_landing(self, store)?;
+        }
         // What each kind finishes after a crash (a mirror whose newest
         // bundle landed just before it, a feed's entries).
         for spec in crate::kinds::all() {

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::archive::{
-    git_mirror_path, hash_file, landed, version_row, walk_files, Archive, Version, INDEX_FILE,
-    VERSION_COLUMNS,
+    hash_file, landed, version_row, walk_files, Archive, Version, INDEX_FILE, VERSION_COLUMNS,
 };
 use crate::state::Store;
 use crate::Result;
@@ -55,15 +54,14 @@ impl Archive {
         })?;
         let in_flight: Vec<PathBuf> = landing
             .iter()
-            .filter(|v| v.kind == ark_core::Kind::Rss)
-            .map(|v| {
-                self.root
-                    .join(crate::feed::feed_dir(&v.target))
-                    .join("entries")
-            })
+            .flat_map(|v| crate::kinds::of(&v.kind).deriving_dirs(self, v))
             .collect();
-        // Derived by the commander from verified snapshots.
-        for entry in crate::feed::entry_files(store)? {
+        // Derived by the commander from verified versions (a feed's entries).
+        let mut derived = Vec::new();
+        for spec in crate::kinds::all() {
+            derived.extend(spec.derived_files(store)?);
+        }
+        for entry in derived {
             let file = self.root.join(&entry);
             if !file.exists() {
                 report.missing.push(entry);
@@ -115,24 +113,23 @@ impl Archive {
                 report.sized += 1;
             }
         }
-        // Git mirrors: checked whole (every object hashed, every ref
-        // connected); their files are the mirror's, not strays.
-        let git: Vec<Version> = store
-            .read(|c| landed(c, None))?
-            .into_iter()
-            .filter(|v| v.kind == ark_core::Kind::Git)
-            .collect();
-        let mirrors: std::collections::BTreeSet<String> =
-            git.iter().map(|v| git_mirror_path(&v.url)).collect();
-        let to_check: std::collections::BTreeSet<String> = git
-            .iter()
-            .filter(|v| recent(v))
-            .map(|v| git_mirror_path(&v.url))
-            .collect();
-        for mirror in &to_check {
-            let dir = self.root.join(mirror);
-            if let Err(e) = crate::git_check::check_repo(&dir) {
-                report.bad_mirrors.push(format!("{mirror}: {e}"));
+        // What a kind keeps beside its versions (a git mirror): checked
+        // whole when one of its versions is recent; its files are its own,
+        // not strays.
+        let mut mirrors = std::collections::BTreeSet::new();
+        let mut to_check = std::collections::BTreeMap::new();
+        for v in store.read(|c| landed(c, None))? {
+            let spec = crate::kinds::of(&v.kind);
+            if let Some(dir) = spec.owned_dir(&v) {
+                if recent(&v) {
+                    to_check.insert(dir.clone(), spec);
+                }
+                mirrors.insert(dir);
+            }
+        }
+        for (dir, spec) in &to_check {
+            if let Err(e) = spec.check_owned(self, dir) {
+                report.bad_mirrors.push(format!("{dir}: {e}"));
             }
         }
         for stray in walk_files(&self.root) {

@@ -20,7 +20,7 @@ const SOON: Duration = Duration::from_secs(60);
 fn mirror_of(cdata: &Path, url: &str) -> PathBuf {
     cdata
         .join("archive")
-        .join(ark_commander::archive::git_mirror_path(url))
+        .join(ark_commander::kinds::git_mirror_path(url))
 }
 
 /// The mirror's refs from upstream (the commander's own `refs/ark/` aside).

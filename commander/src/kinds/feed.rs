@@ -55,6 +55,17 @@ impl KindSpec for Feed {
         Ok(())
     }
 
+    fn deriving_dirs(&self, archive: &Archive, version: &Version) -> Vec<std::path::PathBuf> {
+        vec![archive
+            .root()
+            .join(crate::feed::feed_dir(&version.target))
+            .join("entries")]
+    }
+
+    fn derived_files(&self, store: &Store) -> Result<Vec<String>> {
+        crate::feed::entry_files(store)
+    }
+
     fn rolled_back(&self, archive: &Archive, store: &Store, target: &str) -> Result<()> {
         crate::feed::remove_unrecorded_entries(archive, store, target).map(drop)
     }

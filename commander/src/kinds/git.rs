@@ -32,7 +32,7 @@ impl KindSpec for Git {
         let Some(root) = archive_root else {
             return HashMap::new();
         };
-        let mirror = root.join(crate::archive::git_mirror_path(url));
+        let mirror = root.join(git_mirror_path(url));
         match crate::git_check::landed_refs(&mirror) {
             Ok(refs) => refs.into_iter().collect(),
             Err(e) => {
@@ -48,9 +48,7 @@ impl KindSpec for Git {
 
     fn check(&self, ctx: &CheckCtx<'_>) -> Result<Option<String>> {
         let v = ctx.version;
-        let mirror = ctx
-            .archive
-            .absolute(&crate::archive::git_mirror_path(&v.url));
+        let mirror = ctx.archive.absolute(&git_mirror_path(&v.url));
         let scratch = ctx
             .archive
             .quarantine()
@@ -89,9 +87,19 @@ impl KindSpec for Git {
     ) -> Result<String> {
         // The bundle lands beside the mirror it updates:
         // git/<host>/<path>.bundles/<stamp>/<name>.bundle.
-        let (stem, name) = crate::archive::git_stem(&v.url);
+        let (stem, name) = git_stem(&v.url);
         let dir = format!("{stem}.bundles");
         archive.stamped_version_path(conn, v, &format!("{name}.bundle"), Some(&dir), now)
+    }
+
+    fn owned_dir(&self, version: &Version) -> Option<String> {
+        Some(git_mirror_path(&version.url))
+    }
+
+    fn check_owned(&self, archive: &Archive, dir: &str) -> std::result::Result<(), String> {
+        crate::git_check::check_repo(&archive.absolute(dir))
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     fn recover(&self, archive: &Archive, store: &Store, now: i64) -> Result<()> {
@@ -153,7 +161,7 @@ pub fn apply_bundle(
     let forced = !changes.forced.is_empty() || !changes.deleted.is_empty();
     let message = format!(
         "mirror {} updated from run {}'s bundle: {}{}{}",
-        crate::archive::git_mirror_path(of.url),
+        git_mirror_path(of.url),
         of.run_id,
         changes.summary(),
         if forced {
@@ -201,7 +209,7 @@ fn catch_up_mirrors(archive: &Archive, store: &Store, now: i64) -> Result<()> {
     for v in newest {
         let (bundle, mirror) = (
             archive.root().join(&v.path),
-            archive.root().join(crate::archive::git_mirror_path(&v.url)),
+            archive.root().join(git_mirror_path(&v.url)),
         );
         let behind = crate::git_check::bundle_refs(&bundle)
             .ok()
@@ -229,4 +237,33 @@ fn catch_up_mirrors(archive: &Archive, store: &Store, now: i64) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where the bare mirror of git repository `url` lives, relative to the
+/// archive root: `git/<host>/<path>.git` (the port, if any, joins the host
+/// as `host_port`; every segment sanitised, so no URL can escape `git/`).
+pub fn git_mirror_path(url: &str) -> String {
+    let (stem, _) = git_stem(url);
+    format!("{stem}.git")
+}
+
+/// `git/<host>/<path>` without `.git`, and the repository's own name.
+pub(crate) fn git_stem(url: &str) -> (String, String) {
+    let path = url.split(['?', '#']).next().unwrap_or("");
+    let after_scheme = path.split("://").nth(1).unwrap_or(path);
+    let mut parts = after_scheme.split('/').filter(|p| !p.is_empty());
+    let host = crate::archive::safe_segment(parts.next().unwrap_or(""), "host");
+    let mut segments: Vec<String> = parts
+        .map(|p| crate::archive::safe_segment(&ark_core::path::percent_decode(p), "repo"))
+        .collect();
+    if segments.is_empty() {
+        segments.push("repo".into());
+    }
+    if let Some(last) = segments.last_mut() {
+        if let Some(stem) = last.strip_suffix(".git").filter(|s| !s.is_empty()) {
+            *last = stem.to_string();
+        }
+    }
+    let name = segments.last().cloned().unwrap_or_default();
+    (format!("{}/{host}/{}", Kind::Git, segments.join("/")), name)
 }

@@ -60,6 +60,8 @@ mod git;
 mod media;
 mod zim;
 
+pub use git::git_mirror_path;
+
 /// What a kind's [`KindSpec::derive`] produced for its landing transaction.
 #[derive(Debug)]
 pub enum Derived {
@@ -178,6 +180,29 @@ pub trait KindSpec: Sync {
 
     /// After a landing committed: what is rebuilt from the ledger.
     fn after_landing(&self, _archive: &Archive, _store: &Store) -> Result<()> {
+        Ok(())
+    }
+
+    /// Directories a landing of `version` is writing into right now: not
+    /// strays while it lands (a feed's entries).
+    fn deriving_dirs(&self, _archive: &Archive, _version: &Version) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
+
+    /// Files derived from landed versions that the ledger lists, relative
+    /// to the archive root (`verify` reports any that is missing).
+    fn derived_files(&self, _store: &Store) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// A directory the kind keeps beside its versions, its own rather than
+    /// stray files (a git mirror), relative to the archive root.
+    fn owned_dir(&self, _version: &Version) -> Option<String> {
+        None
+    }
+
+    /// `verify`'s check of an [`Self::owned_dir`]; Err carries the reason.
+    fn check_owned(&self, _archive: &Archive, _dir: &str) -> std::result::Result<(), String> {
         Ok(())
     }
 

@@ -49,3 +49,62 @@ impl KindSpec for Zim {
         archive.write_zim_library(store).map(drop)
     }
 }
+
+impl Archive {
+    /// Rewrites `zim/library.xml` (atomically) from the ledger: the newest
+    /// landed version of every ZIM target, so `kiwix-serve --library
+    /// archive/zim/library.xml` serves the archive as it is.
+    /// Returns whether the file changed (it is written only then, so an
+    /// idle archive keeps its mtimes).
+    pub fn write_zim_library(&self, store: &Store) -> Result<bool> {
+        let versions = store.read(|c| crate::archive::landed(c, None))?;
+        let mut seen = std::collections::HashSet::new();
+        let mut books = String::new();
+        for v in versions.iter().filter(|v| v.kind == ark_core::Kind::Zim) {
+            if !seen.insert(v.target.clone()) {
+                continue; // an older version of a target already listed
+            }
+            let file = self.root.join(&v.path);
+            let mut head = [0u8; 24];
+            let Ok(()) = std::fs::File::open(&file).and_then(|f| {
+                use std::os::unix::fs::FileExt;
+                f.read_exact_at(&mut head, 0)
+            }) else {
+                continue;
+            };
+            let u = &head[8..24];
+            let id = format!(
+                "{}-{}-{}-{}-{}",
+                hex::encode(&u[0..4]),
+                hex::encode(&u[4..6]),
+                hex::encode(&u[6..8]),
+                hex::encode(&u[8..10]),
+                hex::encode(&u[10..16])
+            );
+            let relative = v.path.strip_prefix("zim/").unwrap_or(&v.path);
+            books.push_str(&format!(
+                "  <book id=\"{id}\" path=\"{}\" name=\"{}\" title=\"{}\" size=\"{}\"/>\n",
+                xml_escape(relative),
+                xml_escape(&v.target),
+                xml_escape(&v.target),
+                v.size.div_ceil(1024)
+            ));
+        }
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- written by ark-commander from its ledger; do not edit -->\n<library version=\"20110515\">\n{books}</library>\n"
+        );
+        let path = self.root.join("zim").join("library.xml");
+        if books.is_empty() && !path.exists() {
+            return Ok(false);
+        }
+        crate::library::write_if_changed(&path, xml.as_bytes())
+            .map_err(CommanderError::io("writing", &path))
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
