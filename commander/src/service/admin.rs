@@ -1,0 +1,291 @@
+//! The admin service: what the operator's CLI and the dashboard ask of a
+//! running commander (targets, agents, runs, pause, tokens), each call
+//! checked to come from the admin certificate.
+
+use super::*;
+
+#[tonic::async_trait]
+impl Admin for Services {
+    async fn create_enroll_token(
+        &self,
+        request: Request<CreateEnrollTokenRequest>,
+    ) -> Reply<CreateEnrollTokenResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            let req = request.into_inner();
+            validate_name(&req.agent_name, "agent")?;
+            let token = EnrollToken {
+                secret: crate::pki::random_hex(16)?,
+                ca_pin: self.inner.pki.ca_fingerprint.clone(),
+            };
+            let hash = hex::encode(ring::digest::digest(
+                &ring::digest::SHA256,
+                token.secret.as_bytes(),
+            ));
+            let now = unix_ms();
+            let ttl = if req.ttl_ms > 0 {
+                req.ttl_ms as i64
+            } else {
+                self.scheduler().config.token_ttl.as_millis() as i64
+            };
+            self.store().tx(|tx| {
+                state::create_token(tx, &hash, &req.agent_name, now, now + ttl)?;
+                state::event(
+                    tx,
+                    now,
+                    None,
+                    Some(&req.agent_name),
+                    "token",
+                    "enrolment token issued",
+                )
+            })?;
+            Ok(CreateEnrollTokenResponse {
+                token: token.to_string(),
+                expires_at_ms: now + ttl,
+            })
+        })())
+    }
+
+    async fn add_target(&self, request: Request<AddTargetRequest>) -> Reply<TargetInfo> {
+        reply((|| {
+            self.admin(&request)?;
+            let mut req = request.into_inner();
+            let kind = req
+                .kind
+                .parse::<ark_core::Kind>()
+                .ok()
+                .filter(|k| ark_core::Kind::TARGETS.contains(k))
+                .ok_or_else(|| {
+                    CommanderError::Invalid(format!(
+                        "unknown target kind {:?}: this commander harvests: {}",
+                        req.kind,
+                        ark_core::Kind::names(ark_core::Kind::TARGETS)
+                    ))
+                })?;
+            let uri: tonic::transport::Uri = req
+                .url
+                .parse()
+                .map_err(|e| CommanderError::Invalid(format!("{:?} is not a URL: {e}", req.url)))?;
+            let scheme_ok = uri
+                .scheme_str()
+                .is_some_and(|s| crate::kinds::spec(kind).schemes().contains(&s));
+            if !scheme_ok || uri.host().is_none() {
+                return Err(CommanderError::Invalid(format!(
+                    "{:?}: a {} target needs an {} URL with a host",
+                    req.url,
+                    req.kind,
+                    or_list(crate::kinds::spec(kind).schemes())
+                )));
+            }
+            if req.name.is_empty() {
+                req.name = name_from_url(&req.url);
+            }
+            req.window = crate::window::Window::parse(&req.window)?
+                .map(|w| w.to_string())
+                .unwrap_or_default();
+            validate_name(&req.name, "target")?;
+            if req.name.ends_with('.') || ark_core::path::is_reserved(&req.name) {
+                return Err(CommanderError::Invalid(format!(
+                    "target name {:?} would not survive a copy of the archive to exFAT or NTFS \
+                     (a trailing dot, or a device name such as CON or NUL): choose another",
+                    req.name
+                )));
+            }
+            let now = unix_ms();
+            self.store().tx(|tx| {
+                // Its directory must not clash with another target's on a
+                // case-insensitive filesystem.
+                let clash: Option<String> = rusqlite::OptionalExtension::optional(tx.query_row(
+                    "SELECT name FROM targets WHERE lower(name) = lower(?1) AND name != ?1",
+                    [&req.name],
+                    |r| r.get(0),
+                ))?;
+                if let Some(other) = clash {
+                    return Err(CommanderError::AlreadyExists(format!(
+                        "target {:?} differs from {other:?} only by case: their directories would be one \
+                         on a case-insensitive filesystem; choose another name",
+                        req.name
+                    )));
+                }
+                let info = state::add_target(tx, &req, now)?;
+                state::event(
+                    tx,
+                    now,
+                    None,
+                    None,
+                    "target_added",
+                    &format!("{} {} {}", req.name, req.kind, req.url),
+                )?;
+                Ok(info)
+            })
+        })())
+    }
+
+    async fn list_targets(
+        &self,
+        request: Request<ListTargetsRequest>,
+    ) -> Reply<ListTargetsResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            Ok(ListTargetsResponse {
+                targets: self.store().read(state::list_targets)?,
+            })
+        })())
+    }
+
+    async fn remove_target(
+        &self,
+        request: Request<RemoveTargetRequest>,
+    ) -> Reply<RemoveTargetResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            let name = request.into_inner().name;
+            let now = unix_ms();
+            self.store().tx(|tx| {
+                state::remove_target(tx, &name)?;
+                state::event(tx, now, None, None, "target_removed", &name)
+            })?;
+            Ok(RemoveTargetResponse {})
+        })())
+    }
+
+    async fn run_now(&self, request: Request<RunNowRequest>) -> Reply<RunInfo> {
+        reply((|| {
+            self.admin(&request)?;
+            self.scheduler()
+                .run_now(&request.into_inner().name, unix_ms())
+        })())
+    }
+
+    async fn list_agents(&self, request: Request<ListAgentsRequest>) -> Reply<ListAgentsResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            let lost_after = self.scheduler().config.lease_ttl.as_millis() as i64;
+            Ok(ListAgentsResponse {
+                agents: self
+                    .store()
+                    .read(|c| state::list_agents(c, unix_ms(), lost_after))?,
+            })
+        })())
+    }
+
+    async fn list_runs(&self, request: Request<ListRunsRequest>) -> Reply<ListRunsResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            let limit = match request.get_ref().limit {
+                0 => DEFAULT_RUNS_LIMIT,
+                n => n,
+            };
+            Ok(ListRunsResponse {
+                runs: self.store().read(|c| state::list_runs(c, limit))?,
+            })
+        })())
+    }
+
+    async fn set_agent(&self, request: Request<SetAgentRequest>) -> Reply<AgentInfo> {
+        reply((|| {
+            self.admin(&request)?;
+            let req = request.into_inner();
+            // Normalised ("always" → ""), and refused when it does not parse.
+            let window = req
+                .window
+                .as_deref()
+                .map(|w| {
+                    crate::window::Window::parse(w)
+                        .map(|w| w.map(|w| w.to_string()).unwrap_or_default())
+                })
+                .transpose()?;
+            let lost_after = self.scheduler().config.lease_ttl.as_millis() as i64;
+            let now = unix_ms();
+            self.store().tx(|tx| {
+                state::set_agent(tx, &req.name, req.bandwidth_cap, window.as_deref())?;
+                state::event(
+                    tx,
+                    now,
+                    None,
+                    Some(&req.name),
+                    "agent_set",
+                    &format!(
+                        "bandwidth cap {} window {}",
+                        req.bandwidth_cap
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "unchanged".into()),
+                        window.clone().unwrap_or_else(|| "unchanged".into())
+                    ),
+                )?;
+                state::list_agents(tx, now, lost_after)?
+                    .into_iter()
+                    .find(|a| a.name == req.name)
+                    .ok_or_else(|| CommanderError::NotFound(req.name.clone()))
+            })
+        })())
+    }
+
+    async fn pause(&self, request: Request<PauseRequest>) -> Reply<PauseResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            self.set_paused(&request.into_inner().agent, true)?;
+            Ok(PauseResponse {})
+        })())
+    }
+
+    async fn resume(&self, request: Request<ResumeRequest>) -> Reply<ResumeResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            self.set_paused(&request.into_inner().agent, false)?;
+            Ok(ResumeResponse {})
+        })())
+    }
+
+    async fn status(&self, request: Request<StatusRequest>) -> Reply<StatusResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            let lost_after = self.scheduler().config.lease_ttl.as_millis() as i64;
+            self.store().read(|c| {
+                let agents = state::list_agents(c, unix_ms(), lost_after)?;
+                let counts = state::run_counts(c)?;
+                let count = |s: &str| counts.get(s).copied().unwrap_or(0);
+                let (archive_versions, archive_bytes, last_landed) = crate::archive::totals(c)?;
+                Ok(StatusResponse {
+                    archive_versions,
+                    archive_bytes,
+                    last_landed_at_ms: last_landed.unwrap_or(0),
+                    swarm_paused: state::swarm_paused(c)?,
+                    agents_online: agents.iter().filter(|a| a.state == "online").count() as u32,
+                    agents_lost: agents.iter().filter(|a| a.state == "lost").count() as u32,
+                    runs_queued: count(state::run_state::QUEUED),
+                    runs_leased: count(state::run_state::LEASED),
+                    runs_succeeded: count(state::run_state::SUCCEEDED),
+                    runs_failed: count(state::run_state::FAILED),
+                    runs_unchanged: count(state::run_state::UNCHANGED),
+                    targets: state::list_targets(c)?.len() as u32,
+                    commander_version: env!("CARGO_PKG_VERSION").into(),
+                    listen: self.inner.listen.clone(),
+                })
+            })
+        })())
+    }
+
+    async fn list_events(&self, request: Request<ListEventsRequest>) -> Reply<ListEventsResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            let req = request.get_ref();
+            let limit = if req.limit == 0 { 100 } else { req.limit };
+            Ok(ListEventsResponse {
+                events: self
+                    .store()
+                    .read(|c| state::list_events(c, req.run_id, limit))?,
+            })
+        })())
+    }
+}
+
+/// `http://, https:// or git://`.
+pub(super) fn or_list(schemes: &[&str]) -> String {
+    let all: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+    match all.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}

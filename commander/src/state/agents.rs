@@ -1,0 +1,216 @@
+//! Agents and their enrolment tokens in the store: redeeming a token,
+//! identities by certificate, capabilities, the operator's settings, the
+//! listing.
+
+use super::*;
+
+/// Records a token (only the hash of its secret).
+pub fn create_token(
+    conn: &Connection,
+    secret_sha256: &str,
+    agent: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO tokens (secret_sha256, agent_name, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        params![secret_sha256, agent, now, expires_at],
+    )?;
+    Ok(())
+}
+
+/// Marks a token used and returns the agent name it was issued for.
+pub fn redeem_token(conn: &Connection, secret_sha256: &str, now: i64) -> Result<String> {
+    let row: Option<(String, i64, Option<i64>)> = conn
+        .query_row(
+            "SELECT agent_name, expires_at, used_at FROM tokens WHERE secret_sha256 = ?1",
+            [secret_sha256],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let bad = |m: &str| {
+        CommanderError::BadToken(format!(
+            "{m}: ask the operator for a new one (`ark-commander enroll NAME`)"
+        ))
+    };
+    let Some((agent, expires_at, used_at)) = row else {
+        return Err(bad("unknown enrolment token"));
+    };
+    if used_at.is_some() {
+        return Err(bad("this enrolment token has already been used"));
+    }
+    if now >= expires_at {
+        return Err(bad("this enrolment token has expired"));
+    }
+    conn.execute(
+        "UPDATE tokens SET used_at = ?1 WHERE secret_sha256 = ?2",
+        params![now, secret_sha256],
+    )?;
+    Ok(agent)
+}
+
+/// Records an enrolled agent (or replaces a re-enrolled one's certificate).
+pub fn enroll_agent(conn: &Connection, name: &str, cert_sha256: &str, now: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO agents (name, cert_sha256, enrolled_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(name) DO UPDATE SET cert_sha256 = excluded.cert_sha256, enrolled_at = excluded.enrolled_at",
+        params![name, cert_sha256, now],
+    )?;
+    Ok(())
+}
+
+pub fn agent_by_cert(conn: &Connection, cert_sha256: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT name FROM agents WHERE cert_sha256 = ?1",
+            [cert_sha256],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+pub fn agent_exists(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn
+        .query_row("SELECT 1 FROM agents WHERE name = ?1", [name], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+pub fn set_capabilities(
+    conn: &Connection,
+    name: &str,
+    caps: &ark_proto::Capabilities,
+    now: i64,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE agents SET capabilities = ?1, last_seen = ?2 WHERE name = ?3",
+        params![caps.encode_to_vec(), now, name],
+    )?;
+    Ok(())
+}
+
+pub fn capabilities(conn: &Connection, name: &str) -> Result<Option<ark_proto::Capabilities>> {
+    let blob: Option<Option<Vec<u8>>> = conn
+        .query_row(
+            "SELECT capabilities FROM agents WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(blob
+        .flatten()
+        .and_then(|b| ark_proto::Capabilities::decode(b.as_slice()).ok()))
+}
+
+pub fn agent_seen(
+    conn: &Connection,
+    name: &str,
+    telemetry: Option<&ark_proto::Telemetry>,
+    now: i64,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE agents SET last_seen = ?1, telemetry = COALESCE(?2, telemetry) WHERE name = ?3",
+        params![now, telemetry.map(|t| t.encode_to_vec()), name],
+    )?;
+    Ok(())
+}
+
+pub fn agent_paused(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn
+        .query_row("SELECT paused FROM agents WHERE name = ?1", [name], |r| {
+            r.get::<_, bool>(0)
+        })
+        .optional()?
+        .unwrap_or(false))
+}
+
+/// Lists agents; `lost_after` decides who counts as online.
+/// The operator's settings for agent `name`: (bandwidth cap, window).
+pub fn agent_settings(conn: &Connection, name: &str) -> Result<(u64, String)> {
+    Ok(conn
+        .query_row(
+            "SELECT bandwidth_cap, window FROM agents WHERE name = ?1",
+            [name],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or_default())
+}
+
+/// Sets an agent's bandwidth cap and/or window (None: unchanged).
+pub fn set_agent(
+    conn: &Connection,
+    name: &str,
+    bandwidth_cap: Option<u64>,
+    window: Option<&str>,
+) -> Result<()> {
+    if !agent_exists(conn, name)? {
+        return Err(CommanderError::NotFound(format!(
+            "no agent named {name:?} (see `ark-commander agents`)"
+        )));
+    }
+    if let Some(cap) = bandwidth_cap {
+        conn.execute(
+            "UPDATE agents SET bandwidth_cap = ?2 WHERE name = ?1",
+            params![name, cap as i64],
+        )?;
+    }
+    if let Some(window) = window {
+        conn.execute(
+            "UPDATE agents SET window = ?2 WHERE name = ?1",
+            params![name, window],
+        )?;
+    }
+    Ok(())
+}
+
+pub fn list_agents(
+    conn: &Connection,
+    now: i64,
+    lost_after_ms: i64,
+) -> Result<Vec<ark_proto::AgentInfo>> {
+    let mut stmt = conn.prepare(
+        "SELECT name, enrolled_at, last_seen, paused, capabilities, telemetry, bandwidth_cap, window
+         FROM agents ORDER BY name",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, Option<i64>>(2)?,
+            r.get::<_, bool>(3)?,
+            r.get::<_, Option<Vec<u8>>>(4)?,
+            r.get::<_, Option<Vec<u8>>>(5)?,
+            r.get::<_, i64>(6)? as u64,
+            r.get::<_, String>(7)?,
+        ))
+    })?;
+    let mut agents = Vec::new();
+    for row in rows {
+        let (name, enrolled_at, last_seen, paused, caps, telemetry, bandwidth_cap, window) = row?;
+        let state = match last_seen {
+            None => "enrolled",
+            Some(seen) if now - seen <= lost_after_ms => "online",
+            Some(_) => "lost",
+        };
+        let mut running_stmt = conn.prepare_cached(
+            "SELECT run_id FROM leases WHERE agent = ?1 AND ended_at IS NULL ORDER BY run_id",
+        )?;
+        let running = running_stmt
+            .query_map([&name], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        agents.push(ark_proto::AgentInfo {
+            name,
+            state: state.into(),
+            paused,
+            capabilities: caps.and_then(|b| ark_proto::Capabilities::decode(b.as_slice()).ok()),
+            telemetry: telemetry.and_then(|b| ark_proto::Telemetry::decode(b.as_slice()).ok()),
+            enrolled_at_ms: enrolled_at,
+            last_seen_ms: last_seen.unwrap_or(0),
+            running,
+            bandwidth_cap,
+            window,
+        });
+    }
+    Ok(agents)
+}
