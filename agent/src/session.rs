@@ -133,11 +133,7 @@ pub async fn run(
                 if response.heartbeat_interval_ms > 0 {
                     interval = Duration::from_millis(response.heartbeat_interval_ms);
                 }
-                // The lower of the operator's cap and our own (0 = none).
-                let cap = match (config.bandwidth_cap, response.agent_bandwidth_cap) {
-                    (0, c) | (c, 0) => c,
-                    (a, b) => a.min(b),
-                };
+                let cap = lower_cap(config.bandwidth_cap, response.agent_bandwidth_cap);
                 if ctx.throttle.rate() != cap {
                     info!(
                         bytes_per_second = cap,
@@ -148,41 +144,8 @@ pub async fn run(
                 status.link = "connected".into();
                 status.last_heartbeat_ms = unix_ms();
                 status.last_error.clear();
-                for cmd in response.commands.into_iter().filter_map(|c| c.command) {
-                    match cmd {
-                        command::Command::Pause(p) => {
-                            if !status.paused {
-                                info!(scope = %p.scope, "paused by the commander: taking no new jobs");
-                            }
-                            status.paused = true;
-                        }
-                        command::Command::Resume(_) => {
-                            if status.paused {
-                                info!("resumed by the commander");
-                            }
-                            status.paused = false;
-                        }
-                        command::Command::DropLease(lease) => {
-                            if let Some(job) = jobs.get(&lease.run_id) {
-                                if job.lease.generation == lease.generation {
-                                    job.drop_lease();
-                                }
-                            }
-                        }
-                    }
-                }
-                for lease in response.leases {
-                    let held = HeldLease::from_lease(&lease);
-                    if jobs.contains_key(&held.run_id) {
-                        continue;
-                    }
-                    match jobs::spawn(ctx_arc.clone(), held, false) {
-                        Ok(job) => {
-                            jobs.insert(lease.run_id, job);
-                        }
-                        Err(e) => warn!(run = lease.run_id, "cannot start job: {e}"),
-                    }
-                }
+                apply_commands(response.commands, &jobs, &mut status);
+                start_jobs(response.leases, &mut jobs, &ctx_arc);
                 interval
             }
             Err(e) => {
@@ -194,16 +157,7 @@ pub async fn run(
                 wait
             }
         };
-        status.jobs = jobs
-            .values()
-            .map(|job| JobStatus {
-                run_id: job.lease.run_id,
-                generation: job.lease.generation,
-                target: job.lease.target.clone(),
-                url: job.lease.url.clone(),
-                bytes_done: job.progress.done.load(Ordering::Relaxed),
-            })
-            .collect();
+        status.jobs = job_statuses(&jobs);
         if let Err(e) = status.save(&data) {
             warn!("cannot write status: {e}");
         }
@@ -219,6 +173,78 @@ pub async fn run(
     status.link = "stopped".into();
     let _ = status.save(&data);
     Ok(())
+}
+
+/// The lower of the operator's cap and our own (0 = none).
+fn lower_cap(ours: u64, operators: u64) -> u64 {
+    match (ours, operators) {
+        (0, c) | (c, 0) => c,
+        (a, b) => a.min(b),
+    }
+}
+
+/// Carries out what the commander asked in a heartbeat's answer.
+fn apply_commands(
+    commands: Vec<ark_proto::Command>,
+    jobs: &HashMap<i64, JobHandle>,
+    status: &mut AgentStatus,
+) {
+    for cmd in commands.into_iter().filter_map(|c| c.command) {
+        match cmd {
+            command::Command::Pause(p) => {
+                if !status.paused {
+                    info!(scope = %p.scope, "paused by the commander: taking no new jobs");
+                }
+                status.paused = true;
+            }
+            command::Command::Resume(_) => {
+                if status.paused {
+                    info!("resumed by the commander");
+                }
+                status.paused = false;
+            }
+            command::Command::DropLease(lease) => {
+                if let Some(job) = jobs.get(&lease.run_id) {
+                    if job.lease.generation == lease.generation {
+                        job.drop_lease();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Starts a job for every new lease.
+fn start_jobs(
+    leases: Vec<ark_proto::Lease>,
+    jobs: &mut HashMap<i64, JobHandle>,
+    ctx: &Arc<JobContext>,
+) {
+    for lease in leases {
+        let held = HeldLease::from_lease(&lease);
+        if jobs.contains_key(&held.run_id) {
+            continue;
+        }
+        match jobs::spawn(ctx.clone(), held, false) {
+            Ok(job) => {
+                jobs.insert(lease.run_id, job);
+            }
+            Err(e) => warn!(run = lease.run_id, "cannot start job: {e}"),
+        }
+    }
+}
+
+/// The running jobs, for `ark-agent status`.
+fn job_statuses(jobs: &HashMap<i64, JobHandle>) -> Vec<JobStatus> {
+    jobs.values()
+        .map(|job| JobStatus {
+            run_id: job.lease.run_id,
+            generation: job.lease.generation,
+            target: job.lease.target.clone(),
+            url: job.lease.url.clone(),
+            bytes_done: job.progress.done.load(Ordering::Relaxed),
+        })
+        .collect()
 }
 
 /// One turn of the loop: register when needed, then heartbeat.

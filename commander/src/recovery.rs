@@ -96,6 +96,14 @@ impl Archive {
                 rolled_back += 1;
             }
         }
+        self.clean_after_crash(store, now)?;
+        Ok((finished, rolled_back))
+    }
+
+    /// What a crash leaves besides half-landed versions: quarantined files
+    /// no upload claims, prunes committed but not carried out, and what each
+    /// kind builds from the ledger or finishes after the ledger committed.
+    fn clean_after_crash(&self, store: &Store, now: i64) -> Result<()> {
         // Quarantined files no upload claims any more (landed just before a
         // crash, or from a run that ended otherwise).
         let claimed: std::collections::HashSet<i64> = store.read(|c| {
@@ -134,7 +142,7 @@ impl Archive {
         for spec in crate::kinds::all() {
             spec.recover(self, store, now)?;
         }
-        Ok((finished, rolled_back))
+        Ok(())
     }
 
     /// Removes what the quarantine holds for runs that will not land it: a

@@ -32,12 +32,10 @@ impl Archive {
         mut each: impl FnMut(&Checked),
     ) -> Result<VerifyReport> {
         use std::collections::{HashMap, HashSet};
-        use std::os::unix::fs::MetadataExt;
         let versions = store.read(|c| landed(c, None))?;
         let mut report = VerifyReport::default();
         // Hard-linked versions share an inode: hash it once, report each.
-        let mut hashed: HashMap<(u64, u64), std::result::Result<(u64, blake3::Hash), String>> =
-            HashMap::new();
+        let mut hashed: Hashed = HashMap::new();
         let mut known: HashSet<PathBuf> = HashSet::new();
         // Written by the commander from the ledger, not a landed file.
         known.insert(self.root.join("zim").join("library.xml"));
@@ -74,29 +72,7 @@ impl Archive {
             known.insert(file.clone());
             known.insert(Self::manifest_path(&file));
             let rehash = recent(&v);
-            let problem = match std::fs::metadata(&file) {
-                Err(e) => Some(format!("missing: {e}")),
-                Ok(meta) if !rehash => (meta.len() != v.size)
-                    .then(|| format!("{} bytes on disk, {} in the ledger", meta.len(), v.size)),
-                Ok(meta) => {
-                    let got = hashed
-                        .entry((meta.dev(), meta.ino()))
-                        .or_insert_with(|| hash_file(&file).map_err(|e| e.to_string()))
-                        .clone();
-                    match got {
-                        Err(e) => Some(format!("unreadable: {e}")),
-                        Ok((size, _)) if size != v.size => {
-                            Some(format!("{size} bytes on disk, {} in the ledger", v.size))
-                        }
-                        Ok((_, root)) if root.to_hex().as_str() != v.blake3 => Some(format!(
-                            "BLAKE3 on disk {} differs from the ledger's {}",
-                            root.to_hex(),
-                            v.blake3
-                        )),
-                        Ok(_) => manifest_problem(&Self::manifest_path(&file), &v),
-                    }
-                }
-            };
+            let problem = version_problem(&file, &v, rehash, &mut hashed);
             if rehash {
                 report.bytes += v.size;
             }
@@ -277,5 +253,38 @@ impl VerifyReport {
             && self.bad_mirrors.is_empty()
             && self.empty_dirs.is_empty()
             && self.orphaned.is_empty()
+    }
+}
+
+/// Hashes already computed, per inode: hard-linked versions are hashed once.
+type Hashed =
+    std::collections::HashMap<(u64, u64), std::result::Result<(u64, blake3::Hash), String>>;
+
+/// What is wrong with landed version `v` at `file`, if anything: present
+/// with its size (and, when `rehash`, its BLAKE3 and manifest).
+fn version_problem(file: &Path, v: &Version, rehash: bool, hashed: &mut Hashed) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(file) {
+        Err(e) => Some(format!("missing: {e}")),
+        Ok(meta) if !rehash => (meta.len() != v.size)
+            .then(|| format!("{} bytes on disk, {} in the ledger", meta.len(), v.size)),
+        Ok(meta) => {
+            let got = hashed
+                .entry((meta.dev(), meta.ino()))
+                .or_insert_with(|| hash_file(file).map_err(|e| e.to_string()))
+                .clone();
+            match got {
+                Err(e) => Some(format!("unreadable: {e}")),
+                Ok((size, _)) if size != v.size => {
+                    Some(format!("{size} bytes on disk, {} in the ledger", v.size))
+                }
+                Ok((_, root)) if root.to_hex().as_str() != v.blake3 => Some(format!(
+                    "BLAKE3 on disk {} differs from the ledger's {}",
+                    root.to_hex(),
+                    v.blake3
+                )),
+                Ok(_) => manifest_problem(&Archive::manifest_path(file), v),
+            }
+        }
     }
 }

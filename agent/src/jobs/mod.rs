@@ -206,31 +206,8 @@ async fn drive(
             restarts,
             ..
         }) => {
-            let manifest = Manifest {
-                format: crate::manifest::FORMAT,
-                agent: ctx.agent_name.clone(),
-                run_id: lease.run_id,
-                generation: lease.generation,
-                target: lease.target.clone(),
-                kind: lease.kind.clone(),
-                url: lease.url.clone(),
-                size,
-                blake3: root.to_hex().to_string(),
-                digests: published
-                    .iter()
-                    .map(|(p, hex)| (p.algorithm.to_string(), hex.clone()))
-                    .collect(),
-                digest_source: published
-                    .as_ref()
-                    .map(|(p, _)| p.source.clone())
-                    .unwrap_or_else(|| "none published".into()),
-                etag: validators.etag.clone().unwrap_or_default(),
-                last_modified: validators.last_modified.clone().unwrap_or_default(),
-                fetch_started_ms: started_ms,
-                fetch_finished_ms: crate::unix_ms(),
-                resumes,
-                restarts,
-            };
+            let fetched = (size, root, validators, resumes, restarts);
+            let manifest = manifest_of(ctx, lease, fetched, published.as_ref(), started_ms);
             let task = tokio::spawn(deliver::deliver(
                 ctx.clone(),
                 staged.to_path_buf(),
@@ -255,6 +232,57 @@ async fn drive(
             complete_request::Outcome::Failure(f)
         }
     };
+    complete(&mut supervisor, lease, outcome).await
+}
+
+/// The manifest the agent signs for a fetched body.
+fn manifest_of(
+    ctx: &JobContext,
+    lease: &HeldLease,
+    (size, root, validators, resumes, restarts): (
+        u64,
+        blake3::Hash,
+        crate::fetch::Validators,
+        u32,
+        u32,
+    ),
+    published: Option<&(crate::digests::Published, String)>,
+    started_ms: i64,
+) -> Manifest {
+    Manifest {
+        format: crate::manifest::FORMAT,
+        agent: ctx.agent_name.clone(),
+        run_id: lease.run_id,
+        generation: lease.generation,
+        target: lease.target.clone(),
+        kind: lease.kind.clone(),
+        url: lease.url.clone(),
+        size,
+        blake3: root.to_hex().to_string(),
+        digests: published
+            .into_iter()
+            .map(|(p, hex)| (p.algorithm.to_string(), hex.clone()))
+            .collect(),
+        digest_source: published
+            .as_ref()
+            .map(|(p, _)| p.source.clone())
+            .unwrap_or_else(|| "none published".into()),
+        etag: validators.etag.clone().unwrap_or_default(),
+        last_modified: validators.last_modified.clone().unwrap_or_default(),
+        fetch_started_ms: started_ms,
+        fetch_finished_ms: crate::unix_ms(),
+        resumes,
+        restarts,
+    }
+}
+
+/// Reports the run's end to the commander, retrying while it is away and
+/// the lease lasts.
+async fn complete(
+    supervisor: &mut Supervisor<'_>,
+    lease: &HeldLease,
+    outcome: complete_request::Outcome,
+) -> std::result::Result<(), Abandon> {
     let mut client = supervisor.client.clone();
     loop {
         let request = CompleteRequest {
