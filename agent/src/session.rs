@@ -77,27 +77,17 @@ pub async fn run(
     std::fs::create_dir_all(&staging).map_err(AgentError::io("creating staging dir", &staging))?;
     let channel = link::channel(&commander, link::mtls_client_config(&identity.credentials)?)?;
     let mut client = AgentSessionClient::new(channel);
-    let http =
-        crate::fetch::http_client().map_err(|e| AgentError::tls(format!("HTTP client: {e}")))?;
     let bytes = ByteCounter::default();
     let mut sampler = Sampler::new(&staging, bytes.clone());
-    let mut ctx = JobContext {
-        client: client.clone(),
-        http,
-        data: data.clone(),
+    let mut ctx = job_context(
+        &data,
+        &config,
+        &identity,
+        &commander,
         staging,
-        bytes,
-        throttle: jobs::Throttle::new(config.bandwidth_cap),
-        limits: config.limits(),
-        progress_every: DEFAULT_HEARTBEAT,
-        registry: Arc::new(crate::registry::Registry::open(&data)?),
-        agent_name: identity.name.clone(),
-        credentials: identity.credentials.clone(),
-        fault_flip_upload_byte: jobs::fault_flip_upload_byte(),
-        commander_host: reqwest::Url::parse(&commander)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string)),
-    };
+        client.clone(),
+        bytes.clone(),
+    )?;
     let mut jobs: HashMap<i64, JobHandle> = HashMap::new();
     let recovered = HeldLease::load_all(&data);
     let mut status = AgentStatus {
@@ -173,6 +163,37 @@ pub async fn run(
     status.link = "stopped".into();
     let _ = status.save(&data);
     Ok(())
+}
+
+/// What every job of this session gets.
+fn job_context(
+    data: &std::path::Path,
+    config: &AgentConfig,
+    identity: &Identity,
+    commander: &str,
+    staging: PathBuf,
+    client: AgentSessionClient<tonic::transport::Channel>,
+    bytes: ByteCounter,
+) -> Result<JobContext> {
+    let http =
+        crate::fetch::http_client().map_err(|e| AgentError::tls(format!("HTTP client: {e}")))?;
+    Ok(JobContext {
+        client,
+        http,
+        data: data.to_path_buf(),
+        staging,
+        bytes,
+        throttle: jobs::Throttle::new(config.bandwidth_cap),
+        limits: config.limits(),
+        progress_every: DEFAULT_HEARTBEAT,
+        registry: Arc::new(crate::registry::Registry::open(data)?),
+        agent_name: identity.name.clone(),
+        credentials: identity.credentials.clone(),
+        fault_flip_upload_byte: jobs::fault_flip_upload_byte(),
+        commander_host: reqwest::Url::parse(commander)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string)),
+    })
 }
 
 /// The lower of the operator's cap and our own (0 = none).

@@ -61,7 +61,7 @@ impl Archive {
         derive: impl FnOnce(&Version) -> Result<D>,
         finish: impl FnOnce(&Connection, &Version, D) -> Result<()>,
     ) -> Result<Version> {
-        let (quarantined, outboard) = self.quarantined(v.run_id);
+        let (_, outboard) = self.quarantined(v.run_id);
         // 1. The intent.
         let (id, relative) = store.tx(|tx| {
             let relative = self.new_version_path(tx, v, now)?;
@@ -82,50 +82,9 @@ impl Archive {
             Ok((tx.last_insert_rowid(), relative))
         })?;
         let file = self.root.join(&relative);
-        let dir = file.parent().unwrap_or(&self.root).to_path_buf();
         // Steps 2 and 3 leave nothing behind when they fail: the version
         // directory and the row go, the upload stays in quarantine.
-        let placed = (|| -> Result<()> {
-            // 2. The version directory and its manifest.
-            let io = |what| CommanderError::io(what, &file);
-            std::fs::create_dir_all(dir.parent().unwrap_or(&self.root))
-                .map_err(io("creating target dir for"))?;
-            if crate::kinds::of(&v.kind).shared_dir() {
-                std::fs::create_dir_all(&dir).map_err(io("creating the shared dir for"))?;
-            } else {
-                std::fs::create_dir(&dir).map_err(io("creating version dir for"))?;
-            }
-            sync_dir(dir.parent().unwrap_or(&self.root)).map_err(io("syncing target dir of"))?;
-            let manifest = self.manifest_json(v, id, source)?;
-            ark_core::write_atomic(&Self::manifest_path(&file), &manifest, 0o644)
-                .map_err(io("writing manifest of"))?;
-            // 3. The bytes.
-            crash_point("before-rename");
-            match source {
-                Source::Quarantine => {
-                    std::fs::File::open(&quarantined)
-                        .and_then(|f| f.sync_all())
-                        .map_err(CommanderError::io("syncing", &quarantined))?;
-                    std::fs::rename(&quarantined, &file).map_err(io("renaming upload into"))?;
-                }
-                Source::Link { path, .. } => {
-                    let from = self.root.join(path);
-                    if let Err(e) = std::fs::hard_link(&from, &file) {
-                        if !quarantined.exists() {
-                            return Err(CommanderError::io("hard-linking into", &file)(e));
-                        }
-                        tracing::warn!(
-                            "cannot hard-link {} ({e}); landing the uploaded copy instead",
-                            from.display()
-                        );
-                        std::fs::rename(&quarantined, &file).map_err(io("renaming upload into"))?;
-                    }
-                    let _ = std::fs::remove_file(&quarantined);
-                }
-            }
-            sync_dir(&dir).map_err(io("syncing version dir of"))?;
-            Ok(())
-        })();
+        let placed = self.place(v, id, source, &file);
         if let Err(e) = placed {
             self.undo_landing(store, id, v, &file, source);
             return Err(e);
@@ -164,6 +123,52 @@ impl Archive {
         self.prune(store, &v.target, now)?;
         crate::kinds::of(&v.kind).after_landing(self, store)?;
         Ok(version)
+    }
+
+    /// Steps 2 and 3 of landing: the version directory and its manifest,
+    /// then the bytes renamed (or hard-linked) into place, each durable.
+    fn place(&self, v: &NewVersion, id: i64, source: &Source, file: &Path) -> Result<()> {
+        let (quarantined, _) = self.quarantined(v.run_id);
+        let dir = file.parent().unwrap_or(&self.root).to_path_buf();
+        // 2. The version directory and its manifest.
+        let io = |what| CommanderError::io(what, file);
+        std::fs::create_dir_all(dir.parent().unwrap_or(&self.root))
+            .map_err(io("creating target dir for"))?;
+        if crate::kinds::of(&v.kind).shared_dir() {
+            std::fs::create_dir_all(&dir).map_err(io("creating the shared dir for"))?;
+        } else {
+            std::fs::create_dir(&dir).map_err(io("creating version dir for"))?;
+        }
+        sync_dir(dir.parent().unwrap_or(&self.root)).map_err(io("syncing target dir of"))?;
+        let manifest = self.manifest_json(v, id, source)?;
+        ark_core::write_atomic(&Self::manifest_path(file), &manifest, 0o644)
+            .map_err(io("writing manifest of"))?;
+        // 3. The bytes.
+        crash_point("before-rename");
+        match source {
+            Source::Quarantine => {
+                std::fs::File::open(&quarantined)
+                    .and_then(|f| f.sync_all())
+                    .map_err(CommanderError::io("syncing", &quarantined))?;
+                std::fs::rename(&quarantined, file).map_err(io("renaming upload into"))?;
+            }
+            Source::Link { path, .. } => {
+                let from = self.root.join(path);
+                if let Err(e) = std::fs::hard_link(&from, file) {
+                    if !quarantined.exists() {
+                        return Err(CommanderError::io("hard-linking into", file)(e));
+                    }
+                    tracing::warn!(
+                        "cannot hard-link {} ({e}); landing the uploaded copy instead",
+                        from.display()
+                    );
+                    std::fs::rename(&quarantined, file).map_err(io("renaming upload into"))?;
+                }
+                let _ = std::fs::remove_file(&quarantined);
+            }
+        }
+        sync_dir(&dir).map_err(io("syncing version dir of"))?;
+        Ok(())
     }
 
     /// Takes back a landing that failed after its file was put in place.

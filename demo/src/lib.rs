@@ -324,6 +324,32 @@ pub async fn run(
 
     // Every target's run, and one media run per enclosure of the feed.
     let expected = sources.targets.len() + sources.enclosures;
+    let (landed, first_landed) = wait_for_landings(&mut admin, expected, started).await?;
+    let report = DemoReport {
+        landed,
+        elapsed: started.elapsed(),
+        first_landed: first_landed.unwrap_or_default(),
+    };
+    print_summary(&report, &archive_dir, &commander_dir);
+    if !demo.once {
+        println!("\nswarm running; try `ark-commander --data {} agents` in another shell. Ctrl-C to stop.", commander_dir.display());
+        shutdown.await;
+    }
+    let _ = stop_agents.send(());
+    for task in agent_tasks {
+        let _ = task.await;
+    }
+    commander.stop().await?;
+    Ok(report)
+}
+
+/// Waits until `expected` runs have landed, showing them as they do;
+/// returns them and when the first one landed.
+async fn wait_for_landings(
+    admin: &mut ark_proto::admin_client::AdminClient<tonic::transport::Channel>,
+    expected: usize,
+    started: Instant,
+) -> Result<(Vec<Landed>, Option<Duration>)> {
     let progress = indicatif::ProgressBar::new(expected as u64).with_style(
         indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} landed  {wide_msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -373,11 +399,11 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     progress.finish_and_clear();
-    let report = DemoReport {
-        landed,
-        elapsed: started.elapsed(),
-        first_landed: first_landed.unwrap_or_default(),
-    };
+    Ok((landed, first_landed))
+}
+
+/// What landed, where, and how to look at it.
+fn print_summary(report: &DemoReport, archive_dir: &Path, commander_dir: &Path) {
     println!(
         "\nharvested, verified and landed in {:.1?} (first file after {:.1?}):",
         report.elapsed, report.first_landed
@@ -393,17 +419,7 @@ pub async fn run(
         archive_dir.display(),
         commander_dir.display()
     );
-    if let Ok(dashboard) = ark_commander::web::endpoint(&commander_dir) {
+    if let Ok(dashboard) = ark_commander::web::endpoint(commander_dir) {
         println!("dashboard: {dashboard}/  (live: agents, runs, the archive; pause/resume)");
     }
-    if !demo.once {
-        println!("\nswarm running; try `ark-commander --data {} agents` in another shell. Ctrl-C to stop.", commander_dir.display());
-        shutdown.await;
-    }
-    let _ = stop_agents.send(());
-    for task in agent_tasks {
-        let _ = task.await;
-    }
-    commander.stop().await?;
-    Ok(report)
 }

@@ -42,28 +42,7 @@ pub(super) async fn deliver(
     manifest: Manifest,
 ) -> std::result::Result<String, Stop> {
     let fail = |reason: String| Stop::Fail(failure(reason, true));
-    let earlier = ctx
-        .registry
-        .record(&Harvest {
-            blake3: manifest.blake3.clone(),
-            size: manifest.size,
-            target: manifest.target.clone(),
-            url: manifest.url.clone(),
-            etag: manifest.etag.clone(),
-            last_modified: manifest.last_modified.clone(),
-            run_id: manifest.run_id,
-            at_ms: crate::unix_ms(),
-            landed_path: None,
-        })
-        .map_err(|e| fail(e.to_string()))?;
-    if let Some(earlier) = &earlier {
-        info!(
-            run = manifest.run_id,
-            earlier_run = earlier.run_id,
-            landed = earlier.landed_path.as_deref().unwrap_or(""),
-            "duplicate: this body was harvested and landed before; asking the commander"
-        );
-    }
+    record_harvest(&ctx, &manifest).map_err(|e| fail(e.to_string()))?;
     let (bytes, signature) = manifest
         .sign(&ctx.credentials.key_pem)
         .map_err(|e| fail(e.to_string()))?;
@@ -146,6 +125,31 @@ pub(super) async fn deliver(
             }
         }
     }
+}
+
+/// Records the body in the dedupe registry (and says when it was harvested
+/// and landed before: the commander is asked anyway, it may have pruned it).
+fn record_harvest(ctx: &JobContext, manifest: &Manifest) -> Result<()> {
+    let earlier = ctx.registry.record(&Harvest {
+        blake3: manifest.blake3.clone(),
+        size: manifest.size,
+        target: manifest.target.clone(),
+        url: manifest.url.clone(),
+        etag: manifest.etag.clone(),
+        last_modified: manifest.last_modified.clone(),
+        run_id: manifest.run_id,
+        at_ms: crate::unix_ms(),
+        landed_path: None,
+    })?;
+    if let Some(earlier) = &earlier {
+        info!(
+            run = manifest.run_id,
+            earlier_run = earlier.run_id,
+            landed = earlier.landed_path.as_deref().unwrap_or(""),
+            "duplicate: this body was harvested and landed before; asking the commander"
+        );
+    }
+    Ok(())
 }
 
 /// Re-verifies the staged copy against its own outboard and the manifest's
