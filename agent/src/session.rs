@@ -25,7 +25,7 @@ use crate::identity::Identity;
 use crate::jobs::{self, HeldLease, JobContext, JobHandle};
 use crate::status::{AgentStatus, JobStatus};
 use crate::telemetry::{ByteCounter, Sampler};
-use crate::{link, unix_ms, AgentError, Result};
+use crate::{link, AgentError, Result};
 
 /// Heartbeat interval until the commander tells us its own.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -66,28 +66,7 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    link::install_crypto_provider();
-    let identity = Identity::load(&data)?;
-    let commander = if config.commander.is_empty() {
-        identity.commander.clone()
-    } else {
-        config.commander.clone()
-    };
-    let staging = config.staging_dir(&data);
-    std::fs::create_dir_all(&staging).map_err(AgentError::io("creating staging dir", &staging))?;
-    let channel = link::channel(&commander, link::mtls_client_config(&identity.credentials)?)?;
-    let mut client = AgentSessionClient::new(channel);
-    let bytes = ByteCounter::default();
-    let mut sampler = Sampler::new(&staging, bytes.clone());
-    let mut ctx = job_context(
-        &data,
-        &config,
-        &identity,
-        &commander,
-        staging,
-        client.clone(),
-        bytes.clone(),
-    )?;
+    let (identity, commander, mut client, mut sampler, mut ctx) = connect(&data, &config)?;
     let mut jobs: HashMap<i64, JobHandle> = HashMap::new();
     let recovered = HeldLease::load_all(&data);
     let mut status = AgentStatus {
@@ -123,17 +102,12 @@ pub async fn run(
                 if response.heartbeat_interval_ms > 0 {
                     interval = Duration::from_millis(response.heartbeat_interval_ms);
                 }
-                let cap = lower_cap(config.bandwidth_cap, response.agent_bandwidth_cap);
-                if ctx.throttle.rate() != cap {
-                    info!(
-                        bytes_per_second = cap,
-                        "download cap now {cap} bytes/s (0 = none)"
-                    );
-                    ctx.throttle.set_rate(cap);
-                }
-                status.link = "connected".into();
-                status.last_heartbeat_ms = unix_ms();
-                status.last_error.clear();
+                apply_cap(
+                    &ctx.throttle,
+                    config.bandwidth_cap,
+                    response.agent_bandwidth_cap,
+                );
+                status.connected();
                 apply_commands(response.commands, &jobs, &mut status);
                 start_jobs(response.leases, &mut jobs, &ctx_arc);
                 interval
@@ -165,6 +139,43 @@ pub async fn run(
     Ok(())
 }
 
+/// What a session starts from: the identity, the commander's address, the
+/// mTLS client, the telemetry sampler and the context every job gets.
+fn connect(
+    data: &std::path::Path,
+    config: &AgentConfig,
+) -> Result<(
+    Identity,
+    String,
+    AgentSessionClient<tonic::transport::Channel>,
+    Sampler,
+    JobContext,
+)> {
+    link::install_crypto_provider();
+    let identity = Identity::load(data)?;
+    let commander = if config.commander.is_empty() {
+        identity.commander.clone()
+    } else {
+        config.commander.clone()
+    };
+    let staging = config.staging_dir(data);
+    std::fs::create_dir_all(&staging).map_err(AgentError::io("creating staging dir", &staging))?;
+    let channel = link::channel(&commander, link::mtls_client_config(&identity.credentials)?)?;
+    let client = AgentSessionClient::new(channel);
+    let bytes = ByteCounter::default();
+    let sampler = Sampler::new(&staging, bytes.clone());
+    let ctx = job_context(
+        data,
+        config,
+        &identity,
+        &commander,
+        staging,
+        client.clone(),
+        bytes.clone(),
+    )?;
+    Ok((identity, commander, client, sampler, ctx))
+}
+
 /// What every job of this session gets.
 fn job_context(
     data: &std::path::Path,
@@ -194,6 +205,18 @@ fn job_context(
             .ok()
             .and_then(|u| u.host_str().map(str::to_string)),
     })
+}
+
+/// Applies the lower of the operator's cap and our own to every job.
+fn apply_cap(throttle: &jobs::Throttle, ours: u64, operators: u64) {
+    let cap = lower_cap(ours, operators);
+    if throttle.rate() != cap {
+        info!(
+            bytes_per_second = cap,
+            "download cap now {cap} bytes/s (0 = none)"
+        );
+        throttle.set_rate(cap);
+    }
 }
 
 /// The lower of the operator's cap and our own (0 = none).

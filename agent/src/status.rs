@@ -37,6 +37,13 @@ pub struct AgentStatus {
 }
 
 impl AgentStatus {
+    /// A heartbeat was answered.
+    pub fn connected(&mut self) {
+        self.link = "connected".into();
+        self.last_heartbeat_ms = crate::unix_ms();
+        self.last_error.clear();
+    }
+
     pub fn save(&self, data: &Path) -> Result<()> {
         let path = data.join(STATUS_FILE);
         let json = serde_json::to_vec_pretty(self).unwrap_or_default();

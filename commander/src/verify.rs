@@ -40,32 +40,8 @@ impl Archive {
         // Written by the commander from the ledger, not a landed file.
         known.insert(self.root.join("zim").join("library.xml"));
         known.insert(self.root.join(INDEX_FILE));
-        // The entry files of a feed landing right now are being derived,
-        // not strays. (The landing file itself shows as a stray until its
-        // ledger row says landed, as a half-landed file after a crash does.)
-        let landing: Vec<Version> = store.read(|c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {VERSION_COLUMNS} FROM versions WHERE state = 'landing'"
-            ))?;
-            let rows = stmt.query_map([], version_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })?;
-        let in_flight: Vec<PathBuf> = landing
-            .iter()
-            .flat_map(|v| crate::kinds::of(&v.kind).deriving_dirs(self, v))
-            .collect();
-        // Derived by the commander from verified versions (a feed's entries).
-        let mut derived = Vec::new();
-        for spec in crate::kinds::all() {
-            derived.extend(spec.derived_files(store)?);
-        }
-        for entry in derived {
-            let file = self.root.join(&entry);
-            if !file.exists() {
-                report.missing.push(entry);
-            }
-            known.insert(file);
-        }
+        let in_flight = self.in_flight(store)?;
+        self.derived_known(store, &mut known, &mut report)?;
         let recent = |v: &Version| since.is_none_or(|since| v.landed_at_ms.unwrap_or(0) > since);
         for v in versions {
             let file = self.root.join(&v.path);
@@ -124,6 +100,47 @@ impl Archive {
         report.empty_dirs = empty_version_dirs(&self.root, &self.root);
         report.orphaned = self.orphaned_quarantine(store)?;
         Ok(report)
+    }
+
+    /// Directories the kinds are deriving into right now (a landing feed's
+    /// entries): in flight, not strays. (A landing's own file shows as a
+    /// stray until its row says landed, as a half-landed file after a crash
+    /// does.)
+    fn in_flight(&self, store: &Store) -> Result<Vec<PathBuf>> {
+        let landing: Vec<Version> = store.read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE state = 'landing'"
+            ))?;
+            let rows = stmt.query_map([], version_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        Ok(landing
+            .iter()
+            .flat_map(|v| crate::kinds::of(&v.kind).deriving_dirs(self, v))
+            .collect())
+    }
+
+    /// Files the kinds derived and the ledger lists: known, and missing
+    /// when gone.
+    fn derived_known(
+        &self,
+        store: &Store,
+        known: &mut std::collections::HashSet<PathBuf>,
+        report: &mut VerifyReport,
+    ) -> Result<()> {
+        // Derived by the commander from verified versions (a feed's entries).
+        let mut derived = Vec::new();
+        for spec in crate::kinds::all() {
+            derived.extend(spec.derived_files(store)?);
+        }
+        for entry in derived {
+            let file = self.root.join(&entry);
+            if !file.exists() {
+                report.missing.push(entry);
+            }
+            known.insert(file);
+        }
+        Ok(())
     }
 
     /// Quarantined files whose run has ended, older than [`ORPHAN_AFTER`].

@@ -247,24 +247,9 @@ pub async fn run(
         let _ = std::fs::remove_dir_all(demo.dir.join(stale));
     }
     let commander_dir = demo.dir.join("commander");
-    std::fs::create_dir_all(&commander_dir)
-        .map_err(CommanderError::io("creating", &commander_dir))?;
     let archive_dir = std::path::absolute(demo.dir.join("archive"))
         .map_err(CommanderError::io("resolving", demo.dir.join("archive")))?;
-    let config = CommanderConfig {
-        heartbeat: DEMO_HEARTBEAT,
-        lease_ttl: DEMO_LEASE_TTL,
-        archive: archive_dir.to_string_lossy().into_owned(),
-        // The dashboard on a free loopback port: a demo never clashes with
-        // a commander already serving 8447.
-        http: "127.0.0.1:0".into(),
-        ..CommanderConfig::default()
-    };
-    // Written out, so `ark-commander --data <dir>/commander archive …` finds
-    // the archive too.
-    let config_file = commander_dir.join(ark_commander::config::CONFIG_FILE);
-    std::fs::write(&config_file, config.to_toml())
-        .map_err(CommanderError::io("writing", &config_file))?;
+    let config = demo_config(&commander_dir, &archive_dir)?;
     let commander = server::spawn(&commander_dir, config, "127.0.0.1:0").await?;
     let origin = Origin::start().await.map_err(CommanderError::io(
         "starting the demo origin on",
@@ -287,26 +272,7 @@ pub async fn run(
     }
 
     let (stop_agents, _) = tokio::sync::broadcast::channel::<()>(1);
-    let mut agent_tasks = Vec::new();
-    for i in 1..=demo.agents {
-        let name = format!("agent-{i}");
-        let agent_dir = demo.dir.join(&name);
-        // Each demo has a new commander (and CA): enrol again.
-        let _ = std::fs::remove_dir_all(&agent_dir);
-        enroll_agent(&commander.url, &commander_dir, &agent_dir, &name).await?;
-        let mut stop = stop_agents.subscribe();
-        agent_tasks.push(tokio::spawn(async move {
-            let config = AgentConfig {
-                commander: String::new(),
-                ..AgentConfig::default()
-            };
-            ark_agent::session::run(agent_dir, config, async move {
-                let _ = stop.recv().await;
-            })
-            .await
-        }));
-        println!("agent      {name} enrolled (mutual TLS, one-time token)");
-    }
+    let agent_tasks = start_agents(&demo, &commander.url, &commander_dir, &stop_agents).await?;
 
     let mut admin = admin::connect(&commander_dir, Some(&commander.url))?;
     for t in &sources.targets {
@@ -341,6 +307,59 @@ pub async fn run(
     }
     commander.stop().await?;
     Ok(report)
+}
+
+/// The demo's agents, each enrolled afresh (each demo has a new commander
+/// and CA) and running in this process until `stop`.
+async fn start_agents(
+    demo: &DemoConfig,
+    url: &str,
+    commander_dir: &Path,
+    stop: &tokio::sync::broadcast::Sender<()>,
+) -> Result<Vec<tokio::task::JoinHandle<ark_agent::Result<()>>>> {
+    let mut agent_tasks = Vec::new();
+    for i in 1..=demo.agents {
+        let name = format!("agent-{i}");
+        let agent_dir = demo.dir.join(&name);
+        let _ = std::fs::remove_dir_all(&agent_dir);
+        enroll_agent(url, commander_dir, &agent_dir, &name).await?;
+        let mut stop = stop.subscribe();
+        agent_tasks.push(tokio::spawn(async move {
+            let config = AgentConfig {
+                commander: String::new(),
+                ..AgentConfig::default()
+            };
+            ark_agent::session::run(agent_dir, config, async move {
+                let _ = stop.recv().await;
+            })
+            .await
+        }));
+        println!("agent      {name} enrolled (mutual TLS, one-time token)");
+    }
+
+    Ok(agent_tasks)
+}
+
+/// The demo commander's config, written to its data dir so
+/// `ark-commander --data <dir>/commander archive …` finds the archive too.
+fn demo_config(commander_dir: &Path, archive_dir: &Path) -> Result<CommanderConfig> {
+    std::fs::create_dir_all(commander_dir)
+        .map_err(CommanderError::io("creating", commander_dir))?;
+    let config = CommanderConfig {
+        heartbeat: DEMO_HEARTBEAT,
+        lease_ttl: DEMO_LEASE_TTL,
+        archive: archive_dir.to_string_lossy().into_owned(),
+        // The dashboard on a free loopback port: a demo never clashes with
+        // a commander already serving 8447.
+        http: "127.0.0.1:0".into(),
+        ..CommanderConfig::default()
+    };
+    // Written out, so `ark-commander --data <dir>/commander archive …` finds
+    // the archive too.
+    let config_file = commander_dir.join(ark_commander::config::CONFIG_FILE);
+    std::fs::write(&config_file, config.to_toml())
+        .map_err(CommanderError::io("writing", &config_file))?;
+    Ok(config)
 }
 
 /// Waits until `expected` runs have landed, showing them as they do;

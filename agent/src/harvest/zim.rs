@@ -47,41 +47,17 @@ pub async fn fetch_split(
     sinks: crate::fetch::Sinks<'_>,
     check: &mut StreamCheck,
 ) -> Result<crate::fetch::Fetched, crate::fetch::FetchError> {
-    use crate::fetch::{fetch, FetchError, Fetched, Validators};
+    use crate::fetch::{FetchError, Fetched};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut parts = Vec::new();
-    let (mut resumes, mut restarts) = (0, 0);
-    let mut validators = Validators::default();
-    for index in 0.. {
-        let Some(url) = ark_core::formats::zim::split_part_url(first, index) else {
-            break;
-        };
-        let part_dest = dest.with_extension(format!("split{index:03}"));
-        let none = Validators::default();
-        let asked = if index == 0 { conditional } else { &none };
-        match fetch(http, &url, &part_dest, asked, limits, sinks).await {
-            Ok(Fetched::NotModified) => return Ok(Fetched::NotModified),
-            Ok(Fetched::Body {
-                validators: v,
-                resumes: r,
-                restarts: s,
-                ..
-            }) => {
-                if index == 0 {
-                    validators = v;
-                }
-                resumes += r;
-                restarts += s;
-                parts.push(part_dest);
-            }
-            Err(FetchError::Status { status, .. })
-                if index > 0 && status == reqwest::StatusCode::NOT_FOUND =>
-            {
-                break
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let Some(Parts {
+        parts,
+        validators,
+        resumes,
+        restarts,
+    }) = fetch_parts(http, first, dest, conditional, limits, sinks).await?
+    else {
+        return Ok(Fetched::NotModified);
+    };
     let io = |source| FetchError::Io {
         path: dest.to_path_buf(),
         source,
@@ -136,4 +112,65 @@ pub async fn fetch_split(
         restarts,
         reused: 0,
     })
+}
+
+/// The parts of a split archive, fetched (each resumable on its own).
+struct Parts {
+    parts: Vec<std::path::PathBuf>,
+    /// The first part's.
+    validators: crate::fetch::Validators,
+    resumes: u32,
+    restarts: u32,
+}
+
+/// Fetches `…aa`, `…ab`, … until the origin has no next part; None when
+/// the first part is unchanged.
+async fn fetch_parts(
+    http: &reqwest::Client,
+    first: &str,
+    dest: &std::path::Path,
+    conditional: &crate::fetch::Validators,
+    limits: &crate::fetch::Limits,
+    sinks: crate::fetch::Sinks<'_>,
+) -> Result<Option<Parts>, crate::fetch::FetchError> {
+    use crate::fetch::{fetch, FetchError, Fetched, Validators};
+    let mut parts = Vec::new();
+    let (mut resumes, mut restarts) = (0, 0);
+    let mut validators = Validators::default();
+    for index in 0.. {
+        let Some(url) = ark_core::formats::zim::split_part_url(first, index) else {
+            break;
+        };
+        let part_dest = dest.with_extension(format!("split{index:03}"));
+        let none = Validators::default();
+        let asked = if index == 0 { conditional } else { &none };
+        match fetch(http, &url, &part_dest, asked, limits, sinks).await {
+            Ok(Fetched::NotModified) => return Ok(None),
+            Ok(Fetched::Body {
+                validators: v,
+                resumes: r,
+                restarts: s,
+                ..
+            }) => {
+                if index == 0 {
+                    validators = v;
+                }
+                resumes += r;
+                restarts += s;
+                parts.push(part_dest);
+            }
+            Err(FetchError::Status { status, .. })
+                if index > 0 && status == reqwest::StatusCode::NOT_FOUND =>
+            {
+                break
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(Parts {
+        parts,
+        validators,
+        resumes,
+        restarts,
+    }))
 }

@@ -103,25 +103,7 @@ pub(super) async fn deliver(
             Err(e) => {
                 failures += 1;
                 warn!(run = manifest.run_id, failures, "upload failed: {e}");
-                if e.is_cut() {
-                    // Was it the copy on our disk, or the way to the commander?
-                    let checked = check_staged(&staged, &manifest).await;
-                    if let Err(bad) = checked {
-                        return Err(fail(format!(
-                            "{e}; the staged copy itself no longer matches its hash ({bad}): it will be fetched again"
-                        )));
-                    }
-                }
-                if failures >= MAX_UPLOAD_FAILURES {
-                    return Err(fail(format!(
-                        "upload failed {failures} times; last: {e}{}",
-                        if e.is_cut() {
-                            " (the staged copy still verifies here, so the bytes changed between this agent and the commander's disk)"
-                        } else {
-                            ""
-                        }
-                    )));
-                }
+                give_up_after(&e, failures, &staged, &manifest).await?;
             }
         }
     }
@@ -254,4 +236,34 @@ async fn upload(
     Ok(response
         .map_err(|status| AgentError::rpc("upload", status))?
         .into_inner())
+}
+
+/// After a failed upload: fails the job when the staged copy itself no
+/// longer verifies (it is fetched again) or after [`MAX_UPLOAD_FAILURES`].
+async fn give_up_after(
+    e: &AgentError,
+    failures: u32,
+    staged: &Path,
+    manifest: &Manifest,
+) -> std::result::Result<(), Stop> {
+    let fail = |reason: String| Stop::Fail(failure(reason, true));
+    if e.is_cut() {
+        // Was it the copy on our disk, or the way to the commander?
+        if let Err(bad) = check_staged(staged, manifest).await {
+            return Err(fail(format!(
+                "{e}; the staged copy itself no longer matches its hash ({bad}): it will be fetched again"
+            )));
+        }
+    }
+    if failures >= MAX_UPLOAD_FAILURES {
+        return Err(fail(format!(
+            "upload failed {failures} times; last: {e}{}",
+            if e.is_cut() {
+                " (the staged copy still verifies here, so the bytes changed between this agent and the commander's disk)"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(())
 }

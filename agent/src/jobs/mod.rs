@@ -154,22 +154,7 @@ async fn drive(
         drop_lease,
     };
     if recovered {
-        // Report on the old lease before doing anything: the commander may
-        // have given the run to someone else while we were down.
-        match report(&mut supervisor.client, lease, &Progress::default(), 0).await {
-            Ok(ttl) => {
-                info!(
-                    run = lease.run_id,
-                    "commander still honours our lease: resuming"
-                );
-                supervisor.deadline = Instant::now() + ttl;
-            }
-            Err(e) if e.is_refusal() => return Err(Abandon::Refused(e.to_string())),
-            Err(e) => warn!(
-                run = lease.run_id,
-                "cannot confirm recovered lease yet: {e}"
-            ),
-        }
+        confirm_recovered(&mut supervisor, lease).await?;
     }
     info!(run = lease.run_id, generation = lease.generation, url = %lease.url, "job started");
     let started = Instant::now();
@@ -313,4 +298,27 @@ async fn complete(
             }
         }
     }
+}
+
+/// Reports on a lease found on disk after a restart before doing anything:
+/// the commander may have given the run to someone else meanwhile.
+async fn confirm_recovered(
+    supervisor: &mut Supervisor<'_>,
+    lease: &HeldLease,
+) -> std::result::Result<(), Abandon> {
+    match report(&mut supervisor.client, lease, &Progress::default(), 0).await {
+        Ok(ttl) => {
+            info!(
+                run = lease.run_id,
+                "commander still honours our lease: resuming"
+            );
+            supervisor.deadline = Instant::now() + ttl;
+        }
+        Err(e) if e.is_refusal() => return Err(Abandon::Refused(e.to_string())),
+        Err(e) => warn!(
+            run = lease.run_id,
+            "cannot confirm recovered lease yet: {e}"
+        ),
+    }
+    Ok(())
 }

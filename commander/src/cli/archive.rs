@@ -58,38 +58,7 @@ impl ArchiveCmd {
     pub fn run(self, data: &Path) -> anyhow::Result<()> {
         let (store, archive, _) = open(data)?;
         match self {
-            ArchiveCmd::Ls { list, target } => {
-                let versions = store.read(|c| archive::landed(c, target.as_deref()))?;
-                if list.json {
-                    return print_json(&json!(versions
-                        .iter()
-                        .map(|v| version_json(v, archive.root()))
-                        .collect::<Vec<_>>()));
-                }
-                println!(
-                    "{:<5} {:<16} {:>10}  {:<16}  {:<8} PATH",
-                    "ID", "TARGET", "SIZE", "BLAKE3", "SOURCE"
-                );
-                for v in &versions {
-                    println!(
-                        "{:<5} {:<16} {:>10}  {:<16}  {:<8} {}",
-                        v.id,
-                        v.target,
-                        human_bytes(v.size),
-                        &v.blake3[..16.min(v.blake3.len())],
-                        v.source,
-                        v.path
-                    );
-                }
-                let total: u64 = versions.iter().map(|v| v.size).sum();
-                println!(
-                    "{} versions, {} (hard links counted once per version) in {}",
-                    versions.len(),
-                    human_bytes(total),
-                    archive.root().display()
-                );
-                Ok(())
-            }
+            ArchiveCmd::Ls { list, target } => ls(&store, &archive, &list, target.as_deref()),
             ArchiveCmd::CheckNames(list) => {
                 let report = crate::names::check_names(archive.root());
                 if list.json {
@@ -230,5 +199,44 @@ pub(super) fn ensure_clean(report: &crate::verify::VerifyReport) -> anyhow::Resu
             report.bad_mirrors.len()
         );
     }
+    Ok(())
+}
+
+/// `archive ls`.
+fn ls(
+    store: &Store,
+    archive: &Archive,
+    list: &ListArgs,
+    target: Option<&str>,
+) -> anyhow::Result<()> {
+    let versions = store.read(|c| archive::landed(c, target))?;
+    if list.json {
+        return print_json(&json!(versions
+            .iter()
+            .map(|v| version_json(v, archive.root()))
+            .collect::<Vec<_>>()));
+    }
+    println!(
+        "{:<5} {:<16} {:>10}  {:<16}  {:<8} PATH",
+        "ID", "TARGET", "SIZE", "BLAKE3", "SOURCE"
+    );
+    for v in &versions {
+        println!(
+            "{:<5} {:<16} {:>10}  {:<16}  {:<8} {}",
+            v.id,
+            v.target,
+            human_bytes(v.size),
+            &v.blake3[..16.min(v.blake3.len())],
+            v.source,
+            v.path
+        );
+    }
+    let total: u64 = versions.iter().map(|v| v.size).sum();
+    println!(
+        "{} versions, {} (hard links counted once per version) in {}",
+        versions.len(),
+        human_bytes(total),
+        archive.root().display()
+    );
     Ok(())
 }

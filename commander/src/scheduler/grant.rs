@@ -19,25 +19,7 @@ impl Scheduler {
             .map(|c| c.kinds)
             .unwrap_or_else(|| vec![ark_core::Kind::File.to_string()]);
         let ttl = self.ttl();
-        let candidates: Vec<(i64, String, String, String, u32, i64)> = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT id, target, kind, url, attempts, generation FROM runs
-                 WHERE state = 'queued' AND not_before <= ?1
-                   AND (last_agent IS NULL OR last_agent != ?2 OR not_before + ?3 <= ?1)
-                 ORDER BY not_before, id",
-            )?;
-            let rows = stmt.query_map(params![now, agent, ttl], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
+        let candidates = queued(tx, agent, now, ttl)?;
         let mut leases = Vec::new();
         for (run, target, kind, url, attempts, generation) in candidates {
             if leases.len() as u32 >= free_slots {
@@ -132,4 +114,29 @@ pub(super) fn url_parse_origin(url: &str) -> Option<String> {
         _ => return None,
     };
     Some(format!("{authority}:{port}"))
+}
+
+/// A queued run: id, target, kind, url, attempts, generation.
+type Queued = (i64, String, String, String, u32, i64);
+
+/// The queued runs that are due, oldest first; a run that just failed on
+/// `agent` waits one TTL before it may go back to it (another agent first).
+fn queued(tx: &Connection, agent: &str, now: i64, ttl: i64) -> Result<Vec<Queued>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, target, kind, url, attempts, generation FROM runs
+             WHERE state = 'queued' AND not_before <= ?1
+               AND (last_agent IS NULL OR last_agent != ?2 OR not_before + ?3 <= ?1)
+             ORDER BY not_before, id",
+    )?;
+    let rows = stmt.query_map(params![now, agent, ttl], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -25,24 +25,7 @@ pub fn have(
         .lease
         .ok_or_else(|| CommanderError::Invalid("Have without a lease".into()))?;
     let store = &scheduler.store;
-    let manifest = match verify_manifest(&req.manifest, &req.signature, &caller.cert_der) {
-        Ok(m) => m,
-        Err(e) => {
-            let message = format!("manifest from {} refused: {e}", caller.agent);
-            tracing::warn!("{message}");
-            store.tx(|tx| {
-                event(
-                    tx,
-                    now,
-                    Some(lease.run_id),
-                    Some(&caller.agent),
-                    "manifest_refused",
-                    &message,
-                )
-            })?;
-            return Err(e);
-        }
-    };
+    let manifest = checked_manifest(store, caller, req, lease.run_id, now)?;
     let decision = store.tx(|tx| {
         decide(
             tx,
@@ -226,17 +209,7 @@ fn decide(
         let _ = std::fs::remove_file(outboard);
     }
     let kept = resumable(archive, v.run_id, v.size);
-    let needed = space_needed(v.size, kept);
-    let free = crate::error::free_space(&archive.quarantine())
-        .filter(|_| std::env::var_os(FAULT_SKIP_SPACE_CHECK).is_none());
-    if let Some(free) = free.filter(|&free| free < needed) {
-        let why = format!(
-            "the archive disk ({}) is full: {free} bytes free, run {} needs {needed} \
-             ({} bytes to receive, its outboard and a margin); free space there",
-            archive.root().display(),
-            v.run_id,
-            v.size - kept.min(v.size)
-        );
+    if let Some(why) = no_room(archive, v, kept) {
         tracing::warn!("{why}");
         scheduler.defer_for_space(tx, v.run_id, &caller.agent, &why, now)?;
         return Ok(Decision::NoSpace(why));
@@ -257,4 +230,50 @@ fn decide(
         ],
     )?;
     Ok(Decision::Upload(kept))
+}
+
+/// The manifest, its signature checked against the caller's certificate;
+/// a refusal is recorded on the run.
+fn checked_manifest(
+    store: &crate::state::Store,
+    caller: &Caller,
+    req: &HaveRequest,
+    run: i64,
+    now: i64,
+) -> Result<Manifest> {
+    match verify_manifest(&req.manifest, &req.signature, &caller.cert_der) {
+        Ok(m) => Ok(m),
+        Err(e) => {
+            let message = format!("manifest from {} refused: {e}", caller.agent);
+            tracing::warn!("{message}");
+            store.tx(|tx| {
+                event(
+                    tx,
+                    now,
+                    Some(run),
+                    Some(&caller.agent),
+                    "manifest_refused",
+                    &message,
+                )
+            })?;
+            Err(e)
+        }
+    }
+}
+
+/// Why the archive's disk cannot take the rest of `v` now (`kept` bytes of
+/// it already in quarantine), if it cannot.
+fn no_room(archive: &Archive, v: &NewVersion, kept: u64) -> Option<String> {
+    let needed = space_needed(v.size, kept);
+    let free = crate::error::free_space(&archive.quarantine())
+        .filter(|_| std::env::var_os(FAULT_SKIP_SPACE_CHECK).is_none())?;
+    (free < needed).then(|| {
+        format!(
+            "the archive disk ({}) is full: {free} bytes free, run {} needs {needed} \
+             ({} bytes to receive, its outboard and a margin); free space there",
+            archive.root().display(),
+            v.run_id,
+            v.size - kept.min(v.size)
+        )
+    })
 }

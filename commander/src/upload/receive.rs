@@ -139,43 +139,13 @@ pub(super) fn receive_verified(
     let now = ark_core::unix_ms();
     data.sync_all().map_err(io("syncing", &data_path))?;
     drop(data);
-    let refused = |reason| refuse(scheduler, pending, &data_path, &outboard_path, reason, now);
-    if let Some(reason) = content_problem(v, &data_path)? {
-        return Err(refused(reason));
-    }
-    // The kind's own check on the commander's copy (and what it moves once
-    // the check passes: a git mirror's refs).
-    let ctx = crate::kinds::CheckCtx {
+    check_and_land(
+        scheduler,
         archive,
-        store: &scheduler.store,
-        version: v,
-        data: &data_path,
+        pending,
+        (&data_path, &outboard_path),
         now,
-    };
-    if let Some(reason) = crate::kinds::of(&v.kind).check(&ctx)? {
-        return Err(refused(reason));
-    }
-    // The same bytes may have landed meanwhile under another target.
-    let other = scheduler
-        .store
-        .read(|c| archive::landed_root(c, &v.blake3, v.size))?
-        .filter(|_| crate::kinds::of(&v.kind).links_across_targets());
-    let source = match other {
-        Some(o) => Source::Link {
-            version: o.id,
-            path: o.path,
-        },
-        None => Source::Quarantine,
-    };
-    let deduplicated = matches!(source, Source::Link { .. });
-    let version = land(scheduler, archive, v, source, now)?;
-    tracing::info!(run, path = %version.path, size = v.size, deduplicated, "landed");
-    Ok(UploadResponse {
-        path: version.path,
-        size: version.size,
-        blake3: version.blake3,
-        deduplicated,
-    })
+    )
 }
 
 /// The outboard, in full, every time (it is 0.2 % of the data), up to the
@@ -310,4 +280,53 @@ fn receive_data(
         }
     }
     Ok(received)
+}
+
+/// The complete, verified upload: the published digests recomputed, the
+/// kind's own check (and what it moves once it passes: a git mirror's
+/// refs), then the landing — as a hard link when the same bytes landed
+/// meanwhile under another target.
+fn check_and_land(
+    scheduler: &Scheduler,
+    archive: &Archive,
+    pending: &Pending,
+    (data_path, outboard_path): (&std::path::Path, &std::path::Path),
+    now: i64,
+) -> Result<UploadResponse> {
+    let v = &pending.version;
+    let refused = |reason| refuse(scheduler, pending, data_path, outboard_path, reason, now);
+    if let Some(reason) = content_problem(v, data_path)? {
+        return Err(refused(reason));
+    }
+    let ctx = crate::kinds::CheckCtx {
+        archive,
+        store: &scheduler.store,
+        version: v,
+        data: data_path,
+        now,
+    };
+    if let Some(reason) = crate::kinds::of(&v.kind).check(&ctx)? {
+        return Err(refused(reason));
+    }
+    // The same bytes may have landed meanwhile under another target.
+    let other = scheduler
+        .store
+        .read(|c| archive::landed_root(c, &v.blake3, v.size))?
+        .filter(|_| crate::kinds::of(&v.kind).links_across_targets());
+    let source = match other {
+        Some(o) => Source::Link {
+            version: o.id,
+            path: o.path,
+        },
+        None => Source::Quarantine,
+    };
+    let deduplicated = matches!(source, Source::Link { .. });
+    let version = land(scheduler, archive, v, source, now)?;
+    tracing::info!(run = v.run_id, path = %version.path, size = v.size, deduplicated, "landed");
+    Ok(UploadResponse {
+        path: version.path,
+        size: version.size,
+        blake3: version.blake3,
+        deduplicated,
+    })
 }
