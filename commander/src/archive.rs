@@ -122,6 +122,15 @@ pub(crate) fn version_by_id(conn: &Connection, id: i64) -> Result<Version> {
     )?)
 }
 
+/// The versions half-way through landing (state `landing`), oldest first.
+pub fn landing(conn: &Connection) -> Result<Vec<Version>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {VERSION_COLUMNS} FROM versions WHERE state = 'landing' ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([], version_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 /// The landed versions, newest first (optionally of one target).
 pub fn landed(conn: &Connection, target: Option<&str>) -> Result<Vec<Version>> {
     let mut stmt = conn.prepare(&format!(

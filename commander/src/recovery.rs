@@ -11,7 +11,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::archive::{hash_file, version_row, Archive, Version, VERSION_COLUMNS};
+use crate::archive::{hash_file, Archive, Version};
 use crate::state::{event, Store};
 use crate::Result;
 
@@ -27,13 +27,7 @@ impl Archive {
         finish: impl Fn(&Connection, &Version, D) -> Result<()>,
     ) -> Result<(usize, usize)> {
         self.create()?;
-        let half: Vec<Version> = store.read(|c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {VERSION_COLUMNS} FROM versions WHERE state = 'landing' ORDER BY id"
-            ))?;
-            let rows = stmt.query_map([], version_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })?;
+        let half = store.read(crate::archive::landing)?;
         let (mut finished, mut rolled_back) = (0, 0);
         for v in half {
             let file = self.root.join(&v.path);

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::archive::{
-    hash_file, landed, version_row, walk_files, Archive, Version, INDEX_FILE, VERSION_COLUMNS,
-};
+use crate::archive::{hash_file, landed, walk_files, Archive, Version, INDEX_FILE};
 use crate::state::Store;
 use crate::Result;
 
@@ -107,13 +105,7 @@ impl Archive {
     /// stray until its row says landed, as a half-landed file after a crash
     /// does.)
     fn in_flight(&self, store: &Store) -> Result<Vec<PathBuf>> {
-        let landing: Vec<Version> = store.read(|c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {VERSION_COLUMNS} FROM versions WHERE state = 'landing'"
-            ))?;
-            let rows = stmt.query_map([], version_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })?;
+        let landing = store.read(crate::archive::landing)?;
         Ok(landing
             .iter()
             .flat_map(|v| crate::kinds::of(&v.kind).deriving_dirs(self, v))
