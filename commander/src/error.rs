@@ -51,6 +51,10 @@ pub enum CommanderError {
     /// The archive's disk is full: which disk, how much is free and needed.
     #[error("{0}")]
     NoSpace(String),
+    /// The archive's filesystem refuses a name: which name, which limit.
+    /// Not transient: the run fails rather than retry the same name.
+    #[error("{0}")]
+    Name(String),
 }
 
 impl CommanderError {
@@ -66,7 +70,7 @@ impl CommanderError {
                     free_space(&path).map_or("unknown".into(), |n| format!("{n} bytes"))
                 ))
             }
-            std::io::ErrorKind::InvalidFilename => Self::Invalid(format!(
+            std::io::ErrorKind::InvalidFilename => Self::Name(format!(
                 "{what} {}: the filesystem refuses this name ({source}); not retried: \
                  Ark builds every archive name to fit, so report it",
                 path.display()
@@ -89,6 +93,7 @@ impl CommanderError {
             Self::Cut(m) => Status::data_loss(m),
             Self::Aborted(m) => Status::aborted(m),
             Self::NoSpace(m) => Status::resource_exhausted(m),
+            Self::Name(m) => Status::invalid_argument(m),
             other => {
                 tracing::error!("internal error: {other:#}");
                 Status::internal(format!("commander internal error: {other}"))

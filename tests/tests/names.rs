@@ -218,3 +218,72 @@ fn which(program: &str) -> Result<std::path::PathBuf> {
         .or_else(|| Some(Path::new("/usr/sbin").join(program)).filter(|p| p.exists()))
         .with_context(|| format!("{program} not found"))
 }
+
+/// The same for git: repositories whose names are too long, are device
+/// names or end in a dot land as portable mirror and bundle paths that
+/// still clone; a case twin of a kept mirror is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_git_repository_names_land_as_portable_mirrors() -> Result<()> {
+    use ark_agent::git::fixture::{fsck_and_clone, Upstream};
+    use ark_tests::git_origin::GitHttp;
+    let tmp = tempfile::tempdir()?;
+    let repos = tmp.path().join("repos");
+    std::fs::create_dir_all(&repos)?;
+    let names = [
+        // (Non-ASCII repository names are the file tests' job: the test
+        // origin hands git http-backend the path undecoded.)
+        "r".repeat(240),
+        "CON".to_string(),
+        "aux.tar".to_string(),
+        "Repo".to_string(),
+        "ends.with.dot.".to_string(),
+    ];
+    // A case twin of a repository already kept: refused at `target add`,
+    // since both mirrors would be one directory on a case-insensitive disk.
+    Upstream::populated(&repos, "repo")?;
+    for name in &names {
+        Upstream::populated(&repos, name)?;
+    }
+    let http = GitHttp::start(&repos)?;
+    let (cdata, _commander, _agent) = swarm_of_one(tmp.path(), "pi").await?;
+    for (i, name) in names.iter().enumerate() {
+        let url = http.url(&format!("{}.git", encode(name)));
+        add_target(&cdata, "git", &format!("g{i}"), &url, 0).await?;
+    }
+    let twin = add_target(&cdata, "git", "twin", &http.url("repo.git"), 0).await;
+    let refused = twin
+        .expect_err("a case twin of a mirror was accepted")
+        .to_string();
+    ensure!(refused.contains("only by case"), "{refused}");
+    for (i, name) in names.iter().enumerate() {
+        let id = run_of(&cdata, &format!("g{i}")).await?;
+        let waited = wait_for_run(&cdata, id, "succeeded", Duration::from_secs(60)).await;
+        let r = ark_tests::run(&cdata, id).await?;
+        ensure!(
+            waited.is_ok() && r.state == "succeeded",
+            "{name:?}: {} — {}",
+            r.state,
+            r.reason
+        );
+    }
+    let (ok, out, err) = commander_cli(&cdata, &["archive", "check-names"])?;
+    ensure!(ok, "check-names: {out}{err}");
+    let (clean, out, err) = commander_cli(&cdata, &["archive", "verify"])?;
+    ensure!(clean, "{out}{err}");
+    // Every mirror clones.
+    let mirrors: Vec<_> = std::fs::read_dir(cdata.join("archive/git"))?
+        .flatten()
+        .flat_map(|host| {
+            std::fs::read_dir(host.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".git"))
+        .collect();
+    ensure!(mirrors.len() == names.len(), "{} mirrors", mirrors.len());
+    for (i, m) in mirrors.iter().enumerate() {
+        fsck_and_clone(&m.path(), &tmp.path().join(format!("clone{i}")))?;
+    }
+    Ok(())
+}

@@ -89,7 +89,12 @@ impl KindSpec for Git {
         // git/<host>/<path>.bundles/<stamp>/<name>.bundle.
         let (stem, name) = git_stem(&v.url);
         let dir = format!("{stem}.bundles");
-        archive.stamped_version_path(conn, v, &format!("{name}.bundle"), Some(&dir), now)
+        let file = ark_core::path::fit(format!("{name}.bundle"), &v.url);
+        archive.stamped_version_path(conn, v, &file, Some(&dir), now)
+    }
+
+    fn place_of(&self, url: &str) -> Option<String> {
+        Some(git_mirror_path(url))
     }
 
     fn owned_dir(&self, version: &Version) -> Option<String> {

@@ -195,6 +195,13 @@ pub trait KindSpec: Sync {
         Ok(Vec::new())
     }
 
+    /// The directory a target with this URL keeps outside its own target
+    /// directory (a git mirror, named from the URL), if any: two targets
+    /// whose such directories differ only by case cannot both be kept.
+    fn place_of(&self, _url: &str) -> Option<String> {
+        None
+    }
+
     /// A directory the kind keeps beside its versions, its own rather than
     /// stray files (a git mirror), relative to the archive root.
     fn owned_dir(&self, _version: &Version) -> Option<String> {

@@ -100,6 +100,7 @@ impl Admin for Services {
                     [&req.name],
                     |r| r.get(0),
                 ))?;
+                place_clash(tx, kind, &req.url)?;
                 if let Some(other) = clash {
                     return Err(CommanderError::AlreadyExists(format!(
                         "target {:?} differs from {other:?} only by case: their directories would be one \
@@ -288,4 +289,36 @@ pub(super) fn or_list(schemes: &[&str]) -> String {
         Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
         None => String::new(),
     }
+}
+
+/// Refuses a target whose directory outside its own (a git mirror) would
+/// differ from another target's only by case: one directory on a
+/// case-insensitive filesystem.
+fn place_clash(tx: &rusqlite::Connection, kind: ark_core::Kind, url: &str) -> Result<()> {
+    let Some(place) = crate::kinds::spec(kind).place_of(url) else {
+        return Ok(());
+    };
+    let mut stmt = tx.prepare("SELECT name, kind, url FROM targets")?;
+    let others = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for other in others {
+        let (name, other_kind, theirs_url) = other?;
+        let theirs = crate::kinds::of(&other_kind).place_of(&theirs_url);
+        if theirs
+            .as_deref()
+            .is_some_and(|p| p != place && ark_core::path::fold(p) == ark_core::path::fold(&place))
+        {
+            return Err(CommanderError::AlreadyExists(format!(
+                "{:?} would be kept at {place}, which differs from target {name:?}'s \
+                     only by case: on a case-insensitive filesystem they would be one directory",
+                url
+            )));
+        }
+    }
+    Ok(())
 }

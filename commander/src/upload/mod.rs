@@ -200,7 +200,7 @@ fn content_problem(v: &NewVersion, data: &std::path::Path) -> Result<Option<Stri
 /// The commander's own check refused a complete upload: nothing lands, the
 /// quarantined copy goes, the run fails with `reason`, and the agent is told
 /// to drop the job.
-fn refuse(
+pub(super) fn refuse(
     scheduler: &Scheduler,
     pending: &Pending,
     data: &std::path::Path,

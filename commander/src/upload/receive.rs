@@ -80,6 +80,18 @@ pub fn receive(
         Err(CommanderError::NoSpace(why)) => {
             Err(defer_for_space(scheduler, archive, &pending.version, &why))
         }
+        Err(CommanderError::Name(why)) => {
+            // The same name would be refused again: the run fails now.
+            let (data, outboard) = archive.quarantined(pending.version.run_id);
+            Err(refuse(
+                scheduler,
+                pending,
+                &data,
+                &outboard,
+                why,
+                ark_core::unix_ms(),
+            ))
+        }
         other => other,
     }
 }
