@@ -32,6 +32,7 @@ fn hostile() -> Vec<String> {
         "a".repeat(256),
         "b".repeat(1000),
         format!("{}.zim", "é".repeat(150)),
+        format!("{}.pdf", "€".repeat(100)),
         format!("{}.mp3", "😀".repeat(75)),
         "Report.PDF".into(),
         "report.pdf".into(),
