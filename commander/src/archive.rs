@@ -122,6 +122,15 @@ pub(crate) fn version_by_id(conn: &Connection, id: i64) -> Result<Version> {
     )?)
 }
 
+/// The run a quarantine entry belongs to: `run-<id>.data`, `.outboard`,
+/// `.git-check`, or a recovery's `recover-<id>.git-check`.
+pub fn quarantine_run(name: &str) -> Option<i64> {
+    name.strip_prefix("run-")
+        .or_else(|| name.strip_prefix("recover-"))
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|n| n.parse().ok())
+}
+
 /// The versions half-way through landing (state `landing`), oldest first.
 pub fn landing(conn: &Connection) -> Result<Vec<Version>> {
     let mut stmt = conn.prepare(&format!(

@@ -9,7 +9,7 @@
 //! upload for the agent to resume. Each kind then finishes what a crash
 //! interrupted after the ledger committed (see `KindSpec::recover`).
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use crate::archive::{hash_file, Archive, Version};
 use crate::state::{event, Store};
@@ -108,10 +108,7 @@ impl Archive {
         if let Ok(entries) = std::fs::read_dir(self.quarantine()) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let run = name
-                    .strip_prefix("run-")
-                    .and_then(|rest| rest.split('.').next())
-                    .and_then(|n| n.parse::<i64>().ok());
+                let run = crate::archive::quarantine_run(&name);
                 if run.is_some_and(|run| !claimed.contains(&run)) {
                     let _ = std::fs::remove_file(entry.path());
                 }
@@ -151,22 +148,10 @@ impl Archive {
         let mut removed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let run = name
-                .strip_prefix("run-")
-                .or_else(|| name.strip_prefix("recover-"))
-                .and_then(|rest| rest.split('.').next())
-                .and_then(|n| n.parse::<i64>().ok());
-            let Some(run) = run else { continue };
-            let state: Option<String> = store.read(|c| {
-                Ok(
-                    c.query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
-                        .optional()?,
-                )
-            })?;
-            let active = state.as_deref().is_some_and(|s| {
-                s == crate::state::run_state::QUEUED || s == crate::state::run_state::LEASED
-            });
-            if active {
+            let Some(run) = crate::archive::quarantine_run(&name) else {
+                continue;
+            };
+            if store.read(|c| crate::state::run_active(c, run))? {
                 continue;
             }
             let path = entry.path();

@@ -137,18 +137,13 @@ impl Archive {
 
     /// Quarantined files whose run has ended, older than [`ORPHAN_AFTER`].
     fn orphaned_quarantine(&self, store: &Store) -> Result<Vec<String>> {
-        use rusqlite::OptionalExtension;
         let mut orphaned = Vec::new();
         let Ok(entries) = std::fs::read_dir(self.quarantine()) else {
             return Ok(orphaned);
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(run) = name
-                .strip_prefix("run-")
-                .and_then(|rest| rest.split('.').next())
-                .and_then(|n| n.parse::<i64>().ok())
-            else {
+            let Some(run) = crate::archive::quarantine_run(&name) else {
                 continue;
             };
             let old = entry
@@ -157,14 +152,7 @@ impl Archive {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age >= ORPHAN_AFTER);
-            let state: Option<String> = store.read(|c| {
-                Ok(
-                    c.query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
-                        .optional()?,
-                )
-            })?;
-            let active = matches!(state.as_deref(), Some("queued" | "leased"));
-            if old && !active {
+            if old && !store.read(|c| crate::state::run_active(c, run))? {
                 orphaned.push(format!(".ark/quarantine/{name}"));
             }
         }

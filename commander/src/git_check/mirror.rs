@@ -316,18 +316,7 @@ pub(super) fn write_refs(dir: &Path, refs: &BTreeMap<String, ObjectId>) -> Resul
 
     let head = dir.join("HEAD");
     let current = std::fs::read_to_string(&head).unwrap_or_default();
-    let target = current.trim().strip_prefix("ref: ").unwrap_or_default();
-    if refs.contains_key(target) {
-        return Ok(());
-    }
-    let branch = ["refs/heads/main", "refs/heads/master"]
-        .into_iter()
-        .find(|b| refs.contains_key(*b))
-        .or_else(|| {
-            refs.keys()
-                .map(String::as_str)
-                .find(|name| name.starts_with("refs/heads/"))
-        });
+    let branch = ark_core::formats::bundle::head_branch(&current, refs.keys().map(String::as_str));
     if let Some(branch) = branch {
         ark_core::write_atomic(&head, format!("ref: {branch}\n").as_bytes(), 0o644)
             .map_err(io("writing", &head))?;

@@ -264,6 +264,18 @@ fn migrate(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Whether run `run` may still use what it has in quarantine (it is queued
+/// or leased).
+pub fn run_active(conn: &Connection, run: i64) -> Result<bool> {
+    let state: Option<String> = conn
+        .query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
+        .optional()?;
+    Ok(matches!(
+        state.as_deref(),
+        Some(run_state::QUEUED | run_state::LEASED)
+    ))
+}
+
 /// Appends to the event log.
 pub fn event(
     conn: &Connection,

@@ -263,18 +263,8 @@ fn delete_refs(repo: &gix::Repository, dir: &Path, names: &[String]) -> Result<(
 fn point_head_at_a_branch(dir: &Path, refs: &Refs) -> Result<()> {
     let head = dir.join("HEAD");
     let current = std::fs::read_to_string(&head).unwrap_or_default();
-    let target = current.trim().strip_prefix("ref: ").unwrap_or_default();
-    if refs.contains_key(target) {
-        return Ok(());
-    }
-    let Some(branch) = ["refs/heads/main", "refs/heads/master"]
-        .into_iter()
-        .find(|b| refs.contains_key(*b))
-        .or_else(|| {
-            refs.keys()
-                .map(String::as_str)
-                .find(|name| name.starts_with("refs/heads/"))
-        })
+    let Some(branch) =
+        ark_core::formats::bundle::head_branch(&current, refs.keys().map(String::as_str))
     else {
         return Ok(());
     };
