@@ -48,6 +48,80 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// enough to step back past one bad release, few enough for a NAS.
 pub const DEFAULT_KEEP: u32 = 3;
 
+/// How long a quorum group waits for its confirmations before it is tried
+/// again from the start: the waiting state expires like a lease does.
+pub const DEFAULT_QUORUM_TTL: Duration = Duration::from_secs(3600);
+
+/// Most agents a quorum may ask for.
+pub const MAX_QUORUM: u32 = 9;
+
+/// How many independent agents must agree before a version lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quorum {
+    /// Exactly this many (1 = the harvesting agent alone).
+    Fixed(u32),
+    /// Every harvest confirmed until the agent has a run of confirmed
+    /// results for the kind, then a sample of them (see
+    /// [`crate::scheduler::quorum`]).
+    Adaptive,
+}
+
+impl Default for Quorum {
+    fn default() -> Self {
+        Quorum::Fixed(1)
+    }
+}
+
+impl Quorum {
+    /// Parses `--quorum` / `quorum`: 1..=9 or `adaptive`.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("adaptive") {
+            return Ok(Quorum::Adaptive);
+        }
+        match text.parse::<u32>() {
+            Ok(n) if (1..=MAX_QUORUM).contains(&n) => Ok(Quorum::Fixed(n)),
+            _ => Err(format!(
+                "quorum {text:?} is not 1 to {MAX_QUORUM} agents or \"adaptive\""
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Quorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Quorum::Fixed(n) => write!(f, "{n}"),
+            Quorum::Adaptive => f.write_str("adaptive"),
+        }
+    }
+}
+
+impl Serialize for Quorum {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Quorum::Fixed(n) => s.serialize_u32(*n),
+            Quorum::Adaptive => s.serialize_str("adaptive"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Quorum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u32),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Number(n) => n.to_string(),
+            Raw::Text(t) => t,
+        };
+        Quorum::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The commander's effective configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -74,6 +148,12 @@ pub struct CommanderConfig {
     pub keep: u32,
     /// Where agents may fetch from (`[fetch]`).
     pub fetch: FetchConfig,
+    /// Independent agents that must agree on a version before it lands,
+    /// for targets that do not say (`1`..`9` or `"adaptive"`).
+    pub quorum: Quorum,
+    /// How long a quorum group waits for its confirmations.
+    #[serde(with = "humantime_serde")]
+    pub quorum_ttl: Duration,
 }
 
 /// `[fetch]`: the destinations agents may reach beyond public addresses.
@@ -103,6 +183,8 @@ impl Default for CommanderConfig {
             archive: String::new(),
             keep: DEFAULT_KEEP,
             fetch: FetchConfig::default(),
+            quorum: Quorum::default(),
+            quorum_ttl: DEFAULT_QUORUM_TTL,
         }
     }
 }

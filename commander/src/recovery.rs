@@ -12,7 +12,7 @@
 use rusqlite::{params, Connection};
 
 use crate::archive::{hash_file, Archive, Version};
-use crate::state::{event, Store};
+use crate::state::{event, run_state, Store};
 use crate::Result;
 
 impl Archive {
@@ -166,8 +166,11 @@ impl Archive {
             }
             store.tx(|tx| {
                 tx.execute(
-                    "DELETE FROM uploads WHERE run_id = ?1 AND NOT EXISTS \
-                     (SELECT 1 FROM runs WHERE id = ?1 AND state IN ('queued', 'leased'))",
+                    &format!(
+                        "DELETE FROM uploads WHERE run_id = ?1 AND NOT EXISTS \
+                         (SELECT 1 FROM runs WHERE id = ?1 AND state IN {})",
+                        run_state::ACTIVE_SQL
+                    ),
                     [run],
                 )?;
                 Ok(())

@@ -143,6 +143,8 @@ pub async fn run(
     if finished + rolled_back > 0 {
         tracing::warn!(finished, rolled_back, "recovered half-landed versions");
     }
+    // Quorum groups caught landing are settled again by the first sweep.
+    crate::upload::quorum::reopen_landing(&scheduler.store)?;
     let web = crate::web::start(data, &config, scheduler.store.clone()).await?;
     let listening = std::iter::once(addr).chain(web.as_ref().map(|w| w.addr));
     let scheduler = scheduler.with_own_endpoints(own_endpoints(listening, &config.san));
@@ -167,6 +169,7 @@ pub async fn run(
             }
             let work = move || {
                 s.sweep(unix_ms())?;
+                crate::upload::quorum::settle_all(&s, &a)?;
                 a.reclaim_quarantine(&s.store)?;
                 if checkpoint {
                     s.store.checkpoint()?;

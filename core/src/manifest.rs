@@ -48,6 +48,10 @@ pub struct Manifest {
     pub resumes: u32,
     #[serde(default)]
     pub restarts: u32,
+    /// For a git bundle: the ref → object id map it carries, which a quorum
+    /// compares (two agents' packs of the same refs differ byte for byte).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refs: BTreeMap<String, String>,
 }
 
 impl Manifest {

@@ -18,6 +18,8 @@
 
 mod deliver;
 mod supervise;
+#[cfg(debug_assertions)]
+mod forge;
 
 pub use crate::fetch::Throttle;
 pub use deliver::{fault_flip_upload_byte, FAULT_FLIP_UPLOAD_BYTE};
@@ -191,8 +193,16 @@ async fn drive(
             restarts,
             ..
         }) => {
+            #[cfg(debug_assertions)]
+            let (size, root, published) = match forge::forged(staged).await {
+                Some((size, root)) => (size, root, None),
+                None => (size, root, published),
+            };
             let fetched = (size, root, validators, resumes, restarts);
-            let manifest = manifest_of(ctx, lease, fetched, published.as_ref(), started_ms);
+            let mut manifest = manifest_of(ctx, lease, fetched, published.as_ref(), started_ms);
+            if lease.kind == ark_core::Kind::Git.to_string() {
+                manifest.refs = bundle_refs(staged).await;
+            }
             let task = tokio::spawn(deliver::deliver(
                 ctx.clone(),
                 staged.to_path_buf(),
@@ -218,6 +228,27 @@ async fn drive(
         }
     };
     complete(&mut supervisor, lease, outcome).await
+}
+
+/// The refs of the bundle the agent made (its manifest claims them).
+async fn bundle_refs(staged: &Path) -> std::collections::BTreeMap<String, String> {
+    let path = staged.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        ark_core::formats::bundle::header_refs(std::io::BufReader::new(file))
+    })
+    .await;
+    match read {
+        Ok(Ok(refs)) => refs,
+        Ok(Err(e)) => {
+            warn!("reading the refs of the bundle: {e}");
+            Default::default()
+        }
+        Err(e) => {
+            warn!("reading the refs of the bundle: {e}");
+            Default::default()
+        }
+    }
 }
 
 /// The manifest the agent signs for a fetched body.
@@ -258,6 +289,7 @@ fn manifest_of(
         fetch_finished_ms: crate::unix_ms(),
         resumes,
         restarts,
+        refs: Default::default(),
     }
 }
 

@@ -35,6 +35,16 @@ pub enum TargetCmd {
         /// 22:00-06:00 across midnight); a due run waits queued until then.
         #[arg(long)]
         window: Option<String>,
+        /// Independent agents that must agree before a version lands: 1 to
+        /// 9, or `adaptive` (confirm an agent until it has a record for the
+        /// kind, then a sample); default: the commander's `quorum` (1).
+        #[arg(long)]
+        quorum: Option<String>,
+        /// Before landing, the commander fetches K random 16 KiB chunk
+        /// groups from the origin itself and checks them against the
+        /// upload (git: the origin's advertised refs); default off.
+        #[arg(long, value_name = "K")]
+        spot_check: Option<u32>,
     },
     /// List targets.
     Ls(ListArgs),
@@ -55,6 +65,8 @@ impl TargetCmd {
                 bandwidth,
                 max_size,
                 window,
+                quorum,
+                spot_check,
             } => {
                 let t = admin
                     .add_target(AddTargetRequest {
@@ -66,6 +78,8 @@ impl TargetCmd {
                         bandwidth_cap: bandwidth.unwrap_or(0),
                         max_size: max_size.unwrap_or(0),
                         window: window.unwrap_or_default(),
+                        quorum: quorum.unwrap_or_default(),
+                        spot_check: spot_check.unwrap_or(0),
                     })
                     .await
                     .map_err(rpc("adding the target"))?

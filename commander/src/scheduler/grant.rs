@@ -21,7 +21,7 @@ impl Scheduler {
         let ttl = self.ttl();
         let candidates = queued(tx, agent, now, ttl)?;
         let mut leases = Vec::new();
-        for (run, target, kind, url, attempts, generation) in candidates {
+        for (run, target, kind, url, attempts, generation, group) in candidates {
             if leases.len() as u32 >= free_slots {
                 break;
             }
@@ -31,6 +31,24 @@ impl Scheduler {
             let settings = state::target_job_settings(tx, &target)?;
             if !crate::window::open_at(&settings.window, now) {
                 continue; // waits, queued, for its off-peak hours
+            }
+            // Trust: a quorum member goes to an agent that has no other
+            // part in its group; a suspect agent's harvest is never the
+            // only word on a version.
+            match group {
+                Some(group) => {
+                    if !self.may_join(tx, group, run, agent)? {
+                        continue;
+                    }
+                }
+                None => match self.needs_confirmation(tx, &target, &kind, agent)? {
+                    Some(why) => {
+                        self.open_group(tx, run, &target, 2, now)?;
+                        event(tx, now, Some(run), Some(agent), "quorum", &why)?;
+                    }
+                    None if quorum::is_suspect(tx, agent)? => continue,
+                    None => {}
+                },
             }
             let generation = generation + 1;
             tx.execute(
@@ -116,14 +134,14 @@ pub(super) fn url_parse_origin(url: &str) -> Option<String> {
     Some(format!("{authority}:{port}"))
 }
 
-/// A queued run: id, target, kind, url, attempts, generation.
-type Queued = (i64, String, String, String, u32, i64);
+/// A queued run: id, target, kind, url, attempts, generation, quorum group.
+type Queued = (i64, String, String, String, u32, i64, Option<i64>);
 
 /// The queued runs that are due, oldest first; a run that just failed on
 /// `agent` waits one TTL before it may go back to it (another agent first).
 fn queued(tx: &Connection, agent: &str, now: i64, ttl: i64) -> Result<Vec<Queued>> {
     let mut stmt = tx.prepare_cached(
-        "SELECT id, target, kind, url, attempts, generation FROM runs
+        "SELECT id, target, kind, url, attempts, generation, quorum_group FROM runs
              WHERE state = 'queued' AND not_before <= ?1
                AND (last_agent IS NULL OR last_agent != ?2 OR not_before + ?3 <= ?1)
              ORDER BY not_before, id",
@@ -136,6 +154,7 @@ fn queued(tx: &Connection, agent: &str, now: i64, ttl: i64) -> Result<Vec<Queued
             r.get(3)?,
             r.get(4)?,
             r.get(5)?,
+            r.get(6)?,
         ))
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -32,6 +32,7 @@ use crate::state::{self, event, run_state, Store};
 use crate::{CommanderError, Result};
 
 mod grant;
+pub mod quorum;
 
 /// The lease policy over the store.
 #[derive(Debug, Clone)]
@@ -151,6 +152,8 @@ impl Scheduler {
                 r.get(0)
             })?;
         let attempts = attempts + 1;
+        // A vote belongs to the attempt that cast it.
+        tx.execute("DELETE FROM votes WHERE run_id = ?1", [run])?;
         if !retryable || attempts >= self.config.max_attempts {
             let why = if retryable {
                 format!("gave up after {attempts} attempts; last: {reason}")
@@ -183,7 +186,7 @@ impl Scheduler {
             rows.collect::<rusqlite::Result<_>>()?
         };
         for (target, every) in due {
-            queue_run(tx, &target, now)?;
+            self.queue_run(tx, &target, now)?;
             let next = (every > 0).then_some(now + every);
             tx.execute(
                 "UPDATE targets SET next_due = ?1 WHERE name = ?2",
@@ -202,7 +205,7 @@ impl Scheduler {
                     "no target named {target:?} (see `ark-commander target ls`)"
                 )));
             }
-            let id = queue_run(tx, target, now)?;
+            let id = self.queue_run(tx, target, now)?;
             state::run(tx, id)
         })
     }
@@ -378,6 +381,7 @@ impl Scheduler {
         now: i64,
     ) -> Result<i64> {
         end_current_lease(tx, run, "deferred", now)?;
+        tx.execute("DELETE FROM votes WHERE run_id = ?1", [run])?;
         let deferrals: u32 = tx.query_row(
             "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND kind = 'no_space'",
             [run],
@@ -499,6 +503,21 @@ impl Scheduler {
                          Complete reports only an unchanged origin or a failure"
                     )));
                 }
+                complete_request::Outcome::Success(result) if quorum::group_of(tx, run)?.is_some() => {
+                    // In a quorum group "nothing changed" is one agent's
+                    // claim like any other: a vote, not the run's end.
+                    let group = quorum::group_of(tx, run)?.map(|g| g.id).unwrap_or(run);
+                    let vote = quorum::Vote {
+                        run_id: run,
+                        group_id: group,
+                        agent: agent.to_string(),
+                        key: quorum::UNCHANGED_KEY.into(),
+                        etag: result.etag,
+                        last_modified: result.last_modified,
+                        ..quorum::Vote::default()
+                    };
+                    self.record_vote(tx, &vote, false, now)?;
+                }
                 complete_request::Outcome::Success(_) => {
                     self.finish_run(
                         tx,
@@ -547,30 +566,51 @@ fn end_current_lease(tx: &Connection, run: i64, outcome: &str, now: i64) -> Resu
     Ok(())
 }
 
-/// Inserts a queued run for `target` unless one is active; returns its id.
-fn queue_run(tx: &Connection, target: &str, now: i64) -> Result<i64> {
+impl Scheduler {
+    /// Inserts a queued run for `target` unless one is active (with the
+    /// rest of its quorum group when it asks for more than one agent);
+    /// returns its id.
+    fn queue_run(&self, tx: &Connection, target: &str, now: i64) -> Result<i64> {
+        let (id, inserted) = queue_run(tx, target, now)?;
+        if let (true, crate::config::Quorum::Fixed(need @ 2..)) = (
+            inserted,
+            quorum::target_quorum(tx, target, self.config.quorum)?,
+        ) {
+            self.open_group(tx, id, target, need, now)?;
+        }
+        Ok(id)
+    }
+}
+
+/// Inserts a queued run for `target` unless one is active; returns its id
+/// and whether it is new.
+fn queue_run(tx: &Connection, target: &str, now: i64) -> Result<(i64, bool)> {
     let active: Option<i64> = tx
         .query_row(
-            "SELECT id FROM runs WHERE target = ?1 AND state IN ('queued', 'leased')
-               AND kind = (SELECT kind FROM targets WHERE name = ?1)
-             ORDER BY id LIMIT 1",
+            &format!(
+                "SELECT id FROM runs WHERE target = ?1 AND state IN {}
+                   AND kind = (SELECT kind FROM targets WHERE name = ?1)
+                 ORDER BY id LIMIT 1",
+                run_state::ACTIVE_SQL
+            ),
             [target],
             |r| r.get(0),
         )
         .optional()?;
     if let Some(id) = active {
-        return Ok(id);
+        return Ok((id, false));
     }
     let (kind, url) = state::target(tx, target)?
         .ok_or_else(|| CommanderError::NotFound(format!("no target named {target:?}")))?;
-    state::insert_run(
+    let id = state::insert_run(
         tx,
         target,
         &kind,
         &url,
         &format!("run of {target} queued"),
         now,
-    )
+    )?;
+    Ok((id, true))
 }
 
 #[cfg(test)]

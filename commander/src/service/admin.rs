@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// Most chunk groups a spot check may fetch (64 × 16 KiB = 1 MiB a run).
+pub const MAX_SPOT_CHECK: u32 = 64;
+
 #[tonic::async_trait]
 impl Admin for Services {
     async fn create_enroll_token(
@@ -79,6 +82,17 @@ impl Admin for Services {
             }
             if req.name.is_empty() {
                 req.name = name_from_url(&req.url);
+            }
+            if !req.quorum.trim().is_empty() {
+                req.quorum = crate::config::Quorum::parse(&req.quorum)
+                    .map_err(|e| CommanderError::Invalid(format!("--quorum: {e}")))?
+                    .to_string();
+            }
+            if req.spot_check > MAX_SPOT_CHECK {
+                return Err(CommanderError::Invalid(format!(
+                    "--spot-check {}: at most {MAX_SPOT_CHECK} chunk groups (each is 16 KiB the commander fetches itself)",
+                    req.spot_check
+                )));
             }
             req.window = crate::window::Window::parse(&req.window)?
                 .map(|w| w.to_string())
@@ -220,6 +234,52 @@ impl Admin for Services {
                     .ok_or_else(|| CommanderError::NotFound(req.name.clone()))
             })
         })())
+    }
+
+    async fn revoke_agent(&self, request: Request<RevokeAgentRequest>) -> Reply<AgentInfo> {
+        self.blocking(move |s| {
+            s.admin(&request)?;
+            let req = request.into_inner();
+            let now = unix_ms();
+            let lost_after = s.scheduler().config.lease_ttl.as_millis() as i64;
+            let (runs, info) = s.store().tx(|tx| {
+                let info = state::list_agents(tx, now, lost_after)?
+                    .into_iter()
+                    .find(|a| a.name == req.name);
+                let runs = state::revoke_agent(tx, &req.name, req.remove, now)?;
+                let info = state::list_agents(tx, now, lost_after)?
+                    .into_iter()
+                    .find(|a| a.name == req.name)
+                    .or(info)
+                    .unwrap_or_default();
+                Ok((runs, info))
+            })?;
+            for run in runs {
+                let (data, outboard) = s.inner.archive.quarantined(run);
+                let _ = std::fs::remove_file(data);
+                let _ = std::fs::remove_file(outboard);
+            }
+            tracing::warn!(agent = %req.name, "agent revoked");
+            Ok(info)
+        })
+        .await
+    }
+
+    async fn clear_trust(&self, request: Request<ClearTrustRequest>) -> Reply<AgentInfo> {
+        self.blocking(move |s| {
+            s.admin(&request)?;
+            let req = request.into_inner();
+            let now = unix_ms();
+            let lost_after = s.scheduler().config.lease_ttl.as_millis() as i64;
+            s.store().tx(|tx| {
+                crate::scheduler::quorum::clear_suspect(tx, &req.name, now)?;
+                state::list_agents(tx, now, lost_after)?
+                    .into_iter()
+                    .find(|a| a.name == req.name)
+                    .ok_or_else(|| CommanderError::NotFound(req.name.clone()))
+            })
+        })
+        .await
     }
 
     async fn pause(&self, request: Request<PauseRequest>) -> Reply<PauseResponse> {

@@ -303,6 +303,9 @@ impl AgentSession for Services {
             let agent = s.agent(&request)?;
             s.scheduler()
                 .complete(&agent, request.get_ref(), unix_ms())?;
+            if let Some(lease) = request.get_ref().lease {
+                upload::quorum::settle_run(s.scheduler(), &s.inner.archive, lease.run_id);
+            }
             Ok(CompleteResponse {})
         })
         .await

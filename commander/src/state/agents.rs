@@ -53,7 +53,8 @@ pub fn redeem_token(conn: &Connection, secret_sha256: &str, now: i64) -> Result<
 pub fn enroll_agent(conn: &Connection, name: &str, cert_sha256: &str, now: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO agents (name, cert_sha256, enrolled_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT(name) DO UPDATE SET cert_sha256 = excluded.cert_sha256, enrolled_at = excluded.enrolled_at",
+         ON CONFLICT(name) DO UPDATE SET cert_sha256 = excluded.cert_sha256, enrolled_at = excluded.enrolled_at,
+           revoked_at = NULL",
         params![name, cert_sha256, now],
     )?;
     Ok(())
@@ -62,7 +63,7 @@ pub fn enroll_agent(conn: &Connection, name: &str, cert_sha256: &str, now: i64) 
 pub fn agent_by_cert(conn: &Connection, cert_sha256: &str) -> Result<Option<String>> {
     Ok(conn
         .query_row(
-            "SELECT name FROM agents WHERE cert_sha256 = ?1",
+            "SELECT name FROM agents WHERE cert_sha256 = ?1 AND revoked_at IS NULL",
             [cert_sha256],
             |r| r.get(0),
         )
@@ -170,7 +171,8 @@ pub fn list_agents(
     lost_after_ms: i64,
 ) -> Result<Vec<ark_proto::AgentInfo>> {
     let mut stmt = conn.prepare(
-        "SELECT name, enrolled_at, last_seen, paused, capabilities, telemetry, bandwidth_cap, window
+        "SELECT name, enrolled_at, last_seen, paused, capabilities, telemetry, bandwidth_cap, window,
+                confirmed, disputes_lost, spot_failed, suspect, revoked_at
          FROM agents ORDER BY name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -183,12 +185,21 @@ pub fn list_agents(
             r.get::<_, Option<Vec<u8>>>(5)?,
             r.get::<_, i64>(6)? as u64,
             r.get::<_, String>(7)?,
+            ark_proto::Trust {
+                confirmed: r.get::<_, i64>(8)? as u64,
+                disputes_lost: r.get::<_, i64>(9)? as u64,
+                spot_checks_failed: r.get::<_, i64>(10)? as u64,
+                suspect: r.get(11)?,
+                revoked_at_ms: r.get::<_, Option<i64>>(12)?.unwrap_or(0),
+            },
         ))
     })?;
     let mut agents = Vec::new();
     for row in rows {
-        let (name, enrolled_at, last_seen, paused, caps, telemetry, bandwidth_cap, window) = row?;
+        let (name, enrolled_at, last_seen, paused, caps, telemetry, bandwidth_cap, window, trust) =
+            row?;
         let state = match last_seen {
+            _ if trust.revoked_at_ms != 0 => "revoked",
             None => "enrolled",
             Some(seen) if now - seen <= lost_after_ms => "online",
             Some(_) => "lost",
@@ -210,7 +221,86 @@ pub fn list_agents(
             running,
             bandwidth_cap,
             window,
+            trust: Some(trust),
         });
     }
     Ok(agents)
+}
+
+/// Cuts `name` off: its certificate is refused from its next call (every
+/// call looks the certificate up here), its open leases end and their runs
+/// go back to the queue at once (no attempt counted: the harvest did not
+/// fail), and whatever it sent that has not landed is withdrawn — its
+/// uploads and its quorum votes, their runs queued again for other agents.
+/// With `remove` the agent is forgotten too (`agent rm`). Returns the runs
+/// whose quarantined bytes must go.
+pub fn revoke_agent(conn: &Connection, name: &str, remove: bool, now: i64) -> Result<Vec<i64>> {
+    if !agent_exists(conn, name)? {
+        return Err(CommanderError::NotFound(format!(
+            "no agent named {name:?} (see `ark-commander agents`)"
+        )));
+    }
+    conn.execute(
+        "UPDATE agents SET revoked_at = COALESCE(revoked_at, ?2) WHERE name = ?1",
+        params![name, now],
+    )?;
+    let ids = |sql: &str| -> Result<Vec<i64>> {
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map([name], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    };
+    let mut runs = ids("SELECT run_id FROM leases WHERE agent = ?1 AND ended_at IS NULL")?;
+    runs.extend(ids("SELECT run_id FROM uploads WHERE agent = ?1")?);
+    runs.extend(ids(
+        "SELECT v.run_id FROM votes v JOIN runs r ON r.id = v.run_id
+         WHERE v.agent = ?1 AND r.state IN ('queued', 'leased', 'awaiting_quorum', 'disputed')",
+    )?);
+    runs.sort_unstable();
+    runs.dedup();
+    let why = format!("agent {name} was revoked: what it sent is withdrawn, the run is queued for another agent");
+    for run in &runs {
+        conn.execute(
+            "UPDATE leases SET ended_at = ?2, outcome = 'revoked' WHERE run_id = ?1 AND ended_at IS NULL",
+            params![run, now],
+        )?;
+        conn.execute("DELETE FROM uploads WHERE run_id = ?1", [run])?;
+        conn.execute("DELETE FROM votes WHERE run_id = ?1", [run])?;
+        conn.execute(
+            "UPDATE runs SET state = 'queued', not_before = ?2, reason = ?3, last_agent = ?4
+             WHERE id = ?1 AND state IN ('queued', 'leased', 'awaiting_quorum', 'disputed')",
+            params![run, now, why, name],
+        )?;
+        event(conn, now, Some(*run), Some(name), "revoked", &why)?;
+    }
+    if remove {
+        conn.execute("DELETE FROM agents WHERE name = ?1", [name])?;
+        conn.execute("DELETE FROM streaks WHERE agent = ?1", [name])?;
+    }
+    event(
+        conn,
+        now,
+        None,
+        Some(name),
+        if remove { "removed" } else { "revoked" },
+        &format!(
+            "certificate refused from now on; {} run(s) withdrawn and queued again{}",
+            runs.len(),
+            if remove { "; the agent is forgotten (enrol again with a new token)" } else { "" }
+        ),
+    )?;
+    Ok(runs)
+}
+
+/// Whether `name` still speaks with certificate `cert_sha256` (enrolled,
+/// not revoked, not re-enrolled with another): checked in the ledger step
+/// that lands what it sent.
+pub fn still_trusted(conn: &Connection, name: &str, cert_sha256: &str) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM agents WHERE name = ?1 AND cert_sha256 = ?2 AND revoked_at IS NULL",
+            params![name, cert_sha256],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
 }

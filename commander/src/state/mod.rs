@@ -153,6 +153,54 @@ CREATE TABLE IF NOT EXISTS feed_media (
     reason     TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (target, url)
 );
+-- Quorum harvests: a group of runs of one target, each by a distinct
+-- agent; the group's id is its first run's. A version lands when `need`
+-- votes agree (see crate::quorum).
+CREATE TABLE IF NOT EXISTS quorum_groups (
+    id         INTEGER PRIMARY KEY,
+    target     TEXT NOT NULL,
+    need       INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    tie_breaks INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    deadline   INTEGER NOT NULL,
+    reason     TEXT NOT NULL DEFAULT ''
+);
+-- One agent's signed claim in a quorum group (one per member run).
+CREATE TABLE IF NOT EXISTS votes (
+    run_id      INTEGER PRIMARY KEY,
+    group_id    INTEGER NOT NULL,
+    agent       TEXT NOT NULL,
+    cert_sha256 TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    blake3      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    etag        TEXT NOT NULL DEFAULT '',
+    last_modified TEXT NOT NULL DEFAULT '',
+    manifest    BLOB NOT NULL,
+    signature   BLOB NOT NULL,
+    verified    INTEGER NOT NULL DEFAULT 0,
+    at          INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS votes_by_group ON votes(group_id);
+-- Who vouched for each landed version, with the signed manifest each sent.
+CREATE TABLE IF NOT EXISTS vouchers (
+    version_id  INTEGER NOT NULL,
+    agent       TEXT NOT NULL,
+    cert_sha256 TEXT NOT NULL,
+    run_id      INTEGER NOT NULL,
+    role        TEXT NOT NULL,
+    manifest    BLOB NOT NULL,
+    signature   BLOB NOT NULL,
+    PRIMARY KEY (version_id, agent)
+);
+-- Consecutive confirmed harvests of one agent for one kind (adaptive quorum).
+CREATE TABLE IF NOT EXISTS streaks (
+    agent  TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    streak INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (agent, kind)
+);
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -167,6 +215,17 @@ pub mod run_state {
     /// The origin had nothing new: one conditional request, no body.
     pub const UNCHANGED: &str = "unchanged";
     pub const FAILED: &str = "failed";
+    /// A quorum member that reported: its vote waits for the others.
+    pub const AWAITING_QUORUM: &str = "awaiting_quorum";
+    /// A quorum member whose group disagreed: a tie-break is asked for.
+    pub const DISPUTED: &str = "disputed";
+    /// A quorum member that agreed with the version that landed.
+    pub const CONFIRMED: &str = "confirmed";
+    /// A quorum member outvoted by the version that landed.
+    pub const REFUTED: &str = "refuted";
+    /// States in which a run is still in play (its quarantine is kept, its
+    /// target gets no second run), as an SQL list.
+    pub const ACTIVE_SQL: &str = "('queued', 'leased', 'awaiting_quorum', 'disputed')";
 }
 
 /// The state database.
@@ -248,6 +307,14 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("targets", "window", "TEXT NOT NULL DEFAULT ''"),
     ("agents", "bandwidth_cap", "INTEGER NOT NULL DEFAULT 0"),
     ("agents", "window", "TEXT NOT NULL DEFAULT ''"),
+    ("targets", "quorum", "TEXT NOT NULL DEFAULT ''"),
+    ("targets", "spot_check", "INTEGER NOT NULL DEFAULT 0"),
+    ("runs", "quorum_group", "INTEGER"),
+    ("agents", "revoked_at", "INTEGER"),
+    ("agents", "confirmed", "INTEGER NOT NULL DEFAULT 0"),
+    ("agents", "disputes_lost", "INTEGER NOT NULL DEFAULT 0"),
+    ("agents", "spot_failed", "INTEGER NOT NULL DEFAULT 0"),
+    ("agents", "suspect", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -264,15 +331,20 @@ fn migrate(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// Whether run `run` may still use what it has in quarantine (it is queued
-/// or leased).
+/// Whether run `run` may still use what it has in quarantine (it is queued,
+/// leased, or a quorum member waiting for the others).
 pub fn run_active(conn: &Connection, run: i64) -> Result<bool> {
     let state: Option<String> = conn
         .query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
         .optional()?;
     Ok(matches!(
         state.as_deref(),
-        Some(run_state::QUEUED | run_state::LEASED)
+        Some(
+            run_state::QUEUED
+                | run_state::LEASED
+                | run_state::AWAITING_QUORUM
+                | run_state::DISPUTED
+        )
     ))
 }
 
@@ -345,7 +417,7 @@ pub fn set_paused(conn: &Connection, agent: &str, paused: bool, now: i64) -> Res
 
 const RUN_COLUMNS: &str =
     "r.id, r.target, r.kind, r.url, r.state, r.attempts, r.generation, r.created_at,
-    r.finished_at, r.bytes_done, r.size_bytes, r.reason, l.agent, l.expires_at, r.last_agent, r.blake3, r.bytes_total, r.bytes_per_second";
+    r.finished_at, r.bytes_done, r.size_bytes, r.reason, l.agent, l.expires_at, r.last_agent, r.blake3, r.bytes_total, r.bytes_per_second, r.quorum_group";
 
 #[cfg(test)]
 mod tests {

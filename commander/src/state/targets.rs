@@ -9,9 +9,11 @@ pub fn add_target(
     now: i64,
 ) -> Result<ark_proto::TargetInfo> {
     let inserted = conn.execute(
-        "INSERT OR IGNORE INTO targets (name, kind, url, every_ms, created_at, next_due, keep, bandwidth_cap, max_size, window)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)",
-        params![t.name, t.kind, t.url, t.every_ms as i64, now, t.keep, t.bandwidth_cap as i64, t.max_size as i64, t.window],
+        "INSERT OR IGNORE INTO targets (name, kind, url, every_ms, created_at, next_due, keep, bandwidth_cap, max_size, window,
+           quorum, spot_check)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![t.name, t.kind, t.url, t.every_ms as i64, now, t.keep, t.bandwidth_cap as i64, t.max_size as i64, t.window,
+                t.quorum, t.spot_check],
     )?;
     if inserted == 0 {
         return Err(CommanderError::AlreadyExists(format!(
@@ -31,6 +33,8 @@ pub fn add_target(
         bandwidth_cap: t.bandwidth_cap,
         max_size: t.max_size,
         window: t.window.clone(),
+        quorum: t.quorum.clone(),
+        spot_check: t.spot_check,
     })
 }
 
@@ -38,7 +42,7 @@ pub fn list_targets(conn: &Connection) -> Result<Vec<ark_proto::TargetInfo>> {
     let mut stmt = conn.prepare(
         "SELECT t.name, t.kind, t.url, t.every_ms, t.created_at, t.next_due,
                 (SELECT state FROM runs r WHERE r.target = t.name AND r.kind = t.kind ORDER BY r.id DESC LIMIT 1),
-                t.keep, t.bandwidth_cap, t.max_size, t.window
+                t.keep, t.bandwidth_cap, t.max_size, t.window, t.quorum, t.spot_check
          FROM targets t ORDER BY t.name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -54,6 +58,8 @@ pub fn list_targets(conn: &Connection) -> Result<Vec<ark_proto::TargetInfo>> {
             bandwidth_cap: r.get::<_, i64>(8)? as u64,
             max_size: r.get::<_, i64>(9)? as u64,
             window: r.get(10)?,
+            quorum: r.get(11)?,
+            spot_check: r.get(12)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -142,6 +148,7 @@ pub(super) fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ark_proto:
         blake3: r.get(15)?,
         bytes_total: r.get::<_, i64>(16)? as u64,
         bytes_per_second: r.get::<_, i64>(17)? as u64,
+        quorum_group: r.get::<_, Option<i64>>(18)?.unwrap_or(0),
     })
 }
 

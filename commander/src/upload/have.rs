@@ -11,6 +11,8 @@ pub(super) enum Decision {
     Upload(u64),
     /// The archive's disk cannot hold the upload now: the run was deferred.
     NoSpace(String),
+    /// A quorum member's vote is in, and the commander holds its bytes.
+    Confirmed,
 }
 
 /// The `Have` call.
@@ -48,7 +50,24 @@ pub fn have(
             unchanged: true,
             path: latest.path,
             resume_from: 0,
+            confirmed: false,
         },
+        Decision::Confirmed => {
+            let path = quorum::settle_logged(scheduler, archive, {
+                let run = lease.run_id;
+                store
+                    .read(|c| crate::scheduler::quorum::group_of(c, run))?
+                    .map(|g| g.id)
+                    .unwrap_or(run)
+            });
+            HaveResponse {
+                held: true,
+                unchanged: false,
+                path: path.unwrap_or_default(),
+                resume_from: 0,
+                confirmed: true,
+            }
+        }
         Decision::NoSpace(why) => return Err(no_space_refusal(&why)),
         Decision::Link(other, version) => {
             let linked = land(
@@ -59,6 +78,7 @@ pub fn have(
                     version: other.id,
                     path: other.path.clone(),
                 },
+                &|_, _| Ok(()),
                 now,
             );
             let landed = match linked {
@@ -72,6 +92,7 @@ pub fn have(
                 unchanged: false,
                 path: landed.path,
                 resume_from: 0,
+                confirmed: false,
             }
         }
         Decision::Upload(resume_from) => HaveResponse {
@@ -79,6 +100,7 @@ pub fn have(
             unchanged: false,
             path: String::new(),
             resume_from,
+            confirmed: false,
         },
     })
 }
@@ -166,6 +188,33 @@ fn decide(
     scheduler.check_lease(tx, &caller.agent, lease, now)?;
     let pending = pending_from(tx, caller, lease, manifest, req)?;
     let v = &pending.version;
+    match crate::scheduler::quorum::group_of(tx, v.run_id)? {
+        Some(group) => {
+            if let Some(decision) =
+                quorum::have_member(tx, scheduler, archive, &pending, manifest, &group)?
+            {
+                return Ok(decision);
+            }
+        }
+        None => {
+            if let Some(decision) = held_already(tx, scheduler, caller, &pending, now)? {
+                return Ok(decision);
+            }
+        }
+    }
+    upload_from(tx, scheduler, archive, caller, pending, now)
+}
+
+/// Unchanged (the target's latest version holds the bytes) or a link
+/// (another target's does), if either.
+fn held_already(
+    tx: &Connection,
+    scheduler: &Scheduler,
+    caller: &Caller,
+    pending: &Pending,
+    now: i64,
+) -> Result<Option<Decision>> {
+    let v = &pending.version;
     let latest = archive::landed(tx, Some(&v.target))?
         .into_iter()
         .find(|l| l.kind == v.kind && crate::kinds::of(&v.kind).unchanged_when_latest());
@@ -185,15 +234,28 @@ fn decide(
                 ),
                 now,
             )?;
-            return Ok(Decision::Unchanged(latest));
+            return Ok(Some(Decision::Unchanged(latest)));
         }
     }
     // (Unless the kind says no: a bundle is a delta against one mirror.)
     if crate::kinds::of(&v.kind).links_across_targets() {
         if let Some(other) = archive::landed_root(tx, &v.blake3, v.size)? {
-            return Ok(Decision::Link(other, Box::new(pending.version)));
+            return Ok(Some(Decision::Link(other, Box::new(pending.version.clone()))));
         }
     }
+    Ok(None)
+}
+
+/// An upload from the verified offset (or a deferral for a full disk).
+fn upload_from(
+    tx: &Connection,
+    scheduler: &Scheduler,
+    archive: &Archive,
+    caller: &Caller,
+    pending: Pending,
+    now: i64,
+) -> Result<Decision> {
+    let v = &pending.version;
     // A new body: remember the claim, keep what an earlier attempt
     // of the same bytes left in quarantine.
     let earlier: Option<(String, i64)> = tx

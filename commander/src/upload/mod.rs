@@ -22,6 +22,7 @@ use crate::state::{event, run_state};
 use crate::{CommanderError, Result};
 
 mod have;
+pub mod quorum;
 mod receive;
 
 pub use have::have;
@@ -83,12 +84,17 @@ fn resumable(archive: &Archive, run: i64, size: u64) -> u64 {
     }
 }
 
-/// Lands a verified version and completes its run in the same step.
+/// What else a landing records in its ledger step (a quorum group's close).
+type Also<'a> = &'a dyn Fn(&Connection, &Version) -> Result<()>;
+
+/// Lands a verified version and completes its run in the same step, with
+/// the agent that harvested it recorded as its voucher (and `also`).
 fn land(
     scheduler: &Scheduler,
     archive: &Archive,
     v: &NewVersion,
     source: Source,
+    also: Also<'_>,
     now: i64,
 ) -> Result<Version> {
     let linked = matches!(source, Source::Link { .. });
@@ -105,7 +111,19 @@ fn land(
             } else {
                 "verified upload"
             };
+            // Nothing a revoked agent sent lands, however far it got.
+            if !crate::state::still_trusted(tx, &v.agent, &v.cert_sha256)? {
+                return Err(CommanderError::StaleLease(format!(
+                    "agent {} was revoked: what it sent does not land; drop the job",
+                    v.agent
+                )));
+            }
             record_derived(tx, version, derived, now)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO vouchers (version_id, agent, cert_sha256, run_id, role, manifest, signature)
+                 VALUES (?1, ?2, ?3, ?4, 'harvested', ?5, ?6)",
+                params![version.id, v.agent, v.cert_sha256, v.run_id, v.manifest, v.signature],
+            )?;
             scheduler.finish_run(
                 tx,
                 v.run_id,
@@ -116,7 +134,8 @@ fn land(
                 v.validators(),
                 &format!("landed {} ({} bytes, {how})", version.path, v.size),
                 now,
-            )
+            )?;
+            also(tx, version)
         },
     )
 }

@@ -310,6 +310,50 @@ fn check_and_land(
     if let Some(reason) = content_problem(v, data_path)? {
         return Err(refused(reason));
     }
+    // A quorum member's bytes wait for the others' votes.
+    if let Some(group) = scheduler
+        .store
+        .read(|c| crate::scheduler::quorum::group_of(c, v.run_id))?
+    {
+        return super::quorum::hold(
+            scheduler,
+            archive,
+            pending,
+            (data_path, outboard_path),
+            &group,
+            now,
+        );
+    }
+    let (version, deduplicated) = land_checked(
+        scheduler,
+        archive,
+        pending,
+        (data_path, outboard_path),
+        &|_, _| Ok(()),
+        now,
+    )?;
+    Ok(UploadResponse {
+        path: version.path,
+        size: version.size,
+        blake3: version.blake3,
+        deduplicated,
+        awaiting_quorum: false,
+    })
+}
+
+/// The kind's own check on the commander's copy (and what it moves once it
+/// passes: a git mirror's refs), then the landing, with `also` in its
+/// ledger step. Returns the version and whether it was linked.
+pub(super) fn land_checked(
+    scheduler: &Scheduler,
+    archive: &Archive,
+    pending: &Pending,
+    (data_path, outboard_path): (&std::path::Path, &std::path::Path),
+    also: super::Also<'_>,
+    now: i64,
+) -> Result<(Version, bool)> {
+    let v = &pending.version;
+    let refused = |reason| refuse(scheduler, pending, data_path, outboard_path, reason, now);
     let ctx = crate::kinds::CheckCtx {
         archive,
         store: &scheduler.store,
@@ -333,12 +377,7 @@ fn check_and_land(
         None => Source::Quarantine,
     };
     let deduplicated = matches!(source, Source::Link { .. });
-    let version = land(scheduler, archive, v, source, now)?;
+    let version = land(scheduler, archive, v, source, also, now)?;
     tracing::info!(run = v.run_id, path = %version.path, size = v.size, deduplicated, "landed");
-    Ok(UploadResponse {
-        path: version.path,
-        size: version.size,
-        blake3: version.blake3,
-        deduplicated,
-    })
+    Ok((version, deduplicated))
 }

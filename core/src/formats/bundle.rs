@@ -27,9 +27,49 @@ pub fn head_branch<'a>(head: &str, names: impl IntoIterator<Item = &'a str>) -> 
         .or_else(|| names.iter().copied().find(|n| n.starts_with("refs/heads/")))
 }
 
+/// Longest bundle header [`header_refs`] reads.
+const MAX_HEADER: u64 = 16 << 20;
+
+/// The ref → object map in a v2 bundle's header: what an agent claims for
+/// the bundle it made (a quorum compares it; the commander's own check
+/// parses the header strictly, and refuses the bundle when they differ).
+pub fn header_refs(reader: impl std::io::BufRead) -> Result<Refs, String> {
+    use std::io::BufRead;
+    let mut lines = std::io::Read::take(reader, MAX_HEADER).lines();
+    match lines.next() {
+        Some(Ok(first)) if first == BUNDLE_V2_SIGNATURE.trim_end() => {}
+        _ => return Err("not a v2 git bundle".into()),
+    }
+    let mut refs = Refs::new();
+    for line in lines {
+        let line = line.map_err(|e| format!("reading the bundle header: {e}"))?;
+        if line.is_empty() {
+            return Ok(refs);
+        }
+        if line.starts_with('-') {
+            continue; // a prerequisite
+        }
+        let (id, name) = line
+            .split_once(' ')
+            .ok_or_else(|| format!("bundle header line {line:?} is not \"<id> <ref>\""))?;
+        refs.insert(name.to_string(), id.to_string());
+    }
+    Err("the bundle header does not end".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::head_branch;
+
+    #[test]
+    fn header_refs_reads_the_refs_and_skips_prerequisites() {
+        let header = b"# v2 git bundle\n-1111111111111111111111111111111111111111 old\n2222222222222222222222222222222222222222 refs/heads/main\n\nPACK";
+        let refs = super::header_refs(&header[..]).expect("refs");
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs["refs/heads/main"], "2".repeat(40));
+        assert!(super::header_refs(&b"PACK"[..]).is_err());
+        assert!(super::header_refs(&b"# v2 git bundle\nabc refs/x\n"[..]).is_err());
+    }
 
     #[test]
     fn head_moves_only_when_it_names_no_ref() {
