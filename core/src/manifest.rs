@@ -133,6 +133,7 @@ mod tests {
             fetch_finished_ms: 2,
             resumes: 0,
             restarts: 0,
+            refs: Default::default(),
         }
     }
 

@@ -235,6 +235,7 @@ async fn an_agent_acts_only_on_its_own_current_lease_and_is_no_admin() -> Result
         fetch_finished_ms: 0,
         resumes: 0,
         restarts: 0,
+        refs: Default::default(),
     };
     let run_url = lease.job.clone().unwrap_or_default().url;
     let stranger = rcgen::KeyPair::generate()?.serialize_pem();

@@ -17,9 +17,9 @@
 //! drops its staging copy. [`supervise`] keeps the lease while a step runs.
 
 mod deliver;
-mod supervise;
 #[cfg(debug_assertions)]
 mod forge;
+mod supervise;
 
 pub use crate::fetch::Throttle;
 pub use deliver::{fault_flip_upload_byte, FAULT_FLIP_UPLOAD_BYTE};
@@ -200,7 +200,7 @@ async fn drive(
             };
             let fetched = (size, root, validators, resumes, restarts);
             let mut manifest = manifest_of(ctx, lease, fetched, published.as_ref(), started_ms);
-            if lease.kind == ark_core::Kind::Git.to_string() {
+            if lease.kind.parse() == Ok(ark_core::Kind::Git) {
                 manifest.refs = bundle_refs(staged).await;
             }
             let task = tokio::spawn(deliver::deliver(

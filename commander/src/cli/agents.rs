@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ark_proto::{ListAgentsRequest, SetAgentRequest};
+use ark_proto::{ClearTrustRequest, ListAgentsRequest, RevokeAgentRequest, SetAgentRequest};
 
 use super::output::{agent_json, ago, print_json, rpc, ListArgs};
 use super::target::parse_rate;
@@ -24,16 +24,37 @@ pub enum AgentCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Cut an agent off: its certificate is refused from its next call, its
+    /// leases go to other agents at once, and nothing it sent that has not
+    /// landed ever will. Enrolling it again needs a new token.
+    Revoke { name: String },
+    /// Revoke an agent and forget it (its history stays in the event log).
+    Rm { name: String },
+    /// An agent's trust record; `--clear` lifts its `suspect` mark.
+    Trust {
+        name: String,
+        #[arg(long)]
+        clear: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl AgentCmd {
     pub async fn run(self, data: &Path, url: Option<&str>) -> anyhow::Result<()> {
-        let AgentCmd::Set {
-            name,
-            bandwidth,
-            window,
-            json,
-        } = self;
+        let (name, bandwidth, window, json) = match self {
+            AgentCmd::Set {
+                name,
+                bandwidth,
+                window,
+                json,
+            } => (name, bandwidth, window, json),
+            AgentCmd::Revoke { name } => return revoke(data, url, name, false).await,
+            AgentCmd::Rm { name } => return revoke(data, url, name, true).await,
+            AgentCmd::Trust { name, clear, json } => {
+                return trust(data, url, name, clear, json).await
+            }
+        };
         if bandwidth.is_none() && window.is_none() {
             anyhow::bail!("nothing to set: give --bandwidth and/or --window");
         }
@@ -58,6 +79,72 @@ impl AgentCmd {
         );
         Ok(())
     }
+}
+
+async fn revoke(data: &Path, url: Option<&str>, name: String, remove: bool) -> anyhow::Result<()> {
+    let mut admin = crate::admin::connect(data, url)?;
+    admin
+        .revoke_agent(RevokeAgentRequest {
+            name: name.clone(),
+            remove,
+        })
+        .await
+        .map_err(rpc("revoking the agent"))?;
+    let what = if remove {
+        "revoked and removed"
+    } else {
+        "revoked"
+    };
+    println!(
+        "{name}: {what}; its certificate is refused from its next call, its work went back to the queue          (enrol it again with a new token from `ark-commander enroll {name}`)"
+    );
+    Ok(())
+}
+
+async fn trust(
+    data: &Path,
+    url: Option<&str>,
+    name: String,
+    clear: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut admin = crate::admin::connect(data, url)?;
+    let agent = if clear {
+        admin
+            .clear_trust(ClearTrustRequest { name: name.clone() })
+            .await
+            .map_err(rpc("clearing the agent's trust"))?
+            .into_inner()
+    } else {
+        admin
+            .list_agents(ListAgentsRequest {})
+            .await
+            .map_err(rpc("listing agents"))?
+            .into_inner()
+            .agents
+            .into_iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| {
+                anyhow::anyhow!("no agent named {name:?} (see `ark-commander agents`)")
+            })?
+    };
+    if json {
+        return print_json(&agent_json(&agent));
+    }
+    let t = agent.trust.unwrap_or_default();
+    println!(
+        "{}: {} confirmed, {} disputes lost, {} spot checks failed; {}",
+        agent.name,
+        t.confirmed,
+        t.disputes_lost,
+        t.spot_checks_failed,
+        if t.suspect.is_empty() {
+            "trusted".to_string()
+        } else {
+            format!("SUSPECT: {}", t.suspect)
+        }
+    );
+    Ok(())
 }
 
 fn cap_text(cap: u64) -> String {
@@ -87,7 +174,7 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
         return print_json(&agents.iter().map(agent_json).collect());
     }
     println!(
-        "{:<16} {:<9} {:<7} {:<8} {:>5} {:>6} {:>7} {:>10} {:<8} {:>9} {:<11} SEEN",
+        "{:<16} {:<9} {:<7} {:<8} {:>5} {:>6} {:>7} {:>10} {:<8} {:>9} {:<11} {:<10} SEEN",
         "NAME",
         "STATE",
         "PAUSED",
@@ -98,7 +185,8 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
         "FREE GiB",
         "RUNNING",
         "CAP",
-        "WINDOW"
+        "WINDOW",
+        "TRUST"
     );
     for a in agents {
         let caps = a.capabilities.clone().unwrap_or_default();
@@ -116,8 +204,14 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
             .map(|c| format!("{c:.0}°C"))
             .unwrap_or_else(|| "-".into());
         let running: Vec<String> = a.running.iter().map(|r| r.to_string()).collect();
+        let trust = a.trust.clone().unwrap_or_default();
+        let trust = if trust.suspect.is_empty() {
+            format!("ok ({})", trust.confirmed)
+        } else {
+            "SUSPECT".into()
+        };
         println!(
-            "{:<16} {:<9} {:<7} {:<8} {:>5.0} {:>6} {:>7} {:>10.1} {:<8} {:>9} {:<11} {}",
+            "{:<16} {:<9} {:<7} {:<8} {:>5.0} {:>6} {:>7} {:>10.1} {:<8} {:>9} {:<11} {:<10} {}",
             a.name,
             a.state,
             a.paused,
@@ -129,6 +223,7 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
             running.join(","),
             cap_text(a.bandwidth_cap),
             window_text(&a.window),
+            trust,
             ago(a.last_seen_ms)
         );
     }

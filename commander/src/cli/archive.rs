@@ -23,7 +23,21 @@ pub enum ArchiveCmd {
     },
     /// Re-hash every landed file and compare with the ledger and its
     /// manifest; report files nobody landed. Exit 1 when anything is wrong.
-    Verify(ListArgs),
+    /// With `--suspects`: list instead the landed versions that only a
+    /// suspect agent vouches for (re-harvest them with `run-now`).
+    Verify {
+        #[command(flatten)]
+        list: ListArgs,
+        #[arg(long)]
+        suspects: bool,
+    },
+    /// One landed version: where it came from and every agent that vouched
+    /// for it, with the manifest each signed.
+    Show {
+        version: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Report every landed name that would not survive a copy to exFAT,
     /// NTFS or an SMB share (too long, a refused character, a reserved
     /// device name, not NFC, two names differing only by case). Exit 1 when
@@ -87,7 +101,12 @@ impl ArchiveCmd {
                 );
                 Ok(())
             }
-            ArchiveCmd::Verify(list) => {
+            ArchiveCmd::Show { version, json } => show(&store, &archive, version, json),
+            ArchiveCmd::Verify {
+                list,
+                suspects: true,
+            } => suspects(&store, &archive, &list),
+            ArchiveCmd::Verify { list, .. } => {
                 let progress = VerifyProgress::new(&store, list.json)?;
                 let report =
                     archive.verify(&store, |checked| progress.checked(checked, !list.json))?;
@@ -108,6 +127,105 @@ impl ArchiveCmd {
             }
         }
     }
+}
+
+/// The agents that vouched for `version` (harvested it, or confirmed it).
+fn vouchers(store: &Store, version: i64) -> anyhow::Result<Vec<serde_json::Value>> {
+    Ok(store.read(|c| {
+        let mut stmt = c.prepare(
+            "SELECT w.agent, w.role, w.run_id, w.cert_sha256, w.manifest, COALESCE(a.suspect, '')
+             FROM vouchers w LEFT JOIN agents a ON a.name = w.agent
+             WHERE w.version_id = ?1 ORDER BY w.role DESC, w.agent",
+        )?;
+        let rows = stmt.query_map([version], |r| {
+            let manifest: Vec<u8> = r.get(4)?;
+            Ok(json!({"agent": r.get::<_, String>(0)?, "role": r.get::<_, String>(1)?,
+                      "run": r.get::<_, i64>(2)?, "cert_sha256": r.get::<_, String>(3)?,
+                      "suspect": r.get::<_, String>(5)?,
+                      "manifest": serde_json::from_slice::<serde_json::Value>(&manifest).unwrap_or_default()}))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    })?)
+}
+
+/// `archive show VERSION`.
+fn show(store: &Store, archive: &Archive, id: i64, json_out: bool) -> anyhow::Result<()> {
+    let version = store
+        .read(|c| Ok(archive::version_by_id(c, id).ok()))?
+        .ok_or_else(|| {
+            anyhow::anyhow!("no version {id} in the ledger (see `ark-commander archive ls`)")
+        })?;
+    let vouchers = vouchers(store, id)?;
+    if json_out {
+        let mut value = version_json(&version, archive.root());
+        value["vouchers"] = serde_json::Value::Array(vouchers);
+        return print_json(&value);
+    }
+    println!(
+        "version {} of {}: {} ({} bytes, BLAKE3 {})",
+        version.id, version.target, version.path, version.size, version.blake3
+    );
+    println!(
+        "from {} (run {}, etag {:?})",
+        version.url, version.run_id, version.etag
+    );
+    for v in &vouchers {
+        println!(
+            "  {:<10} {} (run {}){}",
+            v["role"].as_str().unwrap_or_default(),
+            v["agent"].as_str().unwrap_or_default(),
+            v["run"],
+            match v["suspect"].as_str() {
+                Some("") | None => String::new(),
+                Some(why) => format!(" — SUSPECT: {why}"),
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `archive verify --suspects`: landed versions no trusted agent vouches
+/// for. Exit 1 when there are any.
+fn suspects(store: &Store, archive: &Archive, list: &ListArgs) -> anyhow::Result<()> {
+    let landed = store.read(|c| archive::landed(c, None))?;
+    let mut found = Vec::new();
+    for v in landed {
+        let vouchers = vouchers(store, v.id)?;
+        let trusted = vouchers
+            .iter()
+            .any(|w| w["suspect"].as_str().is_some_and(str::is_empty));
+        // Versions from before vouchers were kept name their agent only.
+        let agent_trusted = vouchers.is_empty()
+            && !store.read(|c| crate::scheduler::quorum::is_suspect(c, &v.agent))?;
+        if !trusted && !agent_trusted {
+            found.push(v);
+        }
+    }
+    if list.json {
+        print_json(&serde_json::Value::Array(
+            found
+                .iter()
+                .map(|v| version_json(v, archive.root()))
+                .collect(),
+        ))?;
+    } else {
+        for v in &found {
+            println!(
+                "SUSPECT {} (version {} of {}, by {}): re-harvest with `ark-commander run-now {}`",
+                v.path, v.id, v.target, v.agent, v.target
+            );
+        }
+        println!(
+            "{} landed versions vouched for only by suspect agents",
+            found.len()
+        );
+    }
+    anyhow::ensure!(
+        found.is_empty(),
+        "{} versions are vouched for only by suspect agents",
+        found.len()
+    );
+    Ok(())
 }
 
 /// One line for a version as verification checked it.

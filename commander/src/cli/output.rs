@@ -62,7 +62,10 @@ pub fn agent_json(a: &AgentInfo) -> Value {
            "version": caps.agent_version,
            "cpu_percent": t.cpu_percent, "memory_used_bytes": t.memory_used_bytes,
            "temperature_celsius": t.temperature_celsius, "staging_free_bytes": t.staging_free_bytes,
-           "bytes_per_second": t.bytes_per_second, "load_average_1m": t.load_average_1m})
+           "bytes_per_second": t.bytes_per_second, "load_average_1m": t.load_average_1m,
+           "trust": a.trust.as_ref().map(|t| json!({"confirmed": t.confirmed,
+               "disputes_lost": t.disputes_lost, "spot_checks_failed": t.spot_checks_failed,
+               "suspect": t.suspect, "revoked_at_ms": t.revoked_at_ms}))})
 }
 
 pub fn print_json(value: &Value) -> anyhow::Result<()> {

@@ -86,11 +86,9 @@ pub type Member = (i64, String);
 /// The group run `run` belongs to, if any.
 pub fn group_of(conn: &Connection, run: i64) -> Result<Option<Group>> {
     let id: Option<i64> = conn
-        .query_row(
-            "SELECT quorum_group FROM runs WHERE id = ?1",
-            [run],
-            |r| r.get(0),
-        )
+        .query_row("SELECT quorum_group FROM runs WHERE id = ?1", [run], |r| {
+            r.get(0)
+        })
         .optional()?
         .flatten();
     match id {
@@ -190,11 +188,9 @@ pub fn key_summary(vote: &Vote) -> String {
 /// Whether `agent` is suspect (and so gets no quorum-1 work).
 pub fn is_suspect(conn: &Connection, agent: &str) -> Result<bool> {
     let reason: Option<String> = conn
-        .query_row(
-            "SELECT suspect FROM agents WHERE name = ?1",
-            [agent],
-            |r| r.get(0),
-        )
+        .query_row("SELECT suspect FROM agents WHERE name = ?1", [agent], |r| {
+            r.get(0)
+        })
         .optional()?;
     Ok(reason.is_some_and(|r| !r.is_empty()))
 }
@@ -290,10 +286,7 @@ impl Scheduler {
              VALUES (?1, ?2, ?3, 'open', ?4, ?5)",
             params![first, target, need, now, deadline],
         )?;
-        tx.execute(
-            "UPDATE runs SET quorum_group = ?1 WHERE id = ?1",
-            [first],
-        )?;
+        tx.execute("UPDATE runs SET quorum_group = ?1 WHERE id = ?1", [first])?;
         for n in 2..=need {
             self.add_member(tx, first, &format!("confirmation {n} of {need}"), now)?;
         }
@@ -392,7 +385,13 @@ impl Scheduler {
     /// Records `vote` for its member run. With `uploading` the lease stays
     /// open for the upload that follows; otherwise the member's part is
     /// done: its lease ends and the run waits for the others.
-    pub fn record_vote(&self, tx: &Connection, vote: &Vote, uploading: bool, now: i64) -> Result<()> {
+    pub fn record_vote(
+        &self,
+        tx: &Connection,
+        vote: &Vote,
+        uploading: bool,
+        now: i64,
+    ) -> Result<()> {
         tx.execute(
             "INSERT OR REPLACE INTO votes (run_id, group_id, agent, cert_sha256, key, blake3, size, etag,
                last_modified, manifest, signature, verified, at)
@@ -453,7 +452,13 @@ impl Scheduler {
     /// origin changed between fetches, or the group waited too long); a
     /// tie-break member is no longer needed. Fails the group once a member
     /// has used its attempts.
-    pub fn retry_group(&self, tx: &Connection, group: &Group, reason: &str, now: i64) -> Result<()> {
+    pub fn retry_group(
+        &self,
+        tx: &Connection,
+        group: &Group,
+        reason: &str,
+        now: i64,
+    ) -> Result<()> {
         let members = members(tx, group.id)?;
         let attempts: u32 = tx.query_row(
             "SELECT MAX(attempts) FROM runs WHERE quorum_group = ?1",
@@ -538,14 +543,22 @@ impl Scheduler {
             return self.fail_group(
                 tx,
                 group,
-                &format!("{reason}; no version reached quorum {} after a tie-break", group.need),
+                &format!(
+                    "{reason}; no version reached quorum {} after a tie-break",
+                    group.need
+                ),
                 now,
             );
         }
         for v in votes {
             tx.execute(
                 "UPDATE runs SET state = ?2, reason = ?3 WHERE id = ?1 AND state = ?4",
-                params![v.run_id, run_state::DISPUTED, reason, run_state::AWAITING_QUORUM],
+                params![
+                    v.run_id,
+                    run_state::DISPUTED,
+                    reason,
+                    run_state::AWAITING_QUORUM
+                ],
             )?;
         }
         let tie = self.add_member(tx, group.id, "tie-break", now)?;
@@ -576,9 +589,10 @@ impl Scheduler {
         now: i64,
     ) -> Result<()> {
         let votes = votes(tx, group.id)?;
-        let kind: String = tx.query_row("SELECT kind FROM runs WHERE id = ?1", [group.id], |r| {
-            r.get(0)
-        })?;
+        let kind: String =
+            tx.query_row("SELECT kind FROM runs WHERE id = ?1", [group.id], |r| {
+                r.get(0)
+            })?;
         let agreed = votes
             .iter()
             .find(|v| v.key == winner)
@@ -591,7 +605,16 @@ impl Scheduler {
             if v.key == winner {
                 confirmed(tx, &v.agent, &kind)?;
                 if let Some(version) = version {
-                    vouch(tx, version, v, if v.run_id == landed { "harvested" } else { "confirmed" })?;
+                    vouch(
+                        tx,
+                        version,
+                        v,
+                        if v.run_id == landed {
+                            "harvested"
+                        } else {
+                            "confirmed"
+                        },
+                    )?;
                 }
                 tx.execute(
                     "UPDATE runs SET state = ?2, finished_at = ?3, reason = ?4

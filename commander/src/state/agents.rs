@@ -257,7 +257,9 @@ pub fn revoke_agent(conn: &Connection, name: &str, remove: bool, now: i64) -> Re
     )?);
     runs.sort_unstable();
     runs.dedup();
-    let why = format!("agent {name} was revoked: what it sent is withdrawn, the run is queued for another agent");
+    let why = format!(
+        "agent {name} was revoked: what it sent is withdrawn, the run is queued for another agent"
+    );
     for run in &runs {
         conn.execute(
             "UPDATE leases SET ended_at = ?2, outcome = 'revoked' WHERE run_id = ?1 AND ended_at IS NULL",
@@ -285,7 +287,11 @@ pub fn revoke_agent(conn: &Connection, name: &str, remove: bool, now: i64) -> Re
         &format!(
             "certificate refused from now on; {} run(s) withdrawn and queued again{}",
             runs.len(),
-            if remove { "; the agent is forgotten (enrol again with a new token)" } else { "" }
+            if remove {
+                "; the agent is forgotten (enrol again with a new token)"
+            } else {
+                ""
+            }
         ),
     )?;
     Ok(runs)

@@ -240,7 +240,10 @@ fn held_already(
     // (Unless the kind says no: a bundle is a delta against one mirror.)
     if crate::kinds::of(&v.kind).links_across_targets() {
         if let Some(other) = archive::landed_root(tx, &v.blake3, v.size)? {
-            return Ok(Some(Decision::Link(other, Box::new(pending.version.clone()))));
+            return Ok(Some(Decision::Link(
+                other,
+                Box::new(pending.version.clone()),
+            )));
         }
     }
     Ok(None)

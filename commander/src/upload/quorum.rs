@@ -29,10 +29,7 @@ pub fn root_key(size: u64, blake3: &str) -> String {
 /// The key of a git bundle's votes: its ref → object map, so two honest
 /// agents whose packs differ byte for byte still agree.
 pub fn refs_key(refs: &Refs) -> String {
-    format!(
-        "refs {}",
-        serde_json::to_string(refs).unwrap_or_default()
-    )
+    format!("refs {}", serde_json::to_string(refs).unwrap_or_default())
 }
 
 /// The key of what an agent claims in its manifest.
@@ -83,7 +80,10 @@ pub(super) fn have_member(
         .iter()
         .filter(|o| o.run_id != v.run_id && o.key == vote.key)
         .any(|o| o.verified || has_upload(tx, o.run_id).unwrap_or(false));
-    let in_archive = !v.kind.parse::<ark_core::Kind>().is_ok_and(|k| k == ark_core::Kind::Git)
+    let in_archive = !v
+        .kind
+        .parse::<ark_core::Kind>()
+        .is_ok_and(|k| k == ark_core::Kind::Git)
         && (latest_with(tx, v)?.is_some()
             || (crate::kinds::of(&v.kind).links_across_targets()
                 && archive::landed_root(tx, &v.blake3, v.size)?.is_some()));
@@ -181,7 +181,7 @@ enum Plan {
         group: Group,
         key: String,
         vote: Box<Vote>,
-        link: Option<Version>,
+        link: Option<Box<Version>>,
     },
 }
 
@@ -220,9 +220,7 @@ pub fn settle(
     id: i64,
     now: i64,
 ) -> Result<Option<String>> {
-    let plan = scheduler
-        .store
-        .tx(|tx| plan(tx, scheduler, id, now))?;
+    let plan = scheduler.store.tx(|tx| plan(tx, scheduler, id, now))?;
     let Plan::Land {
         group,
         key,
@@ -237,17 +235,20 @@ pub fn settle(
         scheduler.close_group(tx, &group, &key, vote.run_id, Some(version.id), now)
     };
     let landed = match link {
-        Some(other) => land(
-            scheduler,
-            archive,
-            &pending.version,
-            Source::Link {
-                version: other.id,
-                path: other.path,
-            },
-            &close,
-            now,
-        ),
+        Some(other) => {
+            let other = *other;
+            land(
+                scheduler,
+                archive,
+                &pending.version,
+                Source::Link {
+                    version: other.id,
+                    path: other.path,
+                },
+                &close,
+                now,
+            )
+        }
         None => {
             let (data, outboard) = archive.quarantined(vote.run_id);
             super::receive::land_checked(
@@ -336,11 +337,8 @@ fn pending_of(conn: &Connection, vote: &Vote) -> Result<Pending> {
 /// validators differ), if they do.
 fn origin_changed(votes: &[Vote]) -> Option<String> {
     let differ = |field: fn(&Vote) -> &str, name: &str| {
-        let seen: std::collections::BTreeSet<&str> = votes
-            .iter()
-            .map(field)
-            .filter(|s| !s.is_empty())
-            .collect();
+        let seen: std::collections::BTreeSet<&str> =
+            votes.iter().map(field).filter(|s| !s.is_empty()).collect();
         (seen.len() > 1).then(|| {
             let each: Vec<String> = votes
                 .iter()
@@ -352,7 +350,8 @@ fn origin_changed(votes: &[Vote]) -> Option<String> {
             )
         })
     };
-    differ(|v| v.etag.as_str(), "ETag").or_else(|| differ(|v| v.last_modified.as_str(), "Last-Modified"))
+    differ(|v| v.etag.as_str(), "ETag")
+        .or_else(|| differ(|v| v.last_modified.as_str(), "Last-Modified"))
 }
 
 /// The decision, in one transaction.
@@ -512,11 +511,14 @@ fn agreed(
                 group,
                 key,
                 vote: Box::new(first.clone()),
-                link: Some(other),
+                link: Some(Box::new(other)),
             });
         }
     }
-    if best.iter().any(|v| has_upload(tx, v.run_id).unwrap_or(false)) {
+    if best
+        .iter()
+        .any(|v| has_upload(tx, v.run_id).unwrap_or(false))
+    {
         return Ok(Plan::Nothing); // its upload is on the way
     }
     scheduler.retry_group(

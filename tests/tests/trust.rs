@@ -1,0 +1,335 @@
+//! Zero trust (issue 11) against the real binaries: a lying agent (a debug
+//! agent with `ARK_FAULT_FORGE_BODY`, which replaces every body with
+//! well-formed forged bytes and signs them properly) is outvoted by a
+//! quorum and marked suspect; an origin that changes between two honest
+//! fetches is retried, not disputed; a revoked agent is cut off.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use ark_tests::*;
+
+const FORGE: &str = "ARK_FAULT_FORGE_BODY";
+
+fn quorum_target(name: &str, kind: &str, url: &str, quorum: &str) -> ark_proto::AddTargetRequest {
+    ark_proto::AddTargetRequest {
+        kind: kind.into(),
+        url: url.into(),
+        name: name.into(),
+        quorum: quorum.into(),
+        ..Default::default()
+    }
+}
+
+async fn agent_named(cdata: &Path, name: &str) -> Result<ark_proto::AgentInfo> {
+    agents(cdata)
+        .await?
+        .into_iter()
+        .find(|a| a.name == name)
+        .with_context(|| format!("no agent {name}"))
+}
+
+/// The runs of `target`'s quorum group (the group's first run and the rest).
+async fn group_runs(cdata: &Path, target: &str) -> Result<Vec<ark_proto::RunInfo>> {
+    Ok(runs(cdata)
+        .await?
+        .into_iter()
+        .filter(|r| r.target == target && r.quorum_group != 0)
+        .collect())
+}
+
+/// Quorum 2, one liar among three agents: the liar and one honest agent
+/// disagree, the run is disputed with both roots, the tie-break agent
+/// sides with the honest one, the honest bytes land, the forged ones never
+/// do, and the liar is outvoted and suspect — and gets no quorum-1 work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_two_outvotes_a_lying_agent_and_lands_the_honest_bytes() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let origin = Origin::start().await?;
+    let honest: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut forged = honest.clone();
+    forged[123_456] ^= 0x20;
+    origin.put("disk.img", honest.clone());
+    let forged_path = tmp.path().join("forged.img");
+    std::fs::write(&forged_path, &forged)?;
+    for name in ["liar", "honest-1", "honest-2"] {
+        enroll_agent(&cdata, &tmp.path().join(name), name).await?;
+    }
+    let forged_env = forged_path.to_string_lossy().into_owned();
+    let _liar = spawn_agent_with(&tmp.path().join("liar"), &[(FORGE, &forged_env)])?;
+    let _honest1 = spawn_agent(&tmp.path().join("honest-1"))?;
+    add_target_with(
+        &cdata,
+        quorum_target("disk", "file", &origin.url("disk.img"), "2"),
+    )
+    .await?;
+
+    // Two agents, two members: each takes one and they disagree.
+    let cd = cdata.clone();
+    wait_until(Duration::from_secs(40), "the group to be disputed", || {
+        let cd = cd.clone();
+        async move {
+            Ok(group_runs(&cd, "disk")
+                .await?
+                .iter()
+                .any(|r| r.state == "disputed"))
+        }
+    })
+    .await?;
+    let group = group_runs(&cdata, "disk").await?;
+    let disputed = group
+        .iter()
+        .find(|r| r.state == "disputed")
+        .context("disputed")?;
+    let honest_root = blake3::hash(&honest).to_hex().to_string();
+    let forged_root = blake3::hash(&forged).to_hex().to_string();
+    for root in [&honest_root, &forged_root] {
+        ensure!(
+            disputed.reason.contains(&root[..16]),
+            "the dispute does not name every root ({root}): {}",
+            disputed.reason
+        );
+    }
+    ensure!(
+        archive_files(&cdata).is_empty(),
+        "something landed while the agents disagreed"
+    );
+
+    // The tie-break goes to the third agent.
+    let _honest2 = spawn_agent(&tmp.path().join("honest-2"))?;
+    let cd = cdata.clone();
+    wait_until(
+        Duration::from_secs(40),
+        "the honest majority to land",
+        || {
+            let cd = cd.clone();
+            async move {
+                Ok(group_runs(&cd, "disk")
+                    .await?
+                    .iter()
+                    .any(|r| r.state == "succeeded"))
+            }
+        },
+    )
+    .await?;
+    let files = archive_files(&cdata);
+    ensure!(files.len() == 1, "expected one landed file: {files:?}");
+    ensure!(
+        files[0].1 == honest,
+        "what landed is not the origin's bytes"
+    );
+    let group = group_runs(&cdata, "disk").await?;
+    let states: Vec<(&str, &str)> = group
+        .iter()
+        .map(|r| (r.agent.as_str(), r.state.as_str()))
+        .collect();
+    ensure!(group.len() == 3, "two members and a tie-break: {states:?}");
+    ensure!(
+        states.contains(&("liar", "refuted")),
+        "the liar was not outvoted: {states:?}"
+    );
+    let liar = agent_named(&cdata, "liar").await?;
+    let trust = liar.trust.clone().unwrap_or_default();
+    ensure!(
+        trust.disputes_lost == 1 && trust.suspect.contains("outvoted"),
+        "the liar is not suspect: {trust:?}"
+    );
+    for name in ["honest-1", "honest-2"] {
+        let t = agent_named(&cdata, name).await?.trust.unwrap_or_default();
+        ensure!(t.confirmed == 1 && t.suspect.is_empty(), "{name}: {t:?}");
+    }
+    // Who vouched for the landed version is on record.
+    let (ok, shown, stderr) = commander_cli(&cdata, &["archive", "show", "1", "--json"])?;
+    ensure!(ok, "archive show failed: {stderr}");
+    let shown: serde_json::Value = serde_json::from_str(&shown)?;
+    let mut vouchers: Vec<String> = shown["vouchers"]
+        .as_array()
+        .context("vouchers")?
+        .iter()
+        .map(|v| v["agent"].as_str().unwrap_or_default().to_string())
+        .collect();
+    vouchers.sort();
+    ensure!(
+        vouchers == ["honest-1", "honest-2"],
+        "vouchers: {vouchers:?}"
+    );
+
+    // A suspect gets no quorum-1 work: with only the liar left, the run
+    // waits.
+    drop((_honest1, _honest2));
+    origin.put("other.img", b"quorum one".to_vec());
+    add_target_with(
+        &cdata,
+        quorum_target("other", "file", &origin.url("other.img"), "1"),
+    )
+    .await?;
+    tokio::time::sleep(TEST_HEARTBEAT * 6).await;
+    let other = run(&cdata, run_of(&cdata, "other").await?).await?;
+    ensure!(
+        other.state == "queued",
+        "a suspect agent was given quorum-1 work: {other:?}"
+    );
+    // Until the operator clears it.
+    let (ok, _, stderr) = commander_cli(&cdata, &["agent", "trust", "liar", "--clear"])?;
+    ensure!(ok, "agent trust --clear failed: {stderr}");
+    ensure!(
+        agent_named(&cdata, "liar")
+            .await?
+            .trust
+            .unwrap_or_default()
+            .suspect
+            .is_empty(),
+        "still suspect after --clear"
+    );
+    Ok(())
+}
+
+/// Two honest agents fetch a feed that changes between their fetches:
+/// their roots differ but so do the origin's validators, so the group is
+/// retried (not disputed, nobody suspect) and the new version lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_that_changes_between_two_fetches_is_retried_not_disputed() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let origin = Origin::start().await?;
+    let feed = |title: &str| {
+        format!(
+            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>News</title>\
+             <link>http://example.org/</link><description>d</description>\
+             <item><title>{title}</title><guid>{title}</guid><link>http://example.org/{title}</link></item>\
+             </channel></rss>"
+        )
+        .into_bytes()
+    };
+    origin.put_typed("news.xml", feed("first"), "application/rss+xml");
+    for name in ["a", "b"] {
+        enroll_agent(&cdata, &tmp.path().join(name), name).await?;
+    }
+    let _a = spawn_agent(&tmp.path().join("a"))?;
+    add_target_with(
+        &cdata,
+        quorum_target("news", "rss", &origin.url("news.xml"), "2"),
+    )
+    .await?;
+    let cd = cdata.clone();
+    wait_until(Duration::from_secs(30), "a's vote", || {
+        let cd = cd.clone();
+        async move {
+            Ok(group_runs(&cd, "news")
+                .await?
+                .iter()
+                .any(|r| r.state == "awaiting_quorum"))
+        }
+    })
+    .await?;
+    // The feed changes before the second agent fetches it.
+    origin.put_typed("news.xml", feed("second"), "application/rss+xml");
+    let _b = spawn_agent(&tmp.path().join("b"))?;
+    let cd = cdata.clone();
+    wait_until(Duration::from_secs(60), "the new version to land", || {
+        let cd = cd.clone();
+        async move {
+            Ok(group_runs(&cd, "news")
+                .await?
+                .iter()
+                .any(|r| r.state == "succeeded"))
+        }
+    })
+    .await?;
+    let group = group_runs(&cdata, "news").await?;
+    let first = group.iter().map(|r| r.id).min().context("group")?;
+    let kinds: Vec<String> = events(&cdata, first)
+        .await?
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    ensure!(
+        kinds.iter().any(|k| k == "quorum_retry"),
+        "not retried: {kinds:?}"
+    );
+    ensure!(
+        !kinds.iter().any(|k| k == "disputed"),
+        "an origin change was taken for a dispute: {kinds:?}"
+    );
+    for name in ["a", "b"] {
+        let t = agent_named(&cdata, name).await?.trust.unwrap_or_default();
+        ensure!(
+            t.suspect.is_empty() && t.disputes_lost == 0,
+            "{name}: {t:?}"
+        );
+    }
+    let landed = archive_files(&cdata);
+    ensure!(
+        landed.iter().any(|(_, bytes)| bytes == &feed("second")),
+        "the new feed did not land: {:?}",
+        landed.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// `agent revoke`: the agent's next call is refused, its lease goes to
+/// another agent at once, what it was fetching never lands; re-enrolled
+/// under the same name with a new token, the old certificate stays refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_agent_is_cut_off_and_its_work_moves_on() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let origin = Origin::start().await?;
+    let body: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+    origin.put("big.img", body.clone());
+    origin.throttle(200_000);
+    enroll_agent(&cdata, &tmp.path().join("stolen"), "stolen").await?;
+    let _stolen = spawn_agent(&tmp.path().join("stolen"))?;
+    add_file_target(&cdata, "big", &origin.url("big.img")).await?;
+    let id = run_of(&cdata, "big").await?;
+    let cd = cdata.clone();
+    wait_until(
+        Duration::from_secs(20),
+        "the stolen device to be fetching",
+        || {
+            let cd = cd.clone();
+            async move { Ok(run(&cd, id).await?.bytes_done > 0) }
+        },
+    )
+    .await?;
+    let (ok, _, stderr) = commander_cli(&cdata, &["agent", "revoke", "stolen"])?;
+    ensure!(ok, "agent revoke failed: {stderr}");
+    let revoked = run(&cdata, id).await?;
+    ensure!(
+        revoked.state == "queued" && revoked.reason.contains("revoked"),
+        "the lease did not end at once: {revoked:?}"
+    );
+    ensure!(agent_named(&cdata, "stolen").await?.state == "revoked");
+    // Another agent takes it and lands it; nothing of the stolen device's.
+    origin.throttle(0);
+    enroll_agent(&cdata, &tmp.path().join("spare"), "spare").await?;
+    let _spare = spawn_agent(&tmp.path().join("spare"))?;
+    let done = wait_for_run(&cdata, id, "succeeded", Duration::from_secs(40)).await?;
+    ensure!(done.agent == "spare", "landed by {}", done.agent);
+    let landed = archive_ls(&cdata)?;
+    ensure!(
+        landed.len() == 1 && landed[0]["agent"] == "spare",
+        "landed: {landed:?}"
+    );
+    // Re-enrolled elsewhere under the same name: the old device (still
+    // running with its old certificate) stays refused.
+    enroll_agent(&cdata, &tmp.path().join("stolen-new"), "stolen").await?;
+    drop(_spare);
+    origin.put("next.img", b"next".to_vec());
+    add_file_target(&cdata, "next", &origin.url("next.img")).await?;
+    tokio::time::sleep(TEST_HEARTBEAT * 6).await;
+    let next = run(&cdata, run_of(&cdata, "next").await?).await?;
+    ensure!(
+        next.state == "queued",
+        "the old certificate was served after revocation: {next:?}"
+    );
+    let _renewed = spawn_agent(&tmp.path().join("stolen-new"))?;
+    let next = wait_for_run(&cdata, next.id, "succeeded", Duration::from_secs(30)).await?;
+    ensure!(next.agent == "stolen", "{next:?}");
+    Ok(())
+}
