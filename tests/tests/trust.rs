@@ -333,3 +333,80 @@ async fn a_revoked_agent_is_cut_off_and_its_work_moves_on() -> Result<()> {
     ensure!(next.agent == "stolen", "{next:?}");
     Ok(())
 }
+
+/// A quorum's waiting state is durable: the commander is killed (-9)
+/// between the first and the second confirmation and restarted; the first
+/// vote is still counted and the version lands once the second agent
+/// confirms (without uploading the bytes a second time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_state_survives_kill_9_of_the_commander_between_confirmations() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let mut commander = spawn_commander(&cdata, &listen).await?;
+    let origin = Origin::start().await?;
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    origin.put("doc.pdf", body.clone());
+    for name in ["first", "second"] {
+        enroll_agent(&cdata, &tmp.path().join(name), name).await?;
+    }
+    let _first = spawn_agent(&tmp.path().join("first"))?;
+    add_target_with(
+        &cdata,
+        quorum_target("doc", "file", &origin.url("doc.pdf"), "2"),
+    )
+    .await?;
+    let cd = cdata.clone();
+    wait_until(Duration::from_secs(30), "the first confirmation", || {
+        let cd = cd.clone();
+        async move {
+            Ok(group_runs(&cd, "doc")
+                .await?
+                .iter()
+                .any(|r| r.state == "awaiting_quorum"))
+        }
+    })
+    .await?;
+    ensure!(
+        archive_files(&cdata).is_empty(),
+        "landed on one confirmation"
+    );
+    commander.kill9();
+    let _commander = spawn_commander(&cdata, &listen).await?;
+    let waiting = group_runs(&cdata, "doc").await?;
+    ensure!(
+        waiting
+            .iter()
+            .any(|r| r.state == "awaiting_quorum" && r.agent == "first"),
+        "the first confirmation was lost in the restart: {waiting:?}"
+    );
+    let _second = spawn_agent(&tmp.path().join("second"))?;
+    let cd = cdata.clone();
+    wait_until(Duration::from_secs(40), "the version to land", || {
+        let cd = cd.clone();
+        async move {
+            Ok(group_runs(&cd, "doc")
+                .await?
+                .iter()
+                .any(|r| r.state == "succeeded"))
+        }
+    })
+    .await?;
+    let files = archive_files(&cdata);
+    ensure!(
+        files.len() == 1 && files[0].1 == body,
+        "landed: {:?}",
+        files.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    let states: Vec<String> = group_runs(&cdata, "doc")
+        .await?
+        .iter()
+        .map(|r| format!("{}:{}", r.agent, r.state))
+        .collect();
+    ensure!(
+        states.contains(&"first:succeeded".to_string())
+            && states.contains(&"second:confirmed".to_string()),
+        "the second agent should confirm without uploading: {states:?}"
+    );
+    Ok(())
+}

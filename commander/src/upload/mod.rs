@@ -345,6 +345,7 @@ mod tests {
                     name: "disk".into(),
                     ..Default::default()
                 };
+                state::enroll_agent(tx, "pi", "fp", 1)?;
                 state::add_target(tx, &target, 1).map(drop)
             })
             .expect("target");
