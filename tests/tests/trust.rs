@@ -410,3 +410,107 @@ async fn quorum_state_survives_kill_9_of_the_commander_between_confirmations() -
     );
     Ok(())
 }
+
+/// Quorum 1 with `--spot-check 8` against nginx: a lying agent's forged
+/// body (valid, signed, hashed properly) is refused by the commander's own
+/// range requests to the origin, nothing lands and the agent is marked; an
+/// honest agent's harvest lands. An origin without Range support (Python's
+/// `http.server`) makes the check impossible: recorded, not a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_checks_catch_a_lying_agent_against_nginx_and_say_when_they_cannot() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(&www)?;
+    let honest: Vec<u8> = (0..1_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(www.join("disk.img"), &honest)?;
+    let nginx = Nginx::start(&tmp.path().join("nginx"), &www).await?;
+    let url = format!("http://{}/disk.img", nginx.addr);
+    // One flipped bit somewhere: 8 groups of 62 see it only by luck, so
+    // the forgery differs everywhere (a different but well-formed body).
+    let forged: Vec<u8> = honest.iter().map(|b| b.wrapping_add(1)).collect();
+    let forged_path = tmp.path().join("forged.img");
+    std::fs::write(&forged_path, &forged)?;
+    enroll_agent(&cdata, &tmp.path().join("liar"), "liar").await?;
+    let forged_env = forged_path.to_string_lossy().into_owned();
+    let liar = spawn_agent_with(&tmp.path().join("liar"), &[(FORGE, &forged_env)])?;
+    add_target_with(
+        &cdata,
+        ark_proto::AddTargetRequest {
+            spot_check: 8,
+            ..quorum_target("disk", "file", &url, "1")
+        },
+    )
+    .await?;
+    let id = run_of(&cdata, "disk").await?;
+    let failed = wait_for_run(&cdata, id, "failed", Duration::from_secs(40)).await?;
+    ensure!(
+        failed.reason.contains("spot check failed"),
+        "refused for another reason: {}",
+        failed.reason
+    );
+    ensure!(archive_files(&cdata).is_empty(), "a forged body landed");
+    let trust = agent_named(&cdata, "liar").await?.trust.unwrap_or_default();
+    ensure!(
+        trust.spot_checks_failed == 1 && !trust.suspect.is_empty(),
+        "the liar is not marked: {trust:?}"
+    );
+    drop(liar);
+
+    // An honest agent, the same origin: the check passes and it lands.
+    enroll_agent(&cdata, &tmp.path().join("honest"), "honest").await?;
+    let _honest = spawn_agent(&tmp.path().join("honest"))?;
+    let again = run_now(&cdata, "disk").await?;
+    wait_for_run(&cdata, again, "succeeded", Duration::from_secs(40)).await?;
+    event_of(&cdata, again, "spot_check").await?;
+    let access = nginx.access_log();
+    let ranged = access.lines().filter(|l| l.contains(" 206 ")).count();
+    ensure!(
+        ranged >= 8,
+        "the commander sent no range requests: {access}"
+    );
+
+    // Python's http.server ignores Range: impossible, recorded, landed.
+    let port = free_port()?;
+    let mut python = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(&www)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    // Other bytes than disk.img's (the same ones would be linked, not
+    // uploaded).
+    std::fs::write(www.join("plain.img"), &honest[..500_000])?;
+    let plain = format!("http://127.0.0.1:{port}/plain.img");
+    wait_until(Duration::from_secs(10), "http.server", || {
+        let plain = plain.clone();
+        async move { Ok(reqwest::get(&plain).await.is_ok()) }
+    })
+    .await?;
+    add_target_with(
+        &cdata,
+        ark_proto::AddTargetRequest {
+            spot_check: 8,
+            ..quorum_target("plain", "file", &plain, "1")
+        },
+    )
+    .await?;
+    let plain_run = run_of(&cdata, "plain").await?;
+    let landed = wait_for_run(&cdata, plain_run, "succeeded", Duration::from_secs(40)).await;
+    let _ = python.kill();
+    landed?;
+    let impossible = event_of(&cdata, plain_run, "spot_check_impossible").await?;
+    ensure!(
+        impossible.message.contains("impossible"),
+        "{}",
+        impossible.message
+    );
+    Ok(())
+}

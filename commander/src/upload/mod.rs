@@ -24,6 +24,7 @@ use crate::{CommanderError, Result};
 mod have;
 pub mod quorum;
 mod receive;
+pub mod spot;
 
 pub use have::have;
 pub use receive::{begin, receive, Piece};

@@ -310,6 +310,9 @@ fn check_and_land(
     if let Some(reason) = content_problem(v, data_path)? {
         return Err(refused(reason));
     }
+    if let Some(reason) = spot_checked(scheduler, v, data_path, now)? {
+        return Err(refused(reason));
+    }
     // A quorum member's bytes wait for the others' votes.
     if let Some(group) = scheduler
         .store
@@ -338,6 +341,52 @@ fn check_and_land(
         blake3: version.blake3,
         deduplicated,
         awaiting_quorum: false,
+    })
+}
+
+/// Runs the target's spot check (if it asks for one) and records what it
+/// found; Some(reason) when it failed (the agent is marked suspect).
+fn spot_checked(
+    scheduler: &Scheduler,
+    v: &NewVersion,
+    data: &std::path::Path,
+    now: i64,
+) -> Result<Option<String>> {
+    let k: u32 = scheduler.store.read(|c| {
+        Ok(c.query_row(
+            "SELECT spot_check FROM targets WHERE name = ?1",
+            [&v.target],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+    })?;
+    if k == 0 {
+        return Ok(None);
+    }
+    let spot = super::spot::spot_check(v, data, k);
+    scheduler.store.tx(|tx| {
+        let (kind, message) = match &spot {
+            super::spot::Spot::Passed(m) => ("spot_check", m),
+            super::spot::Spot::Impossible(m) => ("spot_check_impossible", m),
+            super::spot::Spot::Failed(m) => ("spot_check_failed", m),
+        };
+        event(tx, now, Some(v.run_id), Some(&v.agent), kind, message)?;
+        if let super::spot::Spot::Failed(why) = &spot {
+            crate::scheduler::quorum::mark_suspect(
+                tx,
+                &v.agent,
+                "spot_failed",
+                why,
+                v.run_id,
+                now,
+            )?;
+        }
+        Ok(())
+    })?;
+    Ok(match spot {
+        super::spot::Spot::Failed(why) => Some(why),
+        _ => None,
     })
 }
 
