@@ -656,3 +656,57 @@ impl Scheduler {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adaptive_quorum_confirms_a_new_agent_samples_a_trusted_one_and_falls_back_after_a_dispute() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("state.sqlite")).expect("open"));
+        let s = Scheduler::new(store, CommanderConfig::default());
+        let decide = |agent: &str| {
+            s.store
+                .tx(|tx| s.needs_confirmation(tx, "x", "file", agent))
+                .expect("decide")
+        };
+        s.store
+            .tx(|tx| {
+                state::enroll_agent(tx, "pi", "fp", 1)?;
+                let target = ark_proto::AddTargetRequest {
+                    kind: "file".into(),
+                    url: "http://origin/x".into(),
+                    name: "x".into(),
+                    quorum: "adaptive".into(),
+                    ..Default::default()
+                };
+                state::add_target(tx, &target, 1).map(drop)
+            })
+            .expect("seed");
+        let why = decide("pi").expect("a new agent is always confirmed");
+        assert!(why.contains("0 of 10"), "{why}");
+        s.store
+            .tx(|tx| {
+                for _ in 0..ADAPTIVE_STREAK {
+                    confirmed(tx, "pi", "file")?;
+                }
+                Ok(())
+            })
+            .expect("streak");
+        let sampled = (0..2000).filter(|_| decide("pi").is_some()).count();
+        // 1 in 10 of 2000: 200 expected; far outside these bounds only by a
+        // broken draw (the odds of a fair one landing there are < 1e-9).
+        assert!((110..=300).contains(&sampled), "sampled {sampled} of 2000");
+        s.store
+            .tx(|tx| mark_suspect(tx, "pi", "disputes_lost", "outvoted", 1, 2))
+            .expect("dispute");
+        assert!(
+            (0..50).all(|_| decide("pi").is_some()),
+            "a suspect agent's harvests must all be confirmed"
+        );
+        s.store.tx(|tx| clear_suspect(tx, "pi", 3)).expect("clear");
+        let why = decide("pi").expect("the streak started again");
+        assert!(why.contains("0 of 10"), "{why}");
+    }
+}

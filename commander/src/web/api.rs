@@ -38,6 +38,9 @@ pub struct Agent {
     pub free_disk_bytes: Option<u64>,
     pub last_seen_ms: i64,
     pub jobs: Vec<Job>,
+    /// Harvests another agent confirmed, and why it is suspect ("" when not).
+    pub confirmed: u64,
+    pub suspect: String,
 }
 
 /// A run an agent holds a lease on, with its progress.
@@ -117,6 +120,8 @@ pub fn snapshot(conn: &Connection, now: i64, lost_after_ms: i64) -> Result<Snaps
                 .or((caps.staging_free_bytes > 0).then_some(caps.staging_free_bytes)),
             last_seen_ms: info.last_seen_ms,
             jobs,
+            confirmed: info.trust.as_ref().map_or(0, |t| t.confirmed),
+            suspect: info.trust.map(|t| t.suspect).unwrap_or_default(),
         });
     }
     let runs = state::list_runs(conn, RUNS_SHOWN)?

@@ -52,6 +52,10 @@ pub const FAMILIES: &[&str] = &[
     "ark_lease_expiries_total",
     "ark_landing_seconds",
     "ark_upload_seconds",
+    "ark_agent_suspect",
+    "ark_agent_confirmed_total",
+    "ark_agent_disputes_lost_total",
+    "ark_agent_spot_checks_failed_total",
 ];
 
 /// The classes of `ark_verification_failures_total{reason}`: few and fixed,
@@ -79,11 +83,12 @@ pub fn failure_class(kind: &str, message: &str) -> &'static str {
 pub fn render(conn: &Connection, now: i64, lost_after_ms: i64) -> Result<String> {
     let mut out = String::new();
 
-    let mut agents: BTreeMap<&str, u64> = ["online", "lost", "enrolled"]
+    let mut agents: BTreeMap<&str, u64> = ["online", "lost", "enrolled", "revoked"]
         .into_iter()
         .map(|s| (s, 0))
         .collect();
-    for agent in crate::state::list_agents(conn, now, lost_after_ms)? {
+    let listed = crate::state::list_agents(conn, now, lost_after_ms)?;
+    for agent in &listed {
         if let Some(n) = agents.get_mut(agent.state.as_str()) {
             *n += 1;
         }
@@ -91,6 +96,21 @@ pub fn render(conn: &Connection, now: i64, lost_after_ms: i64) -> Result<String>
     header(&mut out, "ark_agents", "gauge", "Agents by state.");
     for (state, n) in agents {
         sample(&mut out, "ark_agents", &[("state", state)], n as f64);
+    }
+    // Trust, per agent (names are the operator's, validated at enrolment).
+    type Measure = fn(&ark_proto::Trust) -> f64;
+    let trust: [(&str, &str, &str, Measure); 4] = [
+        ("ark_agent_suspect", "gauge", "1 when the agent is suspect (lost a dispute or failed a spot check) until an operator clears it.", |t| f64::from(u8::from(!t.suspect.is_empty()))),
+        ("ark_agent_confirmed_total", "counter", "Harvests of the agent another agent independently confirmed.", |t| t.confirmed as f64),
+        ("ark_agent_disputes_lost_total", "counter", "Quorum disputes the agent was outvoted in.", |t| t.disputes_lost as f64),
+        ("ark_agent_spot_checks_failed_total", "counter", "Commander spot checks the agent's uploads failed.", |t| t.spot_checks_failed as f64),
+    ];
+    for (name, kind, help, measure) in trust {
+        header(&mut out, name, kind, help);
+        for agent in &listed {
+            let t = agent.trust.clone().unwrap_or_default();
+            sample(&mut out, name, &[("agent", &agent.name)], measure(&t));
+        }
     }
 
     header(&mut out, "ark_runs", "gauge", "Runs by state and kind.");
