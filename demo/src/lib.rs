@@ -100,7 +100,7 @@ struct Sources {
 
 /// Builds a small real ZIM with `zimwriterfs` (Debian's zim-tools) from a
 /// few generated pages: Some(bytes), or Err(why not).
-fn build_zim(dir: &Path) -> std::result::Result<Vec<u8>, String> {
+pub fn build_zim(dir: &Path) -> std::result::Result<Vec<u8>, String> {
     let html = dir.join("zim-html");
     std::fs::create_dir_all(&html).map_err(|e| e.to_string())?;
     let pages = [

@@ -39,67 +39,71 @@ async fn group_runs(cdata: &Path, target: &str) -> Result<Vec<ark_proto::RunInfo
         .collect())
 }
 
-/// Quorum 2, one liar among three agents: the liar and one honest agent
-/// disagree, the run is disputed with both roots, the tie-break agent
-/// sides with the honest one, the honest bytes land, the forged ones never
-/// do, and the liar is outvoted and suspect — and gets no quorum-1 work.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quorum_two_outvotes_a_lying_agent_and_lands_the_honest_bytes() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let cdata = tmp.path().join("commander");
-    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+/// A swarm where a liar and an honest agent harvest a quorum-2 target and
+/// a second honest agent is held back for the tie-break.
+struct Outvoted {
+    cdata: std::path::PathBuf,
+    procs: Vec<Proc>,
+}
+
+/// Quorum 2, one liar among three agents, for `kind`: the liar and one
+/// honest agent disagree, the run is disputed with both roots, the
+/// tie-break agent sides with the honest one, the honest bytes land, the
+/// forged ones never do, and the liar is outvoted and suspect.
+async fn outvote_a_liar(
+    tmp: &Path,
+    kind: &str,
+    file: &str,
+    (honest, forged): (&[u8], &[u8]),
+    content_type: &str,
+) -> Result<Outvoted> {
+    let cdata = tmp.join("commander");
+    let mut procs = vec![spawn_commander(&cdata, "127.0.0.1:0").await?];
     let origin = Origin::start().await?;
-    let honest: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let mut forged = honest.clone();
-    forged[123_456] ^= 0x20;
-    origin.put("disk.img", honest.clone());
-    let forged_path = tmp.path().join("forged.img");
-    std::fs::write(&forged_path, &forged)?;
+    origin.put_typed(file, honest.to_vec(), content_type);
+    let forged_path = tmp.join("forged");
+    std::fs::write(&forged_path, forged)?;
     for name in ["liar", "honest-1", "honest-2"] {
-        enroll_agent(&cdata, &tmp.path().join(name), name).await?;
+        enroll_agent(&cdata, &tmp.join(name), name).await?;
     }
     let forged_env = forged_path.to_string_lossy().into_owned();
-    let _liar = spawn_agent_with(&tmp.path().join("liar"), &[(FORGE, &forged_env)])?;
-    let _honest1 = spawn_agent(&tmp.path().join("honest-1"))?;
-    add_target_with(
-        &cdata,
-        quorum_target("disk", "file", &origin.url("disk.img"), "2"),
-    )
-    .await?;
-
+    procs.push(spawn_agent_with(
+        &tmp.join("liar"),
+        &[(FORGE, &forged_env)],
+    )?);
+    procs.push(spawn_agent(&tmp.join("honest-1"))?);
+    add_target_with(&cdata, quorum_target("t", kind, &origin.url(file), "2")).await?;
     // Two agents, two members: each takes one and they disagree.
     let cd = cdata.clone();
     wait_until(Duration::from_secs(40), "the group to be disputed", || {
         let cd = cd.clone();
         async move {
-            Ok(group_runs(&cd, "disk")
+            Ok(group_runs(&cd, "t")
                 .await?
                 .iter()
                 .any(|r| r.state == "disputed"))
         }
     })
     .await?;
-    let group = group_runs(&cdata, "disk").await?;
+    let group = group_runs(&cdata, "t").await?;
     let disputed = group
         .iter()
         .find(|r| r.state == "disputed")
         .context("disputed")?;
-    let honest_root = blake3::hash(&honest).to_hex().to_string();
-    let forged_root = blake3::hash(&forged).to_hex().to_string();
-    for root in [&honest_root, &forged_root] {
+    for bytes in [honest, forged] {
+        let root = blake3::hash(bytes).to_hex();
         ensure!(
-            disputed.reason.contains(&root[..16]),
+            disputed.reason.contains(&root.as_str()[..16]),
             "the dispute does not name every root ({root}): {}",
             disputed.reason
         );
     }
     ensure!(
-        archive_files(&cdata).is_empty(),
+        archive_ls(&cdata)?.is_empty(),
         "something landed while the agents disagreed"
     );
-
     // The tie-break goes to the third agent.
-    let _honest2 = spawn_agent(&tmp.path().join("honest-2"))?;
+    procs.push(spawn_agent(&tmp.join("honest-2"))?);
     let cd = cdata.clone();
     wait_until(
         Duration::from_secs(40),
@@ -107,7 +111,7 @@ async fn quorum_two_outvotes_a_lying_agent_and_lands_the_honest_bytes() -> Resul
         || {
             let cd = cd.clone();
             async move {
-                Ok(group_runs(&cd, "disk")
+                Ok(group_runs(&cd, "t")
                     .await?
                     .iter()
                     .any(|r| r.state == "succeeded"))
@@ -115,13 +119,14 @@ async fn quorum_two_outvotes_a_lying_agent_and_lands_the_honest_bytes() -> Resul
         },
     )
     .await?;
-    let files = archive_files(&cdata);
-    ensure!(files.len() == 1, "expected one landed file: {files:?}");
+    let landed = archive_ls(&cdata)?;
+    ensure!(landed.len() == 1, "expected one landed version: {landed:?}");
+    let root = blake3::hash(honest).to_hex().to_string();
     ensure!(
-        files[0].1 == honest,
-        "what landed is not the origin's bytes"
+        landed[0]["blake3"] == root.as_str(),
+        "what landed is not the origin's bytes: {landed:?}"
     );
-    let group = group_runs(&cdata, "disk").await?;
+    let group = group_runs(&cdata, "t").await?;
     let states: Vec<(&str, &str)> = group
         .iter()
         .map(|r| (r.agent.as_str(), r.state.as_str()))
@@ -131,8 +136,7 @@ async fn quorum_two_outvotes_a_lying_agent_and_lands_the_honest_bytes() -> Resul
         states.contains(&("liar", "refuted")),
         "the liar was not outvoted: {states:?}"
     );
-    let liar = agent_named(&cdata, "liar").await?;
-    let trust = liar.trust.clone().unwrap_or_default();
+    let trust = agent_named(&cdata, "liar").await?.trust.unwrap_or_default();
     ensure!(
         trust.disputes_lost == 1 && trust.suspect.contains("outvoted"),
         "the liar is not suspect: {trust:?}"
@@ -141,6 +145,27 @@ async fn quorum_two_outvotes_a_lying_agent_and_lands_the_honest_bytes() -> Resul
         let t = agent_named(&cdata, name).await?.trust.unwrap_or_default();
         ensure!(t.confirmed == 1 && t.suspect.is_empty(), "{name}: {t:?}");
     }
+    Ok(Outvoted { cdata, procs })
+}
+
+/// A file with other bytes: outvoted; who vouched is on record; a suspect
+/// gets no quorum-1 work until the operator clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_two_outvotes_a_lying_agent_and_lands_the_honest_bytes() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let honest: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut forged = honest.clone();
+    forged[123_456] ^= 0x20;
+    let swarm = outvote_a_liar(
+        tmp.path(),
+        "file",
+        "disk.img",
+        (&honest, &forged),
+        "application/octet-stream",
+    )
+    .await?;
+    let cdata = swarm.cdata.clone();
+    let origin = Origin::start().await?;
     // Who vouched for the landed version is on record.
     let (ok, shown, stderr) = commander_cli(&cdata, &["archive", "show", "1", "--json"])?;
     ensure!(ok, "archive show failed: {stderr}");
@@ -157,9 +182,10 @@ async fn quorum_two_outvotes_a_lying_agent_and_lands_the_honest_bytes() -> Resul
         "vouchers: {vouchers:?}"
     );
 
-    // A suspect gets no quorum-1 work: with only the liar left, the run
-    // waits.
-    drop((_honest1, _honest2));
+    // A suspect gets no quorum-1 work: with only the liar left (the
+    // honest agents stopped), the run waits.
+    let mut procs = swarm.procs;
+    procs.truncate(2);
     origin.put("other.img", b"quorum one".to_vec());
     add_target_with(
         &cdata,
@@ -185,6 +211,77 @@ async fn quorum_two_outvotes_a_lying_agent_and_lands_the_honest_bytes() -> Resul
         "still suspect after --clear"
     );
     Ok(())
+}
+
+/// A feed with one injected entry: outvoted, the honest feed lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_two_outvotes_a_feed_with_an_injected_entry() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let item = |t: &str| {
+        format!(
+            "<item><title>{t}</title><guid>{t}</guid><link>http://example.org/{t}</link></item>"
+        )
+    };
+    let feed = |items: &str| {
+        format!(
+            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>News</title>\
+             <link>http://example.org/</link><description>d</description>{items}</channel></rss>"
+        )
+        .into_bytes()
+    };
+    let honest = feed(&item("real"));
+    let forged = feed(&format!("{}{}", item("real"), item("injected")));
+    let swarm = outvote_a_liar(
+        tmp.path(),
+        "rss",
+        "news.xml",
+        (&honest, &forged),
+        "application/rss+xml",
+    )
+    .await?;
+    let entries = files_in_tree(&swarm.cdata.join("archive"));
+    ensure!(
+        !entries
+            .iter()
+            .any(|(_, b)| String::from_utf8_lossy(b).contains("injected")),
+        "the injected entry landed"
+    );
+    Ok(())
+}
+
+/// A forged but valid ZIM (built with zimwriterfs) against a real Kiwix
+/// ZIM: outvoted, the real one lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_two_outvotes_a_forged_zim() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let honest = std::fs::read(zim_fixtures()?.join("small.zim"))?;
+    let forged = ark_demo::build_zim(tmp.path()).map_err(anyhow::Error::msg)?;
+    outvote_a_liar(
+        tmp.path(),
+        "zim",
+        "small.zim",
+        (&honest, &forged),
+        "application/octet-stream",
+    )
+    .await?;
+    Ok(())
+}
+
+/// Every file under `dir`, recursively (path, bytes).
+fn files_in_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_in_tree(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push((path.display().to_string(), bytes));
+        }
+    }
+    out
 }
 
 /// Two honest agents fetch a feed that changes between their fetches:
