@@ -25,6 +25,7 @@
 //! - [`server`]: wiring it together on a bound listener.
 //! - [`ingest`]: the NAS's scheduled upkeep: recover, re-verify, prune,
 //!   refresh the derived files.
+//! - `fuzzing` (hidden): the bodies of the fuzz targets in `fuzz/`.
 //! - [`window`]: off-peak windows (`--window 01:00-06:00`) in local time.
 //! - [`admin`], [`cli`]: the CLI's client for the admin service, and the
 //!   `ark-commander` command line, one file per subcommand.
@@ -35,6 +36,8 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod feed;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod git_check;
 pub mod ingest;
 pub mod kinds;

@@ -32,7 +32,13 @@ impl Window {
         let minutes = |s: &str| -> Option<u16> {
             let (h, m) = s.trim().split_once(':')?;
             let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
-            (h < 24 && m < 60).then_some(h * 60 + m)
+            // Checked before the product: `then_some` would compute it for any
+            // hour (a u16 overflow on `99999:00`, found by fuzzing).
+            if h < 24 && m < 60 {
+                Some(h * 60 + m)
+            } else {
+                None
+            }
         };
         let (start, end) = (minutes(a).ok_or_else(bad)?, minutes(b).ok_or_else(bad)?);
         if start == end {
@@ -95,6 +101,15 @@ pub fn open_at(window: &str, now_ms: i64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `proto` fuzz target (fuzz/regressions/proto/window_hour_overflow):
+    /// an hour past u16/60 overflowed before the range check refused it.
+    #[test]
+    fn regression_fuzz_proto_window_hour_overflow() {
+        for text in ["99999:00-01:00", "01:00-1093:00", "65535:65535-0:0"] {
+            assert!(Window::parse(text).is_err(), "{text}");
+        }
+    }
 
     #[test]
     fn windows_open_and_close_on_the_minute_and_wrap_past_midnight() {

@@ -16,12 +16,15 @@
 //! - [`digest`]: digests origins publish beside a file, and computing them.
 //! - [`path`]: one safe path segment, a file name from a URL.
 //! - [`fs`]: atomic file writes. [`config`]: the TOML config loader.
+//! - `fuzzing` (hidden): the bodies of the fuzz targets in `fuzz/`.
 
 pub mod body_check;
 pub mod config;
 pub mod digest;
 pub mod formats;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kind;
 pub mod manifest;
 pub mod path;

@@ -38,6 +38,8 @@ use serde::{Deserialize, Serialize};
 use crate::destination::Guard;
 
 mod download;
+#[doc(hidden)]
+pub mod fuzzing;
 mod resume;
 mod throttle;
 use crate::telemetry::ByteCounter;

@@ -428,7 +428,20 @@ fn index_pack(
     if &head[..4] != b"PACK" {
         return Err(corrupt("the data after the header is not a pack".into()));
     }
-    if u32::from_be_bytes([head[8], head[9], head[10], head[11]]) == 0 {
+    let objects = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+    // Every object takes at least two bytes of the pack (its type and size
+    // header, and a compressed body); a count the rest of the file cannot
+    // hold is a lie that would make the indexer reserve memory for it.
+    let rest = std::fs::metadata(bundle)
+        .map_err(io("reading bundle", bundle))?
+        .len()
+        .saturating_sub(offset + 12 + 20);
+    if u64::from(objects) > rest / 2 {
+        return Err(corrupt(format!(
+            "the pack claims {objects} objects, more than its {rest} bytes can hold"
+        )));
+    }
+    if objects == 0 {
         let mut rest = Vec::new();
         file.read_to_end(&mut rest)
             .map_err(io("reading bundle", bundle))?;

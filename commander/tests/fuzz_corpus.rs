@@ -1,0 +1,60 @@
+//! Replays the fuzz corpora and regressions kept in `fuzz/` through the same
+//! bodies the fuzz targets run (`ark_commander::fuzzing`,
+//! `ark_core::fuzzing`), on stable and in seconds: an input that once
+//! crashed a target must never crash again. Fuzzing itself is `fuzz/README.md`.
+
+use std::path::Path;
+
+fn replay(target: &str, body: fn(&[u8])) {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let ran = ark_core::fuzzing::replay(&fuzz, target, body).expect("reading the corpus");
+    assert!(
+        ran > 0,
+        "no inputs for fuzz target {target} under {}",
+        fuzz.display()
+    );
+}
+
+#[test]
+fn fuzz_corpus_zim() {
+    replay("zim", ark_commander::fuzzing::zim);
+}
+
+#[test]
+fn fuzz_corpus_feed() {
+    replay("feed", ark_commander::fuzzing::feed);
+}
+
+#[test]
+fn fuzz_corpus_git_bundle() {
+    replay("git_bundle", ark_commander::fuzzing::git_bundle);
+}
+
+#[test]
+fn fuzz_corpus_proto() {
+    replay("proto", ark_commander::fuzzing::proto);
+}
+
+#[test]
+fn fuzz_corpus_manifest() {
+    replay("manifest", ark_core::fuzzing::manifest);
+}
+
+/// Found by the `git_bundle` target: a pack header claiming far more
+/// objects than the bundle holds made gix's indexer reserve memory for all
+/// of them (an out-of-memory abort). The check now refuses the count.
+#[test]
+fn regression_fuzz_git_bundle_pack_object_count_oom() {
+    let input = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/regressions/git_bundle/pack_object_count_oom");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = dir.path().join("b.bundle");
+    std::fs::copy(&input, &bundle).expect("copy");
+    let err = ark_commander::git_check::check_bundle(
+        &bundle,
+        &dir.path().join("no-mirror"),
+        &dir.path().join("scratch"),
+    )
+    .expect_err("a lying object count was accepted");
+    assert!(err.to_string().contains("claims"), "{err}");
+}

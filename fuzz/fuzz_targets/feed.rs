@@ -1,0 +1,4 @@
+//! Fuzz target `feed`: the body is `ark_commander::fuzzing::feed`, which the stable replay test runs too.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|bytes: &[u8]| ark_commander::fuzzing::feed(bytes));

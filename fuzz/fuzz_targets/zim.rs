@@ -1,0 +1,4 @@
+//! Fuzz target `zim`: the body is `ark_commander::fuzzing::zim`, which the stable replay test runs too.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|bytes: &[u8]| ark_commander::fuzzing::zim(bytes));
