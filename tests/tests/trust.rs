@@ -239,6 +239,13 @@ async fn quorum_two_outvotes_a_feed_with_an_injected_entry() -> Result<()> {
         "application/rss+xml",
     )
     .await?;
+    // The outvoted upload's quarantine is reclaimed by the next sweep.
+    let cd = swarm.cdata.clone();
+    wait_until(Duration::from_secs(10), "the quarantine to empty", || {
+        let cd = cd.clone();
+        async move { Ok(quarantined(&cd).is_empty()) }
+    })
+    .await?;
     let entries = files_in_tree(&swarm.cdata.join("archive"));
     ensure!(
         !entries
