@@ -190,8 +190,7 @@ fn decide(
     let v = &pending.version;
     match crate::scheduler::quorum::group_of(tx, v.run_id)? {
         Some(group) => {
-            if let Some(decision) =
-                quorum::have_member(tx, scheduler, archive, &pending, manifest, &group)?
+            if let Some(decision) = quorum::have_member(tx, scheduler, &pending, manifest, &group)?
             {
                 return Ok(decision);
             }

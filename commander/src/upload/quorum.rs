@@ -55,7 +55,6 @@ fn held_key(v: &NewVersion, data: &Path) -> std::result::Result<String, String> 
 pub(super) fn have_member(
     tx: &Connection,
     scheduler: &Scheduler,
-    archive: &Archive,
     pending: &Pending,
     manifest: &Manifest,
     group: &Group,
@@ -87,7 +86,6 @@ pub(super) fn have_member(
         && (latest_with(tx, v)?.is_some()
             || (crate::kinds::of(&v.kind).links_across_targets()
                 && archive::landed_root(tx, &v.blake3, v.size)?.is_some()));
-    let _ = archive;
     if held_by_member || in_archive {
         scheduler.record_vote(tx, &vote, false, now)?;
         return Ok(Some(Decision::Confirmed));
@@ -204,10 +202,11 @@ pub fn settle_run(scheduler: &Scheduler, archive: &Archive, run: i64) {
     }
 }
 
-/// Settles every group still open (the sweep: expiry, failed members).
+/// Settles every group still open (the sweep: expiry, failed members);
+/// one group's trouble is logged, and does not hold up the others.
 pub fn settle_all(scheduler: &Scheduler, archive: &Archive) -> Result<()> {
     for id in scheduler.store.read(q::unsettled)? {
-        settle(scheduler, archive, id, ark_core::unix_ms())?;
+        settle_logged(scheduler, archive, id);
     }
     Ok(())
 }
