@@ -131,10 +131,7 @@ pub(super) fn hold(
             .into_iter()
             .find(|o| o.run_id == v.run_id)
         else {
-            return Ok(Err(
-                "its vote was withdrawn meanwhile (the group was retried, or the agent revoked)"
-                    .to_string(),
-            ));
+            return Ok(Err(None));
         };
         if vote.key != key {
             let why = format!(
@@ -147,7 +144,7 @@ pub(super) fn hold(
                 })
             );
             q::mark_suspect(tx, &v.agent, "spot_failed", &why, v.run_id, now)?;
-            return Ok(Err(why));
+            return Ok(Err(Some(why)));
         }
         vote.verified = true;
         tx.execute(
@@ -157,8 +154,21 @@ pub(super) fn hold(
         scheduler.await_quorum(tx, &vote, now)?;
         Ok(Ok(()))
     })?;
-    if let Err(why) = held {
-        return Err(refused(why));
+    match held {
+        Ok(()) => {}
+        Err(Some(why)) => return Err(refused(why)),
+        Err(None) => {
+            // The group was retried (or the agent revoked) while the bytes
+            // were on their way: the run is queued again, and only these
+            // bytes go.
+            let _ = std::fs::remove_file(data);
+            let _ = std::fs::remove_file(outboard);
+            return Err(CommanderError::StaleLease(format!(
+                "run {}: its vote was withdrawn while it uploaded (the group was retried, or the \
+                 agent revoked); nothing landed: drop the job",
+                v.run_id
+            )));
+        }
     }
     let landed = settle_logged(scheduler, archive, group.id);
     Ok(UploadResponse {
