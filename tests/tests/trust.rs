@@ -39,6 +39,23 @@ async fn group_runs(cdata: &Path, target: &str) -> Result<Vec<ark_proto::RunInfo
         .collect())
 }
 
+/// Waits until a run of `target`'s quorum group is in `state`.
+async fn wait_for_group_state(
+    cdata: &Path,
+    target: &str,
+    state: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let what = format!("a run of {target}'s quorum group to be {state}");
+    wait_until(timeout, &what, || async move {
+        Ok(group_runs(cdata, target)
+            .await?
+            .iter()
+            .any(|r| r.state == state))
+    })
+    .await
+}
+
 /// A swarm where a liar and an honest agent harvest a quorum-2 target and
 /// a second honest agent is held back for the tie-break.
 struct Outvoted {
@@ -74,17 +91,7 @@ async fn outvote_a_liar(
     procs.push(spawn_agent(&tmp.join("honest-1"))?);
     add_target_with(&cdata, quorum_target("t", kind, &origin.url(file), "2")).await?;
     // Two agents, two members: each takes one and they disagree.
-    let cd = cdata.clone();
-    wait_until(Duration::from_secs(40), "the group to be disputed", || {
-        let cd = cd.clone();
-        async move {
-            Ok(group_runs(&cd, "t")
-                .await?
-                .iter()
-                .any(|r| r.state == "disputed"))
-        }
-    })
-    .await?;
+    wait_for_group_state(&cdata, "t", "disputed", Duration::from_secs(40)).await?;
     let group = group_runs(&cdata, "t").await?;
     let disputed = group
         .iter()
@@ -104,21 +111,7 @@ async fn outvote_a_liar(
     );
     // The tie-break goes to the third agent.
     procs.push(spawn_agent(&tmp.join("honest-2"))?);
-    let cd = cdata.clone();
-    wait_until(
-        Duration::from_secs(40),
-        "the honest majority to land",
-        || {
-            let cd = cd.clone();
-            async move {
-                Ok(group_runs(&cd, "t")
-                    .await?
-                    .iter()
-                    .any(|r| r.state == "succeeded"))
-            }
-        },
-    )
-    .await?;
+    wait_for_group_state(&cdata, "t", "succeeded", Duration::from_secs(40)).await?;
     let landed = archive_ls(&cdata)?;
     ensure!(landed.len() == 1, "expected one landed version: {landed:?}");
     let root = blake3::hash(honest).to_hex().to_string();
@@ -217,20 +210,8 @@ async fn quorum_two_outvotes_a_lying_agent_and_lands_the_honest_bytes() -> Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_two_outvotes_a_feed_with_an_injected_entry() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let item = |t: &str| {
-        format!(
-            "<item><title>{t}</title><guid>{t}</guid><link>http://example.org/{t}</link></item>"
-        )
-    };
-    let feed = |items: &str| {
-        format!(
-            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>News</title>\
-             <link>http://example.org/</link><description>d</description>{items}</channel></rss>"
-        )
-        .into_bytes()
-    };
-    let honest = feed(&item("real"));
-    let forged = feed(&format!("{}{}", item("real"), item("injected")));
+    let honest = rss(&item("real"));
+    let forged = rss(&format!("{}{}", item("real"), item("injected")));
     let swarm = outvote_a_liar(
         tmp.path(),
         "rss",
@@ -274,6 +255,20 @@ async fn quorum_two_outvotes_a_forged_zim() -> Result<()> {
     Ok(())
 }
 
+/// An RSS 2.0 feed with `items`.
+fn rss(items: &str) -> Vec<u8> {
+    format!(
+        "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>News</title>\
+         <link>http://example.org/</link><description>d</description>{items}</channel></rss>"
+    )
+    .into_bytes()
+}
+
+/// One RSS item named `t`.
+fn item(t: &str) -> String {
+    format!("<item><title>{t}</title><guid>{t}</guid><link>http://example.org/{t}</link></item>")
+}
+
 /// Every file under `dir`, recursively (path, bytes).
 fn files_in_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -300,15 +295,7 @@ async fn a_feed_that_changes_between_two_fetches_is_retried_not_disputed() -> Re
     let cdata = tmp.path().join("commander");
     let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
     let origin = Origin::start().await?;
-    let feed = |title: &str| {
-        format!(
-            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>News</title>\
-             <link>http://example.org/</link><description>d</description>\
-             <item><title>{title}</title><guid>{title}</guid><link>http://example.org/{title}</link></item>\
-             </channel></rss>"
-        )
-        .into_bytes()
-    };
+    let feed = |title: &str| rss(&item(title));
     origin.put_typed("news.xml", feed("first"), "application/rss+xml");
     for name in ["a", "b"] {
         enroll_agent(&cdata, &tmp.path().join(name), name).await?;
@@ -319,31 +306,11 @@ async fn a_feed_that_changes_between_two_fetches_is_retried_not_disputed() -> Re
         quorum_target("news", "rss", &origin.url("news.xml"), "2"),
     )
     .await?;
-    let cd = cdata.clone();
-    wait_until(Duration::from_secs(30), "a's vote", || {
-        let cd = cd.clone();
-        async move {
-            Ok(group_runs(&cd, "news")
-                .await?
-                .iter()
-                .any(|r| r.state == "awaiting_quorum"))
-        }
-    })
-    .await?;
+    wait_for_group_state(&cdata, "news", "awaiting_quorum", Duration::from_secs(30)).await?;
     // The feed changes before the second agent fetches it.
     origin.put_typed("news.xml", feed("second"), "application/rss+xml");
     let _b = spawn_agent(&tmp.path().join("b"))?;
-    let cd = cdata.clone();
-    wait_until(Duration::from_secs(60), "the new version to land", || {
-        let cd = cd.clone();
-        async move {
-            Ok(group_runs(&cd, "news")
-                .await?
-                .iter()
-                .any(|r| r.state == "succeeded"))
-        }
-    })
-    .await?;
+    wait_for_group_state(&cdata, "news", "succeeded", Duration::from_secs(60)).await?;
     let group = group_runs(&cdata, "news").await?;
     let first = group.iter().map(|r| r.id).min().context("group")?;
     let kinds: Vec<String> = events(&cdata, first)
@@ -460,17 +427,7 @@ async fn quorum_state_survives_kill_9_of_the_commander_between_confirmations() -
         quorum_target("doc", "file", &origin.url("doc.pdf"), "2"),
     )
     .await?;
-    let cd = cdata.clone();
-    wait_until(Duration::from_secs(30), "the first confirmation", || {
-        let cd = cd.clone();
-        async move {
-            Ok(group_runs(&cd, "doc")
-                .await?
-                .iter()
-                .any(|r| r.state == "awaiting_quorum"))
-        }
-    })
-    .await?;
+    wait_for_group_state(&cdata, "doc", "awaiting_quorum", Duration::from_secs(30)).await?;
     ensure!(
         archive_files(&cdata).is_empty(),
         "landed on one confirmation"
@@ -485,17 +442,7 @@ async fn quorum_state_survives_kill_9_of_the_commander_between_confirmations() -
         "the first confirmation was lost in the restart: {waiting:?}"
     );
     let _second = spawn_agent(&tmp.path().join("second"))?;
-    let cd = cdata.clone();
-    wait_until(Duration::from_secs(40), "the version to land", || {
-        let cd = cd.clone();
-        async move {
-            Ok(group_runs(&cd, "doc")
-                .await?
-                .iter()
-                .any(|r| r.state == "succeeded"))
-        }
-    })
-    .await?;
+    wait_for_group_state(&cdata, "doc", "succeeded", Duration::from_secs(40)).await?;
     let files = archive_files(&cdata);
     ensure!(
         files.len() == 1 && files[0].1 == body,

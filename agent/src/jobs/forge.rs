@@ -21,15 +21,13 @@ pub(super) async fn forged(staged: &Path) -> Option<(u64, blake3::Hash)> {
         std::fs::copy(&forged, &staged)?;
         ark_core::tree::hash_with_outboard(&staged)
     })
-    .await;
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|hashed| hashed);
     match done {
-        Ok(Ok((size, root))) => {
+        Ok((size, root)) => {
             warn!(%root, size, "fault injection: the body was replaced by forged bytes ({FAULT_FORGE_BODY})");
             Some((size, root))
-        }
-        Ok(Err(e)) => {
-            warn!("fault injection {FAULT_FORGE_BODY}: {e}");
-            None
         }
         Err(e) => {
             warn!("fault injection {FAULT_FORGE_BODY}: {e}");

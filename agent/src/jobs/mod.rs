@@ -237,18 +237,13 @@ async fn bundle_refs(staged: &Path) -> std::collections::BTreeMap<String, String
         let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
         ark_core::formats::bundle::header_refs(std::io::BufReader::new(file))
     })
-    .await;
-    match read {
-        Ok(Ok(refs)) => refs,
-        Ok(Err(e)) => {
-            warn!("reading the refs of the bundle: {e}");
-            Default::default()
-        }
-        Err(e) => {
-            warn!("reading the refs of the bundle: {e}");
-            Default::default()
-        }
-    }
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|refs| refs);
+    read.unwrap_or_else(|e| {
+        warn!("reading the refs of the bundle: {e}");
+        Default::default()
+    })
 }
 
 /// The manifest the agent signs for a fetched body.

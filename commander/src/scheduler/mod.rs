@@ -506,10 +506,14 @@ impl Scheduler {
                 complete_request::Outcome::Success(result) if quorum::group_of(tx, run)?.is_some() => {
                     // In a quorum group "nothing changed" is one agent's
                     // claim like any other: a vote, not the run's end.
-                    let group = quorum::group_of(tx, run)?.map(|g| g.id).unwrap_or(run);
+                    let group_id: i64 = tx.query_row(
+                        "SELECT quorum_group FROM runs WHERE id = ?1",
+                        [run],
+                        |r| r.get(0),
+                    )?;
                     let vote = quorum::Vote {
                         run_id: run,
-                        group_id: group,
+                        group_id,
                         agent: agent.to_string(),
                         key: quorum::UNCHANGED_KEY.into(),
                         etag: result.etag,

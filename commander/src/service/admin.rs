@@ -243,15 +243,16 @@ impl Admin for Services {
             let now = unix_ms();
             let lost_after = s.scheduler().config.lease_ttl.as_millis() as i64;
             let (runs, info) = s.store().tx(|tx| {
-                let info = state::list_agents(tx, now, lost_after)?
-                    .into_iter()
-                    .find(|a| a.name == req.name);
                 let runs = state::revoke_agent(tx, &req.name, req.remove, now)?;
+                // A removed agent is no longer listed: its name says it all.
                 let info = state::list_agents(tx, now, lost_after)?
                     .into_iter()
                     .find(|a| a.name == req.name)
-                    .or(info)
-                    .unwrap_or_default();
+                    .unwrap_or_else(|| AgentInfo {
+                        name: req.name.clone(),
+                        state: "removed".into(),
+                        ..AgentInfo::default()
+                    });
                 Ok((runs, info))
             })?;
             for run in runs {

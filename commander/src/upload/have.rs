@@ -11,8 +11,9 @@ pub(super) enum Decision {
     Upload(u64),
     /// The archive's disk cannot hold the upload now: the run was deferred.
     NoSpace(String),
-    /// A quorum member's vote is in, and the commander holds its bytes.
-    Confirmed,
+    /// A quorum member's vote is in, and the commander holds its bytes:
+    /// its group (by id) is settled next.
+    Confirmed(i64),
 }
 
 /// The `Have` call.
@@ -52,14 +53,8 @@ pub fn have(
             resume_from: 0,
             confirmed: false,
         },
-        Decision::Confirmed => {
-            let path = quorum::settle_logged(scheduler, archive, {
-                let run = lease.run_id;
-                store
-                    .read(|c| crate::scheduler::quorum::group_of(c, run))?
-                    .map(|g| g.id)
-                    .unwrap_or(run)
-            });
+        Decision::Confirmed(group) => {
+            let path = quorum::settle_logged(scheduler, archive, group);
             HaveResponse {
                 held: true,
                 unchanged: false,
@@ -214,27 +209,22 @@ fn held_already(
     now: i64,
 ) -> Result<Option<Decision>> {
     let v = &pending.version;
-    let latest = archive::landed(tx, Some(&v.target))?
-        .into_iter()
-        .find(|l| l.kind == v.kind && crate::kinds::of(&v.kind).unchanged_when_latest());
-    if let Some(latest) = latest {
-        if latest.blake3 == v.blake3 && latest.size == v.size {
-            scheduler.finish_run(
-                tx,
-                v.run_id,
-                &caller.agent,
-                run_state::UNCHANGED,
-                v.size,
-                &v.blake3,
-                v.validators(),
-                &format!(
-                    "same bytes as the latest version {}: nothing new landed",
-                    latest.path
-                ),
-                now,
-            )?;
-            return Ok(Some(Decision::Unchanged(latest)));
-        }
+    if let Some(latest) = latest_with(tx, v)? {
+        scheduler.finish_run(
+            tx,
+            v.run_id,
+            &caller.agent,
+            run_state::UNCHANGED,
+            v.size,
+            &v.blake3,
+            v.validators(),
+            &format!(
+                "same bytes as the latest version {}: nothing new landed",
+                latest.path
+            ),
+            now,
+        )?;
+        return Ok(Some(Decision::Unchanged(latest)));
     }
     // (Unless the kind says no: a bundle is a delta against one mirror.)
     if crate::kinds::of(&v.kind).links_across_targets() {

@@ -85,6 +85,18 @@ fn resumable(archive: &Archive, run: i64, size: u64) -> u64 {
     }
 }
 
+/// The target's latest version when it already holds exactly `v`'s bytes
+/// and the kind counts that as unchanged.
+fn latest_with(conn: &Connection, v: &NewVersion) -> Result<Option<Version>> {
+    if !crate::kinds::of(&v.kind).unchanged_when_latest() {
+        return Ok(None);
+    }
+    Ok(archive::landed(conn, Some(&v.target))?
+        .into_iter()
+        .find(|l| l.kind == v.kind)
+        .filter(|l| l.blake3 == v.blake3 && l.size == v.size))
+}
+
 /// What else a landing records in its ledger step (a quorum group's close).
 type Also<'a> = &'a dyn Fn(&Connection, &Version) -> Result<()>;
 

@@ -88,7 +88,7 @@ pub(super) fn have_member(
                 && archive::landed_root(tx, &v.blake3, v.size)?.is_some()));
     if held_by_member || in_archive {
         scheduler.record_vote(tx, &vote, false, now)?;
-        return Ok(Some(Decision::Confirmed));
+        return Ok(Some(Decision::Confirmed(group.id)));
     }
     scheduler.record_vote(tx, &vote, true, now)?;
     Ok(None)
@@ -99,14 +99,6 @@ fn has_upload(conn: &Connection, run: i64) -> Result<bool> {
         .query_row("SELECT 1 FROM uploads WHERE run_id = ?1", [run], |_| Ok(()))
         .optional()?
         .is_some())
-}
-
-/// The target's latest version when it holds exactly `v`'s bytes.
-fn latest_with(conn: &Connection, v: &NewVersion) -> Result<Option<Version>> {
-    Ok(archive::landed(conn, Some(&v.target))?
-        .into_iter()
-        .find(|l| l.kind == v.kind)
-        .filter(|l| l.blake3 == v.blake3 && l.size == v.size))
 }
 
 /// A member's upload is complete and verified: its bytes wait in
