@@ -5,6 +5,7 @@
 #   bench/run.sh --no-build   # reuse dist/ark-agent-* instead of cross-building
 #   bench/run.sh --kinds-only # only section 7; replaces that section of RESULTS.md
 #   bench/surface.sh          # only section 8 (demo, dashboard RSS); a full run ends with it
+#   bench/trust.sh            # only section 10 (zero trust's bytes and times); and with this
 #
 # Measurements (see bench/README.md):
 #   1. stripped static agent size per target (dist/ark-agent-<triple>)
@@ -90,7 +91,7 @@ fi
 if ((!KINDS_ONLY)); then
   note "cargo build --release -p ark-agent -p ark-commander -p ark-bench"
   cargo build --release -p ark-agent -p ark-commander -p ark-bench >&2
-  for bin in ark-agent ark-commander heartbeat-load tree-hash fetch-file land kinds; do
+  for bin in ark-agent ark-commander heartbeat-load tree-hash fetch-file land kinds quorum; do
     [[ -x "$REL/$bin" ]] || die "missing $REL/$bin after the build"
   done
 fi
@@ -469,6 +470,9 @@ kinds_section
 
 # ---------------------------------------------------------------- report
 note "writing $RESULTS"
+# Sections 9 on are other scripts' (bench/shape.sh, bench/trust.sh): kept.
+LATER=""
+[[ -f "$RESULTS" ]] && LATER="$(awk '/^## (9|[1-9][0-9])\./ { k = 1 } k { print }' "$RESULTS")"
 cat >"$RESULTS" <<EOF
 # Ark benchmark results
 
@@ -561,6 +565,9 @@ $LAND_ROWS
 
 $KINDS_MD
 EOF
+[[ -n "$LATER" ]] && printf '\n%s\n' "$LATER" >>"$RESULTS"
 note "section 8 (operator surface): bench/surface.sh --no-build"
 "$ROOT/bench/surface.sh" --no-build
+note "section 10 (zero trust): bench/trust.sh --no-build"
+"$ROOT/bench/trust.sh" --no-build
 note "done: $RESULTS"

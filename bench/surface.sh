@@ -66,12 +66,8 @@ $(git rev-parse --short HEAD 2>/dev/null || echo unknown).
 | commander VmRSS, 1 agent, 20 landed runs, idle 10 s | **$idle KiB** |
 | the same after 10 s with the dashboard open in headless Chromium, polling \`/api/state\` every second | **$open KiB** ($((open - idle)) KiB more) |
 "
-if grep -q "^$HEADING" "$RESULTS"; then
-  awk -v h="$HEADING" 'index($0, h) == 1 { exit } { print }' "$RESULTS" >"$WORK/results.md"
-else
-  cp "$RESULTS" "$WORK/results.md"
-  printf '\n' >>"$WORK/results.md"
-fi
-printf '%s' "$SECTION" >>"$WORK/results.md"
-mv "$WORK/results.md" "$RESULTS"
+printf '%s' "$SECTION" >"$WORK/section.md"
+# shellcheck source=bench/section.sh
+. "$ROOT/bench/section.sh"
+replace_section "$RESULTS" "$HEADING" "$WORK/section.md" "$WORK"
 note "done: $RESULTS"

@@ -42,6 +42,9 @@ pub struct AgentConfig {
     pub min_rate: u64,
     #[serde(with = "humantime_serde")]
     pub min_rate_window: Duration,
+    /// What kind of device this is ("pi4", "laptop"), so a quorum can ask
+    /// distinct kinds of device; empty means the architecture and OS.
+    pub device_class: String,
 }
 
 /// Longest pause between reconnect attempts: short enough that an agent is
@@ -61,6 +64,7 @@ impl Default for AgentConfig {
             read_timeout: crate::fetch::DEFAULT_READ_TIMEOUT,
             min_rate: crate::fetch::DEFAULT_MIN_RATE,
             min_rate_window: crate::fetch::DEFAULT_MIN_RATE_WINDOW,
+            device_class: String::new(),
         }
     }
 }

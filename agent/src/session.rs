@@ -301,8 +301,10 @@ async fn turn(
 ) -> Result<(Option<Duration>, ark_proto::HeartbeatResponse)> {
     let mut register_interval = None;
     if !*registered {
-        let capabilities =
-            sampler.capabilities(&config.kinds, config.max_jobs, config.bandwidth_cap);
+        let capabilities = ark_proto::Capabilities {
+            device_class: config.device_class.clone(),
+            ..sampler.capabilities(&config.kinds, config.max_jobs, config.bandwidth_cap)
+        };
         let response = client
             .register(RegisterRequest {
                 capabilities: Some(capabilities),

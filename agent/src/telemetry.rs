@@ -117,6 +117,8 @@ impl Sampler {
             max_jobs,
             bandwidth_cap,
             agent_version: crate::VERSION.to_string(),
+            // The device's own word, from agent.toml: the session sets it.
+            device_class: String::new(),
         }
     }
 }

@@ -621,6 +621,23 @@ pub async fn event_of(commander_data: &Path, run_id: i64, kind: &str) -> Result<
         .with_context(|| format!("no {kind} event on run {run_id}"))
 }
 
+/// Waits until `n` agents are online (registered and heartbeating).
+pub async fn wait_for_agents_online(commander_data: &Path, n: usize) -> Result<()> {
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{n} agents online"),
+        || async move {
+            let online = agents(commander_data)
+                .await?
+                .iter()
+                .filter(|a| a.state == "online")
+                .count();
+            Ok(online == n)
+        },
+    )
+    .await
+}
+
 /// Every agent the commander knows.
 pub async fn agents(commander_data: &Path) -> Result<Vec<ark_proto::AgentInfo>> {
     Ok(admin(commander_data)?

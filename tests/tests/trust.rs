@@ -8,6 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use ark_agent::git::fixture::{git, ls_remote, Upstream};
+use ark_tests::git_origin::GitHttp;
 use ark_tests::*;
 
 const FORGE: &str = "ARK_FAULT_FORGE_BODY";
@@ -63,23 +65,43 @@ struct Outvoted {
     procs: Vec<Proc>,
 }
 
-/// Quorum 2, one liar among three agents, for `kind`: the liar and one
-/// honest agent disagree, the run is disputed with both roots, the
-/// tie-break agent sides with the honest one, the honest bytes land, the
-/// forged ones never do, and the liar is outvoted and suspect.
-async fn outvote_a_liar(
-    tmp: &Path,
-    kind: &str,
-    file: &str,
-    (honest, forged): (&[u8], &[u8]),
-    content_type: &str,
-) -> Result<Outvoted> {
+/// What a liar is outvoted on: the target's kind and URL, the forged bytes
+/// it signs instead of what it fetched, and what names each side's vote in
+/// the dispute's reason.
+struct Forgery<'a> {
+    kind: &'a str,
+    url: String,
+    forged: Vec<u8>,
+    /// Text the dispute must name for (honest, forged).
+    named: (String, String),
+    /// The root the honest version lands with, where the test knows it
+    /// (a git bundle's bytes are the agent's own making).
+    honest_root: Option<String>,
+}
+
+impl Forgery<'_> {
+    /// A body served as is: each vote is named by its root.
+    fn of_body<'a>(kind: &'a str, url: String, honest: &[u8], forged: &[u8]) -> Forgery<'a> {
+        let head = |b: &[u8]| blake3::hash(b).to_hex().as_str()[..16].to_string();
+        Forgery {
+            kind,
+            url,
+            forged: forged.to_vec(),
+            named: (head(honest), head(forged)),
+            honest_root: Some(blake3::hash(honest).to_hex().to_string()),
+        }
+    }
+}
+
+/// Quorum 2, one liar among three agents: the liar and one honest agent
+/// disagree, the run is disputed with both votes named, the tie-break agent
+/// sides with the honest one, the honest version lands, the forged one
+/// never does, and the liar is outvoted and suspect.
+async fn outvote_a_liar(tmp: &Path, forgery: Forgery<'_>) -> Result<Outvoted> {
     let cdata = tmp.join("commander");
     let mut procs = vec![spawn_commander(&cdata, "127.0.0.1:0").await?];
-    let origin = Origin::start().await?;
-    origin.put_typed(file, honest.to_vec(), content_type);
     let forged_path = tmp.join("forged");
-    std::fs::write(&forged_path, forged)?;
+    std::fs::write(&forged_path, &forgery.forged)?;
     for name in ["liar", "honest-1", "honest-2"] {
         enroll_agent(&cdata, &tmp.join(name), name).await?;
     }
@@ -89,7 +111,7 @@ async fn outvote_a_liar(
         &[(FORGE, &forged_env)],
     )?);
     procs.push(spawn_agent(&tmp.join("honest-1"))?);
-    add_target_with(&cdata, quorum_target("t", kind, &origin.url(file), "2")).await?;
+    add_target_with(&cdata, quorum_target("t", forgery.kind, &forgery.url, "2")).await?;
     // Two agents, two members: each takes one and they disagree.
     wait_for_group_state(&cdata, "t", "disputed", Duration::from_secs(40)).await?;
     let group = group_runs(&cdata, "t").await?;
@@ -97,11 +119,10 @@ async fn outvote_a_liar(
         .iter()
         .find(|r| r.state == "disputed")
         .context("disputed")?;
-    for bytes in [honest, forged] {
-        let root = blake3::hash(bytes).to_hex();
+    for named in [&forgery.named.0, &forgery.named.1] {
         ensure!(
-            disputed.reason.contains(&root.as_str()[..16]),
-            "the dispute does not name every root ({root}): {}",
+            disputed.reason.contains(named.as_str()),
+            "the dispute does not name every vote ({named}): {}",
             disputed.reason
         );
     }
@@ -114,10 +135,15 @@ async fn outvote_a_liar(
     wait_for_group_state(&cdata, "t", "succeeded", Duration::from_secs(40)).await?;
     let landed = archive_ls(&cdata)?;
     ensure!(landed.len() == 1, "expected one landed version: {landed:?}");
-    let root = blake3::hash(honest).to_hex().to_string();
+    if let Some(root) = &forgery.honest_root {
+        ensure!(
+            landed[0]["blake3"] == root.as_str(),
+            "what landed is not the origin's bytes: {landed:?}"
+        );
+    }
     ensure!(
-        landed[0]["blake3"] == root.as_str(),
-        "what landed is not the origin's bytes: {landed:?}"
+        landed[0]["blake3"] != blake3::hash(&forgery.forged).to_hex().as_str(),
+        "the forged bytes landed: {landed:?}"
     );
     let group = group_runs(&cdata, "t").await?;
     let states: Vec<(&str, &str)> = group
@@ -141,6 +167,21 @@ async fn outvote_a_liar(
     Ok(Outvoted { cdata, procs })
 }
 
+/// [`outvote_a_liar`] for `file` served by a test origin with
+/// `content_type` (the origin is returned: it must outlive the swarm).
+async fn outvote_on_origin(
+    tmp: &Path,
+    kind: &str,
+    file: &str,
+    (honest, forged): (&[u8], &[u8]),
+    content_type: &str,
+) -> Result<(Outvoted, Origin)> {
+    let origin = Origin::start().await?;
+    origin.put_typed(file, honest.to_vec(), content_type);
+    let forgery = Forgery::of_body(kind, origin.url(file), honest, forged);
+    Ok((outvote_a_liar(tmp, forgery).await?, origin))
+}
+
 /// A file with other bytes: outvoted; who vouched is on record; a suspect
 /// gets no quorum-1 work until the operator clears it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,7 +190,7 @@ async fn quorum_two_outvotes_a_lying_agent_and_lands_the_honest_bytes() -> Resul
     let honest: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let mut forged = honest.clone();
     forged[123_456] ^= 0x20;
-    let swarm = outvote_a_liar(
+    let (swarm, origin) = outvote_on_origin(
         tmp.path(),
         "file",
         "disk.img",
@@ -158,7 +199,6 @@ async fn quorum_two_outvotes_a_lying_agent_and_lands_the_honest_bytes() -> Resul
     )
     .await?;
     let cdata = swarm.cdata.clone();
-    let origin = Origin::start().await?;
     // Who vouched for the landed version is on record.
     let (ok, shown, stderr) = commander_cli(&cdata, &["archive", "show", "1", "--json"])?;
     ensure!(ok, "archive show failed: {stderr}");
@@ -212,7 +252,7 @@ async fn quorum_two_outvotes_a_feed_with_an_injected_entry() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let honest = rss(&item("real"));
     let forged = rss(&format!("{}{}", item("real"), item("injected")));
-    let swarm = outvote_a_liar(
+    let (swarm, _origin) = outvote_on_origin(
         tmp.path(),
         "rss",
         "news.xml",
@@ -244,7 +284,7 @@ async fn quorum_two_outvotes_a_forged_zim() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let honest = std::fs::read(zim_fixtures()?.join("small.zim"))?;
     let forged = ark_demo::build_zim(tmp.path()).map_err(anyhow::Error::msg)?;
-    outvote_a_liar(
+    outvote_on_origin(
         tmp.path(),
         "zim",
         "small.zim",
@@ -253,6 +293,70 @@ async fn quorum_two_outvotes_a_forged_zim() -> Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// A git bundle with one extra commit on `main`, made by `git bundle`
+/// from the real upstream's history: outvoted on its ref → object map, the
+/// honest mirror lands and the forged commit is nowhere in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_two_outvotes_a_git_bundle_with_an_extra_commit() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (up, forged, http) = forged_git_bundle(tmp.path())?;
+    let url = http.url("up.git");
+    let forged_tip = git(&up.work, &["rev-parse", "main"])?.trim().to_string();
+    let forgery = Forgery {
+        kind: "git",
+        url: url.clone(),
+        forged,
+        named: ("honest-1: refs ".into(), "liar: refs ".into()),
+        honest_root: None,
+    };
+    let swarm = outvote_a_liar(tmp.path(), forgery).await?;
+    let mirror = swarm
+        .cdata
+        .join("archive")
+        .join(ark_commander::kinds::git_mirror_path(&url));
+    let landed: std::collections::BTreeMap<String, String> = ls_remote(&mirror)?
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("refs/ark/"))
+        .collect();
+    ensure!(
+        landed == up.refs()?,
+        "the mirror's refs are not upstream's: {landed:?}"
+    );
+    let has_forged = std::process::Command::new("git")
+        .args(["cat-file", "-e", &forged_tip])
+        .current_dir(&mirror)
+        .status()?;
+    ensure!(
+        !has_forged.success(),
+        "the forged commit {forged_tip} is in the landed mirror"
+    );
+    Ok(())
+}
+
+/// A real upstream served over smart HTTP, and a bundle of its refs with
+/// one extra commit on `main` that upstream never had (the forgery).
+fn forged_git_bundle(root: &Path) -> Result<(Upstream, Vec<u8>, GitHttp)> {
+    let repos = root.join("repos");
+    std::fs::create_dir_all(&repos)?;
+    let up = Upstream::populated(&repos, "up")?;
+    let http = GitHttp::start(&repos)?;
+    up.commit("src/main.txt", "a forged change\n")?;
+    let bundle = root.join("forged.bundle");
+    git(
+        &up.work,
+        &[
+            "bundle",
+            "create",
+            "-q",
+            &bundle.to_string_lossy(),
+            "--branches",
+            "--tags",
+            "refs/notes/commits",
+        ],
+    )?;
+    Ok((up, std::fs::read(&bundle)?, http))
 }
 
 /// An RSS 2.0 feed with `items`.
@@ -563,5 +667,119 @@ async fn spot_checks_catch_a_lying_agent_against_nginx_and_say_when_they_cannot(
         "{}",
         impossible.message
     );
+    Ok(())
+}
+
+/// The other forgeries under `--quorum 1 --spot-check 8`: a forged but
+/// valid ZIM and a feed with an injected entry, both served by nginx, and a
+/// git bundle with an extra commit (its origin `git http-backend`: nginx
+/// speaks no smart HTTP): each is refused by the commander's own look at
+/// the origin, nothing lands, and the liar's record counts every failure.
+/// The operator clears the mark between them so the suspect gets quorum-1
+/// work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_checks_refuse_a_forged_zim_feed_and_git_bundle() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::copy(zim_fixtures()?.join("small.zim"), www.join("small.zim"))?;
+    std::fs::write(www.join("news.xml"), rss(&item("real")))?;
+    let nginx = Nginx::start(&tmp.path().join("nginx"), &www).await?;
+    let (up, forged_bundle, http) = forged_git_bundle(tmp.path())?;
+    let forgeries = [
+        (
+            "zim",
+            format!("http://{}/small.zim", nginx.addr),
+            ark_demo::build_zim(tmp.path()).map_err(anyhow::Error::msg)?,
+        ),
+        (
+            "rss",
+            format!("http://{}/news.xml", nginx.addr),
+            rss(&format!("{}{}", item("real"), item("injected"))),
+        ),
+        ("git", http.url("up.git"), forged_bundle),
+    ];
+    enroll_agent(&cdata, &tmp.path().join("liar"), "liar").await?;
+    let forged_path = tmp.path().join("forged");
+    let forged_env = forged_path.to_string_lossy().into_owned();
+    let _liar = spawn_agent_with(&tmp.path().join("liar"), &[(FORGE, &forged_env)])?;
+    for (n, (kind, url, forged)) in forgeries.into_iter().enumerate() {
+        // The hook reads its file afresh for every job.
+        std::fs::write(&forged_path, &forged)?;
+        let name = format!("forged-{kind}");
+        add_target_with(
+            &cdata,
+            ark_proto::AddTargetRequest {
+                spot_check: 8,
+                ..quorum_target(&name, kind, &url, "1")
+            },
+        )
+        .await?;
+        let id = run_of(&cdata, &name).await?;
+        let failed = wait_for_run(&cdata, id, "failed", Duration::from_secs(60)).await?;
+        ensure!(
+            failed.reason.contains("spot check failed"),
+            "{kind}: refused for another reason: {}",
+            failed.reason
+        );
+        ensure!(archive_files(&cdata).is_empty(), "{kind}: a forgery landed");
+        let trust = agent_named(&cdata, "liar").await?.trust.unwrap_or_default();
+        ensure!(
+            trust.spot_checks_failed == n as u64 + 1 && !trust.suspect.is_empty(),
+            "{kind}: the liar is not marked: {trust:?}"
+        );
+        let (ok, _, stderr) = commander_cli(&cdata, &["agent", "trust", "liar", "--clear"])?;
+        ensure!(ok, "agent trust --clear failed: {stderr}");
+    }
+    ensure!(
+        nginx.access_log().lines().any(|l| l.contains(" 206 ")),
+        "the commander sent nginx no range requests"
+    );
+    drop(up);
+    Ok(())
+}
+
+/// Distinct device classes first: with two Pis and a laptop online, each
+/// quorum-2 harvest is confirmed by a Pi and the laptop, never by the two
+/// Pis (one flawed model of device cannot confirm itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_prefers_agents_of_distinct_device_classes() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let origin = Origin::start().await?;
+    let mut procs = Vec::new();
+    for (name, class) in [("pi-1", "pi"), ("pi-2", "pi"), ("laptop", "laptop")] {
+        let data = tmp.path().join(name);
+        enroll_agent(&cdata, &data, name).await?;
+        std::fs::write(
+            data.join(ark_agent::config::CONFIG_FILE),
+            format!("device-class = \"{class}\"\n"),
+        )?;
+        procs.push(spawn_agent(&data)?);
+    }
+    wait_for_agents_online(&cdata, 3).await?;
+    for n in 0..3 {
+        let (name, file) = (format!("t{n}"), format!("f{n}.bin"));
+        origin.put(&file, format!("harvest {n}").repeat(1000).into_bytes());
+        add_target_with(
+            &cdata,
+            quorum_target(&name, "file", &origin.url(&file), "2"),
+        )
+        .await?;
+        wait_for_group_state(&cdata, &name, "succeeded", Duration::from_secs(40)).await?;
+        let voters: Vec<String> = group_runs(&cdata, &name)
+            .await?
+            .into_iter()
+            .filter(|r| r.state == "succeeded" || r.state == "confirmed")
+            .map(|r| r.agent)
+            .collect();
+        ensure!(
+            voters.len() == 2 && voters.iter().any(|a| a == "laptop"),
+            "{name}: confirmed by one class only: {voters:?}"
+        );
+    }
     Ok(())
 }

@@ -463,15 +463,31 @@ fn index_pack(
         index_version: gix::odb::pack::index::Version::V2,
         object_hash: gix::hash::Kind::Sha1,
     };
-    let outcome = gix::odb::pack::Bundle::write_to_directory(
-        &mut reader,
-        Some(pack_dir),
-        &mut gix::progress::Discard,
-        &AtomicBool::new(false),
-        thin_bases,
-        options,
-    )
-    .map_err(|e| corrupt(error_chain(&e)))?;
+    // gix-pack 0.64 panics on some hostile entry headers (a size varint of
+    // more than nine bytes overflows its shift; fixed upstream in 0.78):
+    // whatever the library does on bytes an agent sent, a panic is a
+    // corrupt pack, never a crashed upload task.
+    let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        gix::odb::pack::Bundle::write_to_directory(
+            &mut reader,
+            Some(pack_dir),
+            &mut gix::progress::Discard,
+            &AtomicBool::new(false),
+            thin_bases,
+            options,
+        )
+    }))
+    .map_err(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        corrupt(format!(
+            "the pack's entries are malformed (indexing failed: {why})"
+        ))
+    })?;
+    let outcome = written.map_err(|e| corrupt(error_chain(&e)))?;
     if let Some(keep) = &outcome.keep_path {
         let _ = std::fs::remove_file(keep);
     }

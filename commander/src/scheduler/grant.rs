@@ -37,7 +37,7 @@ impl Scheduler {
             // only word on a version.
             match group {
                 Some(group) => {
-                    if !self.may_join(tx, group, run, agent)? {
+                    if !self.may_join(tx, group, run, agent, now)? {
                         continue;
                     }
                 }

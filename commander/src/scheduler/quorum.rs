@@ -38,6 +38,11 @@ pub const ADAPTIVE_SAMPLE: u32 = 10;
 /// Tie-breaks a disputed group may ask for before it fails.
 pub const MAX_TIE_BREAKS: i64 = 1;
 
+/// How many heartbeats a quorum member waits for an agent of a device
+/// class its group lacks: time enough for every online agent to ask once
+/// or twice, short enough that a busy class costs the quorum seconds.
+pub const CLASS_PREFERENCE_HEARTBEATS: i64 = 3;
+
 /// The key of a vote that the origin answered 304 (nothing new).
 pub const UNCHANGED_KEY: &str = "unchanged";
 
@@ -330,15 +335,70 @@ impl Scheduler {
         group: i64,
         run: i64,
         agent: &str,
+        now: i64,
     ) -> Result<bool> {
-        let taken: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM leases l JOIN runs r ON r.id = l.run_id
-                             WHERE r.quorum_group = ?1 AND r.id != ?2 AND l.agent = ?3 AND l.ended_at IS NULL)
-                 OR EXISTS (SELECT 1 FROM votes WHERE group_id = ?1 AND run_id != ?2 AND agent = ?3)",
-            params![group, run, agent],
-            |r| r.get(0),
+        let mut stmt = tx.prepare_cached(
+            "SELECT l.agent FROM leases l JOIN runs r ON r.id = l.run_id
+              WHERE r.quorum_group = ?1 AND r.id != ?2 AND l.ended_at IS NULL
+             UNION SELECT agent FROM votes WHERE group_id = ?1 AND run_id != ?2",
         )?;
-        Ok(!taken)
+        let others = stmt
+            .query_map(params![group, run], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<std::collections::BTreeSet<String>>>()?;
+        Ok(!others.contains(agent) && self.class_may_join(tx, &others, (run, agent), now)?)
+    }
+
+    /// Distinct device classes first: `agent` waits while the group's
+    /// `members` already have its class and an online agent of a class they
+    /// lack could take member `run` instead — for at most
+    /// [`CLASS_PREFERENCE_HEARTBEATS`] after the member was queued, so a
+    /// busy or slow other class never holds the quorum up.
+    fn class_may_join(
+        &self,
+        tx: &Connection,
+        members: &std::collections::BTreeSet<String>,
+        (run, agent): (i64, &str),
+        now: i64,
+    ) -> Result<bool> {
+        let heartbeat = ms(self.config.heartbeat);
+        let (queued_at, kind): (i64, String) = tx.query_row(
+            "SELECT created_at, kind FROM runs WHERE id = ?1",
+            [run],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if now - queued_at > CLASS_PREFERENCE_HEARTBEATS * heartbeat {
+            return Ok(true);
+        }
+        let class_of = |name: &str| -> Result<String> {
+            Ok(state::capabilities(tx, name)?
+                .map(|c| state::device_class(&c))
+                .unwrap_or_default())
+        };
+        let classes = members
+            .iter()
+            .map(|m| class_of(m))
+            .collect::<Result<std::collections::BTreeSet<String>>>()?;
+        if !classes.contains(&class_of(agent)?) {
+            return Ok(true);
+        }
+        let mut stmt = tx.prepare_cached(
+            "SELECT name FROM agents
+              WHERE revoked_at IS NULL AND paused = 0 AND suspect = '' AND name != ?1
+                AND last_seen >= ?2",
+        )?;
+        let others = stmt
+            .query_map(params![agent, now - 2 * heartbeat], |r| {
+                r.get::<_, String>(0)
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut another_class = false;
+        for name in others.iter().filter(|n| !members.contains(*n)) {
+            if let Some(c) = state::capabilities(tx, name)? {
+                another_class |=
+                    c.kinds.contains(&kind) && !classes.contains(&state::device_class(&c));
+            }
+        }
+        Ok(!another_class)
     }
 
     /// How many agents must agree on `run` (no group yet) if `agent` takes

@@ -103,6 +103,16 @@ pub fn capabilities(conn: &Connection, name: &str) -> Result<Option<ark_proto::C
         .and_then(|b| ark_proto::Capabilities::decode(b.as_slice()).ok()))
 }
 
+/// The device class an agent's capabilities declare: its own word
+/// (`device-class` in agent.toml), else "<arch>-<os>".
+pub fn device_class(c: &ark_proto::Capabilities) -> String {
+    if c.device_class.is_empty() {
+        format!("{}-{}", c.arch, c.os)
+    } else {
+        c.device_class.clone()
+    }
+}
+
 pub fn agent_seen(
     conn: &Connection,
     name: &str,

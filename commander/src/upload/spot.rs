@@ -79,6 +79,7 @@ async fn ranges_check(v: &NewVersion, data: &Path, k: u32) -> Spot {
     };
     let groups = v.size.div_ceil(GROUP_LEN as u64).max(1);
     let picked = pick(groups, k);
+    let started = std::time::Instant::now();
     let mut fetched = 0u64;
     for &group in &picked {
         let start = group * GROUP_LEN as u64;
@@ -137,8 +138,9 @@ async fn ranges_check(v: &NewVersion, data: &Path, k: u32) -> Spot {
         fetched += bytes.len() as u64;
     }
     Spot::Passed(format!(
-        "spot check passed: {} random groups ({fetched} bytes) fetched from the origin match",
-        picked.len()
+        "spot check passed: {} random groups ({fetched} bytes, {} ms) fetched from the origin match",
+        picked.len(),
+        started.elapsed().as_millis()
     ))
 }
 
