@@ -288,6 +288,13 @@ async fn repeated(dir: &Path, quorum: &str, harvests: usize) -> Result<(usize, u
         let mut bytes = std::fs::read(&file)?;
         bytes[..8].copy_from_slice(&(n as u64).to_le_bytes());
         std::fs::write(&file, &bytes)?;
+        // nginx's ETag is the mtime (to the second) and the size: give each
+        // version its own second, or a fast rewrite answers 304.
+        let dated = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + 10 * n as u64);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)?
+            .set_modified(dated)?;
         if n == 0 {
             add_target_with(
                 &cdata,

@@ -122,6 +122,12 @@ impl<'de> Deserialize<'de> for Quorum {
     }
 }
 
+/// Oldest a target may get before it is stale: Kiwix publishes a book
+/// every few months, so 120 days flags a release that stopped moving
+/// without crying wolf between two releases. Feeds and mirrors that fail
+/// are stale sooner, by their failures (see [`crate::state::STALE_FAILURES`]).
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(120 * 24 * 3600);
+
 /// The commander's effective configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -154,6 +160,10 @@ pub struct CommanderConfig {
     /// How long a quorum group waits for its confirmations.
     #[serde(with = "humantime_serde")]
     pub quorum_ttl: Duration,
+    /// Oldest a target may get (since its newest version was last confirmed
+    /// current) before it is stale, for targets that do not say.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
 }
 
 /// `[fetch]`: the destinations agents may reach beyond public addresses.
@@ -185,6 +195,7 @@ impl Default for CommanderConfig {
             fetch: FetchConfig::default(),
             quorum: Quorum::default(),
             quorum_ttl: DEFAULT_QUORUM_TTL,
+            max_age: DEFAULT_MAX_AGE,
         }
     }
 }

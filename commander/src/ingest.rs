@@ -75,6 +75,9 @@ pub struct IngestReport {
     /// Landed versions and their bytes after the pass.
     pub versions: u64,
     pub bytes: u64,
+    /// Targets past their maximum age or failing ("NAME: why"): the pass
+    /// fails while there are any, so a scheduled job says so loudly.
+    pub stale: Vec<String>,
 }
 
 impl IngestReport {
@@ -143,6 +146,13 @@ pub fn ingest(
     let library_written = archive.write_zim_library(store)?;
     let index_written = archive.write_index(store)?;
     let (versions, bytes, newest) = store.read(archive::totals)?;
+    let max_age = scheduler.config.max_age.as_millis() as u64;
+    let stale = store
+        .read(|c| state::list_targets(c, now, max_age))?
+        .into_iter()
+        .filter(|t| !t.stale.is_empty())
+        .map(|t| format!("{}: {}", t.name, t.stale))
+        .collect();
 
     // The watermark moves only past a clean pass, so a problem keeps being
     // reported until someone fixes it.
@@ -164,5 +174,6 @@ pub fn ingest(
         index_written,
         versions,
         bytes,
+        stale,
     })
 }

@@ -20,6 +20,8 @@
 //! - [`scheduler`]: lease policy: grants, renewals, expiry, retries,
 //!   deferrals, pause.
 //! - [`upload`]: receiving a verified upload (`Have`, `Upload`).
+//! - [`sources`]: sources that move (a Kiwix book's newest release),
+//!   resolved by the commander before a run is leased.
 //! - [`service`]: the gRPC services and the error → status boundary.
 //! - [`web`]: the dashboard (HTTP, JSON, one static page) and `/metrics`.
 //! - [`server`]: wiring it together on a bound listener.
@@ -50,6 +52,7 @@ pub mod recovery;
 pub mod scheduler;
 pub mod server;
 pub mod service;
+pub mod sources;
 pub mod state;
 pub mod tls;
 pub mod upload;

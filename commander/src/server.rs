@@ -183,6 +183,7 @@ pub async fn run(
             }
         }
     });
+    let resolver = tokio::spawn(crate::sources::resolve_task(scheduler.clone(), every));
     let services = Services::new(scheduler, archive, pki, url);
     let served = tonic::transport::Server::builder()
         .add_service(EnrollmentServer::new(services.clone()))
@@ -191,6 +192,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), shutdown)
         .await;
     sweep_task.abort();
+    resolver.abort();
     if let Some(web) = web {
         web.stop().await;
     }

@@ -537,6 +537,12 @@ pub struct Nginx {
 
 impl Nginx {
     pub async fn start(dir: &Path, root: &Path) -> Result<Self> {
+        Self::start_with(dir, root, "").await
+    }
+
+    /// [`Nginx::start`] with more directives in its `server` block (e.g.
+    /// `autoindex on;` for a Kiwix-style mirror directory).
+    pub async fn start_with(dir: &Path, root: &Path, directives: &str) -> Result<Self> {
         let port = free_port()?;
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
         std::fs::create_dir_all(dir)?;
@@ -547,7 +553,7 @@ impl Nginx {
              http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
                default_type application/octet-stream;\n\
-               server {{ listen {addr}; root {root}; }}\n}}\n",
+               server {{ listen {addr}; root {root}; {directives} }}\n}}\n",
             root = root.display()
         );
         let conf_path = dir.join("nginx.conf");
@@ -636,6 +642,44 @@ pub async fn wait_for_agents_online(commander_data: &Path, n: usize) -> Result<(
         },
     )
     .await
+}
+
+/// Serves `library` (a Kiwix library.xml) with the real `kiwix-serve` on a
+/// free loopback port and GETs each of `paths`; their status and body.
+pub async fn kiwix_serve_get(
+    library: &Path,
+    paths: &[&str],
+) -> Result<Vec<(reqwest::StatusCode, String)>> {
+    let port = free_port()?;
+    let mut kiwix = Command::new("kiwix-serve")
+        .arg("--library")
+        .arg(library)
+        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("kiwix-serve (apt-get install kiwix-tools)")?;
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let served = async {
+        wait_until(Duration::from_secs(10), "kiwix-serve to listen", || {
+            let url = format!("{base}/catalog/v2/entries");
+            let http = http.clone();
+            async move { Ok(http.get(url).send().await.is_ok()) }
+        })
+        .await?;
+        let mut answers = Vec::new();
+        for path in paths {
+            let page = http.get(format!("{base}{path}")).send().await?;
+            let status = page.status();
+            answers.push((status, page.text().await?));
+        }
+        Ok::<_, anyhow::Error>(answers)
+    }
+    .await;
+    let _ = kiwix.kill();
+    let _ = kiwix.wait();
+    served
 }
 
 /// Every agent the commander knows.

@@ -253,39 +253,9 @@ async fn zim_targets_land_when_sound_and_fail_with_the_reason_when_not() -> Resu
     // kiwix-serve serves the archive as it is, from zim/library.xml.
     let library = cdata.join("archive/zim/library.xml");
     let xml = std::fs::read_to_string(&library).context("zim/library.xml was not written")?;
-    let port = free_port()?;
-    let mut kiwix = Command::new("kiwix-serve")
-        .arg("--library")
-        .arg(&library)
-        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("kiwix-serve (apt-get install kiwix-tools)")?;
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let served = async {
-        wait_until(Duration::from_secs(10), "kiwix-serve to listen", || {
-            let url = format!("{base}/catalog/v2/entries");
-            let http = http.clone();
-            async move { Ok(http.get(url).send().await.is_ok()) }
-        })
-        .await?;
-        let catalog = http
-            .get(format!("{base}/catalog/v2/entries"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let page = http.get(format!("{base}/small/")).send().await?;
-        let status = page.status();
-        let body = page.text().await?;
-        Ok::<_, anyhow::Error>((catalog, status, body))
-    }
-    .await;
-    let _ = kiwix.kill();
-    let _ = kiwix.wait();
-    let (catalog, status, body) = served?;
+    let answers = kiwix_serve_get(&library, &["/catalog/v2/entries", "/small/"]).await?;
+    let [(_, catalog), (status, body)] =
+        <[_; 2]>::try_from(answers).map_err(|_| anyhow::anyhow!("two answers expected"))?;
     let uuid = {
         let u = &small[8..24];
         let h =

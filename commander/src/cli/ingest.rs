@@ -45,7 +45,15 @@ impl IngestCmd {
         } else {
             print_report(&report, &archive);
         }
-        ensure_clean(&report.verify)
+        ensure_clean(&report.verify)?;
+        if !report.stale.is_empty() {
+            anyhow::bail!(
+                "{} stale target(s): {}; run them (`ark-commander run-now NAME`) or look at why they fail (`ark-commander runs`)",
+                report.stale.len(),
+                report.stale.join("; ")
+            );
+        }
+        Ok(())
     }
 }
 

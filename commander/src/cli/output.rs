@@ -39,7 +39,10 @@ pub fn target_json(t: &TargetInfo) -> Value {
     json!({"name": t.name, "kind": t.kind, "url": t.url, "every_ms": t.every_ms,
            "created_at_ms": t.created_at_ms, "next_due_ms": t.next_due_ms, "last_state": t.last_state,
            "keep": t.keep, "bandwidth_cap": t.bandwidth_cap, "max_size": t.max_size,
-           "window": t.window})
+           "window": t.window, "quorum": t.quorum, "spot_check": t.spot_check,
+           "book": t.book, "release": t.release, "upstream_newest": t.upstream_newest,
+           "checked_at_ms": t.checked_at_ms, "confirmed_at_ms": t.confirmed_at_ms,
+           "max_age_ms": t.max_age_ms, "stale": t.stale})
 }
 
 pub fn run_json(r: &RunInfo) -> Value {

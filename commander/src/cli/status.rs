@@ -22,6 +22,7 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
             "runs_failed": s.runs_failed, "runs_unchanged": s.runs_unchanged, "targets": s.targets, "version": s.commander_version, "listen": s.listen,
             "archive_versions": s.archive_versions, "archive_bytes": s.archive_bytes,
             "last_landed_at_ms": (s.last_landed_at_ms > 0).then_some(s.last_landed_at_ms),
+            "stale": s.stale,
         }));
     }
     println!(
@@ -38,12 +39,15 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
         "runs      {} queued, {} leased, {} succeeded, {} unchanged, {} failed",
         s.runs_queued, s.runs_leased, s.runs_succeeded, s.runs_unchanged, s.runs_failed
     );
-    println!("targets   {}", s.targets);
+    println!("targets   {} ({} stale)", s.targets, s.stale.len());
     println!(
         "archive   {} versions, {}; last landing {}",
         s.archive_versions,
         human_bytes(s.archive_bytes),
         ago(s.last_landed_at_ms)
     );
+    for stale in &s.stale {
+        println!("STALE     {stale}");
+    }
     Ok(())
 }

@@ -9,10 +9,27 @@ use super::output::{ago, print_json, rpc, run_json, target_json, ListArgs};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TargetCmd {
-    /// Add a target: KIND (file, zim, rss) and URL.
+    /// Add a target: KIND (file, zim, rss, git) and URL; or a Kiwix book
+    /// followed to its newest release: `zim --book NAME --from URL`.
     Add {
         kind: String,
-        url: String,
+        /// What to harvest (not with --book).
+        #[arg(required_unless_present = "book", conflicts_with = "book")]
+        url: Option<String>,
+        /// A Kiwix book (kind zim) to follow to its newest dated release:
+        /// its name with its flavour and without the date, e.g.
+        /// wikipedia_en_all_nopic. Needs --from.
+        #[arg(long, requires = "from")]
+        book: Option<String>,
+        /// Where the book's releases are listed: a Kiwix mirror directory
+        /// (e.g. https://download.kiwix.org/zim/wikipedia/) or an OPDS
+        /// catalog in Kiwix's v2 format.
+        #[arg(long, requires = "book")]
+        from: Option<String>,
+        /// Oldest the target may get before it is stale (e.g. 120d);
+        /// default: the commander's `max-age`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_age: Option<Duration>,
         /// Name (default: from the URL).
         #[arg(long)]
         name: Option<String>,
@@ -59,6 +76,9 @@ impl TargetCmd {
             TargetCmd::Add {
                 kind,
                 url,
+                book,
+                from,
+                max_age,
                 name,
                 every,
                 keep,
@@ -71,7 +91,9 @@ impl TargetCmd {
                 let t = admin
                     .add_target(AddTargetRequest {
                         kind,
-                        url,
+                        url: url.or(from).unwrap_or_default(),
+                        book: book.unwrap_or_default(),
+                        max_age_ms: max_age.map(|d| d.as_millis() as u64).unwrap_or(0),
                         name: name.unwrap_or_default(),
                         every_ms: every.map(|d| d.as_millis() as u64).unwrap_or(0),
                         keep: keep.unwrap_or(0),
@@ -97,8 +119,8 @@ impl TargetCmd {
                     return print_json(&targets.iter().map(target_json).collect());
                 }
                 println!(
-                    "{:<24} {:<6} {:<10} {:<12} {:<11} URL",
-                    "NAME", "KIND", "EVERY", "LAST", "WINDOW"
+                    "{:<24} {:<6} {:<10} {:<12} {:<11} {:<10} URL",
+                    "NAME", "KIND", "EVERY", "LAST", "WINDOW", "CURRENT"
                 );
                 for t in targets {
                     let every = if t.every_ms == 0 {
@@ -107,7 +129,7 @@ impl TargetCmd {
                         humantime::format_duration(Duration::from_millis(t.every_ms)).to_string()
                     };
                     println!(
-                        "{:<24} {:<6} {:<10} {:<12} {:<11} {}",
+                        "{:<24} {:<6} {:<10} {:<12} {:<11} {:<10} {}",
                         t.name,
                         t.kind,
                         every,
@@ -117,8 +139,29 @@ impl TargetCmd {
                         } else {
                             &t.window
                         },
+                        if t.confirmed_at_ms == 0 {
+                            "never".to_string()
+                        } else {
+                            ago(t.confirmed_at_ms)
+                        },
                         t.url
                     );
+                    if !t.book.is_empty() {
+                        println!(
+                            "  book {}: release {}, newest upstream {}, checked {}",
+                            t.book,
+                            or_none(&t.release),
+                            or_none(&t.upstream_newest),
+                            if t.checked_at_ms == 0 {
+                                "never".to_string()
+                            } else {
+                                ago(t.checked_at_ms)
+                            }
+                        );
+                    }
+                    if !t.stale.is_empty() {
+                        println!("  STALE: {}", t.stale);
+                    }
                 }
             }
             TargetCmd::Rm { name } => {
@@ -130,6 +173,14 @@ impl TargetCmd {
             }
         }
         Ok(())
+    }
+}
+
+fn or_none(s: &str) -> &str {
+    if s.is_empty() {
+        "none"
+    } else {
+        s
     }
 }
 

@@ -576,13 +576,57 @@ impl Scheduler {
     /// returns its id.
     fn queue_run(&self, tx: &Connection, target: &str, now: i64) -> Result<i64> {
         let (id, inserted) = queue_run(tx, target, now)?;
-        if let (true, crate::config::Quorum::Fixed(need @ 2..)) = (
-            inserted,
-            quorum::target_quorum(tx, target, self.config.quorum)?,
-        ) {
-            self.open_group(tx, id, target, need, now)?;
+        if inserted && state::book_of(tx, target)?.is_some() {
+            // A book's release is resolved first (crate::sources); its
+            // quorum group opens once the run knows what to harvest.
+            tx.execute(
+                "UPDATE runs SET state = ?2, reason = 'resolving the newest release' WHERE id = ?1",
+                params![id, run_state::RESOLVING],
+            )?;
+            return Ok(id);
+        }
+        if inserted {
+            self.open_quorum(tx, id, target, now)?;
         }
         Ok(id)
+    }
+
+    /// Opens the quorum group of the new run `id` when its target asks for
+    /// a fixed quorum of 2 or more.
+    fn open_quorum(&self, tx: &Connection, id: i64, target: &str, now: i64) -> Result<()> {
+        if let crate::config::Quorum::Fixed(need @ 2..) =
+            quorum::target_quorum(tx, target, self.config.quorum)?
+        {
+            self.open_group(tx, id, target, need, now)?;
+        }
+        Ok(())
+    }
+
+    /// The resolving run `id` of a book now knows its release: it harvests
+    /// `url`, whose bytes must have the SHA-256 the origin published at
+    /// `source` (the commander checks it before landing).
+    pub fn queue_resolved(
+        &self,
+        tx: &Connection,
+        id: i64,
+        (url, sha256, source): (&str, &str, &str),
+        now: i64,
+    ) -> Result<()> {
+        let target: String = tx.query_row(
+            "UPDATE runs SET state = ?2, url = ?3, expected_sha256 = ?4, expected_source = ?5,
+               reason = '', not_before = ?6 WHERE id = ?1 AND state = ?7 RETURNING target",
+            params![
+                id,
+                run_state::QUEUED,
+                url,
+                sha256,
+                source,
+                now,
+                run_state::RESOLVING
+            ],
+            |r| r.get(0),
+        )?;
+        self.open_quorum(tx, id, &target, now)
     }
 }
 

@@ -320,8 +320,13 @@ impl Scheduler {
             &format!("{why} of run {group} queued"),
             now,
         )?;
+        // A member harvests what the group's first run does, held to the
+        // same published digest (a Kiwix release's).
         tx.execute(
-            "UPDATE runs SET quorum_group = ?1 WHERE id = ?2",
+            "UPDATE runs SET quorum_group = ?1,
+               (expected_sha256, expected_source) =
+                 (SELECT expected_sha256, expected_source FROM runs WHERE id = ?1)
+             WHERE id = ?2",
             params![group, id],
         )?;
         Ok(id)

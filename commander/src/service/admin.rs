@@ -80,8 +80,15 @@ impl Admin for Services {
                     or_list(crate::kinds::spec(kind).schemes())
                 )));
             }
+            if !req.book.is_empty() {
+                check_book(kind, &req.book)?;
+            }
             if req.name.is_empty() {
-                req.name = name_from_url(&req.url);
+                req.name = if req.book.is_empty() {
+                    name_from_url(&req.url)
+                } else {
+                    req.book.clone()
+                };
             }
             if !req.quorum.trim().is_empty() {
                 req.quorum = crate::config::Quorum::parse(&req.quorum)
@@ -123,6 +130,9 @@ impl Admin for Services {
                     )));
                 }
                 let info = state::add_target(tx, &req, now)?;
+                if !req.book.is_empty() {
+                    state::add_book(tx, &req.name, &req.book)?;
+                }
                 state::event(
                     tx,
                     now,
@@ -143,7 +153,9 @@ impl Admin for Services {
         reply((|| {
             self.admin(&request)?;
             Ok(ListTargetsResponse {
-                targets: self.store().read(state::list_targets)?,
+                targets: self
+                    .store()
+                    .read(|c| state::list_targets(c, unix_ms(), self.max_age_ms()))?,
             })
         })())
     }
@@ -308,6 +320,7 @@ impl Admin for Services {
                 let counts = state::run_counts(c)?;
                 let count = |s: &str| counts.get(s).copied().unwrap_or(0);
                 let (archive_versions, archive_bytes, last_landed) = crate::archive::totals(c)?;
+                let targets = state::list_targets(c, unix_ms(), self.max_age_ms())?;
                 Ok(StatusResponse {
                     archive_versions,
                     archive_bytes,
@@ -320,7 +333,12 @@ impl Admin for Services {
                     runs_succeeded: count(state::run_state::SUCCEEDED),
                     runs_failed: count(state::run_state::FAILED),
                     runs_unchanged: count(state::run_state::UNCHANGED),
-                    targets: state::list_targets(c)?.len() as u32,
+                    targets: targets.len() as u32,
+                    stale: targets
+                        .iter()
+                        .filter(|t| !t.stale.is_empty())
+                        .map(|t| format!("{}: {}", t.name, t.stale))
+                        .collect(),
                     commander_version: env!("CARGO_PKG_VERSION").into(),
                     listen: self.inner.listen.clone(),
                 })
@@ -382,4 +400,35 @@ fn place_clash(tx: &rusqlite::Connection, kind: ark_core::Kind, url: &str) -> Re
         }
     }
     Ok(())
+}
+
+/// A book to follow: only a zim target has one, and its name is a Kiwix
+/// book name (letters, digits, `_`, `-`, `.`), given without the date.
+fn check_book(kind: ark_core::Kind, book: &str) -> Result<()> {
+    if kind != ark_core::Kind::Zim {
+        return Err(CommanderError::Invalid(format!(
+            "--book {book}: only a zim target follows a Kiwix book (`target add zim --book NAME --from URL`)"
+        )));
+    }
+    let plain = book
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    let dated = kiwix_dated(book);
+    if book.is_empty() || !plain || dated {
+        return Err(CommanderError::Invalid(format!(
+            "--book {book:?}: give the book's name with its flavour and without the date, \
+             e.g. wikipedia_en_all_nopic (not wikipedia_en_all_nopic_2026-10.zim)"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `book` already carries a release date or a file extension.
+fn kiwix_dated(book: &str) -> bool {
+    book.ends_with(".zim")
+        || book.rsplit_once('_').is_some_and(|(_, last)| {
+            last.len() >= 7
+                && last.as_bytes()[4] == b'-'
+                && last.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+        })
 }

@@ -165,6 +165,11 @@ impl Services {
         &self.inner.scheduler.store
     }
 
+    /// The commander's default maximum age of a target, in ms.
+    fn max_age_ms(&self) -> u64 {
+        self.inner.scheduler.config.max_age.as_millis() as u64
+    }
+
     fn fingerprint<T>(req: &Request<T>) -> Result<String> {
         req.extensions()
             .get::<PeerInfo>()

@@ -16,9 +16,11 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use crate::{CommanderError, Result};
 
 mod agents;
+mod books;
 mod targets;
 
 pub use agents::*;
+pub use books::*;
 pub use targets::*;
 
 const SCHEMA: &str = r#"
@@ -166,6 +168,21 @@ CREATE TABLE IF NOT EXISTS quorum_groups (
     deadline   INTEGER NOT NULL,
     reason     TEXT NOT NULL DEFAULT ''
 );
+-- A Kiwix book a zim target follows (its `url` is the listing): the
+-- listing's validators for a conditional request, and the newest release
+-- seen there with the digest it publishes, and when it was last checked.
+CREATE TABLE IF NOT EXISTS books (
+    target         TEXT PRIMARY KEY,
+    book           TEXT NOT NULL,
+    etag           TEXT NOT NULL DEFAULT '',
+    last_modified  TEXT NOT NULL DEFAULT '',
+    newest         TEXT NOT NULL DEFAULT '',
+    newest_url     TEXT NOT NULL DEFAULT '',
+    newest_sha256  TEXT NOT NULL DEFAULT '',
+    newest_source  TEXT NOT NULL DEFAULT '',
+    checked_at     INTEGER,
+    reason         TEXT NOT NULL DEFAULT ''
+);
 -- One agent's signed claim in a quorum group (one per member run).
 CREATE TABLE IF NOT EXISTS votes (
     run_id      INTEGER PRIMARY KEY,
@@ -223,9 +240,12 @@ pub mod run_state {
     pub const CONFIRMED: &str = "confirmed";
     /// A quorum member outvoted by the version that landed.
     pub const REFUTED: &str = "refuted";
+    /// A run of a source that moves (a Kiwix book) whose release the
+    /// commander is still resolving: not leased until it knows the URL.
+    pub const RESOLVING: &str = "resolving";
     /// States in which a run is still in play (its quarantine is kept, its
     /// target gets no second run), as an SQL list.
-    pub const ACTIVE_SQL: &str = "('queued', 'leased', 'awaiting_quorum', 'disputed')";
+    pub const ACTIVE_SQL: &str = "('queued', 'leased', 'awaiting_quorum', 'disputed', 'resolving')";
 }
 
 /// The state database.
@@ -315,6 +335,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("agents", "disputes_lost", "INTEGER NOT NULL DEFAULT 0"),
     ("agents", "spot_failed", "INTEGER NOT NULL DEFAULT 0"),
     ("agents", "suspect", "TEXT NOT NULL DEFAULT ''"),
+    ("runs", "expected_sha256", "TEXT NOT NULL DEFAULT ''"),
+    ("runs", "expected_source", "TEXT NOT NULL DEFAULT ''"),
+    ("targets", "max_age_ms", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {

@@ -1,6 +1,8 @@
 //! Targets, runs and events in the store: adding and listing targets, the
 //! settings a job carries, inserting and listing runs, the event log.
 
+use std::time::Duration;
+
 use super::*;
 
 pub fn add_target(
@@ -10,10 +12,10 @@ pub fn add_target(
 ) -> Result<ark_proto::TargetInfo> {
     let inserted = conn.execute(
         "INSERT OR IGNORE INTO targets (name, kind, url, every_ms, created_at, next_due, keep, bandwidth_cap, max_size, window,
-           quorum, spot_check)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+           quorum, spot_check, max_age_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![t.name, t.kind, t.url, t.every_ms as i64, now, t.keep, t.bandwidth_cap as i64, t.max_size as i64, t.window,
-                t.quorum, t.spot_check],
+                t.quorum, t.spot_check, t.max_age_ms as i64],
     )?;
     if inserted == 0 {
         return Err(CommanderError::AlreadyExists(format!(
@@ -35,15 +37,27 @@ pub fn add_target(
         window: t.window.clone(),
         quorum: t.quorum.clone(),
         spot_check: t.spot_check,
+        book: t.book.clone(),
+        max_age_ms: t.max_age_ms,
+        ..Default::default()
     })
 }
 
-pub fn list_targets(conn: &Connection) -> Result<Vec<ark_proto::TargetInfo>> {
+/// Every target, with its freshness at `now` (targets without their own
+/// maximum age get `default_max_age_ms`).
+pub fn list_targets(
+    conn: &Connection,
+    now: i64,
+    default_max_age_ms: u64,
+) -> Result<Vec<ark_proto::TargetInfo>> {
     let mut stmt = conn.prepare(
         "SELECT t.name, t.kind, t.url, t.every_ms, t.created_at, t.next_due,
                 (SELECT state FROM runs r WHERE r.target = t.name AND r.kind = t.kind ORDER BY r.id DESC LIMIT 1),
-                t.keep, t.bandwidth_cap, t.max_size, t.window, t.quorum, t.spot_check
-         FROM targets t ORDER BY t.name",
+                t.keep, t.bandwidth_cap, t.max_size, t.window, t.quorum, t.spot_check, t.max_age_ms,
+                (SELECT MAX(finished_at) FROM runs r WHERE r.target = t.name AND r.kind = t.kind
+                   AND r.state IN ('succeeded', 'unchanged')),
+                b.book, b.newest, b.checked_at
+         FROM targets t LEFT JOIN books b ON b.target = t.name ORDER BY t.name",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(ark_proto::TargetInfo {
@@ -60,9 +74,69 @@ pub fn list_targets(conn: &Connection) -> Result<Vec<ark_proto::TargetInfo>> {
             window: r.get(10)?,
             quorum: r.get(11)?,
             spot_check: r.get(12)?,
+            max_age_ms: r.get::<_, i64>(13)? as u64,
+            confirmed_at_ms: r.get::<_, Option<i64>>(14)?.unwrap_or(0),
+            book: r.get::<_, Option<String>>(15)?.unwrap_or_default(),
+            upstream_newest: r.get::<_, Option<String>>(16)?.unwrap_or_default(),
+            checked_at_ms: r.get::<_, Option<i64>>(17)?.unwrap_or(0),
+            ..Default::default()
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let mut targets = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    for t in &mut targets {
+        if t.max_age_ms == 0 {
+            t.max_age_ms = default_max_age_ms;
+        }
+        if !t.book.is_empty() {
+            t.release = super::landed_url(conn, &t.name)?
+                .map(|u| u.rsplit('/').next().unwrap_or_default().to_string())
+                .unwrap_or_default();
+        }
+        t.stale = staleness(conn, t, now)?.unwrap_or_default();
+    }
+    Ok(targets)
+}
+
+/// Consecutive failed runs after which a target is stale whatever its age:
+/// a source that fails three times in a row needs a look now, not when its
+/// last good copy has aged out.
+pub const STALE_FAILURES: usize = 3;
+
+/// Why `t` is stale at `now`, if it is: its newest version was confirmed
+/// current longer ago than its maximum age (or never, and it is older than
+/// that), or its last [`STALE_FAILURES`] runs failed.
+fn staleness(conn: &Connection, t: &ark_proto::TargetInfo, now: i64) -> Result<Option<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, reason FROM runs WHERE target = ?1 AND kind = ?2
+           AND state IN ('succeeded', 'unchanged', 'failed') ORDER BY id DESC LIMIT ?3",
+    )?;
+    let last: Vec<(String, String)> = stmt
+        .query_map(params![t.name, t.kind, STALE_FAILURES as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if last.len() == STALE_FAILURES && last.iter().all(|(s, _)| s == "failed") {
+        return Ok(Some(format!(
+            "failing: the last {STALE_FAILURES} runs failed, the last with: {}",
+            last[0].1
+        )));
+    }
+    let max_age = Duration::from_millis(t.max_age_ms);
+    let shown = humantime::format_duration(Duration::from_secs(max_age.as_secs()));
+    let since = if t.confirmed_at_ms > 0 {
+        t.confirmed_at_ms
+    } else {
+        t.created_at_ms
+    };
+    if max_age.is_zero() || now - since <= t.max_age_ms as i64 {
+        return Ok(None);
+    }
+    let age = humantime::format_duration(Duration::from_secs(((now - since) / 1000) as u64));
+    Ok(Some(if t.confirmed_at_ms > 0 {
+        format!("last confirmed current {age} ago (max age {shown})")
+    } else {
+        format!("never harvested in the {age} since it was added (max age {shown})")
+    }))
 }
 
 /// What a job of a target carries besides its URL.
@@ -124,6 +198,7 @@ pub fn remove_target(conn: &Connection, name: &str) -> Result<()> {
             "no target named {name:?} (see `ark-commander target ls`)"
         )));
     }
+    conn.execute("DELETE FROM books WHERE target = ?1", [name])?;
     Ok(())
 }
 

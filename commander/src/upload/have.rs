@@ -190,13 +190,26 @@ fn decide(
                 return Ok(decision);
             }
         }
-        None => {
+        // A release held to a published digest is always uploaded and
+        // checked against it: an agent's word that the archive already
+        // has its bytes would let it pass an old release off as the new.
+        None if !held_to_a_digest(tx, v.run_id)? => {
             if let Some(decision) = held_already(tx, scheduler, caller, &pending, now)? {
                 return Ok(decision);
             }
         }
+        None => {}
     }
     upload_from(tx, scheduler, archive, caller, pending, now)
+}
+
+/// Whether run `id` must match a digest the commander resolved itself.
+fn held_to_a_digest(tx: &Connection, id: i64) -> Result<bool> {
+    Ok(tx.query_row(
+        "SELECT expected_sha256 != '' FROM runs WHERE id = ?1",
+        [id],
+        |r| r.get(0),
+    )?)
 }
 
 /// Unchanged (the target's latest version holds the bytes) or a link

@@ -229,6 +229,34 @@ fn content_problem(v: &NewVersion, data: &std::path::Path) -> Result<Option<Stri
     Ok(None)
 }
 
+/// A release the commander resolved itself (a Kiwix book's) must have the
+/// SHA-256 the origin published for it: the commander's word, not the
+/// agent's, so no agent can land another file under the release's name.
+fn release_problem(
+    scheduler: &Scheduler,
+    v: &NewVersion,
+    data: &std::path::Path,
+) -> Result<Option<String>> {
+    let (expected, source): (String, String) = scheduler.store.read(|c| {
+        Ok(c.query_row(
+            "SELECT expected_sha256, expected_source FROM runs WHERE id = ?1",
+            [v.run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    })?;
+    if expected.is_empty() {
+        return Ok(None);
+    }
+    let ours = ark_core::digest::digest_file(data, "sha256")
+        .map_err(CommanderError::io("hashing", data.to_path_buf()))?;
+    Ok((ours != expected).then(|| {
+        format!(
+            "the upload's SHA-256 is {ours}, the release's published SHA-256 is {expected} ({source}): \
+             not the release; nothing landed and the landed release stays current"
+        )
+    }))
+}
+
 /// The commander's own check refused a complete upload: nothing lands, the
 /// quarantined copy goes, the run fails with `reason`, and the agent is told
 /// to drop the job.

@@ -310,6 +310,9 @@ fn check_and_land(
     if let Some(reason) = content_problem(v, data_path)? {
         return Err(refused(reason));
     }
+    if let Some(reason) = release_problem(scheduler, v, data_path)? {
+        return Err(refused(reason));
+    }
     if let Some(reason) = spot_checked(scheduler, v, data_path, now)? {
         return Err(refused(reason));
     }

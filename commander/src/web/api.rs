@@ -21,6 +21,17 @@ pub struct Snapshot {
     pub agents: Vec<Agent>,
     pub runs: Vec<Run>,
     pub archive: Vec<KindSummary>,
+    /// Targets past their maximum age or failing, with why.
+    pub stale: Vec<Stale>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stale {
+    pub target: String,
+    pub kind: String,
+    pub reason: String,
+    /// When its newest version was last confirmed current (0: never).
+    pub confirmed_at_ms: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -87,7 +98,11 @@ pub struct TargetSummary {
 /// Reads the snapshot; `lost_after_ms` as for the admin service.
 ///
 /// Long by design: the dashboard's JSON, built section by section.
-pub fn snapshot(conn: &Connection, now: i64, lost_after_ms: i64) -> Result<Snapshot> {
+pub fn snapshot(
+    conn: &Connection,
+    now: i64,
+    (lost_after_ms, max_age_ms): (i64, u64),
+) -> Result<Snapshot> {
     let mut agents = Vec::new();
     for info in state::list_agents(conn, now, lost_after_ms)? {
         let caps = info.capabilities.unwrap_or_default();
@@ -166,11 +181,22 @@ pub fn snapshot(conn: &Connection, now: i64, lost_after_ms: i64) -> Result<Snaps
                 .collect(),
         })
         .collect();
+    let stale = state::list_targets(conn, now, max_age_ms)?
+        .into_iter()
+        .filter(|t| !t.stale.is_empty())
+        .map(|t| Stale {
+            target: t.name,
+            kind: t.kind,
+            reason: t.stale,
+            confirmed_at_ms: t.confirmed_at_ms,
+        })
+        .collect();
     Ok(Snapshot {
         now_ms: now,
         swarm_paused: state::swarm_paused(conn)?,
         agents,
         runs,
         archive,
+        stale,
     })
 }

@@ -17,6 +17,8 @@
 //! - `ark_lease_expiries_total`.
 //! - `ark_landing_seconds`: a version's landing, from its ledger row
 //!   (intent) to `landed` (fsync, rename, ledger).
+//! - `ark_target_age_seconds{target,kind}`, `ark_targets_stale`: freshness
+//!   (see `crate::state::list_targets`).
 //! - `ark_upload_seconds`: for versions landed from an upload, from the
 //!   grant of the lease that delivered them to the moment the verified
 //!   upload was in quarantine and landing began: the agent's harvest plus
@@ -56,6 +58,8 @@ pub const FAMILIES: &[&str] = &[
     "ark_agent_confirmed_total",
     "ark_agent_disputes_lost_total",
     "ark_agent_spot_checks_failed_total",
+    "ark_target_age_seconds",
+    "ark_targets_stale",
 ];
 
 /// The classes of `ark_verification_failures_total{reason}`: few and fixed,
@@ -80,8 +84,37 @@ pub fn failure_class(kind: &str, message: &str) -> &'static str {
 ///
 /// Long by design: one short block per metric family, in the order the
 /// exposition prints them.
-pub fn render(conn: &Connection, now: i64, lost_after_ms: i64) -> Result<String> {
+pub fn render(
+    conn: &Connection,
+    now: i64,
+    (lost_after_ms, max_age_ms): (i64, u64),
+) -> Result<String> {
     let mut out = String::new();
+
+    // Freshness, per target (names are the operator's, validated at add).
+    let targets = crate::state::list_targets(conn, now, max_age_ms)?;
+    header(&mut out, "ark_target_age_seconds", "gauge", "Seconds since the target's newest version was last confirmed current (landed or checked unchanged); since it was added when never.");
+    for t in &targets {
+        let since = if t.confirmed_at_ms > 0 {
+            t.confirmed_at_ms
+        } else {
+            t.created_at_ms
+        };
+        sample(
+            &mut out,
+            "ark_target_age_seconds",
+            &[("target", &t.name), ("kind", &t.kind)],
+            ((now - since).max(0) / 1000) as f64,
+        );
+    }
+    header(
+        &mut out,
+        "ark_targets_stale",
+        "gauge",
+        "Targets past their maximum age, or whose last runs all failed.",
+    );
+    let stale = targets.iter().filter(|t| !t.stale.is_empty()).count();
+    sample(&mut out, "ark_targets_stale", &[], stale as f64);
 
     let mut agents: BTreeMap<&str, u64> = ["online", "lost", "enrolled", "revoked"]
         .into_iter()

@@ -91,6 +91,8 @@ struct Inner {
     /// Silence after which an agent counts as lost: the lease TTL, as in
     /// the admin service's listings.
     lost_after_ms: i64,
+    /// A target's maximum age where it sets none (`max-age`).
+    max_age_ms: u64,
     /// The admin token (see the module doc).
     token: String,
 }
@@ -109,6 +111,7 @@ impl Web {
             inner: Arc::new(Inner {
                 store,
                 lost_after_ms: i64::try_from(config.lease_ttl.as_millis()).unwrap_or(i64::MAX),
+                max_age_ms: config.max_age.as_millis() as u64,
                 token,
             }),
         }
@@ -304,20 +307,17 @@ async fn page() -> Response {
 }
 
 async fn state_json(State(web): State<Web>) -> Response {
-    let lost_after = web.inner.lost_after_ms;
-    match web
-        .read(move |c, now| api::snapshot(c, now, lost_after))
-        .await
-    {
+    let limits = (web.inner.lost_after_ms, web.inner.max_age_ms);
+    match web.read(move |c, now| api::snapshot(c, now, limits)).await {
         Ok(snapshot) => ([(header::CACHE_CONTROL, "no-store")], Json(snapshot)).into_response(),
         Err(e) => failure(e),
     }
 }
 
 async fn scrape(State(web): State<Web>) -> Response {
-    let lost_after = web.inner.lost_after_ms;
+    let limits = (web.inner.lost_after_ms, web.inner.max_age_ms);
     match web
-        .read(move |c, now| metrics::render(c, now, lost_after))
+        .read(move |c, now| metrics::render(c, now, limits))
         .await
     {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
