@@ -241,7 +241,23 @@ impl Archive {
             let versions = landed(tx, Some(target))?
                 .into_iter()
                 .filter(|v| crate::kinds::of(&v.kind).retained());
-            let doomed: Vec<Version> = versions.skip(keep as usize).collect();
+            let mut doomed: Vec<Version> = versions.skip(keep as usize).collect();
+            // A feed's media are kept apart (`--keep-media`, 0 = all); a
+            // pruned enclosure stays in feed_media, so it is never fetched
+            // again.
+            let (_, keep_media) = crate::state::target_media(tx, target)?;
+            if keep_media > 0 {
+                let media = landed(tx, Some(target))?
+                    .into_iter()
+                    .filter(|v| v.kind == ark_core::Kind::Media.as_str());
+                for v in media.skip(keep_media as usize) {
+                    tx.execute(
+                        "UPDATE feed_media SET state = 'pruned' WHERE target = ?1 AND url = ?2",
+                        params![target, v.url],
+                    )?;
+                    doomed.push(v);
+                }
+            }
             for v in &doomed {
                 tx.execute(
                     "UPDATE versions SET state = 'pruned', pruned_at = ?2 WHERE id = ?1",
@@ -254,8 +270,13 @@ impl Archive {
                     None,
                     "pruned",
                     &format!(
-                        "version {} of {target} pruned (retention keeps {keep})",
-                        v.path
+                        "version {} of {target} pruned (retention keeps {keep}{})",
+                        v.path,
+                        if v.kind == ark_core::Kind::Media.as_str() {
+                            " snapshots; --keep-media for media"
+                        } else {
+                            ""
+                        }
                     ),
                 )?;
             }

@@ -20,6 +20,7 @@
 //! - [`scheduler`]: lease policy: grants, renewals, expiry, retries,
 //!   deferrals, pause.
 //! - [`upload`]: receiving a verified upload (`Have`, `Upload`).
+//! - [`opml`]: feed lists in and out (`target import|export opml`).
 //! - [`sources`]: sources that move (a Kiwix book's newest release),
 //!   resolved by the commander before a run is leased.
 //! - [`service`]: the gRPC services and the error → status boundary.
@@ -47,6 +48,7 @@ pub mod landing;
 pub mod library;
 pub mod names;
 pub mod net;
+pub mod opml;
 pub mod pki;
 pub mod recovery;
 pub mod scheduler;

@@ -49,3 +49,11 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     ark_core::write_atomic(path, bytes, 0o644)?;
     Ok(true)
 }
+
+/// `s` escaped for an XML attribute or text (library.xml, OPML).
+pub(crate) fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

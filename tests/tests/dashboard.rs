@@ -465,3 +465,89 @@ fn the_grafana_dashboard_parses_and_uses_only_metrics_the_commander_serves() -> 
     }
     Ok(())
 }
+
+/// Freshness (issue 12): a target past its `--max-age` is stale in
+/// `/metrics` (`ark_targets_stale`, `ark_target_age_seconds`), `status`,
+/// `target ls` and the dashboard's JSON, and makes `ingest` exit 1 naming
+/// it; a fresh one is not. A target whose last runs all fail is stale too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_past_its_max_age_is_stale_everywhere_and_fails_ingest() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let (_commander, base) = commander_with_dashboard(&cdata).await?;
+    let origin = Origin::start().await?;
+    origin.put("old.bin", sample_bytes(10_000, 1));
+    origin.put("new.bin", sample_bytes(10_000, 2));
+    let adata = tmp.path().join("pi");
+    enroll_agent(&cdata, &adata, "pi").await?;
+    let _agent = spawn_agent(&adata)?;
+    for (name, max_age) in [("old", "1s"), ("new", "1h")] {
+        let url = origin.url(&format!("{name}.bin"));
+        let (ok, _, err) = commander_cli(
+            &cdata,
+            &[
+                "target",
+                "add",
+                "file",
+                &url,
+                "--name",
+                name,
+                "--max-age",
+                max_age,
+            ],
+        )?;
+        ensure!(ok, "{err}");
+        wait_for_run(&cdata, run_of(&cdata, name).await?, "succeeded", SOON).await?;
+    }
+    // Fresh at first (ingest passes), stale once a second has gone by.
+    let (ok, out, err) = commander_cli(&cdata, &["ingest"])?;
+    ensure!(ok, "ingest of a fresh archive failed: {out}{err}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (ok, out, err) = commander_cli(&cdata, &["ingest"])?;
+    ensure!(
+        !ok && err.contains("stale") && err.contains("old:") && !err.contains("new:"),
+        "ingest should fail naming the stale target only: {out}{err}"
+    );
+    let scraped = scrape(&base).await?;
+    ensure!(value(&scraped, "ark_targets_stale", &[])? == 1.0);
+    ensure!(value(&scraped, "ark_target_age_seconds", &[("target", "old")])? >= 1.0);
+    let (_, status, _) = commander_cli(&cdata, &["status"])?;
+    ensure!(status.contains("STALE     old:"), "{status}");
+    let (_, ls, _) = commander_cli(&cdata, &["target", "ls"])?;
+    ensure!(ls.contains("STALE: last confirmed current"), "{ls}");
+    let state: serde_json::Value = serde_json::from_str(
+        &http()
+            .get(format!("{base}/api/state"))
+            .send()
+            .await?
+            .text()
+            .await?,
+    )?;
+    ensure!(
+        state["stale"][0]["target"] == "old" && state["stale"].as_array().map(Vec::len) == Some(1),
+        "{}",
+        state["stale"]
+    );
+
+    // Three failures in a row make a target stale whatever its age.
+    origin.put("gone.bin", sample_bytes(100, 3));
+    let (ok, _, err) = commander_cli(
+        &cdata,
+        &[
+            "target",
+            "add",
+            "file",
+            &origin.url("missing.bin"),
+            "--name",
+            "gone",
+        ],
+    )?;
+    ensure!(ok, "{err}");
+    for _ in 0..3 {
+        let id = run_now(&cdata, "gone").await?;
+        wait_for_run(&cdata, id, "failed", Duration::from_secs(60)).await?;
+    }
+    let (_, status, _) = commander_cli(&cdata, &["status"])?;
+    ensure!(status.contains("STALE     gone: failing"), "{status}");
+    Ok(())
+}

@@ -319,3 +319,213 @@ fn check_feed_passes_every_real_world_shape_and_names_what_is_wrong_with_the_res
     ensure!(lines[7].starts_with("FAIL") && lines[7].contains("not a feed"));
     Ok(())
 }
+
+/// An RSS 2.0 feed titled `title` with one item per enclosure URL (the
+/// first item is the newest, as feeds list them).
+fn podcast(title: &str, enclosures: &[String]) -> Vec<u8> {
+    let items: String = enclosures
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            format!(
+                "<item><title>{title} {i}</title><guid>{title}-{i}</guid>\
+                 <enclosure url=\"{url}\" length=\"1000\" type=\"audio/mpeg\"/></item>"
+            )
+        })
+        .collect();
+    format!(
+        "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>{title}</title>\
+         <link>http://example.org/</link><description>d</description>{items}</channel></rss>"
+    )
+    .into_bytes()
+}
+
+/// The OPML fixture `name` with its feeds pointing at `origin`, written
+/// into `dir`; its path.
+fn opml_fixture(dir: &Path, name: &str, origin: &Origin) -> Result<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/opml")
+        .join(name);
+    let text =
+        std::fs::read_to_string(&path)?.replace("ORIGIN", origin.url("").trim_end_matches('/'));
+    let out = dir.join(name);
+    std::fs::write(&out, text)?;
+    Ok(out.to_string_lossy().into_owned())
+}
+
+/// Feed lists (issue 12): the OPML exports of four readers (Miniflux,
+/// FreshRSS, Feedly, AntennaPod) import through the real CLI with their
+/// categories, a feed already present is skipped, `--media newest:2` and
+/// `--keep-media 1` hold, hostile lists change nothing, and `export opml`
+/// gives the list back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opml_lists_import_with_categories_and_media_policy_refuse_hostile_ones_and_export(
+) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (cdata, _commander, _agent) = swarm_of_one(tmp.path(), "pi").await?;
+    let origin = Origin::start().await?;
+    let episodes: Vec<String> = (1..=3)
+        .map(|i| origin.url(&format!("media/ep-{i}.mp3")))
+        .collect();
+    for i in 1..=3 {
+        origin.put(&format!("media/ep-{i}.mp3"), sample_bytes(1000, i as u8));
+    }
+    // Newest first: ep-3, ep-2, ep-1.
+    let newest_first: Vec<String> = episodes.iter().rev().cloned().collect();
+    origin.put_typed(
+        "podcast.xml",
+        podcast("weekly", &newest_first),
+        "application/rss+xml",
+    );
+    for feed in ["news", "tech", "science", "radio"] {
+        origin.put_typed(
+            &format!("{feed}.xml"),
+            podcast(feed, &[]),
+            "application/rss+xml",
+        );
+    }
+    let cli = |args: &[&str]| commander_cli(&cdata, args);
+    let count = || async { Ok::<_, anyhow::Error>(runs(&cdata).await?.len()) };
+
+    let miniflux = opml_fixture(tmp.path(), "miniflux.opml", &origin)?;
+    let (ok, out, err) = cli(&[
+        "target",
+        "import",
+        "opml",
+        &miniflux,
+        "--media",
+        "newest:2",
+        "--keep-media",
+        "1",
+    ])?;
+    ensure!(ok && out.contains("2 added, 0 skipped"), "{out}{err}");
+    // The podcast: the newest 2 enclosures are fetched, the oldest never;
+    // retention then keeps 1 landed enclosure.
+    media_runs_done(&cdata, "the-weekly-show", 2).await?;
+    let media = runs(&cdata)
+        .await?
+        .into_iter()
+        .filter(|r| r.kind == "media")
+        .count();
+    ensure!(media == 2, "{media} enclosures fetched, the policy says 2");
+    let feed_run = runs(&cdata)
+        .await?
+        .into_iter()
+        .find(|r| r.target == "the-weekly-show" && r.kind == "rss")
+        .context("the feed's run")?;
+    let skipped = events(&cdata, feed_run.id)
+        .await?
+        .into_iter()
+        .filter(|e| e.kind == "enclosure_skipped")
+        .collect::<Vec<_>>();
+    ensure!(
+        skipped.len() == 1
+            && skipped[0].message.contains("ep-1")
+            && skipped[0].message.contains("newest 2"),
+        "{skipped:?}"
+    );
+    let kept = feed_files(&cdata, "the-weekly-show", "media");
+    ensure!(kept.len() == 1, "--keep-media 1 kept {}", kept.len());
+
+    for (list, says) in [
+        ("freshrss.opml", "1 added, 1 skipped"),
+        ("feedly.opml", "1 added, 0 skipped"),
+        ("antennapod.opml", "1 added, 0 skipped"),
+    ] {
+        let (ok, out, err) = cli(&[
+            "target",
+            "import",
+            "opml",
+            &opml_fixture(tmp.path(), list, &origin)?,
+        ])?;
+        ensure!(ok && out.contains(says), "{list}: {out}{err}");
+    }
+    let (_, ls, _) = cli(&["target", "ls", "--json"])?;
+    let targets: Vec<serde_json::Value> = serde_json::from_str(&ls)?;
+    let categories: std::collections::BTreeMap<String, String> = targets
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap_or_default().into(),
+                t["category"].as_str().unwrap_or_default().into(),
+            )
+        })
+        .collect();
+    ensure!(targets.len() == 5, "{categories:?}");
+    ensure!(
+        categories["science-daily"] == "Reading/Science",
+        "{categories:?}"
+    );
+    ensure!(categories["local-regional"] == "News", "{categories:?}");
+    ensure!(categories["night-radio"].is_empty(), "{categories:?}");
+
+    // Hostile lists: a clear error, nothing added.
+    let before = (count().await?, targets.len());
+    let hostile = [
+        ("entities", "<?xml version=\"1.0\"?><!DOCTYPE opml [<!ENTITY a \"aaaaaaaa\">]><opml><body><outline text=\"&a;\" xmlUrl=\"http://x.example/a\"/></body></opml>".to_string(), "DOCTYPE"),
+        ("many", format!("<opml><body>{}</body></opml>", "<outline text=\"x\" xmlUrl=\"http://x.example/a\"/>".repeat(100_000)), "more than 10000 outlines"),
+        ("script", format!("<opml><body><outline text=\"ok\" xmlUrl=\"{}\"/><outline text=\"evil\" xmlUrl=\"javascript:alert(1)\"/></body></opml>", origin.url("new.xml")), "javascript:"),
+        ("file", "<opml><body><outline text=\"local\" xmlUrl=\"file:///etc/passwd\"/></body></opml>".to_string(), "file:"),
+    ];
+    for (name, text, says) in hostile {
+        let path = tmp.path().join(format!("{name}.opml"));
+        std::fs::write(&path, text)?;
+        let (ok, out, err) = cli(&["target", "import", "opml", &path.to_string_lossy()])?;
+        ensure!(
+            !ok && err.contains(says) && err.contains("nothing was imported"),
+            "{name}: {out}{err}"
+        );
+    }
+    let (_, ls, _) = cli(&["target", "ls", "--json"])?;
+    let after: Vec<serde_json::Value> = serde_json::from_str(&ls)?;
+    ensure!(
+        (count().await?, after.len()) == before,
+        "a hostile list changed something"
+    );
+
+    // A dry run says what it would add and adds nothing.
+    let fresh = tmp.path().join("fresh.opml");
+    std::fs::write(
+        &fresh,
+        format!(
+            "<opml><body><outline text=\"Fresh\" xmlUrl=\"{}\"/></body></opml>",
+            origin.url("fresh.xml")
+        ),
+    )?;
+    let (ok, out, _) = cli(&[
+        "target",
+        "import",
+        "opml",
+        &fresh.to_string_lossy(),
+        "--dry-run",
+    ])?;
+    ensure!(ok && out.contains("would add fresh"), "{out}");
+    let (_, ls, _) = cli(&["target", "ls", "--json"])?;
+    ensure!(serde_json::from_str::<Vec<serde_json::Value>>(&ls)?.len() == 5);
+
+    // The export gives every feed back, with its category.
+    let exported = tmp.path().join("export.opml");
+    let (ok, _, err) = cli(&[
+        "target",
+        "export",
+        "opml",
+        "--out",
+        &exported.to_string_lossy(),
+    ])?;
+    ensure!(ok, "{err}");
+    let listed = ark_commander::opml::parse(&std::fs::read_to_string(&exported)?)?;
+    let mut got: Vec<(String, String)> = listed.into_iter().map(|f| (f.url, f.category)).collect();
+    let mut want: Vec<(String, String)> = after
+        .iter()
+        .map(|t| {
+            (
+                t["url"].as_str().unwrap_or_default().into(),
+                t["category"].as_str().unwrap_or_default().into(),
+            )
+        })
+        .collect();
+    got.sort();
+    want.sort();
+    ensure!(got == want, "export {got:?} != targets {want:?}");
+    Ok(())
+}

@@ -10,6 +10,7 @@ mod archive;
 mod check;
 mod enroll;
 mod ingest;
+mod opml;
 mod output;
 mod pause;
 mod runs;

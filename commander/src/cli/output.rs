@@ -42,7 +42,8 @@ pub fn target_json(t: &TargetInfo) -> Value {
            "window": t.window, "quorum": t.quorum, "spot_check": t.spot_check,
            "book": t.book, "release": t.release, "upstream_newest": t.upstream_newest,
            "checked_at_ms": t.checked_at_ms, "confirmed_at_ms": t.confirmed_at_ms,
-           "max_age_ms": t.max_age_ms, "stale": t.stale})
+           "max_age_ms": t.max_age_ms, "stale": t.stale, "media": t.media,
+           "keep_media": t.keep_media, "category": t.category})
 }
 
 pub fn run_json(r: &RunInfo) -> Value {

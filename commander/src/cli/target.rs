@@ -62,6 +62,22 @@ pub enum TargetCmd {
         /// upload (git: the origin's advertised refs); default off.
         #[arg(long, value_name = "K")]
         spot_check: Option<u32>,
+        #[command(flatten)]
+        feed: FeedArgs,
+        /// A category tag, e.g. News/Tech.
+        #[arg(long)]
+        category: Option<String>,
+    },
+    /// Add targets from a list: `import opml FILE` (feeds, as readers and
+    /// podcast apps export them; nested outlines become categories).
+    Import {
+        #[command(subcommand)]
+        list: super::opml::ImportCmd,
+    },
+    /// Write the targets as a list: `export opml [--out FILE]`.
+    Export {
+        #[command(subcommand)]
+        list: super::opml::ExportCmd,
     },
     /// List targets.
     Ls(ListArgs),
@@ -87,6 +103,8 @@ impl TargetCmd {
                 window,
                 quorum,
                 spot_check,
+                feed,
+                category,
             } => {
                 let t = admin
                     .add_target(AddTargetRequest {
@@ -102,6 +120,9 @@ impl TargetCmd {
                         window: window.unwrap_or_default(),
                         quorum: quorum.unwrap_or_default(),
                         spot_check: spot_check.unwrap_or(0),
+                        media: feed.media.unwrap_or_default(),
+                        keep_media: feed.keep_media.unwrap_or(0),
+                        category: category.unwrap_or_default(),
                     })
                     .await
                     .map_err(rpc("adding the target"))?
@@ -164,6 +185,8 @@ impl TargetCmd {
                     }
                 }
             }
+            TargetCmd::Import { list } => list.run(&mut admin).await?,
+            TargetCmd::Export { list } => list.run(&mut admin).await?,
             TargetCmd::Rm { name } => {
                 admin
                     .remove_target(RemoveTargetRequest { name: name.clone() })
@@ -174,6 +197,19 @@ impl TargetCmd {
         }
         Ok(())
     }
+}
+
+/// What a feed target does with its enclosures.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FeedArgs {
+    /// A feed's enclosures: all (default), none, or newest:N (only the
+    /// feed's newest N are fetched, on the first harvest and after).
+    #[arg(long, value_name = "all|none|newest:N")]
+    pub media: Option<String>,
+    /// Landed enclosures a feed keeps (older ones are pruned and never
+    /// fetched again); default: all.
+    #[arg(long, value_name = "N")]
+    pub keep_media: Option<u32>,
 }
 
 fn or_none(s: &str) -> &str {

@@ -73,6 +73,26 @@ pub fn derive(archive: &Archive, store: &Store, version: &Version, now: i64) -> 
     } else {
         max_media
     };
+    let (media, _) = store.read(|c| crate::state::target_media(c, target))?;
+    let policy = super::MediaPolicy::parse(&media).unwrap_or(super::MediaPolicy::All);
+    // The newest enclosures, in the feed's own order (newest first).
+    let newest: std::collections::HashSet<&str> = match policy {
+        super::MediaPolicy::Newest(n) => parsed
+            .entries
+            .iter()
+            .flat_map(|e| e.enclosures.iter().map(|x| x.url.as_str()))
+            .take(n)
+            .collect(),
+        _ => Default::default(),
+    };
+    let policy_problem = |url: &str| match policy {
+        super::MediaPolicy::All => None,
+        super::MediaPolicy::None => {
+            Some("--media none: this feed's enclosures are not fetched".to_string())
+        }
+        super::MediaPolicy::Newest(n) => (!newest.contains(url))
+            .then(|| format!("not among the feed's newest {n} enclosures (--media newest:{n})")),
+    };
     // What the ledger has seen of this feed, read once.
     let (mut ids, mut hashes) = store.read(|c| seen_of(c, target))?;
     let mut derived = Derived {
@@ -101,7 +121,7 @@ pub fn derive(archive: &Archive, store: &Store, version: &Version, now: i64) -> 
         let mut enclosures = Vec::new();
         let mut media = Vec::new();
         for x in &entry.enclosures {
-            let problem = enclosure_problem(x, max_media);
+            let problem = policy_problem(&x.url).or_else(|| enclosure_problem(x, max_media));
             let file = media_file_name(&x.url);
             enclosures.push(json!({
                 "url": x.url, "type": x.media_type, "declared_length": x.declared_length,

@@ -77,6 +77,37 @@ pub struct Parsed {
 /// Parses and checks a feed document; Err says what is wrong with it.
 /// `base` resolves relative links (the feed's own URL).
 ///
+/// Which of a feed's enclosures are fetched (`--media`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaPolicy {
+    /// Every enclosure (the default).
+    All,
+    /// None: entries only.
+    None,
+    /// Only the newest N enclosures of the feed, on the first harvest and
+    /// after; the older ones are recorded as skipped, never fetched.
+    Newest(usize),
+}
+
+impl MediaPolicy {
+    /// Parses `--media`: "", "all", "none" or "newest:N".
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.trim() {
+            "" | "all" => Ok(Self::All),
+            "none" => Ok(Self::None),
+            other => other
+                .strip_prefix("newest:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Newest)
+                .ok_or_else(|| {
+                    CommanderError::Invalid(format!(
+                        "--media {other:?}: say all, none or newest:N (e.g. newest:5)"
+                    ))
+                }),
+        }
+    }
+}
+
 /// Long by design: feed-rs's model mapped to Ark's entry field by field.
 pub fn parse(bytes: &[u8], base: &str) -> std::result::Result<Parsed, String> {
     if bytes.len() as u64 > MAX_FEED_BYTES {

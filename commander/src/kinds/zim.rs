@@ -84,9 +84,9 @@ impl Archive {
             let relative = v.path.strip_prefix("zim/").unwrap_or(&v.path);
             books.push_str(&format!(
                 "  <book id=\"{id}\" path=\"{}\" name=\"{}\" title=\"{}\" size=\"{}\"/>\n",
-                xml_escape(relative),
-                xml_escape(&v.target),
-                xml_escape(&v.target),
+                crate::library::xml_escape(relative),
+                crate::library::xml_escape(&v.target),
+                crate::library::xml_escape(&v.target),
                 v.size.div_ceil(1024)
             ));
         }
@@ -100,11 +100,4 @@ impl Archive {
         crate::library::write_if_changed(&path, xml.as_bytes())
             .map_err(CommanderError::io("writing", &path))
     }
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

@@ -52,96 +52,38 @@ impl Admin for Services {
     async fn add_target(&self, request: Request<AddTargetRequest>) -> Reply<TargetInfo> {
         reply((|| {
             self.admin(&request)?;
-            let mut req = request.into_inner();
-            let kind = req
-                .kind
-                .parse::<ark_core::Kind>()
-                .ok()
-                .filter(|k| ark_core::Kind::TARGETS.contains(k))
-                .ok_or_else(|| {
-                    CommanderError::Invalid(format!(
-                        "unknown target kind {:?}: this commander harvests: {}",
-                        req.kind,
-                        ark_core::Kind::names(ark_core::Kind::TARGETS)
-                    ))
-                })?;
-            let uri: tonic::transport::Uri = req
-                .url
-                .parse()
-                .map_err(|e| CommanderError::Invalid(format!("{:?} is not a URL: {e}", req.url)))?;
-            let scheme_ok = uri
-                .scheme_str()
-                .is_some_and(|s| crate::kinds::spec(kind).schemes().contains(&s));
-            if !scheme_ok || uri.host().is_none() {
-                return Err(CommanderError::Invalid(format!(
-                    "{:?}: a {} target needs an {} URL with a host",
-                    req.url,
-                    req.kind,
-                    or_list(crate::kinds::spec(kind).schemes())
-                )));
-            }
-            if !req.book.is_empty() {
-                check_book(kind, &req.book)?;
-            }
-            if req.name.is_empty() {
-                req.name = if req.book.is_empty() {
-                    name_from_url(&req.url)
-                } else {
-                    req.book.clone()
-                };
-            }
-            if !req.quorum.trim().is_empty() {
-                req.quorum = crate::config::Quorum::parse(&req.quorum)
-                    .map_err(|e| CommanderError::Invalid(format!("--quorum: {e}")))?
-                    .to_string();
-            }
-            if req.spot_check > MAX_SPOT_CHECK {
-                return Err(CommanderError::Invalid(format!(
-                    "--spot-check {}: at most {MAX_SPOT_CHECK} chunk groups (each is 16 KiB the commander fetches itself)",
-                    req.spot_check
-                )));
-            }
-            req.window = crate::window::Window::parse(&req.window)?
-                .map(|w| w.to_string())
-                .unwrap_or_default();
-            validate_name(&req.name, "target")?;
-            if req.name.ends_with('.') || ark_core::path::is_reserved(&req.name) {
-                return Err(CommanderError::Invalid(format!(
-                    "target name {:?} would not survive a copy of the archive to exFAT or NTFS \
-                     (a trailing dot, or a device name such as CON or NUL): choose another",
-                    req.name
-                )));
-            }
+            let (kind, req) = prepare_target(request.into_inner())?;
             let now = unix_ms();
-            self.store().tx(|tx| {
-                // Its directory must not clash with another target's on a
-                // case-insensitive filesystem.
-                let clash: Option<String> = rusqlite::OptionalExtension::optional(tx.query_row(
-                    "SELECT name FROM targets WHERE lower(name) = lower(?1) AND name != ?1",
-                    [&req.name],
-                    |r| r.get(0),
-                ))?;
-                place_clash(tx, kind, &req.url)?;
-                if let Some(other) = clash {
-                    return Err(CommanderError::AlreadyExists(format!(
-                        "target {:?} differs from {other:?} only by case: their directories would be one \
-                         on a case-insensitive filesystem; choose another name",
-                        req.name
-                    )));
+            self.store().tx(|tx| insert_target(tx, kind, &req, now))
+        })())
+    }
+
+    async fn import_targets(
+        &self,
+        request: Request<ImportTargetsRequest>,
+    ) -> Reply<ImportTargetsResponse> {
+        reply((|| {
+            self.admin(&request)?;
+            let req = request.into_inner();
+            let prepared = req
+                .targets
+                .into_iter()
+                .map(prepare_target)
+                .collect::<Result<Vec<_>>>()?;
+            let now = unix_ms();
+            // One transaction: every target added, or none.
+            self.store().tx_or_dry(!req.dry_run, |tx| {
+                let mut response = ImportTargetsResponse::default();
+                for (kind, t) in &prepared {
+                    if let Some(why) = already_there(tx, t)? {
+                        response
+                            .skipped
+                            .push(format!("{} ({}): {why}", t.name, t.url));
+                        continue;
+                    }
+                    response.added.push(insert_target(tx, *kind, t, now)?);
                 }
-                let info = state::add_target(tx, &req, now)?;
-                if !req.book.is_empty() {
-                    state::add_book(tx, &req.name, &req.book)?;
-                }
-                state::event(
-                    tx,
-                    now,
-                    None,
-                    None,
-                    "target_added",
-                    &format!("{} {} {}", req.name, req.kind, req.url),
-                )?;
-                Ok(info)
+                Ok(response)
             })
         })())
     }
@@ -400,6 +342,137 @@ fn place_clash(tx: &rusqlite::Connection, kind: ark_core::Kind, url: &str) -> Re
         }
     }
     Ok(())
+}
+
+/// A target to add, checked and completed (kind, default name, quorum,
+/// window, book) before any transaction; the error says what to fix.
+fn prepare_target(mut req: AddTargetRequest) -> Result<(ark_core::Kind, AddTargetRequest)> {
+    let kind = req
+        .kind
+        .parse::<ark_core::Kind>()
+        .ok()
+        .filter(|k| ark_core::Kind::TARGETS.contains(k))
+        .ok_or_else(|| {
+            CommanderError::Invalid(format!(
+                "unknown target kind {:?}: this commander harvests: {}",
+                req.kind,
+                ark_core::Kind::names(ark_core::Kind::TARGETS)
+            ))
+        })?;
+    let uri: tonic::transport::Uri = req
+        .url
+        .parse()
+        .map_err(|e| CommanderError::Invalid(format!("{:?} is not a URL: {e}", req.url)))?;
+    let scheme_ok = uri
+        .scheme_str()
+        .is_some_and(|s| crate::kinds::spec(kind).schemes().contains(&s));
+    if !scheme_ok || uri.host().is_none() {
+        return Err(CommanderError::Invalid(format!(
+            "{:?}: a {} target needs an {} URL with a host",
+            req.url,
+            req.kind,
+            or_list(crate::kinds::spec(kind).schemes())
+        )));
+    }
+    if !req.book.is_empty() {
+        check_book(kind, &req.book)?;
+    }
+    if req.name.is_empty() {
+        req.name = if req.book.is_empty() {
+            name_from_url(&req.url)
+        } else {
+            req.book.clone()
+        };
+    }
+    if !req.quorum.trim().is_empty() {
+        req.quorum = crate::config::Quorum::parse(&req.quorum)
+            .map_err(|e| CommanderError::Invalid(format!("--quorum: {e}")))?
+            .to_string();
+    }
+    if req.spot_check > MAX_SPOT_CHECK {
+        return Err(CommanderError::Invalid(format!(
+                    "--spot-check {}: at most {MAX_SPOT_CHECK} chunk groups (each is 16 KiB the commander fetches itself)",
+                    req.spot_check
+                )));
+    }
+    req.window = crate::window::Window::parse(&req.window)?
+        .map(|w| w.to_string())
+        .unwrap_or_default();
+    validate_name(&req.name, "target")?;
+    if req.name.ends_with('.') || ark_core::path::is_reserved(&req.name) {
+        return Err(CommanderError::Invalid(format!(
+            "target name {:?} would not survive a copy of the archive to exFAT or NTFS \
+                     (a trailing dot, or a device name such as CON or NUL): choose another",
+            req.name
+        )));
+    }
+    if !req.media.is_empty() {
+        crate::feed::MediaPolicy::parse(&req.media)?;
+        if kind != ark_core::Kind::Rss {
+            return Err(CommanderError::Invalid(format!(
+                "--media {}: only a feed (rss) target has enclosures",
+                req.media
+            )));
+        }
+    }
+    Ok((kind, req))
+}
+
+/// Inserts a prepared target in `tx` (refused when its name or place on
+/// disk clashes with another's); its info.
+fn insert_target(
+    tx: &rusqlite::Connection,
+    kind: ark_core::Kind,
+    req: &AddTargetRequest,
+    now: i64,
+) -> Result<TargetInfo> {
+    // Its directory must not clash with another target's on a
+    // case-insensitive filesystem.
+    let clash: Option<String> = rusqlite::OptionalExtension::optional(tx.query_row(
+        "SELECT name FROM targets WHERE lower(name) = lower(?1) AND name != ?1",
+        [&req.name],
+        |r| r.get(0),
+    ))?;
+    place_clash(tx, kind, &req.url)?;
+    if let Some(other) = clash {
+        return Err(CommanderError::AlreadyExists(format!(
+            "target {:?} differs from {other:?} only by case: their directories would be one \
+ on a case-insensitive filesystem; choose another name",
+            req.name
+        )));
+    }
+    let info = state::add_target(tx, &req, now)?;
+    if !req.book.is_empty() {
+        state::add_book(tx, &req.name, &req.book)?;
+    }
+    state::event(
+        tx,
+        now,
+        None,
+        None,
+        "target_added",
+        &format!("{} {} {}", req.name, req.kind, req.url),
+    )?;
+    Ok(info)
+}
+
+/// Why an imported target is not added, when it is already there (by URL,
+/// or by name).
+fn already_there(tx: &rusqlite::Connection, t: &AddTargetRequest) -> Result<Option<String>> {
+    let by_url: Option<String> = rusqlite::OptionalExtension::optional(tx.query_row(
+        "SELECT name FROM targets WHERE url = ?1 AND kind = ?2",
+        [&t.url, &t.kind],
+        |r| r.get(0),
+    ))?;
+    if let Some(name) = by_url {
+        return Ok(Some(format!("already a target ({name})")));
+    }
+    let by_name: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM targets WHERE lower(name) = lower(?1)",
+        [&t.name],
+        |r| r.get(0),
+    )?;
+    Ok(by_name.then(|| "a target of that name exists (another URL)".to_string()))
 }
 
 /// A book to follow: only a zim target has one, and its name is a Kiwix

@@ -306,6 +306,23 @@ impl Store {
         Ok(value)
     }
 
+    /// Runs `f` in one transaction, committed when it returns Ok and
+    /// `commit` is true, rolled back otherwise (a dry run sees what would
+    /// happen and leaves nothing).
+    pub fn tx_or_dry<T>(
+        &self,
+        commit: bool,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let value = f(&tx)?;
+        if commit {
+            tx.commit()?;
+        }
+        Ok(value)
+    }
+
     /// Runs a read (or a single statement) outside an explicit transaction.
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         f(&self.lock())
@@ -338,6 +355,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("runs", "expected_sha256", "TEXT NOT NULL DEFAULT ''"),
     ("runs", "expected_source", "TEXT NOT NULL DEFAULT ''"),
     ("targets", "max_age_ms", "INTEGER NOT NULL DEFAULT 0"),
+    ("targets", "media", "TEXT NOT NULL DEFAULT ''"),
+    ("targets", "keep_media", "INTEGER NOT NULL DEFAULT 0"),
+    ("targets", "category", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {

@@ -12,10 +12,10 @@ pub fn add_target(
 ) -> Result<ark_proto::TargetInfo> {
     let inserted = conn.execute(
         "INSERT OR IGNORE INTO targets (name, kind, url, every_ms, created_at, next_due, keep, bandwidth_cap, max_size, window,
-           quorum, spot_check, max_age_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+           quorum, spot_check, max_age_ms, media, keep_media, category)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![t.name, t.kind, t.url, t.every_ms as i64, now, t.keep, t.bandwidth_cap as i64, t.max_size as i64, t.window,
-                t.quorum, t.spot_check, t.max_age_ms as i64],
+                t.quorum, t.spot_check, t.max_age_ms as i64, t.media, t.keep_media, t.category],
     )?;
     if inserted == 0 {
         return Err(CommanderError::AlreadyExists(format!(
@@ -39,6 +39,9 @@ pub fn add_target(
         spot_check: t.spot_check,
         book: t.book.clone(),
         max_age_ms: t.max_age_ms,
+        media: t.media.clone(),
+        keep_media: t.keep_media,
+        category: t.category.clone(),
         ..Default::default()
     })
 }
@@ -56,7 +59,7 @@ pub fn list_targets(
                 t.keep, t.bandwidth_cap, t.max_size, t.window, t.quorum, t.spot_check, t.max_age_ms,
                 (SELECT MAX(finished_at) FROM runs r WHERE r.target = t.name AND r.kind = t.kind
                    AND r.state IN ('succeeded', 'unchanged')),
-                b.book, b.newest, b.checked_at
+                b.book, b.newest, b.checked_at, t.media, t.keep_media, t.category
          FROM targets t LEFT JOIN books b ON b.target = t.name ORDER BY t.name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -79,6 +82,9 @@ pub fn list_targets(
             book: r.get::<_, Option<String>>(15)?.unwrap_or_default(),
             upstream_newest: r.get::<_, Option<String>>(16)?.unwrap_or_default(),
             checked_at_ms: r.get::<_, Option<i64>>(17)?.unwrap_or(0),
+            media: r.get(18)?,
+            keep_media: r.get(19)?,
+            category: r.get(20)?,
             ..Default::default()
         })
     })?;
@@ -173,6 +179,18 @@ pub fn target_job_settings(conn: &Connection, name: &str) -> Result<JobSettings>
 }
 
 /// Versions a target keeps in the archive (0 = the commander's default).
+/// A feed target's enclosure policy and media retention ("" and 0: all).
+pub fn target_media(conn: &Connection, name: &str) -> Result<(String, u32)> {
+    Ok(conn
+        .query_row(
+            "SELECT media, keep_media FROM targets WHERE name = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or_default())
+}
+
 pub fn target_keep(conn: &Connection, name: &str) -> Result<u32> {
     Ok(conn
         .query_row("SELECT keep FROM targets WHERE name = ?1", [name], |r| {

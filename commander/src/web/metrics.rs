@@ -394,7 +394,7 @@ mod tests {
     fn an_empty_state_renders_every_family() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = crate::state::Store::open(&dir.path().join("state.sqlite")).expect("open");
-        let text = store.read(|c| render(c, 0, 1000)).expect("render");
+        let text = store.read(|c| render(c, 0, (1000, 0))).expect("render");
         for family in FAMILIES {
             assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
             assert!(text.contains(&format!("# HELP {family} ")), "{family}");
