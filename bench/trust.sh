@@ -32,6 +32,8 @@ for bin in ark-commander ark-agent quorum; do
   [[ -x "$REL/$bin" ]] || die "$REL/$bin missing (run without --no-build)"
 done
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ark-trust.XXXXXX")"
+# nginx's workers (nobody) must reach the origin's files below it.
+chmod 755 "$WORK"
 trap 'rm -rf "$WORK"' EXIT
 
 note "quorum $SIZE_MIB $HARVESTS (a few minutes)"

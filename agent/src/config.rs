@@ -56,7 +56,10 @@ impl Default for AgentConfig {
         Self {
             commander: String::new(),
             staging: PathBuf::new(),
-            kinds: ark_core::Kind::ALL.iter().map(|k| k.to_string()).collect(),
+            kinds: ark_core::Kind::HARVESTED
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
             max_jobs: DEFAULT_MAX_JOBS,
             bandwidth_cap: 0,
             max_reconnect_backoff: DEFAULT_MAX_RECONNECT_BACKOFF,
@@ -136,7 +139,7 @@ mod tests {
         assert_eq!(config.max_reconnect_backoff, Duration::from_secs(5));
         assert_eq!(
             config.kinds,
-            ark_core::Kind::ALL
+            ark_core::Kind::HARVESTED
                 .iter()
                 .map(|k| k.to_string())
                 .collect::<Vec<_>>(),

@@ -22,6 +22,11 @@ pub enum Kind {
     /// A Git repository, mirrored: the body is a bundle of what the
     /// commander's mirror lacks.
     Git,
+    /// A forge account (a GitHub user or organisation, a GitLab group, a
+    /// Gitea/Forgejo owner): the commander lists its repositories through
+    /// the forge's API and keeps one `git` target per repository. Resolved
+    /// by the commander; agents never harvest it.
+    GitAccount,
     /// A test of the shape (feature `test-kind`): a file-like kind that
     /// lives only in its own module on each side, plus one line in each
     /// side's `match`, harvested end to end by the swarm tests.
@@ -37,6 +42,19 @@ impl Kind {
         Kind::Rss,
         Kind::Media,
         Kind::Git,
+        Kind::GitAccount,
+        #[cfg(feature = "test-kind")]
+        Kind::Echo,
+    ];
+
+    /// The kinds an agent harvests (all but what the commander resolves
+    /// itself).
+    pub const HARVESTED: &'static [Kind] = &[
+        Kind::File,
+        Kind::Zim,
+        Kind::Rss,
+        Kind::Media,
+        Kind::Git,
         #[cfg(feature = "test-kind")]
         Kind::Echo,
     ];
@@ -47,6 +65,7 @@ impl Kind {
         Kind::Zim,
         Kind::Rss,
         Kind::Git,
+        Kind::GitAccount,
         #[cfg(feature = "test-kind")]
         Kind::Echo,
     ];
@@ -59,6 +78,7 @@ impl Kind {
             Kind::Rss => "rss",
             Kind::Media => "media",
             Kind::Git => "git",
+            Kind::GitAccount => "git-account",
             #[cfg(feature = "test-kind")]
             Kind::Echo => "echo",
         }
@@ -137,5 +157,6 @@ mod tests {
         );
         assert!(Kind::TARGETS.iter().all(|k| Kind::ALL.contains(k)));
         assert!(!Kind::TARGETS.contains(&Kind::Media));
+        assert!(!Kind::HARVESTED.contains(&Kind::GitAccount));
     }
 }

@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 pub use ark_demo::origin::{Hostile, Origin};
 
 pub use ark_demo::git_origin::{self, free_port};
+pub mod forge;
 pub mod webdriver;
 
 /// Timings every swarm test uses: short enough for quick tests, with the
@@ -584,6 +585,20 @@ impl Nginx {
 
     pub fn pid(&self) -> u32 {
         self.proc.pid()
+    }
+}
+
+impl Drop for Nginx {
+    /// A graceful-enough stop (TERM: the master stops its workers), so no
+    /// orphaned worker keeps the port; the `Proc` then makes sure.
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.proc.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.proc.exited() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -67,7 +67,9 @@ fn plan(kind: Kind) -> Box<dyn Plan> {
         Kind::Media => Box::new(file::Media),
         Kind::Zim => Box::new(zim::Zim::default()),
         Kind::Rss => Box::new(feed::Feed::default()),
-        Kind::Git => unreachable!("git does not fetch one URL: see harvest()"),
+        Kind::Git | Kind::GitAccount => {
+            unreachable!("git and git-account do not fetch one URL: see harvest()")
+        }
         #[cfg(feature = "test-kind")]
         Kind::Echo => Box::new(echo::Echo::default()),
     }
@@ -86,6 +88,14 @@ pub async fn harvest(
         .map_err(|e| failure(format!("{e}: this agent cannot harvest it"), false))?;
     if kind == Kind::Git {
         return git::harvest(&ctx, &lease, &dest).await.map(|f| (f, None));
+    }
+    if !Kind::HARVESTED.contains(&kind) {
+        return Err(failure(
+            format!(
+                "{kind} is resolved by the commander, never leased to an agent: a commander bug"
+            ),
+            false,
+        ));
     }
     fetched(&ctx, &lease, &dest, &progress, plan(kind)).await
 }

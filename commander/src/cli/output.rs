@@ -43,7 +43,12 @@ pub fn target_json(t: &TargetInfo) -> Value {
            "book": t.book, "release": t.release, "upstream_newest": t.upstream_newest,
            "checked_at_ms": t.checked_at_ms, "confirmed_at_ms": t.confirmed_at_ms,
            "max_age_ms": t.max_age_ms, "stale": t.stale, "media": t.media,
-           "keep_media": t.keep_media, "category": t.category})
+           "keep_media": t.keep_media, "category": t.category, "account": t.account,
+           "gone": t.gone,
+           "account_options": t.account_options.as_ref().map(|o| json!({
+               "forge": o.forge, "token_file": o.token_file, "include": o.include,
+               "exclude": o.exclude, "no_forks": o.no_forks, "no_archived": o.no_archived,
+               "no_wikis": o.no_wikis}))})
 }
 
 pub fn run_json(r: &RunInfo) -> Value {

@@ -64,6 +64,8 @@ pub enum TargetCmd {
         spot_check: Option<u32>,
         #[command(flatten)]
         feed: FeedArgs,
+        #[command(flatten)]
+        account: AccountArgs,
         /// A category tag, e.g. News/Tech.
         #[arg(long)]
         category: Option<String>,
@@ -104,6 +106,7 @@ impl TargetCmd {
                 quorum,
                 spot_check,
                 feed,
+                account,
                 category,
             } => {
                 let t = admin
@@ -123,6 +126,7 @@ impl TargetCmd {
                         media: feed.media.unwrap_or_default(),
                         keep_media: feed.keep_media.unwrap_or(0),
                         category: category.unwrap_or_default(),
+                        account: account.options(),
                     })
                     .await
                     .map_err(rpc("adding the target"))?
@@ -180,6 +184,25 @@ impl TargetCmd {
                             }
                         );
                     }
+                    if let Some(o) = &t.account_options {
+                        println!(
+                            "  account on {}: include {:?}, exclude {:?}{}{}{}{}",
+                            o.forge,
+                            o.include,
+                            o.exclude,
+                            if o.no_forks { ", no forks" } else { "" },
+                            if o.no_archived { ", no archived" } else { "" },
+                            if o.no_wikis { ", no wikis" } else { "" },
+                            if o.token_file.is_empty() {
+                                ""
+                            } else {
+                                ", with a token"
+                            }
+                        );
+                    }
+                    if !t.gone.is_empty() {
+                        println!("  GONE UPSTREAM ({}): {}", t.account, t.gone);
+                    }
                     if !t.stale.is_empty() {
                         println!("  STALE: {}", t.stale);
                     }
@@ -196,6 +219,58 @@ impl TargetCmd {
             }
         }
         Ok(())
+    }
+}
+
+/// How a git-account target (a whole forge account) is listed.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AccountArgs {
+    /// The forge's API: github, gitlab or gitea (Forgejo too); default:
+    /// from the URL's host (github.com, gitlab.com, codeberg.org).
+    #[arg(long)]
+    pub forge: Option<String>,
+    /// A file on the commander holding the API token (never logged or
+    /// shown; read at every listing, so it can be rotated in place).
+    #[arg(long)]
+    pub token_file: Option<String>,
+    /// Mirror only repositories whose path in the account matches GLOB
+    /// (repeatable; e.g. 'tools-*', 'infra/*').
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Leave out repositories whose path matches GLOB (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Leave out forks.
+    #[arg(long)]
+    pub no_forks: bool,
+    /// Leave out archived repositories.
+    #[arg(long)]
+    pub no_archived: bool,
+    /// Leave out the repositories' wikis (mirrored where the forge has one).
+    #[arg(long)]
+    pub no_wikis: bool,
+}
+
+impl AccountArgs {
+    /// The options, when any was given (the commander refuses them for a
+    /// target that is not a git-account).
+    fn options(self) -> Option<ark_proto::AccountOptions> {
+        let given = self.forge.is_some()
+            || self.token_file.is_some()
+            || !self.include.is_empty()
+            || !self.exclude.is_empty()
+            || self.no_forks
+            || self.no_archived
+            || self.no_wikis;
+        given.then(|| ark_proto::AccountOptions {
+            forge: self.forge.unwrap_or_default(),
+            token_file: self.token_file.unwrap_or_default(),
+            include: self.include,
+            exclude: self.exclude,
+            no_forks: self.no_forks,
+            no_archived: self.no_archived,
+            no_wikis: self.no_wikis,
+        })
     }
 }
 

@@ -52,6 +52,7 @@ use crate::archive::{Archive, NewVersion, Version};
 use crate::state::Store;
 use crate::Result;
 
+mod account;
 #[cfg(feature = "test-kind")]
 mod echo;
 mod feed;
@@ -249,6 +250,7 @@ pub fn spec(kind: Kind) -> &'static dyn KindSpec {
         Kind::Rss => &feed::Feed,
         Kind::Media => &media::Media,
         Kind::Git => &git::Git,
+        Kind::GitAccount => &account::GitAccount,
         #[cfg(feature = "test-kind")]
         Kind::Echo => &echo::Echo,
     }

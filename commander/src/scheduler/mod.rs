@@ -576,11 +576,14 @@ impl Scheduler {
     /// returns its id.
     fn queue_run(&self, tx: &Connection, target: &str, now: i64) -> Result<i64> {
         let (id, inserted) = queue_run(tx, target, now)?;
-        if inserted && state::book_of(tx, target)?.is_some() {
-            // A book's release is resolved first (crate::sources); its
-            // quorum group opens once the run knows what to harvest.
+        let resolved_first =
+            state::book_of(tx, target)?.is_some() || state::account_of(tx, target)?.is_some();
+        if inserted && resolved_first {
+            // A book's release, an account's repositories are resolved
+            // first (crate::sources); a book's quorum group opens once the
+            // run knows what to harvest.
             tx.execute(
-                "UPDATE runs SET state = ?2, reason = 'resolving the newest release' WHERE id = ?1",
+                "UPDATE runs SET state = ?2, reason = 'resolving its source' WHERE id = ?1",
                 params![id, run_state::RESOLVING],
             )?;
             return Ok(id);
@@ -589,6 +592,12 @@ impl Scheduler {
             self.open_quorum(tx, id, target, now)?;
         }
         Ok(id)
+    }
+
+    /// Queues a run of `target` inside `tx` (as [`Scheduler::run_now`]
+    /// does, for callers already in a transaction); its id.
+    pub fn queue_in(&self, tx: &Connection, target: &str, now: i64) -> Result<i64> {
+        self.queue_run(tx, target, now)
     }
 
     /// Opens the quorum group of the new run `id` when its target asks for

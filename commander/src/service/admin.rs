@@ -406,6 +406,19 @@ fn prepare_target(mut req: AddTargetRequest) -> Result<(ark_core::Kind, AddTarge
             req.name
         )));
     }
+    match (&mut req.account, kind) {
+        (account, ark_core::Kind::GitAccount) => {
+            let options = account.get_or_insert_with(Default::default);
+            check_account(&req.url, options)?;
+        }
+        (Some(_), _) => {
+            return Err(CommanderError::Invalid(format!(
+                "--forge, --token-file, --include, --exclude, --no-forks, --no-archived and --no-wikis \
+                 are for a git-account target, not {kind}"
+            )))
+        }
+        (None, _) => {}
+    }
     if !req.media.is_empty() {
         crate::feed::MediaPolicy::parse(&req.media)?;
         if kind != ark_core::Kind::Rss {
@@ -445,6 +458,9 @@ fn insert_target(
     if !req.book.is_empty() {
         state::add_book(tx, &req.name, &req.book)?;
     }
+    if let Some(account) = &req.account {
+        state::add_account(tx, &req.name, account)?;
+    }
     state::event(
         tx,
         now,
@@ -473,6 +489,33 @@ fn already_there(tx: &rusqlite::Connection, t: &AddTargetRequest) -> Result<Opti
         |r| r.get(0),
     )?;
     Ok(by_name.then(|| "a target of that name exists (another URL)".to_string()))
+}
+
+/// A git-account's options: a forge this commander can tell (from the
+/// host, or named), a token file it can read (its content stays there),
+/// globs that parse. The forge is recorded as resolved.
+fn check_account(url: &str, o: &mut AccountOptions) -> Result<()> {
+    let parsed: reqwest::Url = url
+        .parse()
+        .map_err(|e| CommanderError::Invalid(format!("{url:?} is not a URL: {e}")))?;
+    let forge =
+        crate::sources::forge::Forge::choose(&o.forge, &parsed).map_err(CommanderError::Invalid)?;
+    o.forge = forge.as_str().to_string();
+    if parsed.path().trim_matches('/').is_empty() {
+        return Err(CommanderError::Invalid(format!(
+            "{url}: name the account, e.g. https://github.com/ORG or https://gitlab.com/GROUP/SUBGROUP"
+        )));
+    }
+    if !o.token_file.is_empty() {
+        std::fs::metadata(&o.token_file).map_err(|e| {
+            CommanderError::Invalid(format!(
+                "--token-file {}: {e} (the file must be readable by the commander)",
+                o.token_file
+            ))
+        })?;
+    }
+    crate::sources::forge::chosen(Vec::new(), o).map_err(CommanderError::Invalid)?;
+    Ok(())
 }
 
 /// A book to follow: only a zim target has one, and its name is a Kiwix

@@ -1,6 +1,10 @@
 //! Sources that move: targets whose URL is not the thing to harvest but a
-//! listing to resolve first. Today a Kiwix book (`target add zim --book
-//! NAME --from URL`): every run of it starts `resolving`; the commander
+//! listing to resolve first. A forge account (`target add git-account
+//! URL`): its run lists the account's repositories ([`forge`]) and keeps
+//! one git target per repository — created when it appears, queued on
+//! every run, marked `gone upstream` (never deleted) when it disappears.
+//! A Kiwix book (`target add zim --book NAME --from URL`): every run of it
+//! starts `resolving`; the commander
 //! reads the listing itself (one conditional request when nothing changed),
 //! picks the newest release and the SHA-256 the origin publishes for it,
 //! and then either queues the run for that release — held to that digest
@@ -13,7 +17,9 @@
 //! the outcome is applied in one transaction ([`apply`]). A commander killed
 //! in between leaves the runs `resolving`, and the next pass resolves again.
 
+mod accounts;
 pub mod fetch;
+pub mod forge;
 pub mod kiwix;
 
 use std::time::Duration;
@@ -220,26 +226,42 @@ fn end(tx: &Connection, id: i64, state: &str, reason: &str, now: i64) -> Result<
     Ok(())
 }
 
-/// Resolves every target that has resolving runs; how many it resolved.
+/// Resolves every target that has resolving runs due; how many it
+/// resolved.
 pub async fn resolve_pending(scheduler: &Scheduler, client: &reqwest::Client) -> Result<usize> {
+    let now = ark_core::unix_ms();
     let targets: Vec<String> = scheduler.store.read(|c| {
-        let mut stmt =
-            c.prepare_cached("SELECT DISTINCT target FROM runs WHERE state = ?1 ORDER BY target")?;
-        let rows = stmt.query_map([run_state::RESOLVING], |r| r.get(0))?;
+        let mut stmt = c.prepare_cached(
+            "SELECT DISTINCT target FROM runs WHERE state = ?1 AND not_before <= ?2 ORDER BY target",
+        )?;
+        let rows = stmt.query_map(params![run_state::RESOLVING, now], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
     })?;
     let mut resolved = 0;
     for target in targets {
-        let (book, landed) = scheduler
-            .store
-            .read(|c| Ok((state::book_of(c, &target)?, state::landed_url(c, &target)?)))?;
+        let (book, account, landed) = scheduler.store.read(|c| {
+            Ok((
+                state::book_of(c, &target)?,
+                state::account_of(c, &target)?.zip(state::target(c, &target)?),
+                state::landed_url(c, &target)?,
+            ))
+        })?;
+        if let Some((options, (_, url))) = account {
+            let listed = list_account(client, &options, &url).await;
+            let now = ark_core::unix_ms();
+            scheduler
+                .store
+                .tx(|tx| accounts::apply(scheduler, tx, &target, listed, now))?;
+            resolved += 1;
+            continue;
+        }
         let Some(book) = book else {
-            // The target stopped being a book (removed): nothing to resolve.
-            let why = "the target no longer follows a book".to_string();
+            // The target no longer follows a source (removed meanwhile).
             scheduler.store.tx(|tx| {
                 tx.execute(
-                    "UPDATE runs SET state = 'failed', reason = ?2 WHERE target = ?1 AND state = 'resolving'",
-                    params![target, why],
+                    "UPDATE runs SET state = 'failed', reason = 'the target no longer follows a source'
+                      WHERE target = ?1 AND state = 'resolving'",
+                    [&target],
                 )?;
                 Ok(())
             })?;
@@ -255,6 +277,23 @@ pub async fn resolve_pending(scheduler: &Scheduler, client: &reqwest::Client) ->
         resolved += 1;
     }
     Ok(resolved)
+}
+
+/// Lists the account at `url` with `options`, and picks its repositories.
+async fn list_account(
+    client: &reqwest::Client,
+    options: &ark_proto::AccountOptions,
+    url: &str,
+) -> std::result::Result<Vec<(String, String)>, forge::ListError> {
+    let failed = forge::ListError::Failed;
+    let url: reqwest::Url = url.parse().map_err(|e| failed(format!("{url}: {e}")))?;
+    let account = forge::Account {
+        forge: forge::Forge::choose(&options.forge, &url).map_err(failed)?,
+        url,
+        token_file: options.token_file.clone(),
+    };
+    let repos = forge::list(client, &account, ark_core::unix_ms()).await?;
+    forge::chosen(repos, options).map_err(forge::ListError::Failed)
 }
 
 /// Resolves pending sources every `every` until aborted.

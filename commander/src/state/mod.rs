@@ -15,10 +15,12 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::{CommanderError, Result};
 
+mod accounts;
 mod agents;
 mod books;
 mod targets;
 
+pub use accounts::*;
 pub use agents::*;
 pub use books::*;
 pub use targets::*;
@@ -182,6 +184,18 @@ CREATE TABLE IF NOT EXISTS books (
     newest_source  TEXT NOT NULL DEFAULT '',
     checked_at     INTEGER,
     reason         TEXT NOT NULL DEFAULT ''
+);
+-- A forge account a git-account target follows: how it is listed. Its
+-- repositories are git targets whose `account` names it.
+CREATE TABLE IF NOT EXISTS accounts (
+    target      TEXT PRIMARY KEY,
+    forge       TEXT NOT NULL,
+    token_file  TEXT NOT NULL DEFAULT '',
+    include     TEXT NOT NULL DEFAULT '[]',
+    exclude     TEXT NOT NULL DEFAULT '[]',
+    no_forks    INTEGER NOT NULL DEFAULT 0,
+    no_archived INTEGER NOT NULL DEFAULT 0,
+    no_wikis    INTEGER NOT NULL DEFAULT 0
 );
 -- One agent's signed claim in a quorum group (one per member run).
 CREATE TABLE IF NOT EXISTS votes (
@@ -358,6 +372,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("targets", "media", "TEXT NOT NULL DEFAULT ''"),
     ("targets", "keep_media", "INTEGER NOT NULL DEFAULT 0"),
     ("targets", "category", "TEXT NOT NULL DEFAULT ''"),
+    ("targets", "account", "TEXT NOT NULL DEFAULT ''"),
+    ("targets", "gone", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {

@@ -59,7 +59,7 @@ pub fn list_targets(
                 t.keep, t.bandwidth_cap, t.max_size, t.window, t.quorum, t.spot_check, t.max_age_ms,
                 (SELECT MAX(finished_at) FROM runs r WHERE r.target = t.name AND r.kind = t.kind
                    AND r.state IN ('succeeded', 'unchanged')),
-                b.book, b.newest, b.checked_at, t.media, t.keep_media, t.category
+                b.book, b.newest, b.checked_at, t.media, t.keep_media, t.category, t.account, t.gone
          FROM targets t LEFT JOIN books b ON b.target = t.name ORDER BY t.name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -85,6 +85,8 @@ pub fn list_targets(
             media: r.get(18)?,
             keep_media: r.get(19)?,
             category: r.get(20)?,
+            account: r.get(21)?,
+            gone: r.get(22)?,
             ..Default::default()
         })
     })?;
@@ -98,7 +100,11 @@ pub fn list_targets(
                 .map(|u| u.rsplit('/').next().unwrap_or_default().to_string())
                 .unwrap_or_default();
         }
-        t.stale = staleness(conn, t, now)?.unwrap_or_default();
+        t.account_options = super::account_of(conn, &t.name)?;
+        // A repository gone upstream is kept as it was: its age is no news.
+        if t.gone.is_empty() {
+            t.stale = staleness(conn, t, now)?.unwrap_or_default();
+        }
     }
     Ok(targets)
 }
@@ -217,6 +223,7 @@ pub fn remove_target(conn: &Connection, name: &str) -> Result<()> {
         )));
     }
     conn.execute("DELETE FROM books WHERE target = ?1", [name])?;
+    conn.execute("DELETE FROM accounts WHERE target = ?1", [name])?;
     Ok(())
 }
 
