@@ -6,6 +6,7 @@
 #   bench/run.sh --kinds-only # only section 7; replaces that section of RESULTS.md
 #   bench/surface.sh          # only section 8 (demo, dashboard RSS); a full run ends with it
 #   bench/trust.sh            # only section 10 (zero trust's bytes and times); and with this
+#   bench/sources.sh          # only section 11 (sources that move); and with this
 #
 # Measurements (see bench/README.md):
 #   1. stripped static agent size per target (dist/ark-agent-<triple>)
@@ -91,7 +92,7 @@ fi
 if ((!KINDS_ONLY)); then
   note "cargo build --release -p ark-agent -p ark-commander -p ark-bench"
   cargo build --release -p ark-agent -p ark-commander -p ark-bench >&2
-  for bin in ark-agent ark-commander heartbeat-load tree-hash fetch-file land kinds quorum; do
+  for bin in ark-agent ark-commander heartbeat-load tree-hash fetch-file land kinds quorum sources; do
     [[ -x "$REL/$bin" ]] || die "missing $REL/$bin after the build"
   done
 fi
@@ -570,4 +571,6 @@ note "section 8 (operator surface): bench/surface.sh --no-build"
 "$ROOT/bench/surface.sh" --no-build
 note "section 10 (zero trust): bench/trust.sh --no-build"
 "$ROOT/bench/trust.sh" --no-build
+note "section 11 (sources that move): bench/sources.sh --no-build"
+"$ROOT/bench/sources.sh" --no-build
 note "done: $RESULTS"

@@ -1,4 +1,31 @@
-# Sourced by the bench scripts that each own one section of RESULTS.md.
+# Sourced by the bench scripts that each own one section of RESULTS.md
+# (bench/surface.sh, bench/trust.sh, bench/sources.sh).
+
+# bench_setup NAME [--no-build] BIN...: REL (the release dir) and WORK (a
+# scratch dir nginx's workers can read, removed on exit); builds the
+# commander, the agent and the bench binaries unless --no-build, then checks
+# that every BIN is there.
+bench_setup() {
+  local name="$1" build=1 bin
+  shift
+  if [[ "${1:-}" == "--no-build" ]]; then build=0; shift; fi
+  cd "$ROOT"
+  TARGET_DIR="$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+  REL="$TARGET_DIR/release"
+  if ((build)); then
+    printf 'bench/%s: cargo build --release -p ark-commander -p ark-agent -p ark-bench --bins\n' "$name" >&2
+    cargo build --release -p ark-commander -p ark-agent -p ark-bench --bins >&2
+  fi
+  for bin in "$@"; do
+    [[ -x "$REL/$bin" ]] || { printf 'bench/%s: error: %s missing (run without --no-build)\n' "$name" "$REL/$bin" >&2; exit 1; }
+  done
+  WORK="$(mktemp -d "${TMPDIR:-/tmp}/ark-$name.XXXXXX")"
+  # nginx's workers (nobody) must reach the origin's files below it.
+  chmod 755 "$WORK"
+  trap 'rm -rf "$WORK"' EXIT
+}
+
 # replace_section RESULTS HEADING FILE WORK: the sections before HEADING,
 # FILE's text in place of HEADING's section (appended when absent), then the
 # sections after it.

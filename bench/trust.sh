@@ -17,28 +17,14 @@ RESULTS="$ROOT/bench/RESULTS.md"
 HEADING="## 10. Zero trust"
 SIZE_MIB="${SIZE_MIB:-1024}"
 HARVESTS="${HARVESTS:-30}"
-die() { printf 'bench/trust: error: %s\n' "$*" >&2; exit 1; }
 note() { printf 'bench/trust: %s\n' "$*" >&2; }
-
-cd "$ROOT"
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-REL="$TARGET_DIR/release"
-if [[ "${1:-}" != "--no-build" ]]; then
-  note "cargo build --release -p ark-commander -p ark-agent -p ark-bench --bins"
-  cargo build --release -p ark-commander -p ark-agent -p ark-bench --bins >&2
-fi
-for bin in ark-commander ark-agent quorum; do
-  [[ -x "$REL/$bin" ]] || die "$REL/$bin missing (run without --no-build)"
-done
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/ark-trust.XXXXXX")"
-# nginx's workers (nobody) must reach the origin's files below it.
-chmod 755 "$WORK"
-trap 'rm -rf "$WORK"' EXIT
+# shellcheck source=bench/section.sh
+. "$ROOT/bench/section.sh"
+bench_setup trust "$@" ark-commander ark-agent quorum
 
 note "quorum $SIZE_MIB $HARVESTS (a few minutes)"
 TABLES="$(TMPDIR="$WORK" ARK_COMMANDER_BIN="$REL/ark-commander" ARK_AGENT_BIN="$REL/ark-agent" \
-  "$REL/quorum" "$SIZE_MIB" "$HARVESTS")" || die "quorum failed"
+  "$REL/quorum" "$SIZE_MIB" "$HARVESTS")" || { note "error: quorum failed"; exit 1; }
 
 cat >"$WORK/section.md" <<MD
 $HEADING
@@ -70,7 +56,5 @@ The saving is in the confirmations, i.e. the second fetch from the origin
 long run an adaptive target costs about 1.1 fetches a harvest against 2.
 MD
 
-# shellcheck source=bench/section.sh
-. "$ROOT/bench/section.sh"
 replace_section "$RESULTS" "$HEADING" "$WORK/section.md" "$WORK"
 note "done: $RESULTS"

@@ -48,6 +48,8 @@ pub struct Seen {
     pub credentials: String,
     pub at: SystemTime,
     pub status: u16,
+    /// Bytes of the body sent back.
+    pub bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +174,9 @@ fn answer(state: &Mutex<State>, addr: SocketAddr, uri: &Uri, headers: &HeaderMap
     } else {
         route(&s, addr, &path, &owner, page)
     };
+    let bytes = axum::body::HttpBody::size_hint(response.body())
+        .exact()
+        .unwrap_or(0);
     s.seen.push(Seen {
         path_and_query: uri
             .path_and_query()
@@ -180,6 +185,7 @@ fn answer(state: &Mutex<State>, addr: SocketAddr, uri: &Uri, headers: &HeaderMap
         credentials,
         at: SystemTime::now(),
         status: response.status().as_u16(),
+        bytes,
     });
     response
 }

@@ -1,4 +1,4 @@
-//! `ark-commander target add|ls|rm` and `run-now`.
+//! `ark-commander target add|ls|rm|import|export` and `run-now`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,67 +9,9 @@ use super::output::{ago, print_json, rpc, run_json, target_json, ListArgs};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TargetCmd {
-    /// Add a target: KIND (file, zim, rss, git) and URL; or a Kiwix book
+    /// Add a target: KIND (file, zim, rss, git, git-account) and URL; or a Kiwix book
     /// followed to its newest release: `zim --book NAME --from URL`.
-    Add {
-        kind: String,
-        /// What to harvest (not with --book).
-        #[arg(required_unless_present = "book", conflicts_with = "book")]
-        url: Option<String>,
-        /// A Kiwix book (kind zim) to follow to its newest dated release:
-        /// its name with its flavour and without the date, e.g.
-        /// wikipedia_en_all_nopic. Needs --from.
-        #[arg(long, requires = "from")]
-        book: Option<String>,
-        /// Where the book's releases are listed: a Kiwix mirror directory
-        /// (e.g. https://download.kiwix.org/zim/wikipedia/) or an OPDS
-        /// catalog in Kiwix's v2 format.
-        #[arg(long, requires = "book")]
-        from: Option<String>,
-        /// Oldest the target may get before it is stale (e.g. 120d);
-        /// default: the commander's `max-age`.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        max_age: Option<Duration>,
-        /// Name (default: from the URL).
-        #[arg(long)]
-        name: Option<String>,
-        /// Harvest again every DUR (e.g. 6h); default: once.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        every: Option<Duration>,
-        /// Versions to keep in the archive (older ones are pruned once a new
-        /// one has landed); default: the commander's `keep` (3).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        keep: Option<u32>,
-        /// Cap on this target's download rate, e.g. 500KB/s, 5MiB/s or a
-        /// plain number of bytes/s (the agent's own cap applies as well).
-        #[arg(long, value_parser = parse_rate)]
-        bandwidth: Option<u64>,
-        /// Largest body a run may fetch, e.g. 500MB or 2GiB (for a feed:
-        /// each enclosure; larger ones are skipped with the reason).
-        #[arg(long, value_parser = parse_size)]
-        max_size: Option<u64>,
-        /// Off-peak hours it may run, local time, e.g. 01:00-06:00 (or
-        /// 22:00-06:00 across midnight); a due run waits queued until then.
-        #[arg(long)]
-        window: Option<String>,
-        /// Independent agents that must agree before a version lands: 1 to
-        /// 9, or `adaptive` (confirm an agent until it has a record for the
-        /// kind, then a sample); default: the commander's `quorum` (1).
-        #[arg(long)]
-        quorum: Option<String>,
-        /// Before landing, the commander fetches K random 16 KiB chunk
-        /// groups from the origin itself and checks them against the
-        /// upload (git: the origin's advertised refs); default off.
-        #[arg(long, value_name = "K")]
-        spot_check: Option<u32>,
-        #[command(flatten)]
-        feed: FeedArgs,
-        #[command(flatten)]
-        account: AccountArgs,
-        /// A category tag, e.g. News/Tech.
-        #[arg(long)]
-        category: Option<String>,
-    },
+    Add(Box<AddCmd>),
     /// Add targets from a list: `import opml FILE` (feeds, as readers and
     /// podcast apps export them; nested outlines become categories).
     Import {
@@ -87,28 +29,91 @@ pub enum TargetCmd {
     Rm { name: String },
 }
 
+/// `target add`: what to harvest and how.
+#[derive(Debug, clap::Args)]
+pub struct AddCmd {
+    pub kind: String,
+    /// What to harvest (not with --book).
+    #[arg(required_unless_present = "book", conflicts_with = "book")]
+    pub url: Option<String>,
+    /// A Kiwix book (kind zim) to follow to its newest dated release:
+    /// its name with its flavour and without the date, e.g.
+    /// wikipedia_en_all_nopic. Needs --from.
+    #[arg(long, requires = "from")]
+    pub book: Option<String>,
+    /// Where the book's releases are listed: a Kiwix mirror directory
+    /// (e.g. https://download.kiwix.org/zim/wikipedia/) or an OPDS
+    /// catalog in Kiwix's v2 format.
+    #[arg(long, requires = "book")]
+    pub from: Option<String>,
+    /// Oldest the target may get before it is stale (e.g. 120d);
+    /// default: the commander's `max-age`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub max_age: Option<Duration>,
+    /// Name (default: from the URL).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Harvest again every DUR (e.g. 6h); default: once.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub every: Option<Duration>,
+    /// Versions to keep in the archive (older ones are pruned once a new
+    /// one has landed); default: the commander's `keep` (3).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+    /// Cap on this target's download rate, e.g. 500KB/s, 5MiB/s or a
+    /// plain number of bytes/s (the agent's own cap applies as well).
+    #[arg(long, value_parser = parse_rate)]
+    pub bandwidth: Option<u64>,
+    /// Largest body a run may fetch, e.g. 500MB or 2GiB (for a feed:
+    /// each enclosure; larger ones are skipped with the reason).
+    #[arg(long, value_parser = parse_size)]
+    pub max_size: Option<u64>,
+    /// Off-peak hours it may run, local time, e.g. 01:00-06:00 (or
+    /// 22:00-06:00 across midnight); a due run waits queued until then.
+    #[arg(long)]
+    pub window: Option<String>,
+    /// Independent agents that must agree before a version lands: 1 to
+    /// 9, or `adaptive` (confirm an agent until it has a record for the
+    /// kind, then a sample); default: the commander's `quorum` (1).
+    #[arg(long)]
+    pub quorum: Option<String>,
+    /// Before landing, the commander fetches K random 16 KiB chunk
+    /// groups from the origin itself and checks them against the
+    /// upload (git: the origin's advertised refs); default off.
+    #[arg(long, value_name = "K")]
+    pub spot_check: Option<u32>,
+    #[command(flatten)]
+    pub feed: FeedArgs,
+    #[command(flatten)]
+    pub account: AccountArgs,
+    /// A category tag, e.g. News/Tech.
+    #[arg(long)]
+    pub category: Option<String>,
+}
+
 impl TargetCmd {
     pub async fn run(self, data: &Path, url: Option<&str>) -> anyhow::Result<()> {
         let mut admin = crate::admin::connect(data, url)?;
         match self {
-            TargetCmd::Add {
-                kind,
-                url,
-                book,
-                from,
-                max_age,
-                name,
-                every,
-                keep,
-                bandwidth,
-                max_size,
-                window,
-                quorum,
-                spot_check,
-                feed,
-                account,
-                category,
-            } => {
+            TargetCmd::Add(add) => {
+                let AddCmd {
+                    kind,
+                    url,
+                    book,
+                    from,
+                    max_age,
+                    name,
+                    every,
+                    keep,
+                    bandwidth,
+                    max_size,
+                    window,
+                    quorum,
+                    spot_check,
+                    feed,
+                    account,
+                    category,
+                } = *add;
                 let t = admin
                     .add_target(AddTargetRequest {
                         kind,

@@ -454,7 +454,7 @@ fn insert_target(
             req.name
         )));
     }
-    let info = state::add_target(tx, &req, now)?;
+    let info = state::add_target(tx, req, now)?;
     if !req.book.is_empty() {
         state::add_book(tx, &req.name, &req.book)?;
     }
