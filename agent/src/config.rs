@@ -45,6 +45,10 @@ pub struct AgentConfig {
     /// What kind of device this is ("pi4", "laptop"), so a quorum can ask
     /// distinct kinds of device; empty means the architecture and OS.
     pub device_class: String,
+    /// Where thermal zones and power supplies are read from; empty means
+    /// the machine's own (/sys, and the sensors sysinfo finds). Set it in a
+    /// container that bind-mounts the host's /sys elsewhere.
+    pub sysfs: PathBuf,
 }
 
 /// Longest pause between reconnect attempts: short enough that an agent is
@@ -68,6 +72,7 @@ impl Default for AgentConfig {
             min_rate: crate::fetch::DEFAULT_MIN_RATE,
             min_rate_window: crate::fetch::DEFAULT_MIN_RATE_WINDOW,
             device_class: String::new(),
+            sysfs: PathBuf::new(),
         }
     }
 }

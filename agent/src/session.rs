@@ -163,7 +163,8 @@ fn connect(
     let channel = link::channel(&commander, link::mtls_client_config(&identity.credentials)?)?;
     let client = AgentSessionClient::new(channel);
     let bytes = ByteCounter::default();
-    let sampler = Sampler::new(&staging, bytes.clone());
+    let sysfs = (!config.sysfs.as_os_str().is_empty()).then(|| config.sysfs.clone());
+    let sampler = Sampler::new(&staging, bytes.clone()).with_sysfs(sysfs);
     let ctx = job_context(
         data,
         config,

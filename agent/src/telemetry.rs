@@ -34,6 +34,10 @@ pub struct Sampler {
     staging: PathBuf,
     bytes: ByteCounter,
     last: (Instant, u64),
+    /// Where thermal zones and power supplies are read (`sysfs` in
+    /// agent.toml): None reads the machine's own (/sys, and the sensors
+    /// sysinfo finds).
+    sysfs: Option<PathBuf>,
 }
 
 impl Sampler {
@@ -49,7 +53,15 @@ impl Sampler {
             staging: staging.to_path_buf(),
             bytes,
             last,
+            sysfs: None,
         }
+    }
+
+    /// Reads thermal zones and power supplies under `sysfs` instead of the
+    /// machine's own (a container's bind mount; the tests' fake devices).
+    pub fn with_sysfs(mut self, sysfs: Option<PathBuf>) -> Self {
+        self.sysfs = sysfs;
+        self
     }
 
     /// Free bytes on the filesystem holding the staging dir: the disk whose
@@ -71,13 +83,17 @@ impl Sampler {
         self.system.refresh_cpu_usage();
         self.system.refresh_memory();
         self.components.refresh(false);
-        let temperature = self
-            .components
-            .list()
-            .iter()
-            .filter_map(|c| c.temperature())
-            .filter(|t| t.is_finite())
-            .reduce(f32::max);
+        let temperature = match &self.sysfs {
+            Some(root) => thermal_max(root),
+            None => self
+                .components
+                .list()
+                .iter()
+                .filter_map(|c| c.temperature())
+                .filter(|t| t.is_finite())
+                .reduce(f32::max),
+        };
+        let on_battery = on_battery(self.sysfs.as_deref().unwrap_or(Path::new("/sys")));
         let now = Instant::now();
         let total = self.bytes.total();
         let elapsed = now.duration_since(self.last.0).as_secs_f64();
@@ -95,6 +111,7 @@ impl Sampler {
             staging_free_bytes: self.staging_free(),
             bytes_per_second: rate,
             load_average_1m: System::load_average().one as f32,
+            on_battery,
         }
     }
 
@@ -123,6 +140,46 @@ impl Sampler {
     }
 }
 
+/// A small sysfs file's trimmed text.
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// The hottest thermal zone under `sysfs` (°C; the files hold millidegrees).
+fn thermal_max(sysfs: &Path) -> Option<f32> {
+    std::fs::read_dir(sysfs.join("class/thermal"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("thermal_zone"))
+        .filter_map(|e| read_trimmed(&e.path().join("temp"))?.parse::<f32>().ok())
+        .map(|milli| milli / 1000.0)
+        .filter(|t| t.is_finite())
+        .reduce(f32::max)
+}
+
+/// Whether the device runs on battery: a battery discharging and no mains
+/// (or USB) supply online. None without a battery.
+fn on_battery(sysfs: &Path) -> Option<bool> {
+    let (mut battery, mut discharging, mut mains) = (false, false, false);
+    for supply in std::fs::read_dir(sysfs.join("class/power_supply"))
+        .ok()?
+        .flatten()
+    {
+        let dir = supply.path();
+        match read_trimmed(&dir.join("type")).as_deref() {
+            Some("Battery") => {
+                battery = true;
+                discharging |= read_trimmed(&dir.join("status")).as_deref() == Some("Discharging");
+            }
+            Some(_) => mains |= read_trimmed(&dir.join("online")).as_deref() == Some("1"),
+            None => {}
+        }
+    }
+    battery.then_some(discharging && !mains)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +203,26 @@ mod tests {
         let caps = sampler.capabilities(&["file".into()], 2, 0);
         assert_eq!(caps.arch, std::env::consts::ARCH);
         assert!(caps.cores >= 1 && caps.memory_bytes > 0);
+    }
+
+    #[test]
+    fn power_supplies_and_thermal_zones_are_read_from_sysfs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let put = |path: &str, text: &str| {
+            let p = dir.path().join(path);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        };
+        assert_eq!(on_battery(dir.path()), None, "no supplies: cannot tell");
+        put("class/power_supply/BAT0/type", "Battery\n");
+        put("class/power_supply/BAT0/status", "Discharging\n");
+        put("class/power_supply/AC/type", "Mains\n");
+        put("class/power_supply/AC/online", "0\n");
+        assert_eq!(on_battery(dir.path()), Some(true));
+        put("class/power_supply/AC/online", "1\n");
+        assert_eq!(on_battery(dir.path()), Some(false), "plugged in");
+        put("class/thermal/thermal_zone0/temp", "48500\n");
+        put("class/thermal/thermal_zone1/temp", "71250\n");
+        assert_eq!(thermal_max(dir.path()), Some(71.25));
     }
 }

@@ -511,6 +511,7 @@ async fn beat(
                 staging_free_bytes: 20 << 30,
                 bytes_per_second: 0,
                 load_average_1m: 0.2,
+                on_battery: None,
             }),
             free_slots: 0,
             active: vec![],

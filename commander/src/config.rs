@@ -122,6 +122,11 @@ impl<'de> Deserialize<'de> for Quorum {
     }
 }
 
+/// °C at which an agent stops taking new work: a Raspberry Pi starts to
+/// throttle its CPU at 80 °C, so 75 °C leaves a running job room to finish
+/// at full speed; a laptop's sensors read higher, so raise it per agent.
+pub const DEFAULT_MAX_TEMP: f32 = 75.0;
+
 /// Oldest a target may get before it is stale: Kiwix publishes a book
 /// every few months, so 120 days flags a release that stopped moving
 /// without crying wolf between two releases. Feeds and mirrors that fail
@@ -164,6 +169,36 @@ pub struct CommanderConfig {
     /// current) before it is stale, for targets that do not say.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
+    /// °C at or above which an agent gets no new work (an agent's or a
+    /// target's own `--max-temp` overrides it).
+    pub max_temp: f32,
+    /// Whether an agent on battery gets new work: `deny` or `allow` (an
+    /// agent's own `--on-battery` overrides it).
+    pub on_battery: OnBattery,
+}
+
+/// Work for an agent on battery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnBattery {
+    /// A laptop unplugged keeps its battery for its owner.
+    #[default]
+    Deny,
+    Allow,
+}
+
+impl OnBattery {
+    /// `--on-battery allow|deny`; "" is none (the default applies).
+    pub fn parse(text: &str) -> Result<Option<Self>> {
+        match text.trim() {
+            "" => Ok(None),
+            "allow" => Ok(Some(Self::Allow)),
+            "deny" => Ok(Some(Self::Deny)),
+            other => Err(CommanderError::Invalid(format!(
+                "--on-battery {other:?}: say allow or deny"
+            ))),
+        }
+    }
 }
 
 /// `[fetch]`: the destinations agents may reach beyond public addresses.
@@ -196,6 +231,8 @@ impl Default for CommanderConfig {
             quorum: Quorum::default(),
             quorum_ttl: DEFAULT_QUORUM_TTL,
             max_age: DEFAULT_MAX_AGE,
+            max_temp: DEFAULT_MAX_TEMP,
+            on_battery: OnBattery::Deny,
         }
     }
 }

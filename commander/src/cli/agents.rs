@@ -21,6 +21,14 @@ pub enum AgentCmd {
         /// 22:00-06:00 (`always` clears). Running jobs finish either way.
         #[arg(long)]
         window: Option<String>,
+        /// Whether it takes new work while on battery: allow or deny
+        /// (`default` goes back to the commander's `on-battery`).
+        #[arg(long, value_name = "allow|deny|default")]
+        on_battery: Option<String>,
+        /// °C at which it stops taking new work (0: the commander's
+        /// `max-temp`).
+        #[arg(long, value_name = "CELSIUS")]
+        max_temp: Option<f32>,
         #[arg(long)]
         json: bool,
     },
@@ -42,21 +50,23 @@ pub enum AgentCmd {
 
 impl AgentCmd {
     pub async fn run(self, data: &Path, url: Option<&str>) -> anyhow::Result<()> {
-        let (name, bandwidth, window, json) = match self {
+        let (name, bandwidth, window, on_battery, max_temp, json) = match self {
             AgentCmd::Set {
                 name,
                 bandwidth,
                 window,
+                on_battery,
+                max_temp,
                 json,
-            } => (name, bandwidth, window, json),
+            } => (name, bandwidth, window, on_battery, max_temp, json),
             AgentCmd::Revoke { name } => return revoke(data, url, name, false).await,
             AgentCmd::Rm { name } => return revoke(data, url, name, true).await,
             AgentCmd::Trust { name, clear, json } => {
                 return trust(data, url, name, clear, json).await
             }
         };
-        if bandwidth.is_none() && window.is_none() {
-            anyhow::bail!("nothing to set: give --bandwidth and/or --window");
+        if bandwidth.is_none() && window.is_none() && on_battery.is_none() && max_temp.is_none() {
+            anyhow::bail!("nothing to set: give --bandwidth, --window, --on-battery or --max-temp");
         }
         let mut admin = crate::admin::connect(data, url)?;
         let agent = admin
@@ -64,6 +74,8 @@ impl AgentCmd {
                 name,
                 bandwidth_cap: bandwidth,
                 window,
+                on_battery: on_battery.map(|p| if p == "default" { String::new() } else { p }),
+                max_temp,
             })
             .await
             .map_err(rpc("setting the agent"))?
@@ -72,10 +84,20 @@ impl AgentCmd {
             return print_json(&agent_json(&agent));
         }
         println!(
-            "{}: bandwidth {} window {}",
+            "{}: bandwidth {} window {} on battery {} max temp {}",
             agent.name,
             cap_text(agent.bandwidth_cap),
-            window_text(&agent.window)
+            window_text(&agent.window),
+            if agent.on_battery.is_empty() {
+                "default"
+            } else {
+                &agent.on_battery
+            },
+            if agent.max_temp > 0.0 {
+                format!("{:.0} °C", agent.max_temp)
+            } else {
+                "default".into()
+            }
         );
         Ok(())
     }

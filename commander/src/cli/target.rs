@@ -89,6 +89,10 @@ pub struct AddCmd {
     /// A category tag, e.g. News/Tech.
     #[arg(long)]
     pub category: Option<String>,
+    /// °C at which an agent gets none of this target's runs (default: the
+    /// agent's or the commander's cap).
+    #[arg(long, value_name = "CELSIUS")]
+    pub max_temp: Option<f32>,
 }
 
 impl TargetCmd {
@@ -113,6 +117,7 @@ impl TargetCmd {
                     feed,
                     account,
                     category,
+                    max_temp,
                 } = *add;
                 let t = admin
                     .add_target(AddTargetRequest {
@@ -132,6 +137,7 @@ impl TargetCmd {
                         keep_media: feed.keep_media.unwrap_or(0),
                         category: category.unwrap_or_default(),
                         account: account.options(),
+                        max_temp: max_temp.unwrap_or(0.0),
                     })
                     .await
                     .map_err(rpc("adding the target"))?

@@ -20,6 +20,7 @@ impl Scheduler {
             .unwrap_or_else(|| vec![ark_core::Kind::File.to_string()]);
         let ttl = self.ttl();
         let candidates = queued(tx, agent, now, ttl)?;
+        let mut swarm = self.swarm(tx, now)?;
         let mut leases = Vec::new();
         for (run, target, kind, url, attempts, generation, group) in candidates {
             if leases.len() as u32 >= free_slots {
@@ -32,6 +33,13 @@ impl Scheduler {
             if !crate::window::open_at(&settings.window, now) {
                 continue; // waits, queued, for its off-peak hours
             }
+            // Placement: the agent expected to finish soonest among those
+            // that may take it (see placement.rs); explained on the run.
+            let Some(placed) =
+                self.place(tx, &mut swarm, (run, &target, &kind, &url), agent, now)?
+            else {
+                continue;
+            };
             // Trust: a quorum member goes to an agent that has no other
             // part in its group; a suspect agent's harvest is never the
             // only word on a version.
@@ -55,6 +63,10 @@ impl Scheduler {
                 "UPDATE runs SET state = 'leased', generation = ?1 WHERE id = ?2",
                 params![generation, run],
             )?;
+            event(tx, now, Some(run), Some(agent), "placed", &placed)?;
+            if let Some(me) = swarm.iter_mut().find(|c| c.info.name == agent) {
+                me.info.running.push(run);
+            }
             tx.execute(
                 "INSERT INTO leases (run_id, generation, agent, granted_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![run, generation, agent, now, now + ttl],
@@ -98,6 +110,94 @@ impl Scheduler {
             });
         }
         Ok(leases)
+    }
+}
+
+impl Scheduler {
+    /// Every agent as placement sees it now.
+    fn swarm(&self, tx: &Connection, now: i64) -> Result<Vec<placement::Candidate>> {
+        Ok(state::list_agents(tx, now, self.ttl())?
+            .into_iter()
+            .filter(|a| a.state != "revoked")
+            .map(|info| placement::Candidate {
+                window_open: crate::window::open_at(&info.window, now),
+                info,
+                rate: (None, None),
+            })
+            .collect())
+    }
+
+    /// Whether `agent` should take `run` now: Some(the explanation) when it
+    /// is among the best placed (or the best did not take it within the
+    /// patience), None when another agent should or it may not. A run no
+    /// agent may take says why in its reason.
+    fn place(
+        &self,
+        tx: &Connection,
+        swarm: &mut [placement::Candidate],
+        (run, target, kind, url): (i64, &str, &str, &str),
+        agent: &str,
+        now: i64,
+    ) -> Result<Option<String>> {
+        let host = placement::host_of(url);
+        let rates = state::throughputs(tx, &host)?;
+        for c in swarm.iter_mut() {
+            c.rate = rates.get(&c.info.name).copied().unwrap_or_default();
+        }
+        let (size, max_temp, waiting_since): (Option<i64>, f64, i64) = tx.query_row(
+            "SELECT (SELECT size FROM versions WHERE target = ?2 AND state = 'landed' ORDER BY id DESC LIMIT 1),
+                    (SELECT max_temp FROM targets WHERE name = ?2), not_before
+               FROM runs WHERE id = ?1",
+            params![run, target],
+            |r| Ok((r.get(0)?, r.get::<_, Option<f64>>(1)?.unwrap_or(0.0), r.get(2)?)),
+        )?;
+        let need = placement::Need {
+            kind: kind.to_string(),
+            size: size.unwrap_or(0).max(0) as u64,
+            max_temp: max_temp as f32,
+            sole_word: false,
+        };
+        let defaults = placement::Defaults {
+            max_temp: self.config.max_temp,
+            on_battery: self.config.on_battery,
+        };
+        let (best, verdicts) = placement::rank(swarm, &need, defaults);
+        let mine = verdicts
+            .iter()
+            .find(|(name, _)| name == agent)
+            .map(|(_, v)| v.clone());
+        if best.is_empty() {
+            let why = format!(
+                "waiting for an agent that may take it: {}",
+                verdicts
+                    .iter()
+                    .filter_map(|(_, v)| v.as_ref().err().cloned())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            tx.execute(
+                "UPDATE runs SET reason = ?2 WHERE id = ?1 AND reason != ?2",
+                params![run, why],
+            )?;
+            return Ok(None);
+        }
+        let Some(Ok(eta)) = mine else {
+            return Ok(None);
+        };
+        let patient =
+            now - waiting_since <= placement::PATIENCE_HEARTBEATS * ms(self.config.heartbeat);
+        if best.iter().any(|b| b == agent) {
+            return Ok(Some(placement::explain(agent, eta, &verdicts)));
+        }
+        if patient {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "{} (the best placed, {}, did not take it within {} heartbeats)",
+            placement::explain(agent, eta, &verdicts),
+            best.join(" or "),
+            placement::PATIENCE_HEARTBEATS
+        )))
     }
 }
 

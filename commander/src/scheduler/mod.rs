@@ -32,6 +32,7 @@ use crate::state::{self, event, run_state, Store};
 use crate::{CommanderError, Result};
 
 mod grant;
+pub mod placement;
 pub mod quorum;
 
 /// The lease policy over the store.
@@ -473,6 +474,9 @@ impl Scheduler {
                     lease.run_id
                 ],
             )?;
+            let url: String =
+                tx.query_row("SELECT url FROM runs WHERE id = ?1", [lease.run_id], |r| r.get(0))?;
+            state::record_throughput(tx, agent, &placement::host_of(&url), req.bytes_per_second, now)?;
             Ok(())
         });
         match checked {

@@ -88,6 +88,25 @@ impl Admin for Services {
         })())
     }
 
+    async fn get_run(&self, request: Request<GetRunRequest>) -> Reply<RunInfo> {
+        reply((|| {
+            self.admin(&request)?;
+            let id = request.into_inner().id;
+            self.store().read(|c| {
+                let exists: bool =
+                    c.query_row("SELECT COUNT(*) > 0 FROM runs WHERE id = ?1", [id], |r| {
+                        r.get(0)
+                    })?;
+                if !exists {
+                    return Err(CommanderError::NotFound(format!(
+                        "no run {id} (see `ark-commander runs`)"
+                    )));
+                }
+                state::run(c, id)
+            })
+        })())
+    }
+
     async fn list_targets(
         &self,
         request: Request<ListTargetsRequest>,
@@ -166,8 +185,30 @@ impl Admin for Services {
                 .transpose()?;
             let lost_after = self.scheduler().config.lease_ttl.as_millis() as i64;
             let now = unix_ms();
+            let on_battery = req
+                .on_battery
+                .as_deref()
+                .map(|p| {
+                    crate::config::OnBattery::parse(p).map(|p| {
+                        p.map(|p| {
+                            if p == crate::config::OnBattery::Allow {
+                                "allow"
+                            } else {
+                                "deny"
+                            }
+                        })
+                        .unwrap_or("")
+                    })
+                })
+                .transpose()?;
+            if req.max_temp.is_some_and(|t| !(0.0..=150.0).contains(&t)) {
+                return Err(CommanderError::Invalid(
+                    "--max-temp: give degrees Celsius between 1 and 150 (0 goes back to the default)".into(),
+                ));
+            }
             self.store().tx(|tx| {
                 state::set_agent(tx, &req.name, req.bandwidth_cap, window.as_deref())?;
+                state::set_agent_placement(tx, &req.name, on_battery, req.max_temp)?;
                 state::event(
                     tx,
                     now,
@@ -175,11 +216,15 @@ impl Admin for Services {
                     Some(&req.name),
                     "agent_set",
                     &format!(
-                        "bandwidth cap {} window {}",
+                        "bandwidth cap {} window {} on battery {} max temp {}",
                         req.bandwidth_cap
                             .map(|c| c.to_string())
                             .unwrap_or_else(|| "unchanged".into()),
-                        window.clone().unwrap_or_else(|| "unchanged".into())
+                        window.clone().unwrap_or_else(|| "unchanged".into()),
+                        on_battery.unwrap_or("unchanged"),
+                        req.max_temp
+                            .map(|t| t.to_string())
+                            .unwrap_or_else(|| "unchanged".into())
                     ),
                 )?;
                 state::list_agents(tx, now, lost_after)?

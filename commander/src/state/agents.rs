@@ -175,6 +175,77 @@ pub fn set_agent(
     Ok(())
 }
 
+/// Sets an agent's placement settings (None: unchanged): whether it may
+/// work on battery ("allow", "deny", "" = the commander's default) and its
+/// temperature cap (0 = the commander's).
+pub fn set_agent_placement(
+    conn: &Connection,
+    name: &str,
+    on_battery: Option<&str>,
+    max_temp: Option<f32>,
+) -> Result<()> {
+    if let Some(policy) = on_battery {
+        conn.execute(
+            "UPDATE agents SET on_battery = ?2 WHERE name = ?1",
+            params![name, policy],
+        )?;
+    }
+    if let Some(cap) = max_temp {
+        conn.execute(
+            "UPDATE agents SET max_temp = ?2 WHERE name = ?1",
+            params![name, f64::from(cap)],
+        )?;
+    }
+    Ok(())
+}
+
+/// Folds a progress report's rate into what `agent` achieves from `host`
+/// (an exponentially weighted mean, the newest report weighing 1/4).
+pub fn record_throughput(
+    conn: &Connection,
+    agent: &str,
+    host: &str,
+    bytes_per_second: u64,
+    now: i64,
+) -> Result<()> {
+    if bytes_per_second == 0 || host.is_empty() {
+        return Ok(());
+    }
+    conn.execute(
+        "INSERT INTO throughput (agent, host, bytes_per_second, updated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (agent, host) DO UPDATE SET
+           bytes_per_second = (3 * bytes_per_second + excluded.bytes_per_second) / 4,
+           updated_at = excluded.updated_at",
+        params![agent, host, bytes_per_second as i64, now],
+    )?;
+    Ok(())
+}
+
+/// What each agent achieved from `host` (bytes/s), and each agent's mean
+/// over all hosts (for a host it has not fetched from yet).
+pub fn throughputs(
+    conn: &Connection,
+    host: &str,
+) -> Result<std::collections::HashMap<String, (Option<u64>, Option<u64>)>> {
+    let mut out: std::collections::HashMap<String, (Option<u64>, Option<u64>)> = Default::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT agent, AVG(bytes_per_second), MAX(CASE WHEN host = ?1 THEN bytes_per_second END)
+           FROM throughput GROUP BY agent",
+    )?;
+    let rows = stmt.query_map([host], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<f64>>(1)?,
+            r.get::<_, Option<i64>>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (agent, mean, here) = row?;
+        out.insert(agent, (here.map(|b| b as u64), mean.map(|m| m as u64)));
+    }
+    Ok(out)
+}
+
 pub fn list_agents(
     conn: &Connection,
     now: i64,
@@ -182,7 +253,7 @@ pub fn list_agents(
 ) -> Result<Vec<ark_proto::AgentInfo>> {
     let mut stmt = conn.prepare(
         "SELECT name, enrolled_at, last_seen, paused, capabilities, telemetry, bandwidth_cap, window,
-                confirmed, disputes_lost, spot_failed, suspect, revoked_at
+                confirmed, disputes_lost, spot_failed, suspect, revoked_at, on_battery, max_temp
          FROM agents ORDER BY name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -202,12 +273,23 @@ pub fn list_agents(
                 suspect: r.get(11)?,
                 revoked_at_ms: r.get::<_, Option<i64>>(12)?.unwrap_or(0),
             },
+            (r.get::<_, String>(13)?, r.get::<_, f64>(14)? as f32),
         ))
     })?;
     let mut agents = Vec::new();
     for row in rows {
-        let (name, enrolled_at, last_seen, paused, caps, telemetry, bandwidth_cap, window, trust) =
-            row?;
+        let (
+            name,
+            enrolled_at,
+            last_seen,
+            paused,
+            caps,
+            telemetry,
+            bandwidth_cap,
+            window,
+            trust,
+            (on_battery, max_temp),
+        ) = row?;
         let state = match last_seen {
             _ if trust.revoked_at_ms != 0 => "revoked",
             None => "enrolled",
@@ -232,6 +314,8 @@ pub fn list_agents(
             bandwidth_cap,
             window,
             trust: Some(trust),
+            on_battery,
+            max_temp,
         });
     }
     Ok(agents)

@@ -197,6 +197,16 @@ CREATE TABLE IF NOT EXISTS accounts (
     no_archived INTEGER NOT NULL DEFAULT 0,
     no_wikis    INTEGER NOT NULL DEFAULT 0
 );
+-- What each agent achieved from each origin host, from its progress
+-- reports (an exponentially weighted mean): placement's estimate of how
+-- soon an agent would finish a job from that host.
+CREATE TABLE IF NOT EXISTS throughput (
+    agent            TEXT NOT NULL,
+    host             TEXT NOT NULL,
+    bytes_per_second INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    PRIMARY KEY (agent, host)
+);
 -- One agent's signed claim in a quorum group (one per member run).
 CREATE TABLE IF NOT EXISTS votes (
     run_id      INTEGER PRIMARY KEY,
@@ -374,6 +384,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("targets", "category", "TEXT NOT NULL DEFAULT ''"),
     ("targets", "account", "TEXT NOT NULL DEFAULT ''"),
     ("targets", "gone", "TEXT NOT NULL DEFAULT ''"),
+    ("targets", "max_temp", "REAL NOT NULL DEFAULT 0"),
+    ("agents", "on_battery", "TEXT NOT NULL DEFAULT ''"),
+    ("agents", "max_temp", "REAL NOT NULL DEFAULT 0"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {

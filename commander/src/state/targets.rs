@@ -12,10 +12,10 @@ pub fn add_target(
 ) -> Result<ark_proto::TargetInfo> {
     let inserted = conn.execute(
         "INSERT OR IGNORE INTO targets (name, kind, url, every_ms, created_at, next_due, keep, bandwidth_cap, max_size, window,
-           quorum, spot_check, max_age_ms, media, keep_media, category)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+           quorum, spot_check, max_age_ms, media, keep_media, category, max_temp)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![t.name, t.kind, t.url, t.every_ms as i64, now, t.keep, t.bandwidth_cap as i64, t.max_size as i64, t.window,
-                t.quorum, t.spot_check, t.max_age_ms as i64, t.media, t.keep_media, t.category],
+                t.quorum, t.spot_check, t.max_age_ms as i64, t.media, t.keep_media, t.category, f64::from(t.max_temp)],
     )?;
     if inserted == 0 {
         return Err(CommanderError::AlreadyExists(format!(
@@ -42,6 +42,7 @@ pub fn add_target(
         media: t.media.clone(),
         keep_media: t.keep_media,
         category: t.category.clone(),
+        max_temp: t.max_temp,
         ..Default::default()
     })
 }
@@ -59,7 +60,8 @@ pub fn list_targets(
                 t.keep, t.bandwidth_cap, t.max_size, t.window, t.quorum, t.spot_check, t.max_age_ms,
                 (SELECT MAX(finished_at) FROM runs r WHERE r.target = t.name AND r.kind = t.kind
                    AND r.state IN ('succeeded', 'unchanged')),
-                b.book, b.newest, b.checked_at, t.media, t.keep_media, t.category, t.account, t.gone
+                b.book, b.newest, b.checked_at, t.media, t.keep_media, t.category, t.account, t.gone,
+                t.max_temp
          FROM targets t LEFT JOIN books b ON b.target = t.name ORDER BY t.name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -87,6 +89,7 @@ pub fn list_targets(
             category: r.get(20)?,
             account: r.get(21)?,
             gone: r.get(22)?,
+            max_temp: r.get::<_, f64>(23)? as f32,
             ..Default::default()
         })
     })?;
