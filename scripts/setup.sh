@@ -6,7 +6,7 @@
 #   benchmark's baselines), git and openssh (git origins, flashing over
 #   SSH), chromium + chromium-driver (the dashboard's browser test),
 #   dosfstools + mtools, exfatprogs + exfat-fuse (FAT and exFAT the
-#   archive is copied through),
+#   archive is copied through), prometheus (the pause rules' source),
 #   rustfmt/clippy, the aarch64 musl target,
 #   cargo-nextest, and cargo-zigbuild + zig (cross-building without Docker).
 # Idempotent: it only installs what is missing. Debian packages need root.
@@ -40,6 +40,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# Prometheus (a real one for the pause rules' tests; run on loopback by the
+# tests themselves): without its recommended node exporter, which would
+# listen on every address.
+if ! command -v prometheus >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  [ ${#need_apt[@]} -gt 0 ] || $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus
 fi
 
 rustup component add rustfmt clippy >/dev/null

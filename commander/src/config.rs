@@ -175,7 +175,26 @@ pub struct CommanderConfig {
     /// Whether an agent on battery gets new work: `deny` or `allow` (an
     /// agent's own `--on-battery` overrides it).
     pub on_battery: OnBattery,
+    /// `[[pause_when]]`: when the swarm yields to the household (see
+    /// [`crate::household`]).
+    #[serde(rename = "pause_when", skip_serializing_if = "Vec::is_empty")]
+    pub pause_when: Vec<crate::household::PauseRule>,
+    /// How often the pause rules are evaluated.
+    #[serde(with = "humantime_serde")]
+    pub pause_check: Duration,
+    /// Bytes/s every agent's transfers drop to while the swarm yields.
+    pub yield_floor: u64,
 }
+
+/// How often the pause rules are read: a game or a film starting is noticed
+/// within seconds, and the sources (a TCP connect, one instant query) cost
+/// nothing at that pace.
+pub const DEFAULT_PAUSE_CHECK: Duration = Duration::from_secs(10);
+
+/// The rate transfers drop to while the swarm yields: 32 KiB/s keeps every
+/// lease renewed and every job alive, and is lost in any household's
+/// traffic.
+pub const DEFAULT_YIELD_FLOOR: u64 = 32 << 10;
 
 /// Work for an agent on battery.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,6 +252,9 @@ impl Default for CommanderConfig {
             max_age: DEFAULT_MAX_AGE,
             max_temp: DEFAULT_MAX_TEMP,
             on_battery: OnBattery::Deny,
+            pause_when: Vec::new(),
+            pause_check: DEFAULT_PAUSE_CHECK,
+            yield_floor: DEFAULT_YIELD_FLOOR,
         }
     }
 }
@@ -278,6 +300,12 @@ impl CommanderConfig {
                     "fetch.allow: {net:?} is not a network (write it as \"192.168.1.0/24\" or one address)"
                 ));
             }
+        }
+        for rule in &self.pause_when {
+            rule.check().map_err(|e| e.to_string())?;
+        }
+        if self.pause_check.is_zero() {
+            return Err("pause-check must be longer than 0s".into());
         }
         Ok(())
     }

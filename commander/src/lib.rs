@@ -20,6 +20,8 @@
 //! - [`scheduler`]: lease policy: grants, renewals, expiry, retries,
 //!   deferrals, pause.
 //! - [`upload`]: receiving a verified upload (`Have`, `Upload`).
+//! - [`household`]: `[[pause_when]]` rules: the swarm yields to the
+//!   household's own use of the network.
 //! - [`opml`]: feed lists in and out (`target import|export opml`).
 //! - [`sources`]: sources that move (a Kiwix book's newest release),
 //!   resolved by the commander before a run is leased.
@@ -42,6 +44,7 @@ pub mod feed;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod git_check;
+pub mod household;
 pub mod ingest;
 pub mod kinds;
 pub mod landing;

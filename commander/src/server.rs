@@ -184,6 +184,11 @@ pub async fn run(
         }
     });
     let resolver = tokio::spawn(crate::sources::resolve_task(scheduler.clone(), every));
+    let household = tokio::spawn(crate::household::watch_task(
+        scheduler.store.clone(),
+        config.pause_when.clone(),
+        config.pause_check,
+    ));
     let services = Services::new(scheduler, archive, pki, url);
     let served = tonic::transport::Server::builder()
         .add_service(EnrollmentServer::new(services.clone()))
@@ -193,6 +198,7 @@ pub async fn run(
         .await;
     sweep_task.abort();
     resolver.abort();
+    household.abort();
     if let Some(web) = web {
         web.stop().await;
     }

@@ -79,7 +79,7 @@ async fn hot_and_unplugged_agents_get_no_work_and_runs_show_says_why() -> Result
     let hot = telemetry
         .iter()
         .find(|a| a.name == "hot")
-        .and_then(|a| a.telemetry.clone());
+        .and_then(|a| a.telemetry);
     ensure!(
         hot.and_then(|t| t.temperature_celsius) == Some(90.0),
         "the fake sysfs was not read"

@@ -54,24 +54,37 @@ impl Throttle {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).rate as u64
     }
 
-    /// Accounts for `n` bytes, waiting as long as the cap requires.
+    /// Accounts for `n` bytes, waiting as long as the cap requires. The wait
+    /// is taken in short steps at whatever the cap is by then, so a cap
+    /// lifted (or raised) mid-wait frees the job at once: dropping to a
+    /// yield floor of a few KiB/s must not leave a job asleep for a minute
+    /// after the household is done.
     pub async fn take(&self, n: u64) {
-        let wait = {
-            let mut b = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            if b.rate <= 0.0 {
-                return;
-            }
-            let now = Instant::now();
-            let refill = now.duration_since(b.last).as_secs_f64() * b.rate;
-            b.tokens = (b.tokens + refill).min(b.rate) - n as f64;
-            b.last = now;
-            (b.tokens < 0.0).then(|| Duration::from_secs_f64(-b.tokens / b.rate))
-        };
-        if let Some(wait) = wait {
-            tokio::time::sleep(wait).await;
+        let mut debt = n as f64;
+        loop {
+            let wait = {
+                let mut b = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                if b.rate <= 0.0 {
+                    b.tokens = b.tokens.max(0.0);
+                    return;
+                }
+                let now = Instant::now();
+                let refill = now.duration_since(b.last).as_secs_f64() * b.rate;
+                b.tokens = (b.tokens + refill).min(b.rate) - debt;
+                b.last = now;
+                debt = 0.0;
+                if b.tokens >= 0.0 {
+                    return;
+                }
+                Duration::from_secs_f64(-b.tokens / b.rate)
+            };
+            tokio::time::sleep(wait.min(MAX_STEP)).await;
         }
     }
 }
+
+/// Longest single sleep of a throttled job before it looks at the cap again.
+const MAX_STEP: Duration = Duration::from_millis(200);
 
 #[cfg(test)]
 mod tests {
@@ -106,6 +119,23 @@ mod tests {
         assert!(
             started.elapsed() >= Duration::from_millis(900),
             "100 kB at a new cap of 100 kB/s took only {:?} (uncapped: {uncapped:?})",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn lifting_the_cap_frees_a_waiting_job_at_once() {
+        let throttle = Throttle::new(1024);
+        throttle.take(1024).await;
+        let waiter = throttle.clone();
+        let started = Instant::now();
+        let job = tokio::spawn(async move { waiter.take(60 * 1024).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        throttle.set_rate(0);
+        job.await.expect("join");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a job stayed asleep {:?} after the cap was lifted",
             started.elapsed()
         );
     }

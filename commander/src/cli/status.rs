@@ -23,6 +23,7 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
             "archive_versions": s.archive_versions, "archive_bytes": s.archive_bytes,
             "last_landed_at_ms": (s.last_landed_at_ms > 0).then_some(s.last_landed_at_ms),
             "stale": s.stale,
+            "yielding": s.yielding, "pause_rule_errors": s.pause_rule_errors,
         }));
     }
     println!(
@@ -48,6 +49,12 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
     );
     for stale in &s.stale {
         println!("STALE     {stale}");
+    }
+    for rule in &s.yielding {
+        println!("YIELDING  to {rule}");
+    }
+    for rule in &s.pause_rule_errors {
+        println!("RULE      {rule}");
     }
     Ok(())
 }

@@ -245,11 +245,20 @@ impl Scheduler {
                     });
                 }
             }
-            let (agent_bandwidth_cap, window) = state::agent_settings(tx, agent)?;
+            let (mut agent_bandwidth_cap, window) = state::agent_settings(tx, agent)?;
+            // Yielding to the household: no new work, transfers at the floor.
+            let yielding = !crate::household::current(tx)?.holding().is_empty();
+            if yielding {
+                let floor = self.config.yield_floor.max(1);
+                agent_bandwidth_cap = match agent_bandwidth_cap {
+                    0 => floor,
+                    cap => cap.min(floor),
+                };
+            }
             // Outside its window an agent finishes what it holds and takes
             // nothing new, like a pause that lifts itself.
             let leases = match paused {
-                None if crate::window::open_at(&window, now) => {
+                None if !yielding && crate::window::open_at(&window, now) => {
                     self.grant(tx, agent, req.free_slots, now)?
                 }
                 _ => Vec::new(),

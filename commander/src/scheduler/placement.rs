@@ -101,7 +101,7 @@ pub fn judge(c: &Candidate, need: &Need, defaults: Defaults) -> Result<u64, Stri
             "{name}: suspect (its word alone may not land a version)"
         ));
     }
-    let t = a.telemetry.clone().unwrap_or_default();
+    let t = a.telemetry.unwrap_or_default();
     let cap = [need.max_temp, a.max_temp, defaults.max_temp]
         .into_iter()
         .find(|c| *c > 0.0)
@@ -141,14 +141,13 @@ fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
+/// Each agent's verdict: Ok(expected ms to finish) or Err(why not).
+pub type Verdicts = Vec<(String, Result<u64, String>)>;
+
 /// The verdict on every candidate, and the agents tied for best (fewest
 /// jobs first), for a run needing `need`.
-pub fn rank(
-    candidates: &[Candidate],
-    need: &Need,
-    defaults: Defaults,
-) -> (Vec<String>, Vec<(String, Result<u64, String>)>) {
-    let verdicts: Vec<(String, Result<u64, String>)> = candidates
+pub fn rank(candidates: &[Candidate], need: &Need, defaults: Defaults) -> (Vec<String>, Verdicts) {
+    let verdicts: Verdicts = candidates
         .iter()
         .map(|c| (c.info.name.clone(), judge(c, need, defaults)))
         .collect();
@@ -253,6 +252,10 @@ mod tests {
         }
     }
 
+    fn telemetry(c: &mut Candidate) -> &mut Telemetry {
+        c.info.telemetry.get_or_insert_with(Default::default)
+    }
+
     fn refusal(c: &Candidate, n: &Need) -> String {
         judge(c, n, DEFAULTS).expect_err("eligible")
     }
@@ -260,10 +263,7 @@ mod tests {
     #[test]
     fn each_constraint_refuses_with_its_reason() {
         let mut hot = agent("agent-2");
-        hot.info
-            .telemetry
-            .as_mut()
-            .map(|t| t.temperature_celsius = Some(71.0));
+        telemetry(&mut hot).temperature_celsius = Some(71.0);
         assert_eq!(refusal(&hot, &need(0)), "agent-2: 71 °C ≥ cap 70 °C");
         // The target's own cap comes first.
         let cooler = Need {
@@ -273,11 +273,7 @@ mod tests {
         assert!(judge(&hot, &cooler, DEFAULTS).is_ok());
 
         let mut small = agent("agent-3");
-        small
-            .info
-            .telemetry
-            .as_mut()
-            .map(|t| t.staging_free_bytes = 3_328_599_654);
+        telemetry(&mut small).staging_free_bytes = 3_328_599_654;
         let big = need(4 << 30);
         assert_eq!(
             refusal(&small, &big),
@@ -285,11 +281,7 @@ mod tests {
         );
 
         let mut laptop = agent("laptop");
-        laptop
-            .info
-            .telemetry
-            .as_mut()
-            .map(|t| t.on_battery = Some(true));
+        telemetry(&mut laptop).on_battery = Some(true);
         assert!(refusal(&laptop, &need(0))
             .contains("on battery (allow with `agent set laptop --on-battery allow`)"));
         laptop.info.on_battery = "allow".into();

@@ -308,6 +308,7 @@ impl Admin for Services {
                 let count = |s: &str| counts.get(s).copied().unwrap_or(0);
                 let (archive_versions, archive_bytes, last_landed) = crate::archive::totals(c)?;
                 let targets = state::list_targets(c, unix_ms(), self.max_age_ms())?;
+                let yielded = crate::household::current(c)?;
                 Ok(StatusResponse {
                     archive_versions,
                     archive_bytes,
@@ -325,6 +326,31 @@ impl Admin for Services {
                         .iter()
                         .filter(|t| !t.stale.is_empty())
                         .map(|t| format!("{}: {}", t.name, t.stale))
+                        .collect(),
+                    yielding: yielded
+                        .holding()
+                        .iter()
+                        .map(|r| {
+                            format!(
+                                "{} since {}: {}",
+                                r.name,
+                                ark_core::ago(r.since_ms),
+                                r.reading
+                            )
+                        })
+                        .collect(),
+                    pause_rule_errors: yielded
+                        .rules
+                        .iter()
+                        .filter(|r| !r.error.is_empty())
+                        .map(|r| {
+                            format!(
+                                "{}: unreadable since {}: {}",
+                                r.name,
+                                ark_core::ago(r.error_since_ms),
+                                r.error
+                            )
+                        })
                         .collect(),
                     commander_version: env!("CARGO_PKG_VERSION").into(),
                     listen: self.inner.listen.clone(),

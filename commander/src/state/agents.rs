@@ -221,13 +221,13 @@ pub fn record_throughput(
     Ok(())
 }
 
+/// Per agent: bytes/s from one host, and its mean over all hosts.
+pub type Throughputs = std::collections::HashMap<String, (Option<u64>, Option<u64>)>;
+
 /// What each agent achieved from `host` (bytes/s), and each agent's mean
 /// over all hosts (for a host it has not fetched from yet).
-pub fn throughputs(
-    conn: &Connection,
-    host: &str,
-) -> Result<std::collections::HashMap<String, (Option<u64>, Option<u64>)>> {
-    let mut out: std::collections::HashMap<String, (Option<u64>, Option<u64>)> = Default::default();
+pub fn throughputs(conn: &Connection, host: &str) -> Result<Throughputs> {
+    let mut out = Throughputs::default();
     let mut stmt = conn.prepare_cached(
         "SELECT agent, AVG(bytes_per_second), MAX(CASE WHEN host = ?1 THEN bytes_per_second END)
            FROM throughput GROUP BY agent",

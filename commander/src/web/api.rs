@@ -23,6 +23,9 @@ pub struct Snapshot {
     pub archive: Vec<KindSummary>,
     /// Targets past their maximum age or failing, with why.
     pub stale: Vec<Stale>,
+    /// The pause rules the swarm yields to now, and every rule's standing.
+    pub yielding: Vec<String>,
+    pub pause_rules: Vec<crate::household::RuleState>,
 }
 
 #[derive(Debug, Serialize)]
@@ -191,6 +194,7 @@ pub fn snapshot(
             confirmed_at_ms: t.confirmed_at_ms,
         })
         .collect();
+    let yielded = crate::household::current(conn)?;
     Ok(Snapshot {
         now_ms: now,
         swarm_paused: state::swarm_paused(conn)?,
@@ -198,5 +202,11 @@ pub fn snapshot(
         runs,
         archive,
         stale,
+        yielding: yielded
+            .holding()
+            .iter()
+            .map(|r| format!("{}: {}", r.name, r.reading))
+            .collect(),
+        pause_rules: yielded.rules,
     })
 }

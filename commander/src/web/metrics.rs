@@ -19,6 +19,8 @@
 //!   (intent) to `landed` (fsync, rename, ledger).
 //! - `ark_target_age_seconds{target,kind}`, `ark_targets_stale`: freshness
 //!   (see `crate::state::list_targets`).
+//! - `ark_swarm_yielding`, `ark_pause_rule_holding{rule}`,
+//!   `ark_pause_rule_unreadable{rule}`: yielding to the household.
 //! - `ark_upload_seconds`: for versions landed from an upload, from the
 //!   grant of the lease that delivered them to the moment the verified
 //!   upload was in quarantine and landing began: the agent's harvest plus
@@ -60,6 +62,9 @@ pub const FAMILIES: &[&str] = &[
     "ark_agent_spot_checks_failed_total",
     "ark_target_age_seconds",
     "ark_targets_stale",
+    "ark_swarm_yielding",
+    "ark_pause_rule_holding",
+    "ark_pause_rule_unreadable",
 ];
 
 /// The classes of `ark_verification_failures_total{reason}`: few and fixed,
