@@ -121,6 +121,45 @@ pub fn render(
     let stale = targets.iter().filter(|t| !t.stale.is_empty()).count();
     sample(&mut out, "ark_targets_stale", &[], stale as f64);
 
+    // Yielding to the household (rule names are the operator's).
+    let yielded = crate::household::current(conn)?;
+    let yielding = f64::from(u8::from(!yielded.holding().is_empty()));
+    header(
+        &mut out,
+        "ark_swarm_yielding",
+        "gauge",
+        "1 while a [[pause_when]] rule holds: no new work, transfers at the floor rate.",
+    );
+    sample(&mut out, "ark_swarm_yielding", &[], yielding);
+    header(
+        &mut out,
+        "ark_pause_rule_holding",
+        "gauge",
+        "1 while the pause rule holds (or is within its hold-down).",
+    );
+    for r in &yielded.rules {
+        sample(
+            &mut out,
+            "ark_pause_rule_holding",
+            &[("rule", &r.name)],
+            f64::from(u8::from(r.holding)),
+        );
+    }
+    header(
+        &mut out,
+        "ark_pause_rule_unreadable",
+        "gauge",
+        "1 while the pause rule's source cannot be read.",
+    );
+    for r in &yielded.rules {
+        sample(
+            &mut out,
+            "ark_pause_rule_unreadable",
+            &[("rule", &r.name)],
+            f64::from(u8::from(!r.error.is_empty())),
+        );
+    }
+
     let mut agents: BTreeMap<&str, u64> = ["online", "lost", "enrolled", "revoked"]
         .into_iter()
         .map(|s| (s, 0))
