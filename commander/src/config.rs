@@ -184,7 +184,16 @@ pub struct CommanderConfig {
     pub pause_check: Duration,
     /// Bytes/s every agent's transfers drop to while the swarm yields.
     pub yield_floor: u64,
+    /// How long an agent may stay at or over its temperature cap, its
+    /// transfers slowed, before its jobs go to other agents.
+    #[serde(with = "humantime_serde")]
+    pub hot_handback: Duration,
 }
+
+/// How long a hot agent keeps its jobs, slowed: ten minutes is time for a
+/// Pi in a warm cupboard to cool once its load drops, and short next to a
+/// big harvest it would otherwise finish at a crawl.
+pub const DEFAULT_HOT_HANDBACK: Duration = Duration::from_secs(600);
 
 /// How often the pause rules are read: a game or a film starting is noticed
 /// within seconds, and the sources (a TCP connect, one instant query) cost
@@ -255,6 +264,7 @@ impl Default for CommanderConfig {
             pause_when: Vec::new(),
             pause_check: DEFAULT_PAUSE_CHECK,
             yield_floor: DEFAULT_YIELD_FLOOR,
+            hot_handback: DEFAULT_HOT_HANDBACK,
         }
     }
 }

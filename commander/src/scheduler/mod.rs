@@ -32,6 +32,7 @@ use crate::state::{self, event, run_state, Store};
 use crate::{CommanderError, Result};
 
 mod grant;
+mod hot;
 pub mod placement;
 pub mod quorum;
 
@@ -223,6 +224,9 @@ impl Scheduler {
             state::agent_seen(tx, agent, req.telemetry.as_ref(), now)?;
             self.expire_leases(tx, now)?;
             self.queue_due_runs(tx, now)?;
+            // Hot: its transfers slowed now, its jobs handed back if it
+            // stays (before the lease check, which then drops them).
+            let hot = self.cool_down(tx, agent, req.telemetry.as_ref(), now)?;
             let paused = if state::swarm_paused(tx)? {
                 Some("swarm")
             } else if state::agent_paused(tx, agent)? {
@@ -246,6 +250,12 @@ impl Scheduler {
                 }
             }
             let (mut agent_bandwidth_cap, window) = state::agent_settings(tx, agent)?;
+            if let Some(hot) = hot {
+                agent_bandwidth_cap = match agent_bandwidth_cap {
+                    0 => hot,
+                    cap => cap.min(hot),
+                };
+            }
             // Yielding to the household: no new work, transfers at the floor.
             let yielding = !crate::household::current(tx)?.holding().is_empty();
             if yielding {
@@ -725,6 +735,60 @@ mod tests {
             active: Vec::new(),
         };
         s.heartbeat(agent, &req, now).expect("heartbeat").leases
+    }
+
+    #[test]
+    fn a_hot_agent_is_slowed_at_once_and_hands_its_jobs_back_if_it_stays_hot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seeded = scheduler(dir.path());
+        // Handed back within one lease TTL (30 s here), which no progress
+        // report renews in this test.
+        let s = Scheduler::new(
+            seeded.store.clone(),
+            CommanderConfig {
+                hot_handback: std::time::Duration::from_secs(20),
+                ..seeded.config.clone()
+            },
+        );
+        let leases = beat(&s, "a", T0);
+        assert_eq!(leases.len(), 1);
+        let held = vec![LeaseRef::of(&leases[0])];
+        let at = |celsius: f32, now: i64| {
+            let req = HeartbeatRequest {
+                telemetry: Some(ark_proto::Telemetry {
+                    temperature_celsius: Some(celsius),
+                    ..Default::default()
+                }),
+                free_slots: 0,
+                active: held.clone(),
+            };
+            s.heartbeat("a", &req, now).expect("heartbeat")
+        };
+        let hot = at(80.0, T0 + 1000);
+        assert_eq!(hot.agent_bandwidth_cap, hot::HOT_RATE, "slowed at once");
+        assert_eq!(run1(&s).state, "leased", "it keeps its job for now");
+        let cooled = at(60.0, T0 + 2000);
+        assert_eq!(
+            cooled.agent_bandwidth_cap, 0,
+            "full pace once below the cap"
+        );
+        at(80.0, T0 + 3000);
+        let handback = ms(s.config.hot_handback);
+        let still = at(80.0, T0 + 3000 + handback - 1);
+        assert_eq!(run1(&s).state, "leased", "{still:?}");
+        let gone = at(81.0, T0 + 3000 + handback);
+        let run = run1(&s);
+        assert_eq!(run.state, "queued", "{run:?}");
+        assert!(
+            run.reason.contains("handed back") && run.attempts == 0,
+            "{run:?}"
+        );
+        assert!(
+            gone.commands
+                .iter()
+                .any(|c| matches!(c.command, Some(command::Command::DropLease(_)))),
+            "the agent is told to drop it: {gone:?}"
+        );
     }
 
     fn fail(s: &Scheduler, agent: &str, lease: &Lease, retryable: bool, now: i64) {

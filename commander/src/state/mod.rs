@@ -387,6 +387,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("targets", "max_temp", "REAL NOT NULL DEFAULT 0"),
     ("agents", "on_battery", "TEXT NOT NULL DEFAULT ''"),
     ("agents", "max_temp", "REAL NOT NULL DEFAULT 0"),
+    ("agents", "hot_since", "INTEGER"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
