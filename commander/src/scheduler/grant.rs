@@ -20,7 +20,8 @@ impl Scheduler {
             .unwrap_or_else(|| vec![ark_core::Kind::File.to_string()]);
         let ttl = self.ttl();
         let candidates = queued(tx, agent, &kinds, (now, ttl))?;
-        let mut swarm = self.swarm(tx, now)?;
+        // Read only when a run is there to place.
+        let mut swarm: Option<Vec<placement::Candidate>> = None;
         let mut leases = Vec::new();
         for (run, target, kind, url, attempts, generation, group) in candidates {
             if leases.len() as u32 >= free_slots {
@@ -35,8 +36,11 @@ impl Scheduler {
             }
             // Placement: the agent expected to finish soonest among those
             // that may take it (see placement.rs); explained on the run.
-            let Some(placed) =
-                self.place(tx, &mut swarm, (run, &target, &kind, &url), agent, now)?
+            let swarm = match &mut swarm {
+                Some(swarm) => swarm,
+                None => swarm.insert(self.swarm(tx, agent, now)?),
+            };
+            let Some(placed) = self.place(tx, swarm, (run, &target, &kind, &url), agent, now)?
             else {
                 continue;
             };
@@ -114,17 +118,38 @@ impl Scheduler {
 }
 
 impl Scheduler {
-    /// Every agent as placement sees it now.
-    fn swarm(&self, tx: &Connection, now: i64) -> Result<Vec<placement::Candidate>> {
-        Ok(state::list_agents(tx, now, self.ttl())?
-            .into_iter()
-            .filter(|a| a.state != "revoked")
-            .map(|info| placement::Candidate {
-                window_open: crate::window::open_at(&info.window, now),
-                info,
-                rate: (None, None),
-            })
-            .collect())
+    /// Every agent as placement sees it: a snapshot at most
+    /// [`placement::SNAPSHOT_MS`] old, with `agent`'s own running jobs
+    /// counted now.
+    fn swarm(&self, tx: &Connection, agent: &str, now: i64) -> Result<Vec<placement::Candidate>> {
+        let mut cached = self.swarm.lock().unwrap_or_else(|p| p.into_inner());
+        let mut swarm = match cached.as_ref() {
+            Some((at, swarm)) if now - at < placement::SNAPSHOT_MS && now >= *at => swarm.clone(),
+            _ => {
+                let fresh: Vec<placement::Candidate> = state::list_agents(tx, now, self.ttl())?
+                    .into_iter()
+                    .filter(|a| a.state != "revoked")
+                    .map(|info| placement::Candidate {
+                        window_open: crate::window::open_at(&info.window, now),
+                        info,
+                        rate: (None, None),
+                    })
+                    .collect();
+                *cached = Some((now, fresh.clone()));
+                fresh
+            }
+        };
+        drop(cached);
+        let mut stmt = tx.prepare_cached(
+            "SELECT run_id FROM leases WHERE agent = ?1 AND ended_at IS NULL ORDER BY run_id",
+        )?;
+        let running = stmt
+            .query_map([agent], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        if let Some(me) = swarm.iter_mut().find(|c| c.info.name == agent) {
+            me.info.running = running;
+        }
+        Ok(swarm)
     }
 
     /// Whether `agent` should take `run` now: Some(the explanation) when it

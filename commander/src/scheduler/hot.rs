@@ -47,40 +47,20 @@ impl Scheduler {
             .filter(|t| *t >= cap)
         else {
             if hot_since.is_some() {
-                tx.execute(
-                    "UPDATE agents SET hot_since = NULL WHERE name = ?1",
-                    [agent],
-                )?;
-                event(
-                    tx,
-                    now,
-                    None,
-                    Some(agent),
-                    "cooled",
-                    &format!("{agent} is below its cap of {cap:.0} °C again: full pace"),
-                )?;
+                let said = format!("{agent} is below its cap of {cap:.0} °C again: full pace");
+                set_hot(tx, agent, None, ("cooled", &said), now)?;
             }
             return Ok(None);
         };
         let since = match hot_since {
             Some(since) => since,
             None => {
-                tx.execute(
-                    "UPDATE agents SET hot_since = ?2 WHERE name = ?1",
-                    params![agent, now],
-                )?;
-                event(
-                    tx,
-                    now,
-                    None,
-                    Some(agent),
-                    "hot",
-                    &format!(
-                        "{agent}: {temp:.0} °C ≥ cap {cap:.0} °C: its transfers are slowed to {} KiB/s; its jobs go elsewhere if it stays hot for {:?}",
-                        HOT_RATE >> 10,
-                        self.config.hot_handback
-                    ),
-                )?;
+                let said = format!(
+                    "{agent}: {temp:.0} °C ≥ cap {cap:.0} °C: its transfers are slowed to {} KiB/s; its jobs go elsewhere if it stays hot for {:?}",
+                    HOT_RATE >> 10,
+                    self.config.hot_handback
+                );
+                set_hot(tx, agent, Some(now), ("hot", &said), now)?;
                 now
             }
         };
@@ -109,4 +89,20 @@ impl Scheduler {
         }
         Ok(Some(HOT_RATE))
     }
+}
+
+/// Records when `agent` got hot (None: it is cool again) and the event that
+/// says so.
+fn set_hot(
+    tx: &Connection,
+    agent: &str,
+    since: Option<i64>,
+    (kind, said): (&str, &str),
+    now: i64,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE agents SET hot_since = ?2 WHERE name = ?1",
+        params![agent, since],
+    )?;
+    event(tx, now, None, Some(agent), kind, said)
 }

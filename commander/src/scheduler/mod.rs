@@ -47,6 +47,11 @@ pub struct Scheduler {
     /// The commander's own endpoints (`host:port`, `*:port` for every
     /// interface), sent with every job so no agent ever fetches them.
     pub own_endpoints: Vec<String>,
+    /// The swarm as placement last read it, and when: read at most once a
+    /// [`placement::SNAPSHOT_MS`] however many agents heartbeat, so a
+    /// thousand agents cost one read of the agents a second, not a
+    /// thousand.
+    swarm: Arc<std::sync::Mutex<Option<(i64, Vec<placement::Candidate>)>>>,
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -60,6 +65,7 @@ impl Scheduler {
             config,
             archive_root: None,
             own_endpoints: Vec::new(),
+            swarm: Default::default(),
         }
     }
 

@@ -35,6 +35,11 @@ pub const TIE: f64 = 0.25;
 /// agent may take it.
 pub const PATIENCE_HEARTBEATS: i64 = 3;
 
+/// How old the swarm's snapshot may be when a run is placed: a second of
+/// telemetry is fresh enough (agents report every few seconds), and the
+/// asking agent's own running jobs are counted afresh.
+pub const SNAPSHOT_MS: i64 = 1000;
+
 /// Room kept free beyond a job's expected size: 5 % and 256 MiB, for the
 /// outboard, the registry and the device's own needs.
 pub fn disk_margin(size: u64) -> u64 {
