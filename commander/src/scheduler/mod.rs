@@ -51,7 +51,7 @@ pub struct Scheduler {
     /// [`placement::SNAPSHOT_MS`] however many agents heartbeat, so a
     /// thousand agents cost one read of the agents a second, not a
     /// thousand.
-    swarm: Arc<std::sync::Mutex<Option<(i64, Vec<placement::Candidate>)>>>,
+    swarm: Arc<std::sync::Mutex<Option<placement::Snapshot>>>,
 }
 
 fn ms(d: std::time::Duration) -> i64 {

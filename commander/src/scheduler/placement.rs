@@ -46,6 +46,10 @@ pub fn disk_margin(size: u64) -> u64 {
     size / 20 + (256 << 20)
 }
 
+/// The swarm as read at a moment (ms): what every heartbeat places against
+/// until it is [`SNAPSHOT_MS`] old.
+pub type Snapshot = (i64, Vec<Candidate>);
+
 /// What a run needs of an agent.
 #[derive(Debug, Clone, Default)]
 pub struct Need {
