@@ -52,10 +52,16 @@ struct Args {
     seconds: u64,
     interval: Duration,
     enroll_concurrency: usize,
+    /// Runs queued before the load starts (the grant's scan and placement
+    /// under a long queue).
+    queued: u64,
+    /// Free slots every agent reports (0: the grant returns at once).
+    free_slots: u32,
 }
 
 const USAGE: &str = "usage: heartbeat-load [--agents N (200)] [--seconds S (30)] \
-[--interval-ms MS (5000, the production default)] [--enroll-concurrency C (8)]";
+[--interval-ms MS (5000, the production default)] [--enroll-concurrency C (8)] \
+[--queued R (0)] [--free-slots K (0)]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -63,6 +69,8 @@ fn parse_args() -> anyhow::Result<Args> {
         seconds: 30,
         interval: Duration::from_millis(5000),
         enroll_concurrency: 8,
+        queued: 0,
+        free_slots: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -89,6 +97,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--seconds" => args.seconds = number(&value)?,
             "--interval-ms" => args.interval = Duration::from_millis(number(&value)?),
             "--enroll-concurrency" => args.enroll_concurrency = number(&value)? as usize,
+            "--queued" => args.queued = number(&value)?,
+            "--free-slots" => args.free_slots = number(&value)? as u32,
             other => bail!("unknown flag {other:?}\n{USAGE}"),
         }
     }
@@ -103,6 +113,33 @@ fn parse_args() -> anyhow::Result<Args> {
     }
     args.enroll_concurrency = args.enroll_concurrency.clamp(1, 64);
     Ok(args)
+}
+
+/// Queues `n` runs of a file target straight into the commander's state
+/// (one transaction), as an account of many repositories or a feed of many
+/// enclosures would.
+fn queue_runs(commander_dir: &std::path::Path, n: u64) -> anyhow::Result<()> {
+    let store = ark_commander::state::Store::open(&commander_dir.join("state.sqlite"))?;
+    let now = ark_core::unix_ms();
+    store.tx(|tx| {
+        let target = ark_proto::AddTargetRequest {
+            kind: "file".into(),
+            url: "http://127.0.0.1:9/queued.bin".into(),
+            name: "queued".into(),
+            ..Default::default()
+        };
+        ark_commander::state::add_target(tx, &target, now)?;
+        tx.execute("UPDATE targets SET next_due = NULL WHERE name = 'queued'", [])?;
+        let mut insert = tx.prepare(
+            "INSERT INTO runs (target, kind, url, state, not_before, created_at) VALUES ('queued', 'file', ?1, 'queued', ?2, ?2)",
+        )?;
+        for i in 0..n {
+            insert.execute(rusqlite::params![format!("http://127.0.0.1:9/queued-{i}.bin"), now])?;
+        }
+        Ok(())
+    })?;
+    println!("queued {n} runs before the load");
+    Ok(())
 }
 
 /// One simulated agent after set-up.
@@ -217,6 +254,9 @@ fn main() -> anyhow::Result<()> {
         ))
         .context("starting the commander")?;
     let url = handle.url.clone();
+    if args.queued > 0 {
+        queue_runs(&commander_dir, args.queued)?;
+    }
 
     println!(
         "heartbeat-load: {} agents, heartbeat every {} ms for {} s, commander {} (in-process, data {})",
@@ -329,7 +369,7 @@ async fn drive(
         // Spread the first beats evenly over one interval.
         let offset = args.interval.mul_f64(i as f64 / n as f64);
         let interval = args.interval;
-        set.spawn(beat(agent, start, start + offset, end, interval));
+        set.spawn(beat(agent, start, start + offset, end, (interval, args.free_slots)));
     }
     let mut latencies = Vec::new();
     let mut timeline = Vec::new();
@@ -486,7 +526,7 @@ async fn beat(
     origin: tokio::time::Instant,
     first: tokio::time::Instant,
     end: tokio::time::Instant,
-    interval: Duration,
+    (interval, free_slots): (Duration, u32),
 ) -> AgentLog {
     let mut log = AgentLog::default();
     let mut ticker = tokio::time::interval_at(first, interval);
@@ -513,7 +553,7 @@ async fn beat(
                 load_average_1m: 0.2,
                 on_battery: None,
             }),
-            free_slots: 0,
+            free_slots,
             active: vec![],
         };
         let started = Instant::now();
