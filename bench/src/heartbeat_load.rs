@@ -369,7 +369,13 @@ async fn drive(
         // Spread the first beats evenly over one interval.
         let offset = args.interval.mul_f64(i as f64 / n as f64);
         let interval = args.interval;
-        set.spawn(beat(agent, start, start + offset, end, (interval, args.free_slots)));
+        set.spawn(beat(
+            agent,
+            start,
+            start + offset,
+            end,
+            (interval, args.free_slots),
+        ));
     }
     let mut latencies = Vec::new();
     let mut timeline = Vec::new();

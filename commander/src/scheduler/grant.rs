@@ -192,14 +192,25 @@ impl Scheduler {
             .find(|(name, _)| name == agent)
             .map(|(_, v)| v.clone());
         if best.is_empty() {
-            let why = format!(
+            let refused: Vec<String> = verdicts
+                .iter()
+                .filter_map(|(_, v)| v.as_ref().err().cloned())
+                .collect();
+            let mut why = format!(
                 "waiting for an agent that may take it: {}",
-                verdicts
+                refused
                     .iter()
-                    .filter_map(|(_, v)| v.as_ref().err().cloned())
+                    .take(placement::EXPLAINED)
+                    .cloned()
                     .collect::<Vec<_>>()
                     .join("; ")
             );
+            if refused.len() > placement::EXPLAINED {
+                why.push_str(&format!(
+                    "; {} more agents",
+                    refused.len() - placement::EXPLAINED
+                ));
+            }
             tx.execute(
                 "UPDATE runs SET reason = ?2 WHERE id = ?1 AND reason != ?2",
                 params![run, why],

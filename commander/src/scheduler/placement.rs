@@ -199,23 +199,38 @@ pub fn host_of(url: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// Most other agents one placement names: the refused first (their
+/// reasons are the news), then the eligible by expected finish; the rest
+/// are counted. A swarm of a thousand agents must not write a thousand
+/// reasons into every run's events.
+pub const EXPLAINED: usize = 8;
+
 /// One line for a run's events: who was chosen, and why not the others.
 pub fn explain(chosen: &str, eta_ms: u64, verdicts: &[(String, Result<u64, String>)]) -> String {
-    let others: Vec<String> = verdicts
+    let mut others: Vec<&(String, Result<u64, String>)> =
+        verdicts.iter().filter(|(name, _)| name != chosen).collect();
+    others.sort_by_key(|(name, v)| match v {
+        Err(_) => (0, 0, name.clone()),
+        Ok(eta) => (1, *eta, name.clone()),
+    });
+    let mut named: Vec<String> = others
         .iter()
-        .filter(|(name, _)| name != chosen)
+        .take(EXPLAINED)
         .map(|(name, v)| match v {
             Ok(eta) => format!("{name}: expected {:.1} s", *eta as f64 / 1000.0),
             Err(why) => why.clone(),
         })
         .collect();
+    if others.len() > EXPLAINED {
+        named.push(format!("{} more agents", others.len() - EXPLAINED));
+    }
     let mut text = format!(
         "placed on {chosen} (expected {:.1} s)",
         eta_ms as f64 / 1000.0
     );
-    if !others.is_empty() {
+    if !named.is_empty() {
         text.push_str("; ");
-        text.push_str(&others.join("; "));
+        text.push_str(&named.join("; "));
     }
     text
 }
@@ -359,6 +374,20 @@ mod tests {
         a.info.running.clear();
         let (best, _) = rank(&[a, b], &need(1 << 20), DEFAULTS);
         assert_eq!(best, ["a"], "a busy agent loses the tie");
+    }
+
+    #[test]
+    fn a_big_swarm_is_explained_in_a_few_lines() {
+        let mut swarm: Vec<Candidate> = (0..1000).map(|i| agent(&format!("a{i:04}"))).collect();
+        telemetry(&mut swarm[500]).temperature_celsius = Some(99.0);
+        let (best, verdicts) = rank(&swarm, &need(1 << 20), DEFAULTS);
+        let text = explain(&best[0], 1000, &verdicts);
+        assert!(
+            text.contains("a0500: 99 °C"),
+            "the refused come first: {text}"
+        );
+        assert!(text.ends_with("991 more agents"), "{text}");
+        assert!(text.len() < 600, "{} bytes", text.len());
     }
 
     #[test]
