@@ -22,6 +22,7 @@ impl Scheduler {
         let candidates = queued(tx, agent, &kinds, (now, ttl))?;
         // Read only when a run is there to place.
         let mut swarm: Option<Vec<placement::Candidate>> = None;
+        let mut declined = 0;
         let mut leases = Vec::new();
         for (run, target, kind, url, attempts, generation, group) in candidates {
             if leases.len() as u32 >= free_slots {
@@ -42,6 +43,13 @@ impl Scheduler {
             };
             let Some(placed) = self.place(tx, swarm, (run, &target, &kind, &url), agent, now)?
             else {
+                // Another agent is better placed, or this one may not take
+                // it: what holds for these runs mostly holds for the next,
+                // so a heartbeat weighs only so many before it stops.
+                declined += 1;
+                if declined >= placement::DECLINED_PER_HEARTBEAT {
+                    break;
+                }
                 continue;
             };
             // Trust: a quorum member goes to an agent that has no other

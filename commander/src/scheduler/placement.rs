@@ -35,6 +35,13 @@ pub const TIE: f64 = 0.25;
 /// agent may take it.
 pub const PATIENCE_HEARTBEATS: i64 = 3;
 
+/// Runs one heartbeat weighs and leaves to other agents before it stops
+/// looking: placing a run costs a pass over the whole swarm, and an agent
+/// that is not the best place for the oldest runs rarely is for the next.
+/// Runs that waited past the patience are at the head of the queue, so
+/// they are always weighed.
+pub const DECLINED_PER_HEARTBEAT: u32 = 16;
+
 /// How old the swarm's snapshot may be when a run is placed: a second of
 /// telemetry is fresh enough (agents report every few seconds), and the
 /// asking agent's own running jobs are counted afresh.
@@ -88,7 +95,8 @@ pub fn judge(c: &Candidate, need: &Need, defaults: Defaults) -> Result<u64, Stri
     if a.state != "online" {
         return Err(format!("{name}: {}", a.state));
     }
-    let caps = a.capabilities.clone().unwrap_or_default();
+    let none = ark_proto::Capabilities::default();
+    let caps = a.capabilities.as_ref().unwrap_or(&none);
     if !caps.kinds.is_empty() && !caps.kinds.contains(&need.kind) {
         return Err(format!("{name}: does not harvest {}", need.kind));
     }
