@@ -317,6 +317,17 @@ fn fold(rule: &PauseRule, m: &mut Memory, reading: Reading, now: i64) -> Vec<Str
 /// until aborted.
 pub async fn watch_task(store: std::sync::Arc<Store>, rules: Vec<PauseRule>, every: Duration) {
     if rules.is_empty() {
+        // No rules (any more): a yield recorded before a restart must not
+        // outlive the rules that caused it.
+        let cleared = store.tx(|tx| {
+            if state::setting(tx, YIELD_SETTING)?.is_some() {
+                state::set_setting(tx, YIELD_SETTING, "{\"rules\":[]}")?;
+            }
+            Ok(())
+        });
+        if let Err(e) = cleared {
+            tracing::error!("clearing the pause rules' state: {e}");
+        }
         return;
     }
     ark_link::tls::install_crypto_provider();
@@ -487,5 +498,26 @@ mod tests {
             .expect_err("refused")
             .to_string()
             .contains("HOST:PORT"));
+    }
+
+    #[tokio::test]
+    async fn a_yield_recorded_before_a_restart_ends_when_its_rules_are_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            std::sync::Arc::new(Store::open(&dir.path().join("state.sqlite")).expect("open"));
+        let held = Yield {
+            rules: vec![RuleState {
+                name: "console".into(),
+                holding: true,
+                ..RuleState::default()
+            }],
+        };
+        let json = serde_json::to_string(&held).expect("json");
+        store
+            .tx(|tx| state::set_setting(tx, YIELD_SETTING, &json))
+            .expect("set");
+        assert_eq!(store.read(current).expect("read").holding().len(), 1);
+        watch_task(store.clone(), Vec::new(), Duration::from_secs(1)).await;
+        assert!(store.read(current).expect("read").holding().is_empty());
     }
 }
