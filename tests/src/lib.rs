@@ -697,6 +697,22 @@ pub async fn kiwix_serve_get(
     served
 }
 
+/// A ZIM's UUID (header bytes 8..24) as Kiwix writes it in library.xml and
+/// its OPDS catalog: written here, apart from the commander's, as the
+/// tests' oracle.
+pub fn zim_uuid(zim: &[u8]) -> String {
+    let u = &zim[8..24];
+    let h = |r: std::ops::Range<usize>| u[r].iter().map(|b| format!("{b:02x}")).collect::<String>();
+    format!(
+        "{}-{}-{}-{}-{}",
+        h(0..4),
+        h(4..6),
+        h(6..8),
+        h(8..10),
+        h(10..16)
+    )
+}
+
 /// Every agent the commander knows.
 pub async fn agents(commander_data: &Path) -> Result<Vec<ark_proto::AgentInfo>> {
     Ok(admin(commander_data)?

@@ -96,20 +96,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
     ark_core::digest::digest_file(&path, "sha256").expect("sha256")
 }
 
-/// The ZIM's UUID as Kiwix writes it (library.xml, the OPDS catalog).
-fn zim_uuid(zim: &[u8]) -> String {
-    let u = &zim[8..24];
-    let h = |r: std::ops::Range<usize>| u[r].iter().map(|b| format!("{b:02x}")).collect::<String>();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h(0..4),
-        h(4..6),
-        h(6..8),
-        h(8..10),
-        h(10..16)
-    )
-}
-
 /// What kiwix-serve's catalog lists from the archive's library.xml.
 async fn kiwix_catalog(cdata: &Path) -> Result<String> {
     let library = cdata.join("archive/zim/library.xml");

@@ -256,19 +256,7 @@ async fn zim_targets_land_when_sound_and_fail_with_the_reason_when_not() -> Resu
     let answers = kiwix_serve_get(&library, &["/catalog/v2/entries", "/small/"]).await?;
     let [(_, catalog), (status, body)] =
         <[_; 2]>::try_from(answers).map_err(|_| anyhow::anyhow!("two answers expected"))?;
-    let uuid = {
-        let u = &small[8..24];
-        let h =
-            |r: std::ops::Range<usize>| u[r].iter().map(|b| format!("{b:02x}")).collect::<String>();
-        format!(
-            "{}-{}-{}-{}-{}",
-            h(0..4),
-            h(4..6),
-            h(6..8),
-            h(8..10),
-            h(10..16)
-        )
-    };
+    let uuid = zim_uuid(&small);
     ensure!(xml.contains(&uuid), "library.xml lacks the book: {xml}");
     ensure!(
         catalog.contains(&format!("urn:uuid:{uuid}")),

@@ -396,8 +396,9 @@ struct GitHubOwner {
     kind: String,
 }
 
+/// A repository as GitHub and Gitea both list it (the same fields).
 #[derive(Deserialize)]
-struct GitHubRepo {
+struct OwnedRepo {
     name: String,
     clone_url: String,
     #[serde(default)]
@@ -406,6 +407,18 @@ struct GitHubRepo {
     archived: bool,
     #[serde(default)]
     has_wiki: bool,
+}
+
+impl From<OwnedRepo> for Repo {
+    fn from(r: OwnedRepo) -> Self {
+        Repo {
+            wiki: r.has_wiki.then(|| wiki_of(&r.clone_url)),
+            path: r.name,
+            clone_url: r.clone_url,
+            fork: r.fork,
+            archived: r.archived,
+        }
+    }
 }
 
 async fn github(pages: &Pages<'_>, owner: &str) -> Result<Vec<Repo>, ListError> {
@@ -424,17 +437,8 @@ async fn github(pages: &Pages<'_>, owner: &str) -> Result<Vec<Repo>, ListError> 
     } else {
         format!("users/{owner}/repos?per_page=100&type=owner")
     };
-    let repos: Vec<GitHubRepo> = pages.all(&first).await?;
-    Ok(repos
-        .into_iter()
-        .map(|r| Repo {
-            wiki: r.has_wiki.then(|| wiki_of(&r.clone_url)),
-            path: r.name,
-            clone_url: r.clone_url,
-            fork: r.fork,
-            archived: r.archived,
-        })
-        .collect())
+    let repos: Vec<OwnedRepo> = pages.all(&first).await?;
+    Ok(repos.into_iter().map(Repo::from).collect())
 }
 
 #[derive(Deserialize)]
@@ -476,18 +480,6 @@ async fn gitlab(pages: &Pages<'_>, path: &str) -> Result<Vec<Repo>, ListError> {
         .collect())
 }
 
-#[derive(Deserialize)]
-struct GiteaRepo {
-    name: String,
-    clone_url: String,
-    #[serde(default)]
-    fork: bool,
-    #[serde(default)]
-    archived: bool,
-    #[serde(default)]
-    has_wiki: bool,
-}
-
 async fn gitea(pages: &Pages<'_>, owner: &str) -> Result<Vec<Repo>, ListError> {
     let owner = owner.split('/').next().unwrap_or(owner);
     let first = if pages.exists(&format!("orgs/{owner}")).await? {
@@ -495,17 +487,8 @@ async fn gitea(pages: &Pages<'_>, owner: &str) -> Result<Vec<Repo>, ListError> {
     } else {
         format!("users/{owner}/repos?limit=50")
     };
-    let repos: Vec<GiteaRepo> = pages.all(&first).await?;
-    Ok(repos
-        .into_iter()
-        .map(|r| Repo {
-            wiki: r.has_wiki.then(|| wiki_of(&r.clone_url)),
-            path: r.name,
-            clone_url: r.clone_url,
-            fork: r.fork,
-            archived: r.archived,
-        })
-        .collect())
+    let repos: Vec<OwnedRepo> = pages.all(&first).await?;
+    Ok(repos.into_iter().map(Repo::from).collect())
 }
 
 /// The repositories of `repos` the account's options keep, with their

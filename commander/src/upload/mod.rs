@@ -211,13 +211,31 @@ fn defer_for_space(
 }
 
 /// The bytes are what the agent claimed; are they also what the origin
-/// published (recomputed here, on the commander's own copy)? Some(reason)
-/// when not. (What the kind promises is [`crate::kinds::KindSpec::check`].)
-fn content_problem(v: &NewVersion, data: &std::path::Path) -> Result<Option<String>> {
-    let io = |what| CommanderError::io(what, data.to_path_buf());
+/// published (recomputed here, on the commander's own copy)? And a release
+/// the commander resolved itself (a Kiwix book's) must have the SHA-256 the
+/// origin published for it: the commander's word, not the agent's, so no
+/// agent can land another file under the release's name. Each algorithm
+/// reads the file once, whichever check asks for it. Some(reason) when a
+/// digest differs. (What the kind promises is
+/// [`crate::kinds::KindSpec::check`].)
+fn content_problem(
+    scheduler: &Scheduler,
+    v: &NewVersion,
+    data: &std::path::Path,
+) -> Result<Option<String>> {
+    let mut hashed: std::collections::HashMap<String, String> = Default::default();
+    let mut ours = |algorithm: &str| -> Result<String> {
+        if let Some(hex) = hashed.get(algorithm) {
+            return Ok(hex.clone());
+        }
+        let hex = ark_core::digest::digest_file(data, algorithm)
+            .map_err(CommanderError::io("hashing", data.to_path_buf()))?;
+        hashed.insert(algorithm.to_string(), hex.clone());
+        Ok(hex)
+    };
     let claimed: Manifest = serde_json::from_slice(&v.manifest).unwrap_or_default();
     for (algorithm, hex) in &claimed.digests {
-        let ours = ark_core::digest::digest_file(data, algorithm).map_err(io("hashing"))?;
+        let ours = ours(algorithm)?;
         if &ours != hex {
             return Ok(Some(format!(
                 "{} of the upload is {ours}, the agent reported {hex} from {}",
@@ -226,17 +244,6 @@ fn content_problem(v: &NewVersion, data: &std::path::Path) -> Result<Option<Stri
             )));
         }
     }
-    Ok(None)
-}
-
-/// A release the commander resolved itself (a Kiwix book's) must have the
-/// SHA-256 the origin published for it: the commander's word, not the
-/// agent's, so no agent can land another file under the release's name.
-fn release_problem(
-    scheduler: &Scheduler,
-    v: &NewVersion,
-    data: &std::path::Path,
-) -> Result<Option<String>> {
     let (expected, source): (String, String) = scheduler.store.read(|c| {
         Ok(c.query_row(
             "SELECT expected_sha256, expected_source FROM runs WHERE id = ?1",
@@ -247,8 +254,7 @@ fn release_problem(
     if expected.is_empty() {
         return Ok(None);
     }
-    let ours = ark_core::digest::digest_file(data, "sha256")
-        .map_err(CommanderError::io("hashing", data.to_path_buf()))?;
+    let ours = ours("sha256")?;
     Ok((ours != expected).then(|| {
         format!(
             "the upload's SHA-256 is {ours}, the release's published SHA-256 is {expected} ({source}): \

@@ -307,10 +307,7 @@ fn check_and_land(
 ) -> Result<UploadResponse> {
     let v = &pending.version;
     let refused = |reason| refuse(scheduler, pending, data_path, outboard_path, reason, now);
-    if let Some(reason) = content_problem(v, data_path)? {
-        return Err(refused(reason));
-    }
-    if let Some(reason) = release_problem(scheduler, v, data_path)? {
+    if let Some(reason) = content_problem(scheduler, v, data_path)? {
         return Err(refused(reason));
     }
     if let Some(reason) = spot_checked(scheduler, v, data_path, now)? {
