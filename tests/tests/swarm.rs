@@ -53,8 +53,12 @@ async fn ten_runs_on_three_agents_each_complete_exactly_once() -> Result<()> {
         let succeeded = events.iter().filter(|e| e.kind == "run_succeeded").count();
         ensure!(
             leased == 1 && succeeded == 1,
-            "run {} leased {leased}x, succeeded {succeeded}x",
-            run.id
+            "run {} leased {leased}x, succeeded {succeeded}x: {:?}",
+            run.id,
+            events
+                .iter()
+                .map(|e| format!("{} {}: {}", e.kind, e.agent, e.message))
+                .collect::<Vec<_>>()
         );
         ensure!(
             run.size_bytes == expected[&run.target].len() as u64,
