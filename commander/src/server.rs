@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use crate::archive::Archive;
 use crate::config::CommanderConfig;
 use crate::pki::{server_sans, Pki};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{placement, Scheduler};
 use crate::service::Services;
 use crate::state::Store;
 use crate::{tls, CommanderError, Result};
@@ -183,6 +183,22 @@ pub async fn run(
             }
         }
     });
+    let placer = scheduler.clone();
+    let snapshot_task = tokio::spawn(async move {
+        // Placement's view of the swarm, read beside the heartbeats.
+        let every = Duration::from_millis(placement::SNAPSHOT_MS as u64 / 2);
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            ticker.tick().await;
+            let s = placer.clone();
+            match tokio::task::spawn_blocking(move || s.refresh_swarm(unix_ms())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("reading the swarm for placement failed: {e}"),
+                Err(e) => tracing::error!("swarm snapshot task failed: {e}"),
+            }
+        }
+    });
     let resolver = tokio::spawn(crate::sources::resolve_task(scheduler.clone(), every));
     let household = tokio::spawn(crate::household::watch_task(
         scheduler.store.clone(),
@@ -197,6 +213,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), shutdown)
         .await;
     sweep_task.abort();
+    snapshot_task.abort();
     resolver.abort();
     household.abort();
     if let Some(web) = web {

@@ -110,13 +110,29 @@ async fn hot_and_unplugged_agents_get_no_work_and_runs_show_says_why() -> Result
     let cooled = harvest(&cdata, &origin, "after-cooling").await?;
     ensure!(cooled.agent == "hot", "went to {}", cooled.agent);
 
-    // Only the laptop on battery is left: nothing until it is allowed.
+    // Only the laptop on battery is left (once the commander has seen the
+    // others go): nothing until it is allowed.
     drop(procs.remove("hot"));
+    let gone = std::time::Instant::now();
+    while agents(&cdata)
+        .await?
+        .iter()
+        .any(|a| a.state == "online" && a.name != "laptop")
+    {
+        ensure!(gone.elapsed() < SOON, "the stopped agents never went lost");
+        tokio::time::sleep(TEST_HEARTBEAT).await;
+    }
     origin.put("unplugged.bin", ark_demo::sample_bytes(10_000, 9));
     add_file_target(&cdata, "unplugged", &origin.url("unplugged.bin")).await?;
     let id = run_of(&cdata, "unplugged").await?;
-    tokio::time::sleep(TEST_HEARTBEAT * 6).await;
-    let waiting = run(&cdata, id).await?;
+    let mut waiting = run(&cdata, id).await?;
+    for _ in 0..20 {
+        if waiting.reason.contains("laptop: on battery") {
+            break;
+        }
+        tokio::time::sleep(TEST_HEARTBEAT).await;
+        waiting = run(&cdata, id).await?;
+    }
     ensure!(
         waiting.state == "queued" && waiting.reason.contains("laptop: on battery"),
         "{waiting:?}"

@@ -2,6 +2,8 @@
 //! what goes with each job (the kind says: its size limit, validators,
 //! what the landed state holds; the destinations it may reach).
 
+use std::sync::atomic::Ordering;
+
 use super::*;
 
 impl Scheduler {
@@ -20,8 +22,9 @@ impl Scheduler {
             .unwrap_or_else(|| vec![ark_core::Kind::File.to_string()]);
         let ttl = self.ttl();
         let candidates = queued(tx, agent, &kinds, (now, ttl))?;
-        // Read only when a run is there to place.
-        let mut swarm: Option<Vec<placement::Candidate>> = None;
+        // Read only when a run is there to place: the shared snapshot, and
+        // this agent's place in it with its running jobs counted now.
+        let mut swarm: Option<Placing> = None;
         let mut declined = 0;
         let mut leases = Vec::new();
         for (run, target, kind, url, attempts, generation, group) in candidates {
@@ -37,11 +40,11 @@ impl Scheduler {
             }
             // Placement: the agent expected to finish soonest among those
             // that may take it (see placement.rs); explained on the run.
-            let swarm = match &mut swarm {
-                Some(swarm) => swarm,
-                None => swarm.insert(self.swarm(tx, agent, now)?),
+            let (swarm, mine) = match &mut swarm {
+                Some(read) => read,
+                None => swarm.insert(self.swarm_for(tx, agent, now)?),
             };
-            let Some(placed) = self.place(tx, swarm, (run, &target, &kind, &url), agent, now)?
+            let Some(placed) = self.place(tx, swarm, *mine, (run, &target, &kind, &url), now)?
             else {
                 // Another agent is better placed, or this one may not take
                 // it: what holds for these runs mostly holds for the next,
@@ -76,8 +79,8 @@ impl Scheduler {
                 params![generation, run],
             )?;
             event(tx, now, Some(run), Some(agent), "placed", &placed)?;
-            if let Some(me) = swarm.iter_mut().find(|c| c.info.name == agent) {
-                me.info.running.push(run);
+            if let Some((_, running)) = mine {
+                *running += 1;
             }
             tx.execute(
                 "INSERT INTO leases (run_id, generation, agent, granted_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -126,57 +129,68 @@ impl Scheduler {
 }
 
 impl Scheduler {
-    /// Every agent as placement sees it: a snapshot at most
-    /// [`placement::SNAPSHOT_MS`] old, with `agent`'s own running jobs
-    /// counted now.
-    fn swarm(&self, tx: &Connection, agent: &str, now: i64) -> Result<Vec<placement::Candidate>> {
+    /// The swarm as placement sees it: the shared snapshot while it is
+    /// younger than [`placement::SNAPSHOT_MS`] (the commander refreshes it
+    /// in the background, see [`Scheduler::refresh_swarm`]), else read now.
+    fn swarm(&self, tx: &Connection, now: i64) -> Result<Arc<placement::Swarm>> {
+        self.swarm_wanted.store(now, Ordering::Relaxed);
         let mut cached = self.swarm.lock().unwrap_or_else(|p| p.into_inner());
-        let mut swarm = match cached.as_ref() {
-            Some((at, swarm)) if now - at < placement::SNAPSHOT_MS && now >= *at => swarm.clone(),
-            _ => {
-                let fresh: Vec<placement::Candidate> = state::list_agents(tx, now, self.ttl())?
-                    .into_iter()
-                    .filter(|a| a.state != "revoked")
-                    .map(|info| placement::Candidate {
-                        window_open: crate::window::open_at(&info.window, now),
-                        info,
-                        rate: (None, None),
-                    })
-                    .collect();
-                *cached = Some((now, fresh.clone()));
-                fresh
+        if let Some(swarm) = cached.as_ref() {
+            if now >= swarm.at && now - swarm.at < placement::SNAPSHOT_MS {
+                return Ok(swarm.clone());
             }
-        };
-        drop(cached);
-        let mut stmt = tx.prepare_cached(
-            "SELECT run_id FROM leases WHERE agent = ?1 AND ended_at IS NULL ORDER BY run_id",
-        )?;
-        let running = stmt
-            .query_map([agent], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<i64>>>()?;
-        if let Some(me) = swarm.iter_mut().find(|c| c.info.name == agent) {
-            me.info.running = running;
         }
-        Ok(swarm)
+        let fresh = Arc::new(read_swarm(tx, now, self.ttl())?);
+        *cached = Some(fresh.clone());
+        Ok(fresh)
     }
 
-    /// Whether `agent` should take `run` now: Some(the explanation) when it
-    /// is among the best placed (or the best did not take it within the
-    /// patience), None when another agent should or it may not. A run no
-    /// agent may take says why in its reason.
+    /// The swarm, and `agent`'s place in it with its running jobs counted
+    /// now (the snapshot's may be a second old).
+    fn swarm_for(&self, tx: &Connection, agent: &str, now: i64) -> Result<Placing> {
+        let swarm = self.swarm(tx, now)?;
+        let mine = match swarm.position(agent) {
+            Some(i) => {
+                let running: u32 = tx.query_row(
+                    "SELECT COUNT(*) FROM leases WHERE agent = ?1 AND ended_at IS NULL",
+                    [agent],
+                    |r| r.get(0),
+                )?;
+                Some((i, running))
+            }
+            None => None,
+        };
+        Ok((swarm, mine))
+    }
+
+    /// Reads the swarm afresh on the store's reader connection, beside the
+    /// writers: the commander calls this twice a [`placement::SNAPSHOT_MS`]
+    /// so that no heartbeat pays for reading a thousand agents.
+    pub fn refresh_swarm(&self, now: i64) -> Result<()> {
+        let wanted = self.swarm_wanted.load(Ordering::Relaxed);
+        if now - wanted > 10 * placement::SNAPSHOT_MS {
+            return Ok(()); // nothing placed lately: the first placement reads
+        }
+        let fresh = Arc::new(self.store.snapshot(|c| read_swarm(c, now, self.ttl()))?);
+        let mut cached = self.swarm.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.as_ref().is_none_or(|old| old.at <= now) {
+            *cached = Some(fresh);
+        }
+        Ok(())
+    }
+
+    /// Whether the agent at `mine` should take `run` now: Some(the
+    /// explanation) when it is among the best placed (or the best did not
+    /// take it within the patience), None when another agent should or it
+    /// may not. A run no agent may take says why in its reason.
     fn place(
         &self,
         tx: &Connection,
-        swarm: &mut [placement::Candidate],
+        swarm: &placement::Swarm,
+        mine: Option<(usize, u32)>,
         (run, target, kind, url): (i64, &str, &str, &str),
-        agent: &str,
         now: i64,
     ) -> Result<Option<String>> {
-        let host = placement::host_of(url);
-        let rates = state::throughputs(tx, &host)?;
-        for c in swarm.iter_mut() {
-            c.rate = rates.get(&c.info.name).copied().unwrap_or_default();
-        }
         let (size, max_temp, waiting_since): (Option<i64>, f64, i64) = tx.query_row(
             "SELECT (SELECT size FROM versions WHERE target = ?2 AND state = 'landed' ORDER BY id DESC LIMIT 1),
                     (SELECT max_temp FROM targets WHERE name = ?2), not_before
@@ -186,6 +200,7 @@ impl Scheduler {
         )?;
         let need = placement::Need {
             kind: kind.to_string(),
+            host: placement::host_of(url),
             size: size.unwrap_or(0).max(0) as u64,
             max_temp: max_temp as f32,
             sole_word: false,
@@ -194,55 +209,58 @@ impl Scheduler {
             max_temp: self.config.max_temp,
             on_battery: self.config.on_battery,
         };
-        let (best, verdicts) = placement::rank(swarm, &need, defaults);
-        let mine = verdicts
-            .iter()
-            .find(|(name, _)| name == agent)
-            .map(|(_, v)| v.clone());
-        if best.is_empty() {
-            let refused: Vec<String> = verdicts
-                .iter()
-                .filter_map(|(_, v)| v.as_ref().err().cloned())
-                .collect();
-            let mut why = format!(
-                "waiting for an agent that may take it: {}",
-                refused
-                    .iter()
-                    .take(placement::EXPLAINED)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            );
-            if refused.len() > placement::EXPLAINED {
-                why.push_str(&format!(
-                    "; {} more agents",
-                    refused.len() - placement::EXPLAINED
-                ));
-            }
+        let ranking = placement::rank(swarm, &need, defaults, mine);
+        let agents = &swarm.agents;
+        if ranking.best.is_empty() {
             tx.execute(
                 "UPDATE runs SET reason = ?2 WHERE id = ?1 AND reason != ?2",
-                params![run, why],
+                params![run, ranking.waiting(agents, &need)],
             )?;
             return Ok(None);
         }
-        let Some(Ok(eta)) = mine else {
+        let Some((me, _)) = mine.filter(|(me, _)| ranking.verdicts[*me].is_ok()) else {
             return Ok(None);
         };
+        if ranking.best.contains(&me) {
+            return Ok(Some(ranking.explain(agents, &need, me)));
+        }
         let patient =
             now - waiting_since <= placement::PATIENCE_HEARTBEATS * ms(self.config.heartbeat);
-        if best.iter().any(|b| b == agent) {
-            return Ok(Some(placement::explain(agent, eta, &verdicts)));
-        }
         if patient {
             return Ok(None);
         }
+        let mut best: Vec<&str> = ranking
+            .best
+            .iter()
+            .take(3)
+            .map(|i| agents[*i].info.name.as_str())
+            .collect();
+        if ranking.best.len() > 3 {
+            best.push("others");
+        }
         Ok(Some(format!(
             "{} (the best placed, {}, did not take it within {} heartbeats)",
-            placement::explain(agent, eta, &verdicts),
+            ranking.explain(agents, &need, me),
             best.join(" or "),
             placement::PATIENCE_HEARTBEATS
         )))
     }
+}
+
+/// Every agent but the revoked, with its window as of `now` and its
+/// measured rates: two reads of the store however many agents there are.
+fn read_swarm(conn: &Connection, now: i64, lost_after: i64) -> Result<placement::Swarm> {
+    let agents = state::list_agents(conn, now, lost_after)?
+        .into_iter()
+        .filter(|a| a.state != "revoked")
+        .map(|info| placement::Candidate {
+            window_open: crate::window::open_at(&info.window, now),
+            mean_rate: None,
+            info,
+        })
+        .collect();
+    let rates = state::all_throughputs(conn)?;
+    Ok(placement::Swarm::new(now, agents, &rates))
 }
 
 /// The origin (`host:port`) of the URL the operator gave `target`: the one
@@ -277,6 +295,10 @@ pub(super) fn url_parse_origin(url: &str) -> Option<String> {
     };
     Some(format!("{authority}:{port}"))
 }
+
+/// The swarm a heartbeat places against, and the asking agent's position
+/// in it with its running jobs counted now.
+type Placing = (Arc<placement::Swarm>, Option<(usize, u32)>);
 
 /// A queued run: id, target, kind, url, attempts, generation, quorum group.
 type Queued = (i64, String, String, String, u32, i64, Option<i64>);

@@ -51,7 +51,11 @@ pub struct Scheduler {
     /// [`placement::SNAPSHOT_MS`] however many agents heartbeat, so a
     /// thousand agents cost one read of the agents a second, not a
     /// thousand.
-    swarm: Arc<std::sync::Mutex<Option<placement::Snapshot>>>,
+    swarm: Arc<std::sync::Mutex<Option<Arc<placement::Swarm>>>>,
+    /// When a heartbeat last placed against the swarm (ms): the background
+    /// refresh reads the swarm only while placements want it, so an idle
+    /// swarm costs nothing.
+    swarm_wanted: Arc<std::sync::atomic::AtomicI64>,
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -66,6 +70,7 @@ impl Scheduler {
             archive_root: None,
             own_endpoints: Vec::new(),
             swarm: Default::default(),
+            swarm_wanted: Default::default(),
         }
     }
 

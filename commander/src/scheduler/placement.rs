@@ -19,9 +19,12 @@
 //! that, any agent that may take the run does, so a best agent that never
 //! asks (busy with a quorum it cannot join, gone quiet) holds nothing up.
 
+use std::collections::HashMap;
+
 use ark_proto::AgentInfo;
 
 use crate::config::OnBattery;
+use crate::state::Throughputs;
 
 /// A rate assumed for an agent that has reported none: 1 MiB/s, a slow
 /// Wi-Fi device; measured rates replace it after the first progress report.
@@ -44,7 +47,9 @@ pub const DECLINED_PER_HEARTBEAT: u32 = 16;
 
 /// How old the swarm's snapshot may be when a run is placed: a second of
 /// telemetry is fresh enough (agents report every few seconds), and the
-/// asking agent's own running jobs are counted afresh.
+/// asking agent's own running jobs are counted afresh. The commander reads
+/// it in the background twice as often (on its own connection), so no
+/// heartbeat waits for a read of the whole swarm.
 pub const SNAPSHOT_MS: i64 = 1000;
 
 /// Room kept free beyond a job's expected size: 5 % and 256 MiB, for the
@@ -53,14 +58,57 @@ pub fn disk_margin(size: u64) -> u64 {
     size / 20 + (256 << 20)
 }
 
-/// The swarm as read at a moment (ms): what every heartbeat places against
-/// until it is [`SNAPSHOT_MS`] old.
-pub type Snapshot = (i64, Vec<Candidate>);
+/// The swarm as read at a moment (ms): what every heartbeat places against,
+/// shared and never copied, until it is [`SNAPSHOT_MS`] old.
+#[derive(Debug, Default)]
+pub struct Swarm {
+    pub at: i64,
+    pub agents: Vec<Candidate>,
+    by_name: HashMap<String, usize>,
+    /// Per origin host, each agent's measured rate (bytes/s, 0: none), in
+    /// the agents' order: one lookup per placement, not one per agent.
+    by_host: HashMap<String, Vec<u64>>,
+}
+
+impl Swarm {
+    /// The swarm of `agents` with the rates each achieved from each host.
+    pub fn new(at: i64, mut agents: Vec<Candidate>, rates: &Throughputs) -> Self {
+        let n = agents.len();
+        let mut by_host: HashMap<String, Vec<u64>> = HashMap::new();
+        for (i, c) in agents.iter_mut().enumerate() {
+            let Some(hosts) = rates.get(&c.info.name).filter(|h| !h.is_empty()) else {
+                continue;
+            };
+            c.mean_rate = Some(hosts.values().sum::<u64>() / hosts.len() as u64);
+            for (host, rate) in hosts {
+                by_host.entry(host.clone()).or_insert_with(|| vec![0; n])[i] = *rate;
+            }
+        }
+        let by_name = agents
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.info.name.clone(), i))
+            .collect();
+        Self {
+            at,
+            agents,
+            by_name,
+            by_host,
+        }
+    }
+
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+}
 
 /// What a run needs of an agent.
 #[derive(Debug, Clone, Default)]
 pub struct Need {
     pub kind: String,
+    /// The origin host (`host:port`, see [`host_of`]): whose measured rate
+    /// counts.
+    pub host: String,
     /// Expected size in bytes (0: unknown).
     pub size: u64,
     /// The target's temperature cap (0: none of its own).
@@ -78,45 +126,97 @@ pub struct Defaults {
 }
 
 /// An agent as placement sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Candidate {
     pub info: AgentInfo,
     /// Its window is open now.
     pub window_open: bool,
-    /// Measured bytes/s from the run's host, and over all hosts.
-    pub rate: (Option<u64>, Option<u64>),
+    /// Its mean measured rate over the hosts it has fetched from (bytes/s).
+    pub mean_rate: Option<u64>,
 }
 
-/// Whether `c` may take a run needing `need`: Ok(expected milliseconds to
-/// finish), or Err(why not), worded for the operator.
-pub fn judge(c: &Candidate, need: &Need, defaults: Defaults) -> Result<u64, String> {
+/// Why an agent may not take a run. A run is judged against every agent,
+/// a thousand of them, on every placement; only the few an operator reads
+/// are worded ([`Refusal::describe`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Refusal {
+    /// Not online (enrolled, lost).
+    State,
+    Kind,
+    Paused,
+    Window,
+    Busy {
+        running: u32,
+        max: u32,
+    },
+    Suspect,
+    Hot {
+        temp: f32,
+        cap: f32,
+    },
+    Battery,
+    Disk {
+        free: u64,
+        needed: u64,
+    },
+}
+
+impl Refusal {
+    /// The refusal as `runs show` words it, e.g. "agent-2: 71 °C ≥ cap 70 °C".
+    pub fn describe(self, c: &Candidate, need: &Need) -> String {
+        let a = &c.info;
+        let name = &a.name;
+        match self {
+            Refusal::State => format!("{name}: {}", a.state),
+            Refusal::Kind => format!("{name}: does not harvest {}", need.kind),
+            Refusal::Paused => format!("{name}: paused"),
+            Refusal::Window => format!("{name}: outside its window {}", a.window),
+            Refusal::Busy { running, max } => format!("{name}: busy ({running} of {max} jobs)"),
+            Refusal::Suspect => format!("{name}: suspect (its word alone may not land a version)"),
+            Refusal::Hot { temp, cap } => format!("{name}: {temp:.0} °C ≥ cap {cap:.0} °C"),
+            Refusal::Battery => {
+                format!("{name}: on battery (allow with `agent set {name} --on-battery allow`)")
+            }
+            Refusal::Disk { free, needed } => {
+                format!("{name}: {} free < {} needed", gib(free), gib(needed))
+            }
+        }
+    }
+}
+
+/// Whether `c`, running `running` jobs, may take a run needing `need`:
+/// Ok(expected milliseconds to finish), or Err(why not). `host_rate` is
+/// its measured rate from the run's host (0: none; its mean over other
+/// hosts, else [`DEFAULT_RATE`], stands in).
+pub fn judge(
+    c: &Candidate,
+    (running, host_rate): (u32, u64),
+    need: &Need,
+    defaults: Defaults,
+) -> Result<u64, Refusal> {
     let a = &c.info;
-    let name = &a.name;
     if a.state != "online" {
-        return Err(format!("{name}: {}", a.state));
+        return Err(Refusal::State);
     }
     let none = ark_proto::Capabilities::default();
     let caps = a.capabilities.as_ref().unwrap_or(&none);
     if !caps.kinds.is_empty() && !caps.kinds.contains(&need.kind) {
-        return Err(format!("{name}: does not harvest {}", need.kind));
+        return Err(Refusal::Kind);
     }
     if a.paused {
-        return Err(format!("{name}: paused"));
+        return Err(Refusal::Paused);
     }
     if !c.window_open {
-        return Err(format!("{name}: outside its window {}", a.window));
+        return Err(Refusal::Window);
     }
-    let running = a.running.len() as u32;
     if caps.max_jobs > 0 && running >= caps.max_jobs {
-        return Err(format!(
-            "{name}: busy ({running} of {} jobs)",
-            caps.max_jobs
-        ));
+        return Err(Refusal::Busy {
+            running,
+            max: caps.max_jobs,
+        });
     }
     if need.sole_word && a.trust.as_ref().is_some_and(|t| !t.suspect.is_empty()) {
-        return Err(format!(
-            "{name}: suspect (its word alone may not land a version)"
-        ));
+        return Err(Refusal::Suspect);
     }
     let t = a.telemetry.unwrap_or_default();
     let cap = [need.max_temp, a.max_temp, defaults.max_temp]
@@ -124,7 +224,7 @@ pub fn judge(c: &Candidate, need: &Need, defaults: Defaults) -> Result<u64, Stri
         .find(|c| *c > 0.0)
         .unwrap_or(defaults.max_temp);
     if let Some(temp) = t.temperature_celsius.filter(|t| *t >= cap) {
-        return Err(format!("{name}: {temp:.0} °C ≥ cap {cap:.0} °C"));
+        return Err(Refusal::Hot { temp, cap });
     }
     let battery_ok = match a.on_battery.as_str() {
         "allow" => true,
@@ -132,9 +232,7 @@ pub fn judge(c: &Candidate, need: &Need, defaults: Defaults) -> Result<u64, Stri
         _ => defaults.on_battery == OnBattery::Allow,
     };
     if t.on_battery == Some(true) && !battery_ok {
-        return Err(format!(
-            "{name}: on battery (allow with `agent set {name} --on-battery allow`)"
-        ));
+        return Err(Refusal::Battery);
     }
     let free = if t.staging_free_bytes > 0 {
         t.staging_free_bytes
@@ -143,14 +241,13 @@ pub fn judge(c: &Candidate, need: &Need, defaults: Defaults) -> Result<u64, Stri
     };
     let needed = need.size + disk_margin(need.size);
     if need.size > 0 && free > 0 && free < needed {
-        return Err(format!(
-            "{name}: {} free < {} needed",
-            gib(free),
-            gib(needed)
-        ));
+        return Err(Refusal::Disk { free, needed });
     }
-    let rate = c.rate.0.or(c.rate.1).unwrap_or(DEFAULT_RATE).max(1);
-    let one = need.size.max(1 << 20) * 1000 / rate;
+    let rate = match host_rate {
+        0 => c.mean_rate.unwrap_or(DEFAULT_RATE),
+        measured => measured,
+    };
+    let one = need.size.max(1 << 20) * 1000 / rate.max(1);
     Ok(one * (1 + u64::from(running)))
 }
 
@@ -158,39 +255,127 @@ fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
-/// Each agent's verdict: Ok(expected ms to finish) or Err(why not).
-pub type Verdicts = Vec<(String, Result<u64, String>)>;
+/// One run judged against the swarm: each agent's verdict (Ok(expected ms
+/// to finish) or why not), in the swarm's order, and the agents tied for
+/// best (fewest jobs first).
+#[derive(Debug)]
+pub struct Ranking {
+    pub verdicts: Vec<Result<u64, Refusal>>,
+    pub best: Vec<usize>,
+}
 
-/// The verdict on every candidate, and the agents tied for best (fewest
-/// jobs first), for a run needing `need`.
-pub fn rank(candidates: &[Candidate], need: &Need, defaults: Defaults) -> (Vec<String>, Verdicts) {
-    let verdicts: Verdicts = candidates
-        .iter()
-        .map(|c| (c.info.name.clone(), judge(c, need, defaults)))
-        .collect();
-    let best = verdicts
-        .iter()
-        .filter_map(|(_, v)| v.as_ref().ok())
-        .min()
-        .copied();
-    let Some(best) = best else {
-        return (Vec::new(), verdicts);
+/// Ranks the swarm for a run needing `need`. `mine` is the asking agent
+/// (its position) and its running jobs counted now; the others' come from
+/// the snapshot.
+pub fn rank(swarm: &Swarm, need: &Need, defaults: Defaults, mine: Option<(usize, u32)>) -> Ranking {
+    let agents = &swarm.agents;
+    let running = |i: usize| match mine {
+        Some((me, now)) if me == i => now,
+        _ => agents[i].info.running.len() as u32,
     };
-    let bound = best as f64 * (1.0 + TIE);
-    let mut tied: Vec<(usize, &String)> = verdicts
+    let rates = swarm.by_host.get(&need.host);
+    let verdicts: Vec<Result<u64, Refusal>> = agents
         .iter()
-        .zip(candidates)
-        .filter(|((_, v), _)| v.as_ref().is_ok_and(|eta| (*eta as f64) <= bound))
-        .map(|((name, _), c)| (c.info.running.len(), name))
+        .enumerate()
+        .map(|(i, c)| {
+            let rate = rates.map_or(0, |r| r[i]);
+            judge(c, (running(i), rate), need, defaults)
+        })
         .collect();
-    tied.sort();
-    let least = tied.first().map(|(n, _)| *n).unwrap_or(0);
-    let tied = tied
-        .into_iter()
-        .filter(|(n, _)| *n == least)
-        .map(|(_, name)| name.clone())
-        .collect();
-    (tied, verdicts)
+    let Some(fastest) = verdicts
+        .iter()
+        .filter_map(|v| v.as_ref().ok())
+        .min()
+        .copied()
+    else {
+        return Ranking {
+            verdicts,
+            best: Vec::new(),
+        };
+    };
+    let bound = fastest as f64 * (1.0 + TIE);
+    let tied = verdicts
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.as_ref().is_ok_and(|eta| (*eta as f64) <= bound))
+        .map(|(i, _)| i);
+    let least = tied.clone().map(running).min().unwrap_or(0);
+    let best = tied.filter(|i| running(*i) == least).collect();
+    Ranking { verdicts, best }
+}
+
+impl Ranking {
+    /// Why no agent may take the run, for its reason: the first
+    /// [`EXPLAINED`] refusals, the rest counted.
+    pub fn waiting(&self, swarm: &[Candidate], need: &Need) -> String {
+        let refused: Vec<(usize, Refusal)> = self
+            .verdicts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.err().map(|r| (i, r)))
+            .collect();
+        let mut why = format!(
+            "waiting for an agent that may take it: {}",
+            refused
+                .iter()
+                .take(EXPLAINED)
+                .map(|(i, r)| r.describe(&swarm[*i], need))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        if refused.len() > EXPLAINED {
+            why.push_str(&format!("; {} more agents", refused.len() - EXPLAINED));
+        }
+        why
+    }
+
+    /// One line for a run's events: who was chosen, and why not the others.
+    /// The refused come first (their reasons are the news), then the
+    /// eligible by expected finish; past [`EXPLAINED`] they are counted.
+    pub fn explain(&self, swarm: &[Candidate], need: &Need, chosen: usize) -> String {
+        let eta = self.verdicts[chosen].unwrap_or(0);
+        let mut others: Vec<(usize, &Result<u64, Refusal>)> = self
+            .verdicts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != chosen)
+            .collect();
+        let order = |(i, v): &(usize, &Result<u64, Refusal>)| match v {
+            Err(_) => (0, 0, *i),
+            Ok(eta) => (1, *eta, *i),
+        };
+        let total = others.len();
+        if total > EXPLAINED {
+            // The first EXPLAINED in order, without sorting a thousand.
+            others.select_nth_unstable_by_key(EXPLAINED - 1, order);
+            others.truncate(EXPLAINED);
+        }
+        others.sort_by_key(order);
+        let mut named: Vec<String> = others
+            .iter()
+            .map(|(i, v)| match v {
+                Ok(eta) => format!(
+                    "{}: expected {:.1} s",
+                    swarm[*i].info.name,
+                    *eta as f64 / 1000.0
+                ),
+                Err(why) => why.describe(&swarm[*i], need),
+            })
+            .collect();
+        if total > EXPLAINED {
+            named.push(format!("{} more agents", total - EXPLAINED));
+        }
+        let mut text = format!(
+            "placed on {} (expected {:.1} s)",
+            swarm[chosen].info.name,
+            eta as f64 / 1000.0
+        );
+        if !named.is_empty() {
+            text.push_str("; ");
+            text.push_str(&named.join("; "));
+        }
+        text
+    }
 }
 
 /// The host of `url` (where a throughput was measured).
@@ -212,36 +397,6 @@ pub fn host_of(url: &str) -> String {
 /// are counted. A swarm of a thousand agents must not write a thousand
 /// reasons into every run's events.
 pub const EXPLAINED: usize = 8;
-
-/// One line for a run's events: who was chosen, and why not the others.
-pub fn explain(chosen: &str, eta_ms: u64, verdicts: &[(String, Result<u64, String>)]) -> String {
-    let mut others: Vec<&(String, Result<u64, String>)> =
-        verdicts.iter().filter(|(name, _)| name != chosen).collect();
-    others.sort_by_key(|(name, v)| match v {
-        Err(_) => (0, 0, name.clone()),
-        Ok(eta) => (1, *eta, name.clone()),
-    });
-    let mut named: Vec<String> = others
-        .iter()
-        .take(EXPLAINED)
-        .map(|(name, v)| match v {
-            Ok(eta) => format!("{name}: expected {:.1} s", *eta as f64 / 1000.0),
-            Err(why) => why.clone(),
-        })
-        .collect();
-    if others.len() > EXPLAINED {
-        named.push(format!("{} more agents", others.len() - EXPLAINED));
-    }
-    let mut text = format!(
-        "placed on {chosen} (expected {:.1} s)",
-        eta_ms as f64 / 1000.0
-    );
-    if !named.is_empty() {
-        text.push_str("; ");
-        text.push_str(&named.join("; "));
-    }
-    text
-}
 
 #[cfg(test)]
 mod tests {
@@ -267,7 +422,7 @@ mod tests {
                 ..Default::default()
             },
             window_open: true,
-            rate: (None, None),
+            mean_rate: None,
         }
     }
 
@@ -288,8 +443,31 @@ mod tests {
         c.info.telemetry.get_or_insert_with(Default::default)
     }
 
+    fn verdict(c: &Candidate, n: &Need) -> Result<u64, Refusal> {
+        judge(c, (c.info.running.len() as u32, 0), n, DEFAULTS)
+    }
+
+    /// A swarm of `agents` where each (agent, host, bytes/s) was measured.
+    fn swarm(agents: &[Candidate], measured: &[(&str, &str, u64)]) -> Swarm {
+        let mut rates = Throughputs::new();
+        for (agent, host, rate) in measured {
+            rates
+                .entry(agent.to_string())
+                .or_default()
+                .insert(host.to_string(), *rate);
+        }
+        Swarm::new(0, agents.to_vec(), &rates)
+    }
+
     fn refusal(c: &Candidate, n: &Need) -> String {
-        judge(c, n, DEFAULTS).expect_err("eligible")
+        verdict(c, n).expect_err("eligible").describe(c, n)
+    }
+
+    fn names(swarm: &Swarm, r: &Ranking) -> Vec<String> {
+        r.best
+            .iter()
+            .map(|i| swarm.agents[*i].info.name.clone())
+            .collect()
     }
 
     #[test]
@@ -302,7 +480,7 @@ mod tests {
             max_temp: 80.0,
             ..need(0)
         };
-        assert!(judge(&hot, &cooler, DEFAULTS).is_ok());
+        assert!(verdict(&hot, &cooler).is_ok());
 
         let mut small = agent("agent-3");
         telemetry(&mut small).staging_free_bytes = 3_328_599_654;
@@ -317,7 +495,7 @@ mod tests {
         assert!(refusal(&laptop, &need(0))
             .contains("on battery (allow with `agent set laptop --on-battery allow`)"));
         laptop.info.on_battery = "allow".into();
-        assert!(judge(&laptop, &need(0), DEFAULTS).is_ok());
+        assert!(verdict(&laptop, &need(0)).is_ok());
 
         let mut paused = agent("p");
         paused.info.paused = true;
@@ -351,51 +529,79 @@ mod tests {
         };
         assert!(refusal(&suspect, &sole).starts_with("s: suspect"));
         assert!(
-            judge(&suspect, &need(0), DEFAULTS).is_ok(),
+            verdict(&suspect, &need(0)).is_ok(),
             "a confirmed run may use a suspect"
         );
     }
 
     #[test]
     fn the_big_file_goes_to_the_fast_agent_and_ties_spread_work() {
-        let mut laptop = agent("laptop");
-        laptop.rate = (Some(80 << 20), None);
-        let mut pi = agent("pi");
-        pi.rate = (Some(8 << 20), None);
-        let (best, verdicts) = rank(&[pi.clone(), laptop.clone()], &need(90 << 30), DEFAULTS);
-        assert_eq!(best, ["laptop"]);
-        let text = explain("laptop", *verdicts[1].1.as_ref().expect("ok"), &verdicts);
+        let (laptop, pi) = (agent("laptop"), agent("pi"));
+        let host = "download.kiwix.org:443";
+        let s = swarm(
+            &[pi.clone(), laptop.clone()],
+            &[("laptop", host, 80 << 20), ("pi", host, 8 << 20)],
+        );
+        let big = Need {
+            host: host.into(),
+            ..need(90 << 30)
+        };
+        let ranking = rank(&s, &big, DEFAULTS, None);
+        assert_eq!(names(&s, &ranking), ["laptop"]);
+        let text = ranking.explain(&s.agents, &big, 1);
         assert!(
             text.starts_with("placed on laptop") && text.contains("pi: expected"),
             "{text}"
         );
         // Unknown rates: the agent's mean elsewhere, else the default.
-        let mut fresh = agent("fresh");
-        fresh.rate = (None, Some(40 << 20));
-        let (best, _) = rank(&[pi.clone(), fresh], &need(1 << 30), DEFAULTS);
-        assert_eq!(best, ["fresh"]);
+        let s = swarm(
+            &[pi.clone(), agent("fresh")],
+            &[("pi", host, 8 << 20), ("fresh", "elsewhere:443", 40 << 20)],
+        );
+        let ranking = rank(&s, &big, DEFAULTS, None);
+        assert_eq!(names(&s, &ranking), ["fresh"]);
         // Equal agents tie; the one with fewer jobs is preferred.
-        let (mut a, mut b) = (agent("a"), agent("b"));
-        let (best, _) = rank(&[a.clone(), b.clone()], &need(1 << 20), DEFAULTS);
-        assert_eq!(best, ["a", "b"]);
+        let (a, mut b) = (agent("a"), agent("b"));
+        let s = swarm(&[a.clone(), b.clone()], &[]);
+        let ranking = rank(&s, &need(1 << 20), DEFAULTS, None);
+        assert_eq!(names(&s, &ranking), ["a", "b"]);
         b.info.running = vec![7];
-        a.info.running.clear();
-        let (best, _) = rank(&[a, b], &need(1 << 20), DEFAULTS);
-        assert_eq!(best, ["a"], "a busy agent loses the tie");
+        let s = swarm(&[a, b], &[]);
+        let ranking = rank(&s, &need(1 << 20), DEFAULTS, None);
+        assert_eq!(names(&s, &ranking), ["a"], "a busy agent loses the tie");
+        // The asking agent's own jobs, counted now, replace the snapshot's.
+        let ranking = rank(&s, &need(1 << 20), DEFAULTS, Some((0, 2)));
+        assert_eq!(names(&s, &ranking), ["b"]);
     }
 
     #[test]
     fn a_big_swarm_is_explained_in_a_few_lines() {
-        let mut swarm: Vec<Candidate> = (0..1000).map(|i| agent(&format!("a{i:04}"))).collect();
-        telemetry(&mut swarm[500]).temperature_celsius = Some(99.0);
-        let (best, verdicts) = rank(&swarm, &need(1 << 20), DEFAULTS);
-        let text = explain(&best[0], 1000, &verdicts);
+        let mut agents: Vec<Candidate> = (0..1000).map(|i| agent(&format!("a{i:04}"))).collect();
+        telemetry(&mut agents[500]).temperature_celsius = Some(99.0);
+        let s = swarm(&agents, &[("a0007", "", 1)]);
+        let small = need(1 << 20);
+        let ranking = rank(&s, &small, DEFAULTS, None);
+        assert_eq!(ranking.best.len(), 998, "all but the hot and the slow tie");
+        let text = ranking.explain(&s.agents, &small, ranking.best[0]);
         assert!(
             text.contains("a0500: 99 °C"),
             "the refused come first: {text}"
         );
+        assert!(!text.contains("a0007"), "the slowest is counted: {text}");
         assert!(text.ends_with("991 more agents"), "{text}");
         assert!(text.len() < 600, "{} bytes", text.len());
+        let nobody = Need {
+            kind: "rss".into(),
+            ..small
+        };
+        let ranking = rank(&s, &nobody, DEFAULTS, None);
+        assert!(ranking.best.is_empty());
+        let why = ranking.waiting(&s.agents, &nobody);
+        assert!(
+            why.starts_with("waiting for an agent that may take it: a0000: does not harvest rss;")
+                && why.ends_with("; 992 more agents"),
+            "{why}"
+        );
     }
 
     #[test]

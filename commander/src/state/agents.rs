@@ -2,6 +2,8 @@
 //! identities by certificate, capabilities, the operator's settings, the
 //! listing.
 
+use std::collections::HashMap;
+
 use super::*;
 
 /// Records a token (only the hash of its secret).
@@ -221,27 +223,25 @@ pub fn record_throughput(
     Ok(())
 }
 
-/// Per agent: bytes/s from one host, and its mean over all hosts.
-pub type Throughputs = std::collections::HashMap<String, (Option<u64>, Option<u64>)>;
+/// Per agent: the bytes/s it achieved from each origin host.
+pub type Throughputs = HashMap<String, HashMap<String, u64>>;
 
-/// What each agent achieved from `host` (bytes/s), and each agent's mean
-/// over all hosts (for a host it has not fetched from yet).
-pub fn throughputs(conn: &Connection, host: &str) -> Result<Throughputs> {
+/// What each agent achieved from each host (bytes/s), in one read.
+pub fn all_throughputs(conn: &Connection) -> Result<Throughputs> {
     let mut out = Throughputs::default();
-    let mut stmt = conn.prepare_cached(
-        "SELECT agent, AVG(bytes_per_second), MAX(CASE WHEN host = ?1 THEN bytes_per_second END)
-           FROM throughput GROUP BY agent",
-    )?;
-    let rows = stmt.query_map([host], |r| {
+    let mut stmt = conn.prepare_cached("SELECT agent, host, bytes_per_second FROM throughput")?;
+    let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
-            r.get::<_, Option<f64>>(1)?,
-            r.get::<_, Option<i64>>(2)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
         ))
     })?;
     for row in rows {
-        let (agent, mean, here) = row?;
-        out.insert(agent, (here.map(|b| b as u64), mean.map(|m| m as u64)));
+        let (agent, host, rate) = row?;
+        out.entry(agent)
+            .or_default()
+            .insert(host, rate.max(0) as u64);
     }
     Ok(out)
 }
@@ -276,6 +276,15 @@ pub fn list_agents(
             (r.get::<_, String>(13)?, r.get::<_, f64>(14)? as f32),
         ))
     })?;
+    // Every agent's running jobs in one read, not one per agent.
+    let mut running: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut leases = conn.prepare_cached(
+        "SELECT agent, run_id FROM leases WHERE ended_at IS NULL ORDER BY agent, run_id",
+    )?;
+    for lease in leases.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
+        let (agent, run) = lease?;
+        running.entry(agent).or_default().push(run);
+    }
     let mut agents = Vec::new();
     for row in rows {
         let (
@@ -296,12 +305,7 @@ pub fn list_agents(
             Some(seen) if now - seen <= lost_after_ms => "online",
             Some(_) => "lost",
         };
-        let mut running_stmt = conn.prepare_cached(
-            "SELECT run_id FROM leases WHERE agent = ?1 AND ended_at IS NULL ORDER BY run_id",
-        )?;
-        let running = running_stmt
-            .query_map([&name], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        let running = running.remove(&name).unwrap_or_default();
         agents.push(ark_proto::AgentInfo {
             name,
             state: state.into(),

@@ -282,6 +282,10 @@ pub struct Store {
     /// every ~1000 heartbeats); a PASSIVE checkpoint on its own connection
     /// runs beside the writers instead.
     checkpointer: Mutex<Connection>,
+    /// A connection for reads that need not see uncommitted work and must
+    /// not wait for (or hold up) the writers: the scheduler's background
+    /// read of the whole swarm. WAL lets it read beside them.
+    reader: Mutex<Connection>,
 }
 
 impl Store {
@@ -299,9 +303,12 @@ impl Store {
         migrate(&conn)?;
         let checkpointer = Connection::open(path)?;
         checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
+        let reader = Connection::open(path)?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Self {
             conn: Mutex::new(conn),
             checkpointer: Mutex::new(checkpointer),
+            reader: Mutex::new(reader),
         })
     }
 
@@ -350,6 +357,14 @@ impl Store {
     /// Runs a read (or a single statement) outside an explicit transaction.
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         f(&self.lock())
+    }
+
+    /// Runs `f` on the reader connection in one read transaction: a
+    /// consistent view of what was committed, taken beside the writers.
+    pub fn snapshot<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction()?;
+        f(&tx)
     }
 }
 
