@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use ark_proto::agent_session_client::AgentSessionClient;
 use ark_proto::{command, HeartbeatRequest, RegisterRequest};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::AgentConfig;
 use crate::identity::Identity;
@@ -85,6 +85,10 @@ pub async fn run(
     for held in recovered {
         jobs.insert(held.run_id, jobs::spawn(ctx_arc.clone(), held, true)?);
     }
+    // Woken by the commander's Watch stream when a run is due for us.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let watch_unsupported = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut watcher: Option<tokio::task::JoinHandle<()>> = None;
     tokio::pin!(shutdown);
     loop {
         let before = jobs.len();
@@ -110,6 +114,11 @@ pub async fn run(
                 status.connected();
                 apply_commands(response.commands, &jobs, &mut status);
                 start_jobs(response.leases, &mut jobs, &ctx_arc);
+                let watching = watcher.as_ref().is_some_and(|w| !w.is_finished());
+                if !watching && !watch_unsupported.load(Ordering::Relaxed) {
+                    let task = watch(client.clone(), wake.clone(), watch_unsupported.clone());
+                    watcher = Some(tokio::spawn(task));
+                }
                 interval
             }
             Err(e) => {
@@ -127,8 +136,12 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
             _ = &mut shutdown => break,
         }
+    }
+    if let Some(watcher) = watcher {
+        watcher.abort();
     }
     info!("agent shutting down; held leases stay on disk for the next start");
     for job in jobs.values() {
@@ -290,6 +303,42 @@ fn job_statuses(jobs: &HashMap<i64, JobHandle>) -> Vec<JobStatus> {
             bytes_done: job.progress.done.load(Ordering::Relaxed),
         })
         .collect()
+}
+
+/// Holds the commander's `Watch` stream open: each wake ends the loop's
+/// wait, so a run that is due for us is leased now, not at the next
+/// heartbeat. Returns when the stream ends (the next successful turn opens
+/// another); a commander without `Watch` (UNIMPLEMENTED) is only polled.
+async fn watch(
+    mut client: AgentSessionClient<tonic::transport::Channel>,
+    wake: Arc<tokio::sync::Notify>,
+    unsupported: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut wakes = match client.watch(ark_proto::WatchRequest {}).await {
+        Ok(response) => response.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            info!("the commander sends no wakes (an older version): polling every heartbeat");
+            unsupported.store(true, Ordering::Relaxed);
+            return;
+        }
+        Err(status) => {
+            debug!("watch stream refused: {status}");
+            return;
+        }
+    };
+    loop {
+        match wakes.message().await {
+            Ok(Some(woken)) => {
+                debug!(run = woken.run_id, "woken for a due run");
+                wake.notify_one();
+            }
+            Ok(None) => return,
+            Err(status) => {
+                debug!("watch stream ended: {status}");
+                return;
+            }
+        }
+    }
 }
 
 /// One turn of the loop: register when needed, then heartbeat.

@@ -199,6 +199,7 @@ pub async fn run(
             }
         }
     });
+    let waker = tokio::spawn(crate::scheduler::wake::wake_task(scheduler.clone(), every));
     let resolver = tokio::spawn(crate::sources::resolve_task(scheduler.clone(), every));
     let household = tokio::spawn(crate::household::watch_task(
         scheduler.store.clone(),
@@ -214,6 +215,7 @@ pub async fn run(
         .await;
     sweep_task.abort();
     snapshot_task.abort();
+    waker.abort();
     resolver.abort();
     household.abort();
     if let Some(web) = web {

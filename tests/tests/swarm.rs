@@ -644,3 +644,43 @@ async fn a_targets_bandwidth_cap_from_the_commander_holds_its_run_down() -> Resu
     ensure!(!ok && err.contains("not a rate"), "{err}");
     Ok(())
 }
+
+/// Work starts at once (issue 14): with a 30 s heartbeat, a run that is
+/// queued (a new target, then `run-now` twice) is leased to the idle agent
+/// within a few seconds, not at its next heartbeat: the commander wakes it
+/// over its `Watch` stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_run_wakes_an_idle_agent_before_its_next_heartbeat() -> Result<()> {
+    const HEARTBEAT: Duration = Duration::from_secs(30);
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    std::fs::create_dir_all(&cdata)?;
+    std::fs::write(
+        cdata.join("commander.toml"),
+        "lease-ttl = \"120s\"\nheartbeat = \"30s\"\nhttp = \"off\"\n",
+    )?;
+    let _commander = start_commander(&cdata, "127.0.0.1:0", &[], &[]).await?;
+    let origin = Origin::start().await?;
+    let adata = tmp.path().join("agent");
+    enroll_agent(&cdata, &adata, "idle").await?;
+    let _agent = spawn_agent(&adata)?;
+    wait_for_agents_online(&cdata, 1).await?;
+    // Its first heartbeat is behind it; the next is 30 s away.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    origin.put("f", sample_bytes(20_000, 1));
+    add_file_target(&cdata, "f", &origin.url("f")).await?;
+    let mut id = run_of(&cdata, "f").await?;
+    for round in 0..3 {
+        let done = wait_for_run(&cdata, id, "succeeded", HEARTBEAT / 2).await?;
+        let queued = event_of(&cdata, id, "queued").await?;
+        let leased = event_of(&cdata, id, "leased").await?;
+        let waited = leased.at_ms - queued.at_ms;
+        ensure!(
+            done.agent == "idle" && waited < 5_000,
+            "round {round}: leased {waited} ms after it was queued (heartbeat 30 s)"
+        );
+        origin.put("f", sample_bytes(20_000, round + 2));
+        id = run_now(&cdata, "f").await?;
+    }
+    Ok(())
+}

@@ -132,7 +132,7 @@ impl Scheduler {
     /// The swarm as placement sees it: the shared snapshot while it is
     /// younger than [`placement::SNAPSHOT_MS`] (the commander refreshes it
     /// in the background, see [`Scheduler::refresh_swarm`]), else read now.
-    fn swarm(&self, tx: &Connection, now: i64) -> Result<Arc<placement::Swarm>> {
+    pub(super) fn swarm(&self, tx: &Connection, now: i64) -> Result<Arc<placement::Swarm>> {
         self.swarm_wanted.store(now, Ordering::Relaxed);
         let mut cached = self.swarm.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(swarm) = cached.as_ref() {

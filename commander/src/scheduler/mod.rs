@@ -35,6 +35,7 @@ mod grant;
 mod hot;
 pub mod placement;
 pub mod quorum;
+pub mod wake;
 
 /// The lease policy over the store.
 #[derive(Debug, Clone)]
@@ -56,6 +57,8 @@ pub struct Scheduler {
     /// refresh reads the swarm only while placements want it, so an idle
     /// swarm costs nothing.
     swarm_wanted: Arc<std::sync::atomic::AtomicI64>,
+    /// Agents' `Watch` streams: a run queued now wakes its best agent.
+    pub wakers: Arc<wake::Wakers>,
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -71,6 +74,7 @@ impl Scheduler {
             own_endpoints: Vec::new(),
             swarm: Default::default(),
             swarm_wanted: Default::default(),
+            wakers: Default::default(),
         }
     }
 
@@ -94,11 +98,15 @@ impl Scheduler {
 
     /// Periodic upkeep: expire overdue leases, queue due runs.
     pub fn sweep(&self, now: i64) -> Result<usize> {
-        self.store.tx(|tx| {
+        let expired = self.store.tx(|tx| {
             let expired = self.expire_leases(tx, now)?;
             self.queue_due_runs(tx, now)?;
             Ok(expired)
-        })
+        })?;
+        if expired > 0 {
+            self.wakers.due(); // their runs are queued again
+        }
+        Ok(expired)
     }
 
     /// After a commander restart: agents could not renew while we were
@@ -610,6 +618,9 @@ impl Scheduler {
     /// returns its id.
     fn queue_run(&self, tx: &Connection, target: &str, now: i64) -> Result<i64> {
         let (id, inserted) = queue_run(tx, target, now)?;
+        if inserted {
+            self.wakers.due();
+        }
         let resolved_first =
             state::book_of(tx, target)?.is_some() || state::account_of(tx, target)?.is_some();
         if inserted && resolved_first {
@@ -669,6 +680,7 @@ impl Scheduler {
             ],
             |r| r.get(0),
         )?;
+        self.wakers.due();
         self.open_quorum(tx, id, &target, now)
     }
 }

@@ -257,6 +257,22 @@ impl Enrollment for Services {
 
 #[tonic::async_trait]
 impl AgentSession for Services {
+    type WatchStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = std::result::Result<Wake, Status>> + Send + 'static>,
+    >;
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Reply<Self::WatchStream> {
+        let agent = self
+            .blocking(move |s| s.agent(&request))
+            .await?
+            .into_inner();
+        let wakes = self.scheduler().wakers.watch(&agent);
+        tracing::debug!(%agent, "agent watching for work");
+        let stream =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(wakes), Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn register(&self, request: Request<RegisterRequest>) -> Reply<RegisterResponse> {
         self.blocking(move |s| {
             let agent = s.agent(&request)?;
