@@ -454,7 +454,7 @@ mod tests {
             .expect("read");
         let points = history.swarm_rate.len() as i64;
         assert!(
-            points <= MAX_POINTS && points >= MAX_POINTS / 2,
+            (MAX_POINTS / 2..=MAX_POINTS).contains(&points),
             "{points} points"
         );
         assert_eq!(
