@@ -220,8 +220,9 @@ pub struct TargetAge {
     pub stale: String,
 }
 
-/// Reads the last `window_ms` of history at `now`. `config` gives the
-/// sampling (for the page) and the default maximum age of targets.
+/// Reads the last `window_ms` of history at `now`; the sampling interval
+/// and retention are passed on for the page, the maximum age is the one of
+/// targets that set none (`max-age`).
 pub fn read(
     conn: &Connection,
     now: i64,
