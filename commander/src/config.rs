@@ -188,7 +188,21 @@ pub struct CommanderConfig {
     /// transfers slowed, before its jobs go to other agents.
     #[serde(with = "humantime_serde")]
     pub hot_handback: Duration,
+    /// How often the dashboard's history is sampled (see [`crate::history`]).
+    #[serde(with = "humantime_serde")]
+    pub history_every: Duration,
+    /// How long the dashboard's history keeps its samples.
+    #[serde(with = "humantime_serde")]
+    pub history_retention: Duration,
 }
+
+/// How often the history is sampled: a harvest of a few minutes shows as a
+/// shape, not a dot, and a day of samples is 5,760 points per series.
+pub const DEFAULT_HISTORY_EVERY: Duration = Duration::from_secs(15);
+
+/// How long the history keeps its samples: a day shows last night's
+/// off-peak window and this evening's film beside each other.
+pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a hot agent keeps its jobs, slowed: ten minutes is time for a
 /// Pi in a warm cupboard to cool once its load drops, and short next to a
@@ -265,6 +279,8 @@ impl Default for CommanderConfig {
             pause_check: DEFAULT_PAUSE_CHECK,
             yield_floor: DEFAULT_YIELD_FLOOR,
             hot_handback: DEFAULT_HOT_HANDBACK,
+            history_every: DEFAULT_HISTORY_EVERY,
+            history_retention: DEFAULT_HISTORY_RETENTION,
         }
     }
 }
@@ -316,6 +332,13 @@ impl CommanderConfig {
         }
         if self.pause_check.is_zero() {
             return Err("pause-check must be longer than 0s".into());
+        }
+        if self.history_every.is_zero() || self.history_retention < self.history_every {
+            return Err(format!(
+                "history-every ({:?}) must be longer than 0s and no longer than \
+                 history-retention ({:?}), or the history keeps no sample",
+                self.history_every, self.history_retention
+            ));
         }
         Ok(())
     }

@@ -26,6 +26,8 @@
 //! - [`sources`]: sources that move (a Kiwix book's newest release),
 //!   resolved by the commander before a run is leased.
 //! - [`service`]: the gRPC services and the error → status boundary.
+//! - [`history`]: the dashboard's history, sampled into the store and
+//!   bounded.
 //! - [`web`]: the dashboard (HTTP, JSON, one static page) and `/metrics`.
 //! - [`server`]: wiring it together on a bound listener.
 //! - [`ingest`]: the NAS's scheduled upkeep: recover, re-verify, prune,
@@ -44,6 +46,7 @@ pub mod feed;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod git_check;
+pub mod history;
 pub mod household;
 pub mod ingest;
 pub mod kinds;

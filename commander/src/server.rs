@@ -206,6 +206,10 @@ pub async fn run(
         config.pause_when.clone(),
         config.pause_check,
     ));
+    let sampler = tokio::spawn(crate::history::sample_task(
+        scheduler.store.clone(),
+        config.clone(),
+    ));
     let services = Services::new(scheduler, archive, pki, url);
     let served = tonic::transport::Server::builder()
         .add_service(EnrollmentServer::new(services.clone()))
@@ -218,6 +222,7 @@ pub async fn run(
     waker.abort();
     resolver.abort();
     household.abort();
+    sampler.abort();
     if let Some(web) = web {
         web.stop().await;
     }

@@ -796,3 +796,32 @@ pub fn zim_fixtures() -> Result<PathBuf> {
         .find(|dir| dir.join("small.zim").exists())
         .context("ZIM fixtures not found: set ARK_ZIM_FIXTURES to the directory holding small.zim")
 }
+
+/// Writes a fake sysfs under `root` (an agent reads it with `sysfs = ROOT`
+/// in its agent.toml): one thermal zone at `celsius`, and a battery that
+/// is discharging (with the mains offline) when `on_battery`.
+pub fn fake_sysfs(root: &Path, celsius: f32, on_battery: bool) -> Result<()> {
+    let put = |path: &str, text: String| -> Result<()> {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap_or(root))?;
+        std::fs::write(p, text)?;
+        Ok(())
+    };
+    put(
+        "class/thermal/thermal_zone0/temp",
+        format!("{}\n", (celsius * 1000.0) as i64),
+    )?;
+    put("class/power_supply/BAT0/type", "Battery\n".into())?;
+    let status = if on_battery {
+        "Discharging"
+    } else {
+        "Charging"
+    };
+    put("class/power_supply/BAT0/status", format!("{status}\n"))?;
+    put("class/power_supply/AC/type", "Mains\n".into())?;
+    put(
+        "class/power_supply/AC/online",
+        format!("{}\n", u8::from(!on_battery)),
+    )?;
+    Ok(())
+}

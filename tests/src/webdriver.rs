@@ -1,6 +1,7 @@
 //! A headless Chromium driven through chromedriver with plain W3C
 //! WebDriver calls (JSON over HTTP, reqwest): enough to load a page, find
-//! elements by CSS, read their text, click, and take a screenshot. Debian's
+//! elements by CSS, read their text and attributes, click, and take a
+//! screenshot. Debian's
 //! `chromium` and `chromium-driver` (see `scripts/setup.sh`).
 //!
 //! chromedriver runs in its own process group; dropping the [`Browser`]
@@ -198,6 +199,26 @@ impl Browser {
             Ok(text) => Ok(text.as_str().map(str::to_string)),
             Err(_) => Ok(None),
         }
+    }
+
+    /// The attribute `name` of every element matching `selector`, in
+    /// document order (None where an element lacks it or went stale while
+    /// being read).
+    pub async fn attributes(&self, selector: &str, name: &str) -> Result<Vec<Option<String>>> {
+        let mut values = Vec::new();
+        for element in self.find_all(selector).await? {
+            let value = self
+                .session_call(
+                    reqwest::Method::GET,
+                    &format!("/element/{element}/attribute/{name}"),
+                    None,
+                )
+                .await
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string));
+            values.push(value);
+        }
+        Ok(values)
     }
 
     /// Clicks the first element matching `selector`.

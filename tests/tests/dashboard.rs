@@ -551,3 +551,289 @@ async fn a_target_past_its_max_age_is_stale_everywhere_and_fails_ingest() -> Res
     ensure!(status.contains("STALE     gone: failing"), "{status}");
     Ok(())
 }
+
+/// The dashboard's history as `/api/history?hours=1` answers it.
+async fn api_history(base: &str) -> Result<serde_json::Value> {
+    let resp = http()
+        .get(format!("{base}/api/history?hours=1"))
+        .send()
+        .await?;
+    ensure!(resp.status() == 200, "/api/history: {}", resp.status());
+    Ok(serde_json::from_str(&resp.text().await?)?)
+}
+
+/// The values of a series of `[ms, value]` points.
+fn values(series: &serde_json::Value) -> Vec<f64> {
+    series
+        .as_array()
+        .map(|points| points.iter().filter_map(|p| p[1].as_f64()).collect())
+        .unwrap_or_default()
+}
+
+/// The `points` of the polylines matching `selector`, each as its pairs.
+async fn polylines(browser: &Browser, selector: &str) -> Result<Vec<Vec<(f64, f64)>>> {
+    Ok(browser
+        .attributes(selector, "points")
+        .await?
+        .into_iter()
+        .map(|points| {
+            points
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|pair| {
+                    let (x, y) = pair.split_once(',')?;
+                    Some((x.parse().ok()?, y.parse().ok()?))
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// History (issue 13): with a commander sampling every 300 ms, Chromium
+/// draws the agent's throughput and temperature, the swarm's rate with a
+/// pause rule's period shaded and named, the archive by kind and the
+/// target's age; the lines gain points as samples arrive, and follow what
+/// the agent reports (a capped harvest, a device warming up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_draws_the_history_and_it_moves_with_pauses_shaded_and_named() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let film = tmp.path().join("film-playing");
+    write_commander_config_with(
+        &cdata,
+        &format!(
+            "history-every = \"300ms\"\npause-check = \"200ms\"\n\n[[pause_when]]\n\
+             name = \"film night\"\ncommand = \"test -e '{}'\"\nhold_down = \"500ms\"\n",
+            film.display()
+        ),
+    )?;
+    let _commander =
+        start_commander(&cdata, "127.0.0.1:0", &["--http", "127.0.0.1:0"], &[]).await?;
+    let base = ark_commander::web::endpoint(&cdata)?;
+    let origin = Origin::start().await?;
+    let adata = tmp.path().join("pi");
+    let sysfs = tmp.path().join("sys");
+    fake_sysfs(&sysfs, 48.0, false)?;
+    enroll_agent(&cdata, &adata, "pi").await?;
+    std::fs::write(
+        adata.join(ark_agent::config::CONFIG_FILE),
+        format!("sysfs = \"{}\"\n", sysfs.display()),
+    )?;
+    let _agent = spawn_agent(&adata)?;
+
+    let browser = Browser::start(1280, 1400).await?;
+    browser.goto(&format!("{base}/")).await?;
+    let throughput = "#chart-throughput polyline[data-series=\"pi\"]";
+    let swarm = "#chart-swarm polyline[data-series=\"swarm\"]";
+    wait_until(SOON, "the agent's throughput line", || async {
+        Ok(polylines(&browser, throughput)
+            .await?
+            .first()
+            .is_some_and(|p| p.len() >= 2))
+    })
+    .await?;
+
+    // The charts move: the swarm's line gains points as samples arrive.
+    let before = polylines(&browser, swarm).await?.concat().len();
+    ensure!(before >= 2, "the swarm's line has {before} points");
+    wait_until(SOON, "the swarm's line to gain points", || async {
+        Ok(polylines(&browser, swarm).await?.concat().len() > before)
+    })
+    .await?;
+
+    // A harvest capped at 100 KB/s reports its rate for a few seconds:
+    // the agent's line leaves zero, and the archive's line for the kind
+    // reaches the bytes that landed.
+    let size = 500_000;
+    origin.put("big.bin", sample_bytes(size, 7));
+    add_target_with(
+        &cdata,
+        ark_proto::AddTargetRequest {
+            kind: "file".into(),
+            url: origin.url("big.bin"),
+            name: "big".into(),
+            bandwidth_cap: 100_000,
+            ..Default::default()
+        },
+    )
+    .await?;
+    wait_until(SOON, "a transfer rate in the agent's history", || async {
+        let h = api_history(&base).await?;
+        Ok(values(&h["agents"][0]["rate"]).iter().any(|v| *v > 0.0))
+    })
+    .await?;
+    wait_until(SOON, "the agent's line to leave zero", || async {
+        let lines = polylines(&browser, throughput).await?;
+        let Some(line) = lines.first() else {
+            return Ok(false);
+        };
+        let floor = line.iter().map(|p| p.1).fold(f64::MIN, f64::max);
+        Ok(line.iter().any(|p| p.1 < floor))
+    })
+    .await?;
+    wait_for_run(&cdata, run_of(&cdata, "big").await?, "succeeded", SOON).await?;
+    wait_until(
+        SOON,
+        "the landed bytes in the archive's history",
+        || async {
+            let h = api_history(&base).await?;
+            let file = h["archive"]
+                .as_array()
+                .and_then(|kinds| kinds.iter().find(|k| k["kind"] == "file"))
+                .map(|k| values(&k["bytes"]))
+                .unwrap_or_default();
+            Ok(file.last() == Some(&(size as f64)))
+        },
+    )
+    .await?;
+    for (chart, series) in [("archive", "file"), ("temperature", "pi")] {
+        let line = format!("#chart-{chart} polyline[data-series=\"{series}\"]");
+        wait_until(SOON, &format!("a {chart} line for {series}"), || async {
+            Ok(!polylines(&browser, &line).await?.concat().is_empty())
+        })
+        .await?;
+    }
+
+    // The device warms up: its temperature follows.
+    fake_sysfs(&sysfs, 71.0, false)?;
+    wait_until(SOON, "the warmer reading in the history", || async {
+        let h = api_history(&base).await?;
+        Ok(values(&h["agents"][0]["temperature"]).last() == Some(&71.0))
+    })
+    .await?;
+    wait_for_text(
+        &browser,
+        "#chart-temperature + .legend span[data-series=\"pi\"]",
+        "pi: 71 °C",
+    )
+    .await?;
+
+    // A film starts: the swarm yields, and the period is shaded under the
+    // rule's name; it stops: the period closes.
+    std::fs::write(&film, b"")?;
+    let shaded = "#chart-swarm rect.pause[data-rule=\"film night\"]";
+    wait_until(SOON, "a shaded pause period", || async {
+        Ok(!browser.find_all(shaded).await?.is_empty())
+    })
+    .await?;
+    wait_for_text(
+        &browser,
+        "#chart-swarm .pause-label",
+        "yielding to film night",
+    )
+    .await?;
+    let width: f64 = browser
+        .attributes(shaded, "width")
+        .await?
+        .first()
+        .cloned()
+        .flatten()
+        .context("the shaded period has no width")?
+        .parse()?;
+    ensure!(width > 0.0, "the shaded period is {width} wide");
+    std::fs::remove_file(&film)?;
+    wait_until(SOON, "the pause period to close", || async {
+        let h = api_history(&base).await?;
+        let pauses = h["pauses"].as_array().cloned().unwrap_or_default();
+        Ok(pauses.len() == 1
+            && pauses[0]["rule"] == "film night"
+            && pauses[0]["ongoing"] == false
+            && pauses[0]["to_ms"].as_i64() > pauses[0]["from_ms"].as_i64())
+    })
+    .await?;
+
+    // The target's age is a bar against its maximum.
+    let bars = browser
+        .attributes("#chart-targets rect.age[data-target=\"big\"]", "width")
+        .await?;
+    ensure!(
+        bars.len() == 1 && bars[0].as_deref().and_then(|w| w.parse::<f64>().ok()) > Some(0.0),
+        "{bars:?}"
+    );
+    browser
+        .save_screenshot(
+            &std::env::var_os("ARK_HISTORY_SCREENSHOT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| tmp.path().join("history.png")),
+        )
+        .await?;
+    browser.quit().await?;
+    Ok(())
+}
+
+/// The history table (issue 13) through the real binary: it keeps no more
+/// than its retention while the commander runs, and what it kept is still
+/// there after a `kill -9` and a new start on the same data dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_is_bounded_by_its_retention_and_survives_a_restart() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let (every_ms, retention_ms) = (100, 1_500);
+    write_commander_config_with(
+        &cdata,
+        &format!("history-every = \"{every_ms}ms\"\nhistory-retention = \"{retention_ms}ms\"\n"),
+    )?;
+    let args = ["--http", "127.0.0.1:0"];
+    let mut commander = start_commander(&cdata, "127.0.0.1:0", &args, &[]).await?;
+    let db = cdata.join(ark_commander::server::STATE_FILE);
+    // (rows, oldest sample, newest sample) as the file holds them.
+    let table = || -> Result<(i64, i64, i64)> {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        Ok(conn.query_row(
+            "SELECT COUNT(*), COALESCE(MIN(at), 0), COALESCE(MAX(at), 0) FROM history",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?)
+    };
+    let started = ark_core::unix_ms();
+    // Twice the retention: the first samples must be gone by then.
+    tokio::time::sleep(Duration::from_millis(2 * retention_ms as u64)).await;
+    let (rows, oldest, newest) = table()?;
+    ensure!(
+        oldest > started + retention_ms / 2,
+        "samples from {} ms after the start are still kept past a {retention_ms} ms retention",
+        oldest - started
+    );
+    ensure!(
+        newest - oldest <= retention_ms && rows <= retention_ms / every_ms + 1,
+        "{rows} rows over {} ms",
+        newest - oldest
+    );
+    ensure!(
+        rows >= 3,
+        "only {rows} rows: is the sampler running every {every_ms} ms?"
+    );
+
+    // A longer retention from the restart on, so what was kept is not
+    // pruned at once.
+    commander.kill9();
+    let (_, _, before) = table()?;
+    write_commander_config_with(
+        &cdata,
+        &format!("history-every = \"{every_ms}ms\"\nhistory-retention = \"1h\"\n"),
+    )?;
+    let restarted = ark_core::unix_ms();
+    let _commander = start_commander(&cdata, "127.0.0.1:0", &args, &[]).await?;
+    let (_, oldest_after, _) = table()?;
+    ensure!(
+        oldest_after <= before,
+        "the samples before the restart are gone: the oldest is {} ms after the last of them",
+        oldest_after - before
+    );
+    // The page's JSON shows them (averaged with their neighbours when the
+    // window holds more than one point's worth).
+    let base = ark_commander::web::endpoint(&cdata)?;
+    let h = api_history(&base).await?;
+    let kept: Vec<i64> = h["swarm_rate"]
+        .as_array()
+        .context("no swarm_rate")?
+        .iter()
+        .filter_map(|p| p[0].as_i64())
+        .collect();
+    ensure!(
+        kept.iter().filter(|at| **at < restarted).count() >= 3,
+        "/api/history lost the samples from before the restart at {restarted}: {kept:?}"
+    );
+    Ok(())
+}

@@ -13,34 +13,6 @@ use ark_tests::*;
 
 const SOON: Duration = Duration::from_secs(40);
 
-/// Writes a fake sysfs under `root`: one thermal zone at `celsius`, and a
-/// battery that is discharging (with the mains offline) when `on_battery`.
-fn fake_sysfs(root: &Path, celsius: f32, on_battery: bool) -> Result<()> {
-    let put = |path: &str, text: String| -> Result<()> {
-        let p = root.join(path);
-        std::fs::create_dir_all(p.parent().unwrap_or(root))?;
-        std::fs::write(p, text)?;
-        Ok(())
-    };
-    put(
-        "class/thermal/thermal_zone0/temp",
-        format!("{}\n", (celsius * 1000.0) as i64),
-    )?;
-    put("class/power_supply/BAT0/type", "Battery\n".into())?;
-    let status = if on_battery {
-        "Discharging"
-    } else {
-        "Charging"
-    };
-    put("class/power_supply/BAT0/status", format!("{status}\n"))?;
-    put("class/power_supply/AC/type", "Mains\n".into())?;
-    put(
-        "class/power_supply/AC/online",
-        format!("{}\n", u8::from(!on_battery)),
-    )?;
-    Ok(())
-}
-
 /// Adds a file target `name` and waits for its run to land; the run.
 async fn harvest(cdata: &Path, origin: &Origin, name: &str) -> Result<ark_proto::RunInfo> {
     origin.put(

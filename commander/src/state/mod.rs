@@ -246,6 +246,15 @@ CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- The dashboard's history (see crate::history): one row per series and
+-- key at each sample; pruned by age and row count as it is written.
+CREATE TABLE IF NOT EXISTS history (
+    at     INTEGER NOT NULL,
+    series TEXT NOT NULL,
+    key    TEXT NOT NULL DEFAULT '',
+    value  REAL NOT NULL,
+    PRIMARY KEY (at, series, key)
+);
 "#;
 
 /// Run states as stored.

@@ -112,6 +112,17 @@ pub fn list_targets(
     Ok(targets)
 }
 
+/// How old `t` is at `now` (ms, never negative): since its newest version
+/// was last confirmed current, or since it was added when never.
+pub fn target_age_ms(t: &ark_proto::TargetInfo, now: i64) -> i64 {
+    let since = if t.confirmed_at_ms > 0 {
+        t.confirmed_at_ms
+    } else {
+        t.created_at_ms
+    };
+    (now - since).max(0)
+}
+
 /// Consecutive failed runs after which a target is stale whatever its age:
 /// a source that fails three times in a row needs a look now, not when its
 /// last good copy has aged out.
@@ -138,15 +149,11 @@ fn staleness(conn: &Connection, t: &ark_proto::TargetInfo, now: i64) -> Result<O
     }
     let max_age = Duration::from_millis(t.max_age_ms);
     let shown = humantime::format_duration(Duration::from_secs(max_age.as_secs()));
-    let since = if t.confirmed_at_ms > 0 {
-        t.confirmed_at_ms
-    } else {
-        t.created_at_ms
-    };
-    if max_age.is_zero() || now - since <= t.max_age_ms as i64 {
+    let age_ms = target_age_ms(t, now);
+    if max_age.is_zero() || age_ms <= t.max_age_ms as i64 {
         return Ok(None);
     }
-    let age = humantime::format_duration(Duration::from_secs(((now - since) / 1000) as u64));
+    let age = humantime::format_duration(Duration::from_secs((age_ms / 1000) as u64));
     Ok(Some(if t.confirmed_at_ms > 0 {
         format!("last confirmed current {age} ago (max age {shown})")
     } else {

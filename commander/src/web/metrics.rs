@@ -100,16 +100,11 @@ pub fn render(
     let targets = crate::state::list_targets(conn, now, max_age_ms)?;
     header(&mut out, "ark_target_age_seconds", "gauge", "Seconds since the target's newest version was last confirmed current (landed or checked unchanged); since it was added when never.");
     for t in &targets {
-        let since = if t.confirmed_at_ms > 0 {
-            t.confirmed_at_ms
-        } else {
-            t.created_at_ms
-        };
         sample(
             &mut out,
             "ark_target_age_seconds",
             &[("target", &t.name), ("kind", &t.kind)],
-            ((now - since).max(0) / 1000) as f64,
+            (crate::state::target_age_ms(t, now) / 1000) as f64,
         );
     }
     header(

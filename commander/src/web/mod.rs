@@ -10,6 +10,8 @@
 //!   assets), which polls `/api/state` every second. The page holds no data,
 //!   so it is served to anyone.
 //! - `GET /api/state`: the swarm as JSON ([`api::snapshot`]).
+//! - `GET /api/history?hours=N` (default [`HISTORY_HOURS`]): the last hours
+//!   of the swarm as series to draw ([`crate::history::read`]).
 //! - `POST /api/pause`, `POST /api/resume` (`?agent=NAME` for one agent):
 //!   what `ark-commander pause`/`resume` do ([`crate::state::set_paused`]).
 //! - `GET /metrics`: Prometheus text format ([`metrics::render`]).
@@ -77,6 +79,9 @@ const TOKEN_BYTES: usize = 32;
 /// flight before it is dropped (a browser keeps its connection open).
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// The window `GET /api/history` answers without `?hours=`: an evening.
+pub const HISTORY_HOURS: f64 = 6.0;
+
 /// The dashboard page: HTML, CSS and JavaScript in one static string.
 pub const PAGE: &str = include_str!("page.html");
 
@@ -93,6 +98,10 @@ struct Inner {
     lost_after_ms: i64,
     /// A target's maximum age where it sets none (`max-age`).
     max_age_ms: u64,
+    /// The history's sampling and retention (`history-every`,
+    /// `history-retention`), for `/api/history`.
+    history_every_ms: i64,
+    history_retention_ms: i64,
     /// The admin token (see the module doc).
     token: String,
 }
@@ -112,6 +121,10 @@ impl Web {
                 store,
                 lost_after_ms: i64::try_from(config.lease_ttl.as_millis()).unwrap_or(i64::MAX),
                 max_age_ms: config.max_age.as_millis() as u64,
+                history_every_ms: i64::try_from(config.history_every.as_millis())
+                    .unwrap_or(i64::MAX),
+                history_retention_ms: i64::try_from(config.history_retention.as_millis())
+                    .unwrap_or(i64::MAX),
                 token,
             }),
         }
@@ -136,6 +149,7 @@ impl Web {
 pub fn router(web: Web) -> Router {
     let guarded = Router::new()
         .route("/api/state", get(state_json))
+        .route("/api/history", get(history_json))
         .route("/api/pause", post(pause))
         .route("/api/resume", post(resume))
         .route("/metrics", get(scrape))
@@ -310,6 +324,35 @@ async fn state_json(State(web): State<Web>) -> Response {
     let limits = (web.inner.lost_after_ms, web.inner.max_age_ms);
     match web.read(move |c, now| api::snapshot(c, now, limits)).await {
         Ok(snapshot) => ([(header::CACHE_CONTROL, "no-store")], Json(snapshot)).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+/// `?hours=N`; absent: [`HISTORY_HOURS`].
+#[derive(Debug, Deserialize)]
+struct Window {
+    hours: Option<f64>,
+}
+
+async fn history_json(State(web): State<Web>, Query(window): Query<Window>) -> Response {
+    let inner = &web.inner;
+    let limits = (
+        inner.history_every_ms,
+        inner.history_retention_ms,
+        inner.max_age_ms,
+    );
+    let window_ms = match crate::history::window_ms(
+        window.hours.unwrap_or(HISTORY_HOURS),
+        inner.history_retention_ms,
+    ) {
+        Ok(ms) => ms,
+        Err(e) => return failure(e),
+    };
+    match web
+        .read(move |c, now| crate::history::read(c, now, window_ms, limits))
+        .await
+    {
+        Ok(history) => ([(header::CACHE_CONTROL, "no-store")], Json(history)).into_response(),
         Err(e) => failure(e),
     }
 }
