@@ -184,5 +184,21 @@ impl HeldLease {
 
 /// A job's failure, as the commander hears it.
 pub fn failure(reason: String, retryable: bool) -> JobFailure {
-    JobFailure { reason, retryable }
+    JobFailure {
+        reason,
+        retryable,
+        ..Default::default()
+    }
+}
+
+/// A job this agent gives back because it cannot finish it here (its
+/// staging disk cannot hold `size` bytes, 0 if unknown): no attempt is
+/// counted and the run goes to another agent first.
+pub fn hand_back(reason: String, size: u64) -> JobFailure {
+    JobFailure {
+        reason,
+        retryable: true,
+        handed_back: true,
+        size_bytes: size,
+    }
 }

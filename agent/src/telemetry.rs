@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ark_proto::{Capabilities, Telemetry};
-use sysinfo::{Components, Disks, System};
+use sysinfo::{Components, System};
 
 /// Bytes harvested by all jobs, counted as they arrive; the sampler turns it
 /// into a rate.
@@ -30,7 +30,6 @@ impl ByteCounter {
 pub struct Sampler {
     system: System,
     components: Components,
-    disks: Disks,
     staging: PathBuf,
     bytes: ByteCounter,
     last: (Instant, u64),
@@ -49,7 +48,6 @@ impl Sampler {
         Self {
             system,
             components: Components::new_with_refreshed_list(),
-            disks: Disks::new_with_refreshed_list(),
             staging: staging.to_path_buf(),
             bytes,
             last,
@@ -64,18 +62,11 @@ impl Sampler {
         self
     }
 
-    /// Free bytes on the filesystem holding the staging dir: the disk whose
-    /// mount point is the longest prefix of that path.
+    /// Free bytes on the filesystem holding the staging dir, to this
+    /// (unprivileged) writer: a tmpfs, a quota'd volume or a bind mount
+    /// counts as what it is.
     pub fn staging_free(&mut self) -> u64 {
-        self.disks.refresh(true);
-        let staging = std::fs::canonicalize(&self.staging).unwrap_or_else(|_| self.staging.clone());
-        self.disks
-            .list()
-            .iter()
-            .filter(|disk| staging.starts_with(disk.mount_point()))
-            .max_by_key(|disk| disk.mount_point().as_os_str().len())
-            .map(|disk| disk.available_space())
-            .unwrap_or(0)
+        ark_core::fs::free_space(&self.staging).unwrap_or(0)
     }
 
     /// One reading; CPU and throughput are averages since the previous one.

@@ -67,7 +67,7 @@ impl CommanderError {
                     "{what} {}: the disk is full ({} free there): free space on it, or move the archive \
                      (`archive` in commander.toml)",
                     path.display(),
-                    free_space(&path).map_or("unknown".into(), |n| format!("{n} bytes"))
+                    ark_core::fs::free_space(&path).map_or("unknown".into(), |n| format!("{n} bytes"))
                 ))
             }
             std::io::ErrorKind::InvalidFilename => Self::Name(format!(
@@ -125,12 +125,4 @@ impl From<CommanderError> for tonic::Status {
     fn from(e: CommanderError) -> Self {
         e.into_status()
     }
-}
-
-/// Bytes free to an unprivileged writer on the filesystem holding `path`
-/// (or its nearest existing ancestor).
-pub fn free_space(path: &std::path::Path) -> Option<u64> {
-    let existing = path.ancestors().find(|p| p.exists())?;
-    let stat = rustix::fs::statvfs(existing).ok()?;
-    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }

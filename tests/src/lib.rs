@@ -326,14 +326,21 @@ pub async fn add_file_target_keeping(
     add_target_with(
         commander_data,
         ark_proto::AddTargetRequest {
-            kind: "file".into(),
-            url: url.into(),
-            name: name.into(),
             keep,
-            ..Default::default()
+            ..file_target(name, url)
         },
     )
     .await
+}
+
+/// A `file` target named `name` on `url`, for a caller to set more on.
+pub fn file_target(name: &str, url: &str) -> ark_proto::AddTargetRequest {
+    ark_proto::AddTargetRequest {
+        kind: "file".into(),
+        url: url.into(),
+        name: name.into(),
+        ..Default::default()
+    }
 }
 
 /// Adds a target of any kind (`max_size` 0 = the default).

@@ -646,17 +646,11 @@ async fn chromium_draws_the_history_and_it_moves_with_pauses_shaded_and_named() 
     // reaches the bytes that landed.
     let size = 500_000;
     origin.put("big.bin", sample_bytes(size, 7));
-    add_target_with(
-        &cdata,
-        ark_proto::AddTargetRequest {
-            kind: "file".into(),
-            url: origin.url("big.bin"),
-            name: "big".into(),
-            bandwidth_cap: 100_000,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let capped = ark_proto::AddTargetRequest {
+        bandwidth_cap: 100_000,
+        ..file_target("big", &origin.url("big.bin"))
+    };
+    add_target_with(&cdata, capped).await?;
     wait_until(SOON, "a transfer rate in the agent's history", || async {
         let h = api_history(&base).await?;
         Ok(values(&h["agents"][0]["rate"]).iter().any(|v| *v > 0.0))

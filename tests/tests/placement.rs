@@ -115,3 +115,125 @@ async fn hot_and_unplugged_agents_get_no_work_and_runs_show_says_why() -> Result
     ensure!(done.agent == "laptop", "{done:?}");
     Ok(())
 }
+
+/// A tmpfs mounted at a directory for as long as this lives (root only):
+/// a real disk that really fills up.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// None (the test says why and skips) where mounting is not allowed.
+    fn mount(dir: &Path, size: &str) -> Result<Option<Self>> {
+        std::fs::create_dir_all(dir)?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status();
+        if !mounted.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: cannot mount a tmpfs (needs root)");
+            return Ok(None);
+        }
+        Ok(Some(Self(dir.to_path_buf())))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// An agent whose staging disk fills up mid-download (a 40 MiB tmpfs that
+/// something else fills while the run transfers at 4 MiB/s) hands the run
+/// back with the reason, keeps nothing of it, is then refused the run by
+/// placement for want of room, and the run lands on the agent that has
+/// room, with no attempt counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_disk_fills_mid_run_hands_it_back_and_it_lands_elsewhere() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
+    let origin = Origin::start().await?;
+    let (small, roomy) = (tmp.path().join("small"), tmp.path().join("roomy"));
+    enroll_agent(&cdata, &small, "small").await?;
+    enroll_agent(&cdata, &roomy, "roomy").await?;
+    let staging = small.join("staging");
+    let Some(_disk) = Tmpfs::mount(&staging, "40m")? else {
+        return Ok(());
+    };
+    let _small = spawn_agent(&small)?;
+    wait_for_agents_online(&cdata, 1).await?;
+
+    let body = ark_demo::sample_bytes(24 << 20, 3);
+    origin.put("big.bin", body.clone());
+    let capped = ark_proto::AddTargetRequest {
+        bandwidth_cap: 4 << 20,
+        ..file_target("big", &origin.url("big.bin"))
+    };
+    add_target_with(&cdata, capped).await?;
+    let id = run_of(&cdata, "big").await?;
+    wait_until(SOON, "the small agent to be a few MiB in", || async {
+        let r = run(&cdata, id).await?;
+        Ok(r.agent == "small" && r.bytes_done > 4 << 20)
+    })
+    .await?;
+    // Something else on the device takes the rest of its disk.
+    let free = ark_core::fs::free_space(&staging).unwrap_or(0);
+    std::fs::write(staging.join("filler"), vec![7u8; free as usize]).or_else(|e| {
+        match e.kind() {
+            std::io::ErrorKind::StorageFull => Ok(()),
+            _ => Err(e),
+        }
+    })?;
+
+    let back = wait_for_event(&cdata, id, "handed_back").await?;
+    ensure!(
+        back.agent == "small" && back.message.contains("No space left on device"),
+        "{back:?}"
+    );
+    let mut waiting = run(&cdata, id).await?;
+    let deadline = std::time::Instant::now() + SOON;
+    while !waiting.reason.contains("small: 0.0 GiB free <") {
+        ensure!(std::time::Instant::now() < deadline, "{waiting:?}");
+        tokio::time::sleep(TEST_HEARTBEAT).await;
+        waiting = run(&cdata, id).await?;
+    }
+    ensure!(
+        waiting.state == "queued" && waiting.attempts == 0,
+        "{waiting:?}"
+    );
+    let kept: Vec<_> = std::fs::read_dir(&staging)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "filler")
+        .collect();
+    ensure!(kept.is_empty(), "the handed-back run left {kept:?} staged");
+
+    let _roomy = spawn_agent(&roomy)?;
+    let done = wait_for_run(&cdata, id, "succeeded", SOON).await?;
+    ensure!(done.agent == "roomy" && done.attempts == 0, "{done:?}");
+    let landed = archive_files(&cdata);
+    ensure!(
+        landed.iter().any(|(_, bytes)| *bytes == body),
+        "the whole body landed"
+    );
+    Ok(())
+}
+
+/// Waits for the first event of `kind` on `run`.
+async fn wait_for_event(cdata: &Path, run: i64, kind: &str) -> Result<ark_proto::Event> {
+    let deadline = std::time::Instant::now() + SOON;
+    loop {
+        if let Ok(event) = event_of(cdata, run, kind).await {
+            return Ok(event);
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no {kind} event on run {run}: {:?}",
+            events(cdata, run).await?
+        );
+        tokio::time::sleep(TEST_HEARTBEAT).await;
+    }
+}

@@ -392,6 +392,20 @@ impl<'a, 'c> Download<'a, 'c> {
             .progress
             .total
             .store(declared.unwrap_or(0), Ordering::Relaxed);
+        // The body and its outboard (a 32-byte hash per 16 KiB group) must
+        // fit beside what is staged already: refuse now, not at ENOSPC.
+        if let Some(size) = declared {
+            let needed = size + size / 512;
+            let dir = self.dest.parent().unwrap_or(self.dest);
+            let free = ark_core::fs::free_space(dir).unwrap_or(u64::MAX);
+            if free < needed {
+                return Err(FetchError::NoSpace {
+                    url: self.url.into(),
+                    free,
+                    needed,
+                });
+            }
+        }
         self.validators = Validators::from_headers(headers);
         let opened = tokio::fs::File::create(self.dest)
             .await

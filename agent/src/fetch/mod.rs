@@ -198,10 +198,24 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "GET {url}: the staging disk cannot hold it: {free} bytes free < {needed} bytes needed"
+    )]
+    NoSpace { url: String, free: u64, needed: u64 },
 }
 
 impl FetchError {
     /// Whether trying the run again later can help.
+    /// True when this agent's staging disk cannot hold the body (declared
+    /// too big for it, or full while writing): another agent may.
+    pub fn out_of_space(&self) -> bool {
+        match self {
+            Self::NoSpace { .. } => true,
+            Self::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
+
     pub fn retryable(&self) -> bool {
         match self {
             Self::Status { status, .. } => {
@@ -211,7 +225,8 @@ impl FetchError {
             Self::TooSlow { .. }
             | Self::Stalled { .. }
             | Self::Interrupted { .. }
-            | Self::Io { .. } => true,
+            | Self::Io { .. }
+            | Self::NoSpace { .. } => true,
             // A redirect loop stays a loop; a dropped connection may not.
             Self::Transport { source, .. } => !source.is_redirect(),
         }

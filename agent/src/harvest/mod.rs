@@ -129,7 +129,13 @@ async fn fetched(
         counter: &ctx.bytes,
     };
     let (conditional, limits) = (&lease.conditional, &limits_of(ctx, lease));
-    let fetch_failed = |e: FetchError| failure(e.to_string(), e.retryable());
+    let fetch_failed = |e: FetchError| match e.out_of_space() {
+        true => {
+            let size = progress.total.load(std::sync::atomic::Ordering::Relaxed);
+            crate::lease::hand_back(format!("{e}: handed back to an agent with room"), size)
+        }
+        false => failure(e.to_string(), e.retryable()),
+    };
     let (fetched, split) = match plan.split(url) {
         Some(check) => (
             zim::fetch_split(http, url, dest, conditional, limits, sinks, check).await,

@@ -192,7 +192,8 @@ impl Scheduler {
         now: i64,
     ) -> Result<Option<String>> {
         let (size, max_temp, waiting_since): (Option<i64>, f64, i64) = tx.query_row(
-            "SELECT (SELECT size FROM versions WHERE target = ?2 AND state = 'landed' ORDER BY id DESC LIMIT 1),
+            "SELECT COALESCE(NULLIF(bytes_total, 0),
+                        (SELECT size FROM versions WHERE target = ?2 AND state = 'landed' ORDER BY id DESC LIMIT 1)),
                     (SELECT max_temp FROM targets WHERE name = ?2), not_before
                FROM runs WHERE id = ?1",
             params![run, target],

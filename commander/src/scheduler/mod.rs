@@ -198,6 +198,48 @@ impl Scheduler {
         Ok(())
     }
 
+    /// `agent` gave `run` back: it cannot finish it there (its staging
+    /// disk cannot hold the body). The run is queued again at once with no
+    /// attempt counted, another agent first, and placement now knows its
+    /// size (so an agent without room for it is refused with the reason).
+    fn hand_back(
+        &self,
+        tx: &Connection,
+        (run, generation): (i64, i64),
+        agent: &str,
+        failure: &ark_proto::JobFailure,
+        now: i64,
+    ) -> Result<()> {
+        tx.execute(
+            "UPDATE leases SET ended_at = ?1, outcome = 'handed_back' WHERE run_id = ?2 AND generation = ?3",
+            params![now, run, generation],
+        )?;
+        tx.execute("DELETE FROM votes WHERE run_id = ?1", [run])?;
+        tx.execute(
+            "UPDATE runs SET state = ?1, not_before = ?2, reason = ?3, last_agent = ?4,
+                    bytes_total = MAX(bytes_total, ?5)
+              WHERE id = ?6",
+            params![
+                run_state::QUEUED,
+                now,
+                failure.reason,
+                agent,
+                failure.size_bytes as i64,
+                run
+            ],
+        )?;
+        event(
+            tx,
+            now,
+            Some(run),
+            Some(agent),
+            "handed_back",
+            &failure.reason,
+        )?;
+        self.wakers.due();
+        Ok(())
+    }
+
     fn queue_due_runs(&self, tx: &Connection, now: i64) -> Result<()> {
         let due: Vec<(String, i64)> = {
             let mut stmt = tx.prepare_cached(
@@ -577,6 +619,9 @@ impl Scheduler {
                         now,
                     )?;
                 }
+                complete_request::Outcome::Failure(failure) if failure.handed_back => {
+                    self.hand_back(tx, (run, generation), agent, &failure, now)?;
+                }
                 complete_request::Outcome::Failure(failure) => {
                     tx.execute(
                         "UPDATE leases SET ended_at = ?1, outcome = 'failed' WHERE run_id = ?2 AND generation = ?3",
@@ -820,6 +865,7 @@ mod tests {
             outcome: Some(complete_request::Outcome::Failure(JobFailure {
                 reason: format!("origin said no at {now}"),
                 retryable,
+                ..Default::default()
             })),
         };
         s.complete(agent, &req, now).expect("complete");

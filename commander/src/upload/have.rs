@@ -332,7 +332,7 @@ fn checked_manifest(
 /// it already in quarantine), if it cannot.
 fn no_room(archive: &Archive, v: &NewVersion, kept: u64) -> Option<String> {
     let needed = space_needed(v.size, kept);
-    let free = crate::error::free_space(&archive.quarantine())
+    let free = ark_core::fs::free_space(&archive.quarantine())
         .filter(|_| std::env::var_os(FAULT_SKIP_SPACE_CHECK).is_none())?;
     (free < needed).then(|| {
         format!(
