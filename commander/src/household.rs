@@ -30,7 +30,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{self, Store};
+use crate::scheduler::Scheduler;
+use crate::state;
 use crate::{CommanderError, Result};
 
 /// The settings row holding the swarm's yield state.
@@ -315,7 +316,8 @@ fn fold(rule: &PauseRule, m: &mut Memory, reading: Reading, now: i64) -> Vec<Str
 
 /// Evaluates `rules` every `every` and records the yield state in `store`
 /// until aborted.
-pub async fn watch_task(store: std::sync::Arc<Store>, rules: Vec<PauseRule>, every: Duration) {
+pub async fn watch_task(scheduler: Scheduler, rules: Vec<PauseRule>, every: Duration) {
+    let store = &scheduler.store;
     if rules.is_empty() {
         // No rules (any more): a yield recorded before a restart must not
         // outlive the rules that caused it.
@@ -374,8 +376,13 @@ pub async fn watch_task(store: std::sync::Arc<Store>, rules: Vec<PauseRule>, eve
         for text in &said {
             tracing::info!("{text}");
         }
-        if let Err(e) = recorded {
-            tracing::error!("recording the pause rules' state: {e}");
+        match recorded {
+            // A yield starting or ending reaches the agents now, not at
+            // their next heartbeat: their transfers drop to the floor (or
+            // come back) within milliseconds of the evaluation.
+            Ok(()) if !said.is_empty() => scheduler.wakers.wake_all(),
+            Ok(()) => {}
+            Err(e) => tracing::error!("recording the pause rules' state: {e}"),
         }
     }
 }
@@ -503,8 +510,9 @@ mod tests {
     #[tokio::test]
     async fn a_yield_recorded_before_a_restart_ends_when_its_rules_are_gone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            std::sync::Arc::new(Store::open(&dir.path().join("state.sqlite")).expect("open"));
+        let store = std::sync::Arc::new(
+            state::Store::open(&dir.path().join("state.sqlite")).expect("open"),
+        );
         let held = Yield {
             rules: vec![RuleState {
                 name: "console".into(),
@@ -517,7 +525,8 @@ mod tests {
             .tx(|tx| state::set_setting(tx, YIELD_SETTING, &json))
             .expect("set");
         assert_eq!(store.read(current).expect("read").holding().len(), 1);
-        watch_task(store.clone(), Vec::new(), Duration::from_secs(1)).await;
+        let scheduler = Scheduler::new(store.clone(), Default::default());
+        watch_task(scheduler, Vec::new(), Duration::from_secs(1)).await;
         assert!(store.read(current).expect("read").holding().is_empty());
     }
 }

@@ -145,7 +145,7 @@ pub async fn run(
     }
     // Quorum groups caught landing are settled again by the first sweep.
     crate::upload::quorum::reopen_landing(&scheduler.store)?;
-    let web = crate::web::start(data, &config, scheduler.store.clone()).await?;
+    let web = crate::web::start(data, &config, &scheduler).await?;
     let listening = std::iter::once(addr).chain(web.as_ref().map(|w| w.addr));
     let scheduler = scheduler.with_own_endpoints(own_endpoints(listening, &config.san));
     let url = local_url(addr);
@@ -202,7 +202,7 @@ pub async fn run(
     let waker = tokio::spawn(crate::scheduler::wake::wake_task(scheduler.clone(), every));
     let resolver = tokio::spawn(crate::sources::resolve_task(scheduler.clone(), every));
     let household = tokio::spawn(crate::household::watch_task(
-        scheduler.store.clone(),
+        scheduler.clone(),
         config.pause_when.clone(),
         config.pause_check,
     ));

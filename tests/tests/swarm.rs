@@ -647,8 +647,8 @@ async fn a_targets_bandwidth_cap_from_the_commander_holds_its_run_down() -> Resu
 
 /// Work starts at once (issue 14): with a 30 s heartbeat, a run that is
 /// queued (a new target, then `run-now` twice) is leased to the idle agent
-/// within a few seconds, not at its next heartbeat: the commander wakes it
-/// over its `Watch` stream.
+/// within a few seconds, not at its next heartbeat, and a pause and resume
+/// reach it as fast: the commander wakes it over its `Watch` stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_run_wakes_an_idle_agent_before_its_next_heartbeat() -> Result<()> {
     const HEARTBEAT: Duration = Duration::from_secs(30);
@@ -681,6 +681,19 @@ async fn a_queued_run_wakes_an_idle_agent_before_its_next_heartbeat() -> Result<
         );
         origin.put("f", sample_bytes(20_000, round + 2));
         id = run_now(&cdata, "f").await?;
+    }
+    // A pause and a resume reach it at once too, not 30 s later.
+    for (verb, paused) in [("pause", true), ("resume", false)] {
+        let (ok, _, err) = commander_cli(&cdata, &[verb])?;
+        ensure!(ok, "{err}");
+        wait_until(HEARTBEAT / 6, &format!("the agent to hear {verb}"), || {
+            let adata = adata.clone();
+            async move {
+                let status = ark_agent::status::AgentStatus::load(&adata)?;
+                Ok(status.is_some_and(|s| s.paused == paused))
+            }
+        })
+        .await?;
     }
     Ok(())
 }

@@ -10,6 +10,10 @@
 //! the lease through the usual path: a wake is only a hint, so a lost or
 //! late one costs at most one heartbeat interval, as before.
 //!
+//! The same stream carries what must reach agents at once and used to wait
+//! for their heartbeat: a pause or resume, and a household yield starting
+//! or ending ([`Wakers::wake_all`]): the agents heartbeat and hear it.
+//!
 //! The heartbeat rate does not change, and an idle swarm costs nothing: a
 //! stream waits without traffic, and the task only reads when runs were
 //! queued or once a sweep interval (for runs whose backoff ran out). A run
@@ -53,6 +57,26 @@ impl Wakers {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         lock(&self.watching).insert(agent.to_string(), (id, tx));
         rx
+    }
+
+    /// Every watching agent heartbeats now: a change that applies to all
+    /// of them (a pause or resume, a yield starting or ending) reaches them
+    /// in milliseconds, not at their next heartbeat.
+    pub fn wake_all(&self) {
+        let agents: Vec<String> = lock(&self.watching).keys().cloned().collect();
+        for agent in agents {
+            self.wake(&agent, 0);
+        }
+    }
+
+    /// `agent` (every agent when empty, as in `pause`) heartbeats now.
+    pub fn wake_agent(&self, agent: &str) {
+        match agent {
+            "" => self.wake_all(),
+            one => {
+                self.wake(one, 0);
+            }
+        }
     }
 
     /// How many agents hold a stream open.

@@ -414,6 +414,8 @@ impl Services {
     fn set_paused(&self, agent: &str, paused: bool) -> Result<()> {
         let now = unix_ms();
         self.store()
-            .tx(|tx| state::set_paused(tx, agent, paused, now))
+            .tx(|tx| state::set_paused(tx, agent, paused, now))?;
+        self.scheduler().wakers.wake_agent(agent);
+        Ok(())
     }
 }

@@ -93,6 +93,8 @@ pub struct Web {
 
 struct Inner {
     store: Arc<Store>,
+    /// A pause or resume from the dashboard reaches the agents at once.
+    wakers: Arc<crate::scheduler::wake::Wakers>,
     /// Silence after which an agent counts as lost: the lease TTL, as in
     /// the admin service's listings.
     lost_after_ms: i64,
@@ -115,10 +117,15 @@ impl std::fmt::Debug for Web {
 }
 
 impl Web {
-    pub fn new(store: Arc<Store>, config: &CommanderConfig, token: String) -> Self {
+    pub fn new(
+        scheduler: &crate::scheduler::Scheduler,
+        config: &CommanderConfig,
+        token: String,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                store,
+                store: scheduler.store.clone(),
+                wakers: scheduler.wakers.clone(),
                 lost_after_ms: i64::try_from(config.lease_ttl.as_millis()).unwrap_or(i64::MAX),
                 max_age_ms: config.max_age.as_millis() as u64,
                 history_every_ms: i64::try_from(config.history_every.as_millis())
@@ -211,7 +218,7 @@ impl WebTask {
 pub async fn start(
     data: &Path,
     config: &CommanderConfig,
-    store: Arc<Store>,
+    scheduler: &crate::scheduler::Scheduler,
 ) -> Result<Option<WebTask>> {
     let endpoint = data.join(HTTP_ENDPOINT_FILE);
     let _ = std::fs::remove_file(&endpoint);
@@ -233,7 +240,7 @@ pub async fn start(
         .map_err(CommanderError::io("writing", &endpoint))?;
     tracing::info!(%url, "dashboard and /metrics listening");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let web = Web::new(store, config, token);
+    let web = Web::new(scheduler, config, token);
     let task = tokio::spawn(serve(listener, web, async move {
         let _ = stopped.await;
     }));
@@ -393,6 +400,9 @@ async fn set_paused(web: Web, scope: Scope, paused: bool) -> Response {
     .await
     .map_err(|e| CommanderError::Aborted(format!("dashboard request: {e}")))
     .and_then(|r| r);
+    if done.is_ok() {
+        web.inner.wakers.wake_agent(&scope.agent);
+    }
     match done {
         Ok(()) => Json(serde_json::json!({
             "paused": paused,
