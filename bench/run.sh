@@ -7,6 +7,8 @@
 #   bench/surface.sh          # only section 8 (demo, dashboard RSS); a full run ends with it
 #   bench/trust.sh            # only section 10 (zero trust's bytes and times); and with this
 #   bench/sources.sh          # only section 11 (sources that move); and with this
+#   bench/scale.sh            # only section 12 (the scheduler at 1,000 agents); and with this
+#   bench/household.sh        # only section 13 (work and yields reach agents at once); and with this
 #
 # Measurements (see bench/README.md):
 #   1. stripped static agent size per target (dist/ark-agent-<triple>)
@@ -573,4 +575,8 @@ note "section 10 (zero trust): bench/trust.sh --no-build"
 "$ROOT/bench/trust.sh" --no-build
 note "section 11 (sources that move): bench/sources.sh --no-build"
 "$ROOT/bench/sources.sh" --no-build
+note "section 12 (scheduler scale): bench/scale.sh --no-build"
+"$ROOT/bench/scale.sh" --no-build
+note "section 13 (reacting at once): bench/household.sh --no-build"
+"$ROOT/bench/household.sh" --no-build
 note "done: $RESULTS"

@@ -12,13 +12,10 @@
 //! and ARK_AGENT_BIN to the release binaries (bench/run.sh does).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ark_tests::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: u64 = 1 << 20;
 
@@ -79,76 +76,9 @@ fn mib(bytes: u64) -> String {
     format!("{:.2} MiB", bytes as f64 / MIB as f64)
 }
 
-/// SIZE bytes no compressor or dedupe can shortcut.
-fn write_sample(path: &Path, size: u64) -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut block = vec![0u8; MIB as usize];
-    let mut written = 0u64;
-    let mut n = 0u64;
-    while written < size {
-        let seed = blake3::hash(&n.to_le_bytes());
-        let mut xof = blake3::Hasher::new_keyed(seed.as_bytes()).finalize_xof();
-        xof.fill(&mut block);
-        let take = (size - written).min(MIB) as usize;
-        out.write_all(&block[..take])?;
-        written += take as u64;
-        n += 1;
-    }
-    out.flush()?;
-    Ok(())
-}
-
-/// A TCP relay on loopback to `upstream` that counts the bytes each way.
-struct Relay {
-    port: u16,
-    up: Arc<AtomicU64>,
-}
-
-impl Relay {
-    async fn start(upstream: std::net::SocketAddr) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let up = Arc::new(AtomicU64::new(0));
-        let counted = up.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let counted = counted.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
-                    let to_server = async move {
-                        let mut buf = vec![0u8; 256 * 1024];
-                        while let Ok(n) = cr.read(&mut buf).await {
-                            if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                            counted.fetch_add(n as u64, Ordering::Relaxed);
-                        }
-                        let _ = sw.shutdown().await;
-                    };
-                    let to_client = async move {
-                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                        let _ = cw.shutdown().await;
-                    };
-                    tokio::join!(to_server, to_client);
-                });
-            }
-        });
-        Ok(Self { port, up })
-    }
-
-    fn sent(&self) -> u64 {
-        self.up.load(Ordering::Relaxed)
-    }
-}
-
 /// A commander in `dir` and `n` agents that reach it through a counting
 /// relay.
-async fn swarm(dir: &Path, n: usize) -> Result<(Vec<Proc>, Relay)> {
+async fn swarm(dir: &Path, n: usize) -> Result<(Vec<Proc>, CountingRelay)> {
     let cdata = dir.join("commander");
     let mut procs = vec![spawn_commander(&cdata, "127.0.0.1:0").await?];
     let endpoint = ark_commander::server::endpoint(&cdata)?;
@@ -156,13 +86,13 @@ async fn swarm(dir: &Path, n: usize) -> Result<(Vec<Proc>, Relay)> {
         .trim_start_matches("https://")
         .parse()
         .with_context(|| format!("the commander's endpoint {endpoint}"))?;
-    let relay = Relay::start(addr).await?;
+    let relay = CountingRelay::start(addr).await?;
     for i in 0..n {
         let data = dir.join(format!("agent-{i}"));
         enroll_agent(&cdata, &data, &format!("agent-{i}")).await?;
         std::fs::write(
             data.join(ark_agent::config::CONFIG_FILE),
-            format!("commander = \"https://127.0.0.1:{}\"\n", relay.port),
+            format!("commander = \"https://{}\"\n", relay.addr),
         )?;
         procs.push(spawn_agent(&data)?);
     }

@@ -468,6 +468,91 @@ impl SlowJob {
     }
 }
 
+/// `size` bytes at `path` no compressor or dedupe can shortcut.
+pub fn write_sample(path: &Path, size: u64) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut block = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    let mut n = 0u64;
+    while written < size {
+        let seed = blake3::hash(&n.to_le_bytes());
+        let mut xof = blake3::Hasher::new_keyed(seed.as_bytes()).finalize_xof();
+        xof.fill(&mut block);
+        let take = (size - written).min(1 << 20) as usize;
+        out.write_all(&block[..take])?;
+        written += take as u64;
+        n += 1;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A TCP relay on loopback in front of `upstream` that counts the bytes
+/// each way: what agents send a commander, what an origin sends agents.
+#[derive(Debug)]
+pub struct CountingRelay {
+    pub addr: std::net::SocketAddr,
+    /// Bytes from clients to `upstream`, and from `upstream` to clients.
+    counts: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CountingRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl CountingRelay {
+    pub async fn start(upstream: std::net::SocketAddr) -> Result<Self> {
+        use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+        /// Copies `from` to `to`, counting into `count`.
+        async fn pump(
+            mut from: impl AsyncRead + Unpin,
+            mut to: impl AsyncWrite + Unpin,
+            count: &std::sync::atomic::AtomicU64,
+        ) {
+            let mut buf = vec![0u8; 256 * 1024];
+            while let Ok(n) = from.read(&mut buf).await {
+                if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            let _ = to.shutdown().await;
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let counts: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]> = Default::default();
+        let counted = counts.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let counts = counted.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::join!(pump(cr, sw, &counts[0]), pump(sr, cw, &counts[1]));
+                });
+            }
+        });
+        Ok(Self { addr, counts, task })
+    }
+
+    /// Bytes clients sent upstream so far.
+    pub fn sent(&self) -> u64 {
+        self.counts[0].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes upstream sent clients so far.
+    pub fn received(&self) -> u64 {
+        self.counts[1].load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// A TCP proxy on loopback in front of `upstream` that cuts the first
 /// `cuts` connections after `after` bytes of response: a network drop in
 /// front of a real server (nginx) that cannot be told to drop by itself.
