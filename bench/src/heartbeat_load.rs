@@ -57,11 +57,13 @@ struct Args {
     queued: u64,
     /// Free slots every agent reports (0: the grant returns at once).
     free_slots: u32,
+    /// Every agent holds a `Watch` stream open, as real agents do.
+    watch: bool,
 }
 
 const USAGE: &str = "usage: heartbeat-load [--agents N (200)] [--seconds S (30)] \
 [--interval-ms MS (5000, the production default)] [--enroll-concurrency C (8)] \
-[--queued R (0)] [--free-slots K (0)]";
+[--queued R (0)] [--free-slots K (0)] [--watch]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -71,12 +73,17 @@ fn parse_args() -> anyhow::Result<Args> {
         enroll_concurrency: 8,
         queued: 0,
         free_slots: 0,
+        watch: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             println!("{USAGE}");
             std::process::exit(0);
+        }
+        if flag == "--watch" {
+            args.watch = true;
+            continue;
         }
         let (name, inline) = match flag.split_once('=') {
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
@@ -192,6 +199,20 @@ fn summarise(latencies: &mut [Duration]) -> Option<Summary> {
 }
 
 /// VmRSS and VmHWM of this process, in KiB.
+/// CPU seconds this process (the commander and the load generator) has
+/// used, user and system, from /proc/self/stat.
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command's ")" start at field 3 (state).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15: indices 11 and 12 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn own_memory_kib() -> (u64, u64) {
     let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |key: &str| {
@@ -359,7 +380,22 @@ async fn drive(
         );
     }
 
+    // ---- real agents hold a Watch stream open: idle, it must cost nothing.
+    let mut watches = JoinSet::new();
+    if args.watch {
+        for agent in &registered {
+            let mut client = agent.client.clone();
+            watches.spawn(async move {
+                if let Ok(stream) = client.watch(ark_proto::WatchRequest {}).await {
+                    let mut stream = stream.into_inner();
+                    while let Ok(Some(_)) = stream.message().await {}
+                }
+            });
+        }
+    }
+
     // ---- the measured phase.
+    let cpu_before = own_cpu_seconds();
     let n = registered.len();
     let duration = Duration::from_secs(args.seconds);
     let start = tokio::time::Instant::now() + Duration::from_millis(200);
@@ -391,6 +427,8 @@ async fn drive(
         max_sched_lag = max_sched_lag.max(log.max_sched_lag);
     }
     let wall = (tokio::time::Instant::now() - start).as_secs_f64();
+    let cpu_s = own_cpu_seconds() - cpu_before;
+    watches.abort_all();
     let error_count: usize = errors.values().sum();
     let calls = latencies.len() + error_count;
     let calls_per_s = calls as f64 / duration.as_secs_f64();
@@ -451,7 +489,7 @@ async fn drive(
          calls_per_s={calls_per_s:.1} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} mean_ms={:.2} \
          enroll_s={enrol_secs:.2} register_s={register_secs:.2} register_p50_ms={:.2} \
          register_max_ms={:.2} register_slow={register_slow} register_listen_overflows={register_overflows} sched_lag_max_ms={:.2} \
-         agents_online={} process_hwm_kib={hwm_kib}",
+         agents_online={} process_hwm_kib={hwm_kib} cpu_s={cpu_s:.2} watch={}",
         args.interval.as_millis(),
         args.seconds,
         s.n,
@@ -464,6 +502,7 @@ async fn drive(
         register_summary.as_ref().map_or(f64::NAN, |r| r.max),
         max_sched_lag.as_secs_f64() * 1e3,
         status.agents_online,
+        args.watch,
     );
     if error_count > 0 || status.agents_online as usize != n {
         bail!(
