@@ -41,11 +41,25 @@ impl Archive {
         let in_flight = self.in_flight(store)?;
         self.derived_known(store, &mut known, &mut report)?;
         let recent = |v: &Version| since.is_none_or(|since| v.landed_at_ms.unwrap_or(0) > since);
+        // Every file to re-hash, once per inode, hashed on every core in
+        // the background while the versions are checked in order.
+        let mut inodes = HashSet::new();
+        let to_hash: Vec<PathBuf> = versions
+            .iter()
+            .filter(|v| recent(v))
+            .map(|v| self.root.join(&v.path))
+            .filter(|file| inode(file).is_some_and(|key| inodes.insert(key)))
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut hashes = HashedInOrder::start(to_hash, threads);
         for v in versions {
             let file = self.root.join(&v.path);
             known.insert(file.clone());
             known.insert(Self::manifest_path(&file));
             let rehash = recent(&v);
+            if rehash {
+                hashes.wait_for(&file, &mut hashed);
+            }
             let problem = version_problem(&file, &v, rehash, &mut hashed);
             if rehash {
                 report.bytes += v.size;
@@ -256,6 +270,67 @@ impl VerifyReport {
 /// Hashes already computed, per inode: hard-linked versions are hashed once.
 type Hashed =
     std::collections::HashMap<(u64, u64), std::result::Result<(u64, blake3::Hash), String>>;
+
+/// A file's (device, inode), None when it cannot be read.
+fn inode(file: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(file).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Files hashed on `threads` threads in the background, taken in the
+/// order they were given (so the versions are reported in ledger order
+/// and a progress bar moves as they come), each read once.
+struct HashedInOrder {
+    results: std::sync::mpsc::Receiver<(PathBuf, std::io::Result<(u64, blake3::Hash)>)>,
+    /// Hashed, not yet asked for.
+    early: std::collections::HashMap<PathBuf, std::io::Result<(u64, blake3::Hash)>>,
+}
+
+impl HashedInOrder {
+    fn start(files: Vec<PathBuf>, threads: usize) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (tx, results) = std::sync::mpsc::channel();
+        let files = std::sync::Arc::new(files);
+        let next = std::sync::Arc::new(AtomicUsize::new(0));
+        for _ in 0..threads.clamp(1, files.len().max(1)) {
+            let (tx, files, next) = (tx.clone(), files.clone(), next.clone());
+            std::thread::spawn(move || loop {
+                let Some(file) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    return;
+                };
+                if tx.send((file.clone(), hash_file(file))).is_err() {
+                    return; // verify gave up (an error): stop hashing
+                }
+            });
+        }
+        Self {
+            results,
+            early: Default::default(),
+        }
+    }
+
+    /// Puts `file`'s hash into `hashed` once it is ready (at once when its
+    /// inode was hashed already or it was never to be hashed).
+    fn wait_for(&mut self, file: &Path, hashed: &mut Hashed) {
+        let Some(key) = inode(file).filter(|key| !hashed.contains_key(key)) else {
+            return;
+        };
+        let result = loop {
+            if let Some(result) = self.early.remove(file) {
+                break result;
+            }
+            match self.results.recv() {
+                Ok((done, result)) if done == file => break result,
+                Ok((done, result)) => {
+                    self.early.insert(done, result);
+                }
+                // Not among the files to hash (its inode was another's).
+                Err(_) => return,
+            }
+        };
+        hashed.insert(key, result.map_err(|e| e.to_string()));
+    }
+}
 
 /// What is wrong with landed version `v` at `file`, if anything: present
 /// with its size (and, when `rehash`, its BLAKE3 and manifest).

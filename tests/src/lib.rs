@@ -397,15 +397,17 @@ pub fn staged_files(agent_data: &Path) -> Vec<(String, Vec<u8>)> {
     files_in(&agent_data.join("staging"), |name| name.ends_with(".part"))
 }
 
-/// The id of `target`'s newest run, waiting for the scheduler to queue it.
+/// The id of `target`'s newest run of its own (not one of the runs it
+/// derived, a feed's enclosures), waiting for the scheduler to queue it.
 pub async fn run_of(commander_data: &Path, target: &str) -> Result<i64> {
     let mut id = None;
     let deadline = Instant::now() + Duration::from_secs(20);
+    let derived = ark_core::Kind::Media.as_str();
     while id.is_none() {
         id = runs(commander_data)
             .await?
             .iter()
-            .find(|r| r.target == target)
+            .find(|r| r.target == target && r.kind != derived)
             .map(|r| r.id);
         if Instant::now() >= deadline {
             bail!("no run of {target} was queued");
