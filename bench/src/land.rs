@@ -1,10 +1,13 @@
-//! `land FILE ARCHIVE_DIR`: the commander's receiving side on its own — the
-//! outboard (FILE.outboard, as `fetch-file` left it) checked against the
+//! `land FILE ARCHIVE_DIR [TARGET]`: the commander's receiving side on its
+//! own — the outboard (FILE.outboard, as `fetch-file` left it, or made here
+//! first when there is none) checked against the
 //! root, every 16 KiB group of FILE verified as it arrives in 256 KiB
 //! pieces, written to quarantine, fsynced, renamed into the archive, the
 //! directory fsynced and the ledger row committed — and prints the landed
 //! path and the wall time, for comparison with `dd conv=fsync` in
-//! bench/run.sh. The gRPC/TLS transport is not included.
+//! bench/run.sh. The gRPC/TLS transport is not included. Landing many files
+//! into one ARCHIVE_DIR, each as its own TARGET (default `big`), builds an
+//! archive for `archive verify` to re-hash (bench/verify.sh).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -23,12 +26,17 @@ const PIECE: usize = 256 * 1024;
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (Some(file), Some(dir)) = (args.next(), args.next()) else {
-        bail!("usage: land FILE ARCHIVE_DIR");
+        bail!("usage: land FILE ARCHIVE_DIR [TARGET]");
     };
+    let name = args.next().unwrap_or_else(|| "big".into());
     let dir = std::path::PathBuf::from(dir);
     std::fs::create_dir_all(&dir)?;
-    let outboard = std::fs::read(format!("{file}.outboard"))
-        .with_context(|| format!("reading {file}.outboard (made by fetch-file)"))?;
+    let outboard_at = ark_core::tree::outboard_path(std::path::Path::new(&file));
+    if !outboard_at.exists() {
+        ark_core::tree::hash_with_outboard(std::path::Path::new(&file))?;
+    }
+    let outboard = std::fs::read(&outboard_at)
+        .with_context(|| format!("reading {}", outboard_at.display()))?;
     let size = std::fs::metadata(&file)?.len();
     // The claimed root: from the outboard's own tree is not enough for a
     // benchmark's honesty, so hash the file once up front (not timed).
@@ -40,21 +48,21 @@ fn main() -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&dir.join("state.sqlite"))?);
     let scheduler = Scheduler::new(store.clone(), CommanderConfig::default());
     let archive = Archive::new(dir.join("archive"), 3);
-    let url = "http://127.0.0.1/big.bin".to_string();
+    let url = format!("http://127.0.0.1/{name}.bin");
     store.tx(|tx| {
         let target = ark_proto::AddTargetRequest {
             kind: "file".into(),
             url: url.clone(),
-            name: "big".into(),
+            name: name.clone(),
             ..Default::default()
         };
         state::add_target(tx, &target, 1).map(drop)
     })?;
-    let run = scheduler.run_now("big", 1)?.id;
+    let run = scheduler.run_now(&name, 1)?.id;
     let pending = Pending {
         generation: 1,
         version: NewVersion {
-            target: "big".into(),
+            target: name.clone(),
             kind: "file".into(),
             run_id: run,
             agent: "bench".into(),
