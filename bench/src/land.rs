@@ -56,7 +56,12 @@ fn main() -> anyhow::Result<()> {
             name: name.clone(),
             ..Default::default()
         };
-        state::add_target(tx, &target, 1).map(drop)
+        state::add_target(tx, &target, 1)?;
+        // What lands must come from an enrolled agent that is not revoked.
+        if !state::still_trusted(tx, "bench", "")? {
+            state::enroll_agent(tx, "bench", "", 1)?;
+        }
+        Ok(())
     })?;
     let run = scheduler.run_now(&name, 1)?.id;
     let pending = Pending {
