@@ -25,6 +25,7 @@ impl Scheduler {
         // Read only when a run is there to place: the shared snapshot, and
         // this agent's place in it with its running jobs counted now.
         let mut swarm: Option<Placing> = None;
+        let mut last = None;
         let mut declined = 0;
         let mut leases = Vec::new();
         for (run, target, kind, url, attempts, generation, group) in candidates {
@@ -44,7 +45,8 @@ impl Scheduler {
                 Some(read) => read,
                 None => swarm.insert(self.swarm_for(tx, agent, now)?),
             };
-            let Some(placed) = self.place(tx, swarm, *mine, (run, &target, &kind, &url), now)?
+            let placing = (&**swarm, *mine);
+            let Some(placed) = self.place(tx, placing, &mut last, (run, &target, &kind, &url), now)?
             else {
                 // Another agent is better placed, or this one may not take
                 // it: what holds for these runs mostly holds for the next,
@@ -81,6 +83,7 @@ impl Scheduler {
             event(tx, now, Some(run), Some(agent), "placed", &placed)?;
             if let Some((_, running)) = mine {
                 *running += 1;
+                last = None; // its jobs changed: rank afresh
             }
             tx.execute(
                 "INSERT INTO leases (run_id, generation, agent, granted_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -183,11 +186,14 @@ impl Scheduler {
     /// explanation) when it is among the best placed (or the best did not
     /// take it within the patience), None when another agent should or it
     /// may not. A run no agent may take says why in its reason.
+    /// `last` is the previous placement of this heartbeat: a run that needs
+    /// the same (most of a long queue: one feed's enclosures, one
+    /// account's repositories) is judged by its ranking, not ranked again.
     fn place(
         &self,
         tx: &Connection,
-        swarm: &placement::Swarm,
-        mine: Option<(usize, u32)>,
+        (swarm, mine): (&placement::Swarm, Option<(usize, u32)>),
+        last: &mut Option<(placement::Need, placement::Ranking)>,
         (run, target, kind, url): (i64, &str, &str, &str),
         now: i64,
     ) -> Result<Option<String>> {
@@ -210,12 +216,19 @@ impl Scheduler {
             max_temp: self.config.max_temp,
             on_battery: self.config.on_battery,
         };
-        let ranking = placement::rank(swarm, &need, defaults, mine);
+        let (need, ranking) = match last.take() {
+            Some((seen, ranking)) if seen == need => (seen, ranking),
+            _ => {
+                let ranking = placement::rank(swarm, &need, defaults, mine);
+                (need, ranking)
+            }
+        };
+        let (need, ranking) = &*last.insert((need, ranking));
         let agents = &swarm.agents;
         if ranking.best.is_empty() {
             tx.execute(
                 "UPDATE runs SET reason = ?2 WHERE id = ?1 AND reason != ?2",
-                params![run, ranking.waiting(agents, &need)],
+                params![run, ranking.waiting(agents, need)],
             )?;
             return Ok(None);
         }
@@ -223,7 +236,7 @@ impl Scheduler {
             return Ok(None);
         };
         if ranking.best.contains(&me) {
-            return Ok(Some(ranking.explain(agents, &need, me)));
+            return Ok(Some(ranking.explain(agents, need, me)));
         }
         let patient =
             now - waiting_since <= placement::PATIENCE_HEARTBEATS * ms(self.config.heartbeat);
@@ -241,7 +254,7 @@ impl Scheduler {
         }
         Ok(Some(format!(
             "{} (the best placed, {}, did not take it within {} heartbeats)",
-            ranking.explain(agents, &need, me),
+            ranking.explain(agents, need, me),
             best.join(" or "),
             placement::PATIENCE_HEARTBEATS
         )))

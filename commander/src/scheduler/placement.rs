@@ -103,7 +103,7 @@ impl Swarm {
 }
 
 /// What a run needs of an agent.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Need {
     pub kind: String,
     /// The origin host (`host:port`, see [`host_of`]): whose measured rate
