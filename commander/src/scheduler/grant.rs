@@ -21,14 +21,14 @@ impl Scheduler {
             .map(|c| c.kinds)
             .unwrap_or_else(|| vec![ark_core::Kind::File.to_string()]);
         let ttl = self.ttl();
-        let candidates = queued(tx, agent, &kinds, (now, ttl))?;
+        let mut queue = Queue::new(agent, &kinds, (now, ttl));
         // Read only when a run is there to place: the shared snapshot, and
         // this agent's place in it with its running jobs counted now.
         let mut swarm: Option<Placing> = None;
         let mut last = None;
         let mut declined = 0;
         let mut leases = Vec::new();
-        for (run, target, kind, url, attempts, generation, group) in candidates {
+        while let Some((run, target, kind, url, attempts, generation, group)) = queue.next(tx)? {
             if leases.len() as u32 >= free_slots {
                 break;
             }
@@ -46,7 +46,8 @@ impl Scheduler {
                 None => swarm.insert(self.swarm_for(tx, agent, now)?),
             };
             let placing = (&**swarm, *mine);
-            let Some(placed) = self.place(tx, placing, &mut last, (run, &target, &kind, &url), now)?
+            let Some(placed) =
+                self.place(tx, placing, &mut last, (run, &target, &kind, &url), now)?
             else {
                 // Another agent is better placed, or this one may not take
                 // it: what holds for these runs mostly holds for the next,
@@ -317,38 +318,93 @@ type Placing = (Arc<placement::Swarm>, Option<(usize, u32)>);
 /// A queued run: id, target, kind, url, attempts, generation, quorum group.
 type Queued = (i64, String, String, String, u32, i64, Option<i64>);
 
-/// The queued runs that are due, oldest first; a run that just failed on
-/// `agent` waits one TTL before it may go back to it (another agent first).
 /// Most queued runs one heartbeat looks at: the oldest this many of the
 /// kinds the agent harvests. A heartbeat's cost no longer grows with the
 /// queue (an account of thousands of repositories, a feed of thousands of
 /// enclosures); deeper runs come up as the head is taken.
-pub const GRANT_SCAN: i64 = 256;
+pub const GRANT_SCAN: usize = 256;
 
-fn queued(
-    tx: &Connection,
-    agent: &str,
-    kinds: &[String],
-    (now, ttl): (i64, i64),
-) -> Result<Vec<Queued>> {
-    let kinds = serde_json::to_string(kinds).unwrap_or_else(|_| "[]".into());
-    let mut stmt = tx.prepare_cached(
-        "SELECT id, target, kind, url, attempts, generation, quorum_group FROM runs
-             WHERE state = 'queued' AND not_before <= ?1
-               AND kind IN (SELECT value FROM json_each(?4))
-               AND (last_agent IS NULL OR last_agent != ?2 OR not_before + ?3 <= ?1)
-             ORDER BY not_before, id LIMIT ?5",
-    )?;
-    let rows = stmt.query_map(params![now, agent, ttl, kinds, GRANT_SCAN], |r| {
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-            r.get(6)?,
-        ))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+/// Queued runs read at a time: most heartbeats take the first or second.
+const GRANT_PAGE: usize = 16;
+
+/// The queued runs that are due, oldest first, read a page at a time up to
+/// [`GRANT_SCAN`]; a run that just failed on the agent waits one TTL before
+/// it may go back to it (another agent first).
+struct Queue<'a> {
+    agent: &'a str,
+    /// The agent's kinds, as a JSON array for SQLite's json_each.
+    kinds: String,
+    now: i64,
+    ttl: i64,
+    page: std::collections::VecDeque<Queued>,
+    /// The last (not_before, id) read: the next page starts after it.
+    after: (i64, i64),
+    read: usize,
+    exhausted: bool,
+}
+
+impl<'a> Queue<'a> {
+    fn new(agent: &'a str, kinds: &[String], (now, ttl): (i64, i64)) -> Self {
+        Self {
+            agent,
+            kinds: serde_json::to_string(kinds).unwrap_or_else(|_| "[]".into()),
+            now,
+            ttl,
+            page: Default::default(),
+            after: (i64::MIN, i64::MIN),
+            read: 0,
+            exhausted: false,
+        }
+    }
+
+    fn next(&mut self, tx: &Connection) -> Result<Option<Queued>> {
+        if self.page.is_empty() && !self.exhausted && self.read < GRANT_SCAN {
+            self.fill(tx)?;
+        }
+        Ok(self.page.pop_front())
+    }
+
+    fn fill(&mut self, tx: &Connection) -> Result<()> {
+        let mut stmt = tx.prepare_cached(
+            "SELECT not_before, id, target, kind, url, attempts, generation, quorum_group FROM runs
+                 WHERE state = 'queued' AND not_before <= ?1 AND (not_before, id) > (?6, ?7)
+                   AND kind IN (SELECT value FROM json_each(?4))
+                   AND (last_agent IS NULL OR last_agent != ?2 OR not_before + ?3 <= ?1)
+                 ORDER BY not_before, id LIMIT ?5",
+        )?;
+        let want = GRANT_PAGE.min(GRANT_SCAN - self.read);
+        let rows = stmt.query_map(
+            params![
+                self.now,
+                self.agent,
+                self.ttl,
+                self.kinds,
+                want as i64,
+                self.after.0,
+                self.after.1
+            ],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    (
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ),
+                ))
+            },
+        )?;
+        for row in rows {
+            let (not_before, run): (i64, Queued) = row?;
+            self.after = (not_before, run.0);
+            self.page.push_back(run);
+        }
+        self.read += self.page.len();
+        self.exhausted = self.page.len() < want;
+        Ok(())
+    }
 }
