@@ -318,3 +318,62 @@ async fn a_book_that_is_not_a_kiwix_book_name_is_refused_with_the_fix() -> Resul
     ensure!(runs(&cdata).await?.is_empty());
     Ok(())
 }
+
+/// Kiwix's undated permalink is a fallback: with the mirror's listing
+/// refused (no autoindex: 403), the book's `NAME.zim` redirects to the
+/// dated release, which lands under its dated name with its published
+/// digest checked; once the permalink breaks too, the run fails saying both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_undated_permalink_is_a_fallback_when_the_listing_cannot_be_read() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(www.join("zim/wikibooks"))?;
+    let dated = format!("{BOOK}_2017-02.zim");
+    let nginx = Nginx::start_with(
+        &tmp.path().join("nginx"),
+        &www,
+        &format!("location = /zim/wikibooks/{BOOK}.zim {{ return 302 /zim/wikibooks/{dated}; }}"),
+    )
+    .await?;
+    let (cdata, _commander, _agent) = swarm_of_one(tmp.path(), "pi").await?;
+    let release = www.join("zim/wikibooks").join(&dated);
+    std::fs::copy(
+        zim_fixtures()?.join("wikibooks_be_all_nopic_2017-02.zim"),
+        &release,
+    )?;
+    let sum = sha256_hex(&std::fs::read(&release)?);
+    std::fs::write(
+        release.with_extension("zim.sha256"),
+        format!("{sum}  {dated}\n"),
+    )?;
+    let from = format!("http://{}/zim/wikibooks/", nginx.addr);
+    let (ok, _, err) = commander_cli(
+        &cdata,
+        &["target", "add", "zim", "--book", BOOK, "--from", &from],
+    )?;
+    ensure!(ok, "target add --book failed: {err}");
+    let id = run_of(&cdata, BOOK).await?;
+    let landed = match wait_for_run(&cdata, id, "succeeded", SOON).await {
+        Ok(run) => run,
+        Err(e) => return Err(e.context(format!("{:?}", run(&cdata, id).await?))),
+    };
+    ensure!(landed.url.ends_with(&dated), "{landed:?}");
+    ensure!(
+        archive_files(&cdata)
+            .iter()
+            .any(|(p, _)| p.ends_with(&dated)),
+        "the dated release did not land"
+    );
+
+    // The permalink breaks as well: nothing to harvest, and the run says
+    // what it tried.
+    std::fs::remove_file(&release)?;
+    let id = run_now(&cdata, BOOK).await?;
+    let failed = wait_for_run(&cdata, id, "failed", SOON).await?;
+    ensure!(
+        failed.reason.contains("403") && failed.reason.contains("permalink"),
+        "{}",
+        failed.reason
+    );
+    Ok(())
+}

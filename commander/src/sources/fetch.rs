@@ -146,3 +146,29 @@ pub async fn published_sha256(
     let text = sidecar(client, &url).await?;
     ark_core::digest::parse_sum(&text, 64).map(|hex| (hex, url))
 }
+
+/// Kiwix's undated permalink of `book` in the listing's directory
+/// (`…/wikipedia_en_all_maxi.zim`, which the download server redirects to
+/// the dated file): the release it leads to, if it is one of the book's. A
+/// fallback only, for when the listing cannot be read or lists no release:
+/// permalinks break (a mirror that does not redirect, a renamed book), and
+/// only the listing shows a book's history. None for a catalog (no
+/// directory to look in).
+pub async fn permalink(client: &reqwest::Client, listing: &str, book: &str) -> Option<Release> {
+    let dir = reqwest::Url::parse(listing).ok()?;
+    if !dir.path().ends_with('/') {
+        return None;
+    }
+    let url = dir.join(&format!("{book}.zim")).ok()?;
+    let answer = client
+        .head(url)
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?;
+    let dated = answer.url().clone();
+    let mut release = Release::parse(book, &super::kiwix::file_of(&dated)?)?;
+    release.url = dated.to_string();
+    Some(release)
+}

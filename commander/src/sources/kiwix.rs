@@ -109,7 +109,7 @@ pub fn newest(releases: Vec<Release>) -> Option<Release> {
 }
 
 /// The last path segment of `url`, percent-decoded.
-fn file_of(url: &reqwest::Url) -> Option<String> {
+pub(super) fn file_of(url: &reqwest::Url) -> Option<String> {
     let last = url.path_segments()?.next_back()?;
     Some(
         percent_decode(last)

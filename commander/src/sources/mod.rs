@@ -58,7 +58,10 @@ pub async fn resolve(
     let mut seen = book.clone();
     let listed = fetch::listing(client, &book.listing, (&book.etag, &book.last_modified)).await;
     let newest = match listed {
-        Err(e) => return (Resolution::Failed(e), seen),
+        Err(e) => match fallback(client, book, &e).await {
+            Ok(release) => release,
+            Err(why) => return (Resolution::Failed(why), seen),
+        },
         Ok(fetch::Listed::NotModified) if !book.newest_url.is_empty() => {
             let mut known = match Release::parse(&book.book, file_name(&book.newest_url)) {
                 Some(r) => r,
@@ -102,13 +105,14 @@ pub async fn resolve(
             match kiwix::newest(releases) {
                 Some(r) => r,
                 None => {
-                    return (
-                        Resolution::Failed(format!(
-                            "the listing {} has no release of {} (files {}_YYYY-MM.zim): check --book and --from",
-                            book.listing, book.book, book.book
-                        )),
-                        seen,
-                    )
+                    let e = format!(
+                        "the listing {} has no release of {} (files {}_YYYY-MM.zim): check --book and --from",
+                        book.listing, book.book, book.book
+                    );
+                    match fallback(client, book, &e).await {
+                        Ok(release) => release,
+                        Err(why) => return (Resolution::Failed(why), seen),
+                    }
                 }
             }
         }
@@ -152,6 +156,27 @@ pub async fn resolve(
         },
         seen,
     )
+}
+
+/// When the listing failed (`why`): the release the book's undated
+/// permalink leads to, or why neither worked.
+async fn fallback(client: &reqwest::Client, book: &Book, why: &str) -> Result<Release, String> {
+    match fetch::permalink(client, &book.listing, &book.book).await {
+        Some(release) => {
+            tracing::warn!(
+                book = %book.book,
+                release = %release.name,
+                "{why}; the undated permalink leads to {}: harvesting that (a fallback: permalinks break)",
+                release.url
+            );
+            Ok(release)
+        }
+        None if book.listing.ends_with('/') => Err(format!(
+            "{why}; the undated permalink {}{}.zim does not lead to a release either",
+            book.listing, book.book
+        )),
+        None => Err(why.to_string()),
+    }
 }
 
 /// An OPDS catalog is Atom; a mirror's index is HTML.
