@@ -437,7 +437,10 @@ async fn a_split_release_lands_joined_and_checked_against_its_published_digest()
         format!("{}  {BOOK}_2017-04.zim\n", sha256_hex(&whole)),
     )?;
     let id = run_now(&m.cdata, BOOK).await?;
-    let refused = wait_for_run(&m.cdata, id, "failed", SOON).await?;
+    let refused = match wait_for_run(&m.cdata, id, "failed", SOON).await {
+        Ok(run) => run,
+        Err(e) => return Err(e.context(format!("{:?}", run(&m.cdata, id).await?))),
+    };
     ensure!(
         refused.reason.contains("not a valid ZIM") || refused.reason.contains("SHA-256"),
         "{}",

@@ -103,7 +103,11 @@ impl Scheduler {
             // they belong to the feed), what the landed state holds.
             let spec = crate::kinds::of(&kind);
             let max_size = spec.job_max_size(settings.max_size);
-            let (etag, last_modified) = match spec.conditional() {
+            // The validators belong to the target's own URL: a followed
+            // book's next release is another file, and a validator that
+            // happens to match it (nginx's mtime-size ETag) must not make
+            // it look unchanged.
+            let (etag, last_modified) = match spec.conditional() && url == settings.url {
                 true => (settings.etag, settings.last_modified),
                 false => Default::default(),
             };

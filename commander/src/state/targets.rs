@@ -173,12 +173,15 @@ pub struct JobSettings {
     pub max_size: u64,
     /// Off-peak hours ("" = any time).
     pub window: String,
+    /// The target's own URL: the validators are its (a followed source's
+    /// runs fetch other URLs, each release its own).
+    pub url: String,
 }
 
 pub fn target_job_settings(conn: &Connection, name: &str) -> Result<JobSettings> {
     Ok(conn
         .query_row(
-            "SELECT etag, last_modified, bandwidth_cap, max_size, window FROM targets WHERE name = ?1",
+            "SELECT etag, last_modified, bandwidth_cap, max_size, window, url FROM targets WHERE name = ?1",
             [name],
             |r| {
                 Ok(JobSettings {
@@ -187,6 +190,7 @@ pub fn target_job_settings(conn: &Connection, name: &str) -> Result<JobSettings>
                     bandwidth_cap: r.get::<_, i64>(2)? as u64,
                     max_size: r.get::<_, i64>(3)? as u64,
                     window: r.get(4)?,
+                    url: r.get(5)?,
                 })
             },
         )
