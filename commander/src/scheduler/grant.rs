@@ -126,13 +126,17 @@ impl Scheduler {
 }
 
 impl Scheduler {
-    /// Every agent as placement sees it: a snapshot at most
-    /// [`placement::SNAPSHOT_MS`] old, with `agent`'s own running jobs
-    /// counted now.
-    fn swarm(&self, tx: &Connection, agent: &str, now: i64) -> Result<Vec<placement::Candidate>> {
+    /// `f` of every agent as placement sees it: a snapshot at most
+    /// [`placement::SNAPSHOT_MS`] old.
+    pub(super) fn snapshot<T>(
+        &self,
+        tx: &Connection,
+        now: i64,
+        f: impl FnOnce(&[placement::Candidate]) -> T,
+    ) -> Result<T> {
         let mut cached = self.swarm.lock().unwrap_or_else(|p| p.into_inner());
-        let mut swarm = match cached.as_ref() {
-            Some((at, swarm)) if now - at < placement::SNAPSHOT_MS && now >= *at => swarm.clone(),
+        match cached.as_ref() {
+            Some((at, swarm)) if now - at < placement::SNAPSHOT_MS && now >= *at => Ok(f(swarm)),
             _ => {
                 let fresh: Vec<placement::Candidate> = state::list_agents(tx, now, self.ttl())?
                     .into_iter()
@@ -143,11 +147,17 @@ impl Scheduler {
                         rate: (None, None),
                     })
                     .collect();
-                *cached = Some((now, fresh.clone()));
-                fresh
+                let out = f(&fresh);
+                *cached = Some((now, fresh));
+                Ok(out)
             }
-        };
-        drop(cached);
+        }
+    }
+
+    /// Every agent as placement sees it ([`Self::snapshot`]), with
+    /// `agent`'s own running jobs counted now.
+    fn swarm(&self, tx: &Connection, agent: &str, now: i64) -> Result<Vec<placement::Candidate>> {
+        let mut swarm = self.snapshot(tx, now, <[placement::Candidate]>::to_vec)?;
         let mut stmt = tx.prepare_cached(
             "SELECT run_id FROM leases WHERE agent = ?1 AND ended_at IS NULL ORDER BY run_id",
         )?;
