@@ -24,8 +24,8 @@ use crate::config::AgentConfig;
 use crate::fetch::{lower_cap, Limit};
 use crate::identity::Identity;
 use crate::jobs::{self, HeldLease, JobContext, JobHandle};
-use crate::status::{AgentStatus, JobStatus};
 use crate::self_yield::SelfYield;
+use crate::status::{AgentStatus, JobStatus};
 use crate::telemetry::{ByteCounter, Sampler};
 use crate::{link, AgentError, Result};
 
@@ -95,7 +95,16 @@ pub async fn run(
         status.completed += (before - jobs.len()) as u64;
 
         let reading = ctx.self_yield.telemetry();
-        let wait = match turn(&mut client, &config, &mut sampler, reading, &jobs, &mut registered).await {
+        let wait = match turn(
+            &mut client,
+            &config,
+            &mut sampler,
+            reading,
+            &jobs,
+            &mut registered,
+        )
+        .await
+        {
             Ok((register_interval, response)) => {
                 backoff.reset();
                 if let Some(every) = register_interval {

@@ -57,11 +57,27 @@ impl Netns {
         let (n, h, o) = (ns.name.as_str(), ns.host_if.as_str(), ns.ns_if.as_str());
         ip(
             "ip",
-            &["link", "add", h, "type", "veth", "peer", "name", o, "netns", n],
+            &[
+                "link", "add", h, "type", "veth", "peer", "name", o, "netns", n,
+            ],
         )?;
-        ip("ip", &["addr", "add", &format!("{}/24", ns.host_ip), "dev", h])?;
+        ip(
+            "ip",
+            &["addr", "add", &format!("{}/24", ns.host_ip), "dev", h],
+        )?;
         ip("ip", &["link", "set", h, "up"])?;
-        ip("ip", &["-n", n, "addr", "add", &format!("{}/24", ns.ns_ip), "dev", o])?;
+        ip(
+            "ip",
+            &[
+                "-n",
+                n,
+                "addr",
+                "add",
+                &format!("{}/24", ns.ns_ip),
+                "dev",
+                o,
+            ],
+        )?;
         ip("ip", &["-n", n, "link", "set", o, "up"])?;
         ip("ip", &["-n", n, "link", "set", "lo", "up"])?;
         Ok(ns)
@@ -71,7 +87,14 @@ impl Netns {
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         ip(
             "ip",
-            &["netns", "exec", &self.name, "sysctl", "-qw", &format!("{key}={value}")],
+            &[
+                "netns",
+                "exec",
+                &self.name,
+                "sysctl",
+                "-qw",
+                &format!("{key}={value}"),
+            ],
         )
     }
 

@@ -21,6 +21,12 @@
 //!   only while the transfers actually run at it (a limit nobody reaches
 //!   must not wind up). At the ceiling (the caps that apply anyway) the
 //!   limit is lifted.
+//!
+//! Known cost: in the namespace test (10 Mbit/s, a base RTT of 0.2 ms, a
+//! loss-based origin) the queue stays empty but the transfer uses about a
+//! quarter of the link: the controller settles well under its target,
+//! not at it. Holding the rate through the receiver (reads, so the TCP
+//! window) reacts late and in bursts; that is where tuning goes next.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -28,9 +34,15 @@ use std::time::{Duration, Instant};
 /// Minutes of base history: LEDBAT's BASE_HISTORY is 10.
 pub const BASE_MINUTES: usize = 10;
 
-/// Samples in the current-delay filter: four probes at 100 ms are 0.4 s,
-/// short enough to see a queue grow, long enough to drop one late answer.
-pub const CURRENT_SAMPLES: usize = 4;
+/// Samples in the current-delay filter: at ten probes a second, the lower
+/// of two drops any single late answer and still sees a queue within
+/// 200 ms (LEDBAT's filter of a few samples is per packet, far denser).
+pub const CURRENT_SAMPLES: usize = 2;
+
+/// How hard a queue over the target cuts: the rate is multiplied by
+/// `1 − DECREASE_GAIN × (queue − target) / target` (within [`MAX_CUT`] and
+/// [`MIN_CUT`]): a queue at twice the target cuts a quarter.
+pub const DECREASE_GAIN: f64 = 0.25;
 
 /// Over how long the delivered rate is measured: a second covers several
 /// token-bucket refills and TCP windows, so it is the rate, not a burst.
@@ -39,7 +51,7 @@ pub const DELIVERED_WINDOW: Duration = Duration::from_secs(1);
 /// The smallest cut (×0.95): a queue just over the target still shrinks.
 pub const MIN_CUT: f64 = 0.95;
 
-/// The largest cut (×0.5), for a queue twice the target or more.
+/// The largest cut (×0.5), for a queue three times the target or more.
 pub const MAX_CUT: f64 = 0.5;
 
 /// After a cut, how long before the next: the reduced rate needs this long
@@ -48,8 +60,10 @@ pub const MAX_CUT: f64 = 0.5;
 pub const CUT_HOLD: Duration = Duration::from_millis(500);
 
 /// Transfers count as running at the limit when they deliver at least
-/// this share of it; only then does the limit grow.
-pub const BINDING: f64 = 0.75;
+/// this share of it; only then does the limit grow. Half: a sender whose
+/// window shrank while it was held back needs a while to fill a raised
+/// limit, and must not hold it down meanwhile.
+pub const BINDING: f64 = 0.5;
 
 /// The smallest additive step, per second at full distance under the
 /// target: 256 KiB/s more each second.
@@ -202,7 +216,7 @@ impl Controller {
             // Nothing measured yet to cut from: the next sample will have it.
             (None, None) => return,
         };
-        let factor = (1.0 + 0.5 * off).clamp(MAX_CUT, MIN_CUT);
+        let factor = (1.0 + DECREASE_GAIN * off).clamp(MAX_CUT, MIN_CUT);
         let rate = (from * factor).max(self.settings.floor as f64);
         self.step = increase_step(rate);
         self.rate = Some(rate);
@@ -239,11 +253,11 @@ impl Controller {
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// The additive step after a cut to `rate`: an eighth of it per second
-/// (at least [`MIN_STEP`]), so the rate regains a 25 % cut in about two
-/// seconds on any link, a slow DSL line or a fast fibre.
+/// The additive step after a cut to `rate`: a quarter of it per second
+/// (at least [`MIN_STEP`]), so the rate regains a 25 % cut in about a
+/// second and a half on any link, a slow DSL line or a fast fibre.
 pub fn increase_step(rate: f64) -> f64 {
-    (rate / 8.0).max(MIN_STEP)
+    (rate / 4.0).max(MIN_STEP)
 }
 
 #[cfg(test)]
@@ -294,7 +308,7 @@ mod tests {
         }
         let r = sim.c.reading();
         assert_eq!(r.base, 20 * MS);
-        assert_eq!(r.queuing, Duration::ZERO, "min of the last four is 20 ms");
+        assert_eq!(r.queuing, MS, "the lower of the last two is 21 ms");
     }
 
     #[test]
@@ -311,7 +325,14 @@ mod tests {
     #[test]
     fn a_queue_over_the_target_cuts_from_what_was_delivered_in_proportion() {
         // (queuing delay ms, expected factor of the delivered rate)
-        let table = [(26, MIN_CUT), (30, 0.9), (40, 0.7), (50, MAX_CUT), (500, MAX_CUT)];
+        let table = [
+            (26, MIN_CUT),
+            (30, MIN_CUT),
+            (40, 0.85),
+            (50, 0.75),
+            (75, MAX_CUT),
+            (500, MAX_CUT),
+        ];
         for (queuing, factor) in table {
             let mut sim = Sim::new();
             for _ in 0..10 {
@@ -346,7 +367,7 @@ mod tests {
         let cuts = rates.windows(2).filter(|w| w[1] < w[0]).count();
         // 4 s of samples, one cut per CUT_HOLD at most.
         assert!(cuts <= 8, "{cuts} cuts in 4 s: {rates:?}");
-        assert_eq!(*rates.last().unwrap(), FLOOR, "held at the floor");
+        assert_eq!(rates.last(), Some(&FLOOR), "held at the floor");
     }
 
     #[test]
@@ -356,11 +377,11 @@ mod tests {
             sim.step(10 * MS, 4e6, 0);
         }
         for _ in 0..CURRENT_SAMPLES {
-            sim.step(70 * MS, 4e6, 0);
+            sim.step(110 * MS, 4e6, 0);
         }
         let cut = sim.c.reading().rate as f64;
         assert!((cut - 2e6).abs() < 1e5, "{cut}");
-        // The queue drains; transfers run at the limit: +1/8 per second
+        // The queue drains; transfers run at the limit: +1/4 per second
         // at the full distance under the target.
         let mut r = Reading::default();
         for _ in 0..10 {

@@ -169,9 +169,7 @@ impl SelfYield {
                 "self-yield {}{}",
                 if enabled { "on" } else { "off" },
                 if budget > 0 {
-                    format!(
-                        "; another agent on this uplink backs off: {budget} bytes/s at most"
-                    )
+                    format!("; another agent on this uplink backs off: {budget} bytes/s at most")
                 } else {
                     String::new()
                 }
@@ -383,7 +381,11 @@ mod tests {
     #[tokio::test]
     async fn the_limit_lives_while_transfers_run_and_the_commander_can_turn_it_off() {
         let throttle = Throttle::new(0);
-        let sy = SelfYield::new(YieldConfig::default(), throttle.clone(), ByteCounter::default());
+        let sy = SelfYield::new(
+            YieldConfig::default(),
+            throttle.clone(),
+            ByteCounter::default(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -399,12 +401,13 @@ mod tests {
                 floor: 1000,
             });
             let now = Instant::now();
-            state
-                .controller
-                .sample(now, Duration::from_millis(1), 0, 0);
-            state
-                .controller
-                .sample(now + Duration::from_millis(300), Duration::from_millis(1), 300_000, 0);
+            state.controller.sample(now, Duration::from_millis(1), 0, 0);
+            state.controller.sample(
+                now + Duration::from_millis(300),
+                Duration::from_millis(1),
+                300_000,
+                0,
+            );
             for i in 1..=controller::CURRENT_SAMPLES as u64 {
                 state.controller.sample(
                     now + Duration::from_millis(300 + 100 * i),

@@ -127,14 +127,16 @@ impl Scheduler {
 
 impl Scheduler {
     /// `f` of every agent as placement sees it: a snapshot at most
-    /// [`placement::SNAPSHOT_MS`] old.
+    /// [`placement::SNAPSHOT_MS`] old, kept in `cache` (placement and the
+    /// uplink budgets keep their own, so one does not age the other's).
     pub(super) fn snapshot<T>(
         &self,
+        cache: &std::sync::Mutex<Option<placement::Snapshot>>,
         tx: &Connection,
         now: i64,
         f: impl FnOnce(&[placement::Candidate]) -> T,
     ) -> Result<T> {
-        let mut cached = self.swarm.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cached = cache.lock().unwrap_or_else(|p| p.into_inner());
         match cached.as_ref() {
             Some((at, swarm)) if now - at < placement::SNAPSHOT_MS && now >= *at => Ok(f(swarm)),
             _ => {
@@ -157,7 +159,7 @@ impl Scheduler {
     /// Every agent as placement sees it ([`Self::snapshot`]), with
     /// `agent`'s own running jobs counted now.
     fn swarm(&self, tx: &Connection, agent: &str, now: i64) -> Result<Vec<placement::Candidate>> {
-        let mut swarm = self.snapshot(tx, now, <[placement::Candidate]>::to_vec)?;
+        let mut swarm = self.snapshot(&self.swarm, tx, now, <[placement::Candidate]>::to_vec)?;
         let mut stmt = tx.prepare_cached(
             "SELECT run_id FROM leases WHERE agent = ?1 AND ended_at IS NULL ORDER BY run_id",
         )?;

@@ -33,9 +33,9 @@ use crate::{CommanderError, Result};
 
 mod grant;
 mod hot;
-pub mod uplink;
 pub mod placement;
 pub mod quorum;
+pub mod uplink;
 
 /// The lease policy over the store.
 #[derive(Debug, Clone)]
@@ -53,6 +53,8 @@ pub struct Scheduler {
     /// thousand agents cost one read of the agents a second, not a
     /// thousand.
     swarm: Arc<std::sync::Mutex<Option<placement::Snapshot>>>,
+    /// The swarm as the uplink budgets last read it (see [`uplink`]).
+    uplinks: Arc<std::sync::Mutex<Option<placement::Snapshot>>>,
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -67,6 +69,7 @@ impl Scheduler {
             archive_root: None,
             own_endpoints: Vec::new(),
             swarm: Default::default(),
+            uplinks: Default::default(),
         }
     }
 

@@ -47,7 +47,7 @@ impl Scheduler {
     /// `agent`'s uplink budget now (bytes/s, 0 = none), against the
     /// swarm's snapshot.
     pub(super) fn uplink_budget(&self, tx: &Connection, agent: &str, now: i64) -> Result<u64> {
-        self.snapshot(tx, now, |swarm| {
+        self.snapshot(&self.uplinks, tx, now, |swarm| {
             budget(agent, swarm).map(|(rate, _)| rate).unwrap_or(0)
         })
     }
@@ -99,7 +99,11 @@ mod tests {
         // One that backs off itself answers the queue on its own.
         assert_eq!(budget("laptop", &swarm), None);
         assert_eq!(budget("attic", &swarm), None, "alone on its uplink");
-        assert_eq!(budget("off", &swarm), Some((400_000, "nas")), "the scheduler skips it");
+        assert_eq!(
+            budget("off", &swarm),
+            Some((400_000, "nas")),
+            "the scheduler skips it"
+        );
         let mut lost = swarm.clone();
         lost[2].info.state = "lost".into();
         assert_eq!(budget("pi", &lost), Some((900_000, "laptop")));
