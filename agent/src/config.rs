@@ -49,7 +49,21 @@ pub struct AgentConfig {
     /// the machine's own (/sys, and the sensors sysinfo finds). Set it in a
     /// container that bind-mounts the host's /sys elsewhere.
     pub sysfs: PathBuf,
+    /// Which uplink this device shares (`uplink = "home"`): agents behind
+    /// the same one back off together.
+    pub uplink: String,
+    /// The queuing delay this agent's transfers may add to the uplink
+    /// (self-yield; `agent set NAME --yield off` turns it off).
+    #[serde(with = "humantime_serde")]
+    pub yield_target: Duration,
+    /// `HOST:PORT` whose TCP connect time is measured while transferring;
+    /// empty means the origin itself.
+    pub yield_reflector: String,
 }
+
+/// The uplink an agent shares when `agent.toml` names none: one household,
+/// one uplink.
+pub const DEFAULT_UPLINK: &str = "home";
 
 /// Longest pause between reconnect attempts: short enough that an agent is
 /// back within half a minute of the commander returning.
@@ -73,6 +87,9 @@ impl Default for AgentConfig {
             min_rate_window: crate::fetch::DEFAULT_MIN_RATE_WINDOW,
             device_class: String::new(),
             sysfs: PathBuf::new(),
+            uplink: DEFAULT_UPLINK.into(),
+            yield_target: crate::self_yield::DEFAULT_TARGET,
+            yield_reflector: String::new(),
         }
     }
 }
@@ -107,6 +124,17 @@ impl AgentConfig {
         }
     }
 
+    /// What self-yield runs with. Its floor stays clear of the minimum-rate
+    /// rule, so backing off never fails a fetch as too slow.
+    pub fn self_yield(&self) -> crate::self_yield::YieldConfig {
+        crate::self_yield::YieldConfig {
+            target: self.yield_target,
+            reflector: (!self.yield_reflector.trim().is_empty())
+                .then(|| self.yield_reflector.trim().to_string()),
+            floor: crate::self_yield::DEFAULT_FLOOR.max(self.min_rate.saturating_mul(2)),
+        }
+    }
+
     /// The effective config as TOML, for `show-config`.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
@@ -135,13 +163,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
             dir.path().join(CONFIG_FILE),
-            "max-jobs = 3\nbandwidth-cap = 1000\nmax-reconnect-backoff = \"5s\"\n",
+            "max-jobs = 3\nbandwidth-cap = 1000\nmax-reconnect-backoff = \"5s\"\n\
+             yield-target = \"40ms\"\nyield-reflector = \"192.0.2.1:443\"\nuplink = \"attic\"\n",
         )
         .expect("write");
         let config = AgentConfig::load(dir.path()).expect("load");
         assert_eq!(config.max_jobs, 3);
         assert_eq!(config.bandwidth_cap, 1000);
         assert_eq!(config.max_reconnect_backoff, Duration::from_secs(5));
+        let self_yield = config.self_yield();
+        assert_eq!(self_yield.target, Duration::from_millis(40));
+        assert_eq!(self_yield.reflector.as_deref(), Some("192.0.2.1:443"));
+        assert_eq!(config.uplink, "attic");
         assert_eq!(
             config.kinds,
             ark_core::Kind::HARVESTED

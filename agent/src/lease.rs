@@ -31,6 +31,9 @@ pub struct JobContext {
     pub bytes: ByteCounter,
     /// The agent's bandwidth cap, shared by all its jobs.
     pub throttle: Throttle,
+    /// Self-yield: every fetch registers its transfer, so the agent
+    /// watches the uplink's queue while it downloads.
+    pub self_yield: crate::self_yield::SelfYield,
     /// Size, timeout and speed limits for every fetch.
     pub limits: Limits,
     /// How often progress is reported (and so the lease renewed).

@@ -24,6 +24,9 @@
 //! - [`registry`]: the local dedupe registry (SQLite).
 //! - [`git`]: the Git mirror kind: a bare mirror of every ref, and the
 //!   bundle of what changed since the commander's landed state.
+//! - [`self_yield`]: noticing by itself: RTT probes while transferring and
+//!   a delay-based rate limit (after LEDBAT) that keeps the uplink's queue
+//!   under the target.
 //! - [`session`]: the long-lived loop: register, heartbeat, reconnect.
 //! - [`process`]: logging and the shutdown signal, shared by both binaries.
 //! - From `ark-core`: [`tree`] (chunked BLAKE3 and its outboard),
@@ -41,6 +44,7 @@ pub mod identity;
 pub mod jobs;
 pub mod lease;
 pub mod registry;
+pub mod self_yield;
 pub mod session;
 pub mod status;
 pub mod telemetry;

@@ -21,8 +21,10 @@ use ark_proto::{command, HeartbeatRequest, RegisterRequest};
 use tracing::{debug, info, warn};
 
 use crate::config::AgentConfig;
+use crate::fetch::{lower_cap, Limit};
 use crate::identity::Identity;
 use crate::jobs::{self, HeldLease, JobContext, JobHandle};
+use crate::self_yield::SelfYield;
 use crate::status::{AgentStatus, JobStatus};
 use crate::telemetry::{ByteCounter, Sampler};
 use crate::{link, AgentError, Result};
@@ -89,13 +91,24 @@ pub async fn run(
     let wake = Arc::new(tokio::sync::Notify::new());
     let watch_unsupported = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut watcher: Option<tokio::task::JoinHandle<()>> = None;
+    let probes = tokio::spawn(crate::self_yield::probe_task(ctx.self_yield.clone()));
     tokio::pin!(shutdown);
     loop {
         let before = jobs.len();
         jobs.retain(|_, job| !job.is_finished());
         status.completed += (before - jobs.len()) as u64;
 
-        let wait = match turn(&mut client, &config, &mut sampler, &jobs, &mut registered).await {
+        let reading = ctx.self_yield.telemetry();
+        let wait = match turn(
+            &mut client,
+            &config,
+            &mut sampler,
+            reading,
+            &jobs,
+            &mut registered,
+        )
+        .await
+        {
             Ok((register_interval, response)) => {
                 backoff.reset();
                 if let Some(every) = register_interval {
@@ -111,6 +124,8 @@ pub async fn run(
                     config.bandwidth_cap,
                     response.agent_bandwidth_cap,
                 );
+                ctx.self_yield
+                    .set_commanded(!response.self_yield_off, response.uplink_budget);
                 status.connected();
                 apply_commands(response.commands, &jobs, &mut status);
                 start_jobs(response.leases, &mut jobs, &ctx_arc);
@@ -147,6 +162,7 @@ pub async fn run(
     for job in jobs.values() {
         job.abort();
     }
+    probes.abort();
     status.link = "stopped".into();
     let _ = status.save(&data);
     Ok(())
@@ -202,13 +218,16 @@ fn job_context(
 ) -> Result<JobContext> {
     let http =
         crate::fetch::http_client().map_err(|e| AgentError::tls(format!("HTTP client: {e}")))?;
+    let throttle = jobs::Throttle::new(config.bandwidth_cap);
+    let self_yield = SelfYield::new(config.self_yield(), throttle.clone(), bytes.clone());
     Ok(JobContext {
         client,
         http,
         data: data.to_path_buf(),
         staging,
         bytes,
-        throttle: jobs::Throttle::new(config.bandwidth_cap),
+        throttle,
+        self_yield,
         limits: config.limits(),
         progress_every: DEFAULT_HEARTBEAT,
         registry: Arc::new(crate::registry::Registry::open(data)?),
@@ -224,20 +243,12 @@ fn job_context(
 /// Applies the lower of the operator's cap and our own to every job.
 fn apply_cap(throttle: &jobs::Throttle, ours: u64, operators: u64) {
     let cap = lower_cap(ours, operators);
-    if throttle.rate() != cap {
+    if throttle.limit(Limit::Cap) != cap {
         info!(
             bytes_per_second = cap,
             "download cap now {cap} bytes/s (0 = none)"
         );
         throttle.set_rate(cap);
-    }
-}
-
-/// The lower of the operator's cap and our own (0 = none).
-fn lower_cap(ours: u64, operators: u64) -> u64 {
-    match (ours, operators) {
-        (0, c) | (c, 0) => c,
-        (a, b) => a.min(b),
     }
 }
 
@@ -346,6 +357,7 @@ async fn turn(
     client: &mut AgentSessionClient<tonic::transport::Channel>,
     config: &AgentConfig,
     sampler: &mut Sampler,
+    self_yield: ark_proto::SelfYield,
     jobs: &HashMap<i64, JobHandle>,
     registered: &mut bool,
 ) -> Result<(Option<Duration>, ark_proto::HeartbeatResponse)> {
@@ -353,6 +365,7 @@ async fn turn(
     if !*registered {
         let capabilities = ark_proto::Capabilities {
             device_class: config.device_class.clone(),
+            uplink: config.uplink.clone(),
             ..sampler.capabilities(&config.kinds, config.max_jobs, config.bandwidth_cap)
         };
         let response = client
@@ -370,7 +383,10 @@ async fn turn(
     }
     let running = jobs.len() as u32;
     let request = HeartbeatRequest {
-        telemetry: Some(sampler.sample()),
+        telemetry: Some(ark_proto::Telemetry {
+            self_yield: Some(self_yield),
+            ..sampler.sample()
+        }),
         free_slots: config.max_jobs.saturating_sub(running),
         active: jobs.values().map(|job| job.lease.lease_ref()).collect(),
     };

@@ -103,6 +103,8 @@ impl Sampler {
             bytes_per_second: rate,
             load_average_1m: System::load_average().one as f32,
             on_battery,
+            // Self-yield's reading: the session adds it.
+            self_yield: None,
         }
     }
 
@@ -127,6 +129,7 @@ impl Sampler {
             agent_version: crate::VERSION.to_string(),
             // The device's own word, from agent.toml: the session sets it.
             device_class: String::new(),
+            uplink: String::new(),
         }
     }
 }

@@ -45,6 +45,7 @@ fn main() -> anyhow::Result<()> {
             run_throttle: None,
             progress: &progress,
             counter: &counter,
+            self_yield: None,
         };
         let dest = std::path::PathBuf::from(&dest);
         fetch(

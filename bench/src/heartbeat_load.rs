@@ -602,6 +602,7 @@ async fn beat(
                 bytes_per_second: 0,
                 load_average_1m: 0.2,
                 on_battery: None,
+                self_yield: None,
             }),
             free_slots,
             active: vec![],

@@ -21,6 +21,7 @@ pub use ark_demo::origin::{Hostile, Origin};
 
 pub use ark_demo::git_origin::{self, free_port};
 pub mod forge;
+pub mod netns;
 pub mod webdriver;
 
 /// Timings every swarm test uses: short enough for quick tests, with the
@@ -640,6 +641,28 @@ impl Nginx {
     pub async fn start_with(dir: &Path, root: &Path, directives: &str) -> Result<Self> {
         let port = free_port()?;
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        Self::start_at(dir, root, directives, addr, None).await
+    }
+
+    /// nginx listening on `addr` inside network namespace `netns` (see
+    /// [`netns::Netns`]), with more directives in its `server` block.
+    pub async fn start_in(
+        dir: &Path,
+        root: &Path,
+        directives: &str,
+        addr: std::net::SocketAddr,
+        netns: &str,
+    ) -> Result<Self> {
+        Self::start_at(dir, root, directives, addr, Some(netns)).await
+    }
+
+    async fn start_at(
+        dir: &Path,
+        root: &Path,
+        directives: &str,
+        addr: std::net::SocketAddr,
+        netns: Option<&str>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let d = dir.display();
         let conf = format!(
@@ -657,7 +680,15 @@ impl Nginx {
             .into_iter()
             .find(|p| Path::new(p).exists() || which(p))
             .context("nginx not found (apt-get install nginx-light)")?;
-        let mut cmd = Command::new(nginx);
+        // `ip netns exec` execs nginx in place: the pid stays nginx's.
+        let mut cmd = match netns {
+            Some(netns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", netns, nginx]);
+                cmd
+            }
+            None => Command::new(nginx),
+        };
         cmd.arg("-p").arg(dir).arg("-c").arg(&conf_path);
         let proc = spawn_logged(cmd, dir.join("stderr.log"))?;
         wait_until(Duration::from_secs(10), "nginx to listen", || async move {

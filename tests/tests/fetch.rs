@@ -67,6 +67,7 @@ impl Fixture {
             run_throttle: None,
             progress: &self.progress,
             counter: &self.counter,
+            self_yield: None,
         };
         // Test origins listen on loopback, which only an allowance reaches.
         let limits = &Limits {
@@ -540,6 +541,7 @@ async fn nginx_as_the_origin_resumes_by_range_and_answers_conditional_requests()
         run_throttle: None,
         progress: &progress,
         counter: &counter,
+        self_yield: None,
     };
     let dest = tmp.path().join("staging/archive.zim.part");
     let fetched = fetch(

@@ -427,6 +427,12 @@ impl<'a, 'c> Download<'a, 'c> {
 
     /// Streams the answer's body; Ok(true) when it was cut short.
     async fn stream(&mut self, response: &mut reqwest::Response) -> Result<bool, FetchError> {
+        // While the body streams, self-yield watches the path to where it
+        // comes from (the address already connected, so already checked).
+        let _transfer = match self.sinks.self_yield.zip(response.remote_addr()) {
+            Some((self_yield, origin)) => Some(self_yield.transfer(origin).await),
+            None => None,
+        };
         loop {
             let chunk = match tokio::time::timeout(self.limits.read_timeout, response.chunk()).await
             {

@@ -47,7 +47,7 @@ pub use download::fetch_checked;
 pub use resume::{
     remove_staged, resume_path, CHECKPOINT_BYTES, CHECKPOINT_EVERY, CHECKPOINT_MAX_BYTES,
 };
-pub use throttle::Throttle;
+pub use throttle::{lower_cap, Limit, Throttle};
 
 /// What an origin said about a version of a resource.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +244,9 @@ pub struct Sinks<'a> {
     pub progress: &'a Progress,
     /// The agent's throughput counter.
     pub counter: &'a ByteCounter,
+    /// Self-yield, told of each transfer while its body streams (None:
+    /// not watched, e.g. a test's or a benchmark's fetch).
+    pub self_yield: Option<&'a crate::self_yield::SelfYield>,
 }
 
 /// How far a fetch has come, shared with whoever reports it.

@@ -1,4 +1,5 @@
-//! The agent's bandwidth cap: one token bucket shared by every job.
+//! The agent's bandwidth cap: one token bucket shared by every job, under
+//! the lowest of the limits set on it (the caps, self-yield).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,7 +8,9 @@ use std::time::{Duration, Instant};
 /// download rate stays under the cap, however many jobs run. The bucket holds
 /// at most one second of credit, so an idle hour buys no burst. The cap can
 /// change while jobs run ([`Throttle::set_rate`]: the operator's `agent set
-/// --bandwidth` arrives with a heartbeat).
+/// --bandwidth` arrives with a heartbeat). Each [`Limit`] is set on its
+/// own; the bucket runs at the lowest of them, so self-yield composes with
+/// the caps and the household floor without either knowing the other.
 #[derive(Debug, Clone)]
 pub struct Throttle {
     inner: Arc<std::sync::Mutex<Bucket>>,
@@ -19,9 +22,21 @@ impl Default for Throttle {
     }
 }
 
+/// Who limits a throttle; the lowest limit set wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The caps: the agent's own, the operator's, a run's, the household
+    /// floor, a hot device's (the session and the commander combine them).
+    Cap = 0,
+    /// What self-yield allows now ([`crate::self_yield`]).
+    SelfYield = 1,
+}
+
 #[derive(Debug)]
 struct Bucket {
-    /// Bytes/s; 0 = uncapped.
+    /// Each [`Limit`]'s bytes/s; 0 = none.
+    limits: [u64; 2],
+    /// The lowest limit in bytes/s; 0 = uncapped.
     rate: f64,
     tokens: f64,
     last: Instant,
@@ -32,6 +47,7 @@ impl Throttle {
     pub fn new(bytes_per_second: u64) -> Self {
         Self {
             inner: Arc::new(std::sync::Mutex::new(Bucket {
+                limits: [bytes_per_second, 0],
                 rate: bytes_per_second as f64,
                 tokens: 0.0,
                 last: Instant::now(),
@@ -41,15 +57,27 @@ impl Throttle {
 
     /// Changes the cap for every holder (0 = uncapped).
     pub fn set_rate(&self, bytes_per_second: u64) {
+        self.set_limit(Limit::Cap, bytes_per_second);
+    }
+
+    /// Sets one limit (0 = none); the bucket runs at the lowest.
+    pub fn set_limit(&self, which: Limit, bytes_per_second: u64) {
         let mut b = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if b.rate != bytes_per_second as f64 {
-            b.rate = bytes_per_second as f64;
+        b.limits[which as usize] = bytes_per_second;
+        let rate = b.limits.iter().copied().fold(0, lower_cap) as f64;
+        if b.rate != rate {
+            b.rate = rate;
             b.tokens = b.tokens.min(b.rate);
             b.last = Instant::now();
         }
     }
 
-    /// The current cap in bytes/s (0 = uncapped).
+    /// One limit as set (0 = none).
+    pub fn limit(&self, which: Limit) -> u64 {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).limits[which as usize]
+    }
+
+    /// The rate the bucket runs at: the lowest limit (0 = uncapped).
     pub fn rate(&self) -> u64 {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).rate as u64
     }
@@ -80,6 +108,14 @@ impl Throttle {
             };
             tokio::time::sleep(wait.min(MAX_STEP)).await;
         }
+    }
+}
+
+/// The lower of two rates where 0 means none.
+pub fn lower_cap(a: u64, b: u64) -> u64 {
+    match (a, b) {
+        (0, c) | (c, 0) => c,
+        (a, b) => a.min(b),
     }
 }
 
@@ -121,6 +157,22 @@ mod tests {
             "100 kB at a new cap of 100 kB/s took only {:?} (uncapped: {uncapped:?})",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn the_lowest_limit_wins_and_each_is_kept_apart() {
+        let throttle = Throttle::new(0);
+        throttle.set_limit(Limit::SelfYield, 500);
+        assert_eq!(throttle.rate(), 500);
+        throttle.set_rate(1000);
+        assert_eq!((throttle.rate(), throttle.limit(Limit::Cap)), (500, 1000));
+        throttle.set_rate(200);
+        assert_eq!(throttle.rate(), 200);
+        throttle.set_limit(Limit::SelfYield, 0);
+        throttle.set_rate(0);
+        assert_eq!(throttle.rate(), 0);
+        assert_eq!(lower_cap(0, 7), 7);
+        assert_eq!(lower_cap(9, 7), 7);
     }
 
     #[tokio::test]

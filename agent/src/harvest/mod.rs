@@ -127,6 +127,7 @@ async fn fetched(
         run_throttle: Some(&run_throttle),
         progress,
         counter: &ctx.bytes,
+        self_yield: Some(&ctx.self_yield),
     };
     let (conditional, limits) = (&lease.conditional, &limits_of(ctx, lease));
     let fetch_failed = |e: FetchError| match e.out_of_space() {

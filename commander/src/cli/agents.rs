@@ -1,5 +1,6 @@
 //! `ark-commander agents`: every enrolled agent with its telemetry; `agent
-//! set NAME --bandwidth … --window …`: the operator's cap and hours for one.
+//! set NAME --bandwidth … --window … --yield on|off`: the operator's cap,
+//! hours and self-yield for one.
 
 use std::path::Path;
 
@@ -29,6 +30,10 @@ pub enum AgentCmd {
         /// `max-temp`).
         #[arg(long, value_name = "CELSIUS")]
         max_temp: Option<f32>,
+        /// Self-yield: whether it backs off by itself when its transfers
+        /// queue the uplink (on by default; `off` disables it).
+        #[arg(long = "yield", value_name = "on|off", value_parser = parse_on_off)]
+        self_yield: Option<bool>,
         #[arg(long)]
         json: bool,
     },
@@ -50,23 +55,33 @@ pub enum AgentCmd {
 
 impl AgentCmd {
     pub async fn run(self, data: &Path, url: Option<&str>) -> anyhow::Result<()> {
-        let (name, bandwidth, window, on_battery, max_temp, json) = match self {
+        let (name, bandwidth, window, on_battery, max_temp, self_yield, json) = match self {
             AgentCmd::Set {
                 name,
                 bandwidth,
                 window,
                 on_battery,
                 max_temp,
+                self_yield,
                 json,
-            } => (name, bandwidth, window, on_battery, max_temp, json),
+            } => (
+                name, bandwidth, window, on_battery, max_temp, self_yield, json,
+            ),
             AgentCmd::Revoke { name } => return revoke(data, url, name, false).await,
             AgentCmd::Rm { name } => return revoke(data, url, name, true).await,
             AgentCmd::Trust { name, clear, json } => {
                 return trust(data, url, name, clear, json).await
             }
         };
-        if bandwidth.is_none() && window.is_none() && on_battery.is_none() && max_temp.is_none() {
-            anyhow::bail!("nothing to set: give --bandwidth, --window, --on-battery or --max-temp");
+        if bandwidth.is_none()
+            && window.is_none()
+            && on_battery.is_none()
+            && max_temp.is_none()
+            && self_yield.is_none()
+        {
+            anyhow::bail!(
+                "nothing to set: give --bandwidth, --window, --on-battery, --max-temp or --yield"
+            );
         }
         let mut admin = crate::admin::connect(data, url)?;
         let agent = admin
@@ -76,6 +91,7 @@ impl AgentCmd {
                 window,
                 on_battery: on_battery.map(|p| if p == "default" { String::new() } else { p }),
                 max_temp,
+                self_yield,
             })
             .await
             .map_err(rpc("setting the agent"))?
@@ -84,7 +100,7 @@ impl AgentCmd {
             return print_json(&agent_json(&agent));
         }
         println!(
-            "{}: bandwidth {} window {} on battery {} max temp {}",
+            "{}: bandwidth {} window {} on battery {} max temp {} yield {}",
             agent.name,
             cap_text(agent.bandwidth_cap),
             window_text(&agent.window),
@@ -97,7 +113,8 @@ impl AgentCmd {
                 format!("{:.0} °C", agent.max_temp)
             } else {
                 "default".into()
-            }
+            },
+            yield_text(&agent)
         );
         Ok(())
     }
@@ -176,6 +193,29 @@ fn cap_text(cap: u64) -> String {
     }
 }
 
+/// `--yield on|off`.
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?}: say on or off")),
+    }
+}
+
+/// Self-yield as `agents` shows it: off, on, or what it does now
+/// ("12ms 3.1MB/s": the queue it measures and the rate it holds to).
+fn yield_text(a: &ark_proto::AgentInfo) -> String {
+    if !a.self_yield {
+        return "off".into();
+    }
+    match a.telemetry.and_then(|t| t.self_yield) {
+        Some(y) if y.rate_limit > 0 => {
+            format!("{:.0}ms {}", y.queuing_delay_ms, cap_text(y.rate_limit))
+        }
+        _ => "on".into(),
+    }
+}
+
 fn window_text(window: &str) -> &str {
     if window.is_empty() {
         "always"
@@ -196,7 +236,7 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
         return print_json(&agents.iter().map(agent_json).collect());
     }
     println!(
-        "{:<16} {:<9} {:<7} {:<8} {:>5} {:>6} {:>7} {:>10} {:<8} {:>9} {:<11} {:<10} SEEN",
+        "{:<16} {:<9} {:<7} {:<8} {:>5} {:>6} {:>7} {:>10} {:<8} {:>9} {:<11} {:<10} {:<15} SEEN",
         "NAME",
         "STATE",
         "PAUSED",
@@ -208,7 +248,8 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
         "RUNNING",
         "CAP",
         "WINDOW",
-        "TRUST"
+        "TRUST",
+        "YIELD"
     );
     for a in agents {
         let caps = a.capabilities.clone().unwrap_or_default();
@@ -233,7 +274,7 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
             "SUSPECT".into()
         };
         println!(
-            "{:<16} {:<9} {:<7} {:<8} {:>5.0} {:>6} {:>7} {:>10.1} {:<8} {:>9} {:<11} {:<10} {}",
+            "{:<16} {:<9} {:<7} {:<8} {:>5.0} {:>6} {:>7} {:>10.1} {:<8} {:>9} {:<11} {:<10} {:<15} {}",
             a.name,
             a.state,
             a.paused,
@@ -246,6 +287,7 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
             cap_text(a.bandwidth_cap),
             window_text(&a.window),
             trust,
+            yield_text(&a),
             ago(a.last_seen_ms)
         );
     }

@@ -72,6 +72,13 @@ pub fn agent_json(a: &AgentInfo) -> Value {
            "cpu_percent": t.cpu_percent, "memory_used_bytes": t.memory_used_bytes,
            "temperature_celsius": t.temperature_celsius, "staging_free_bytes": t.staging_free_bytes,
            "bytes_per_second": t.bytes_per_second, "load_average_1m": t.load_average_1m,
+           "uplink": crate::state::uplink(&caps),
+           "self_yield": {"on": a.self_yield,
+               "backing_off": t.self_yield.is_some_and(|y| y.backing_off),
+               "rate_limit": t.self_yield.map(|y| y.rate_limit).unwrap_or(0),
+               "queuing_delay_ms": t.self_yield.map(|y| y.queuing_delay_ms).unwrap_or(0.0),
+               "base_delay_ms": t.self_yield.map(|y| y.base_delay_ms).unwrap_or(0.0),
+               "uplink_budget": t.self_yield.map(|y| y.uplink_budget).unwrap_or(0)},
            "trust": a.trust.as_ref().map(|t| json!({"confirmed": t.confirmed,
                "disputes_lost": t.disputes_lost, "spot_checks_failed": t.spot_checks_failed,
                "suspect": t.suspect, "revoked_at_ms": t.revoked_at_ms}))})

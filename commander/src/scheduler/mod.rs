@@ -35,6 +35,7 @@ mod grant;
 mod hot;
 pub mod placement;
 pub mod quorum;
+pub mod uplink;
 pub mod wake;
 
 /// The lease policy over the store.
@@ -310,7 +311,7 @@ impl Scheduler {
                     });
                 }
             }
-            let (mut agent_bandwidth_cap, window) = state::agent_settings(tx, agent)?;
+            let (mut agent_bandwidth_cap, window, self_yield) = state::agent_settings(tx, agent)?;
             if let Some(hot) = hot {
                 agent_bandwidth_cap = match agent_bandwidth_cap {
                     0 => hot,
@@ -334,11 +335,20 @@ impl Scheduler {
                 }
                 _ => Vec::new(),
             };
+            // Self-yield: on unless the operator said off; held to the
+            // rate of another agent on its uplink that backs off.
+            let uplink_budget = if self_yield {
+                self.uplink_budget(tx, agent, now)?
+            } else {
+                0
+            };
             Ok(HeartbeatResponse {
                 commands,
                 leases,
                 heartbeat_interval_ms: ms(self.config.heartbeat) as u64,
                 agent_bandwidth_cap,
+                self_yield_off: !self_yield,
+                uplink_budget,
             })
         })
     }

@@ -209,6 +209,9 @@ impl Admin for Services {
             self.store().tx(|tx| {
                 state::set_agent(tx, &req.name, req.bandwidth_cap, window.as_deref())?;
                 state::set_agent_placement(tx, &req.name, on_battery, req.max_temp)?;
+                if let Some(on) = req.self_yield {
+                    state::set_agent_self_yield(tx, &req.name, on)?;
+                }
                 state::event(
                     tx,
                     now,
@@ -216,7 +219,7 @@ impl Admin for Services {
                     Some(&req.name),
                     "agent_set",
                     &format!(
-                        "bandwidth cap {} window {} on battery {} max temp {}",
+                        "bandwidth cap {} window {} on battery {} max temp {} yield {}",
                         req.bandwidth_cap
                             .map(|c| c.to_string())
                             .unwrap_or_else(|| "unchanged".into()),
@@ -224,7 +227,12 @@ impl Admin for Services {
                         on_battery.unwrap_or("unchanged"),
                         req.max_temp
                             .map(|t| t.to_string())
-                            .unwrap_or_else(|| "unchanged".into())
+                            .unwrap_or_else(|| "unchanged".into()),
+                        match req.self_yield {
+                            Some(true) => "on",
+                            Some(false) => "off",
+                            None => "unchanged",
+                        }
                     ),
                 )?;
                 state::list_agents(tx, now, lost_after)?

@@ -137,17 +137,27 @@ pub fn agent_paused(conn: &Connection, name: &str) -> Result<bool> {
         .unwrap_or(false))
 }
 
-/// Lists agents; `lost_after` decides who counts as online.
-/// The operator's settings for agent `name`: (bandwidth cap, window).
-pub fn agent_settings(conn: &Connection, name: &str) -> Result<(u64, String)> {
+/// The operator's settings for agent `name`: (bandwidth cap, window,
+/// self-yield on).
+pub fn agent_settings(conn: &Connection, name: &str) -> Result<(u64, String, bool)> {
     Ok(conn
         .query_row(
-            "SELECT bandwidth_cap, window FROM agents WHERE name = ?1",
+            "SELECT bandwidth_cap, window, self_yield FROM agents WHERE name = ?1",
             [name],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)),
         )
         .optional()?
-        .unwrap_or_default())
+        .unwrap_or((0, String::new(), true)))
+}
+
+/// The uplink an agent's capabilities declare (`uplink` in agent.toml),
+/// "home" when it names none: one household, one uplink.
+pub fn uplink(c: &ark_proto::Capabilities) -> &str {
+    if c.uplink.is_empty() {
+        "home"
+    } else {
+        &c.uplink
+    }
 }
 
 /// Sets an agent's bandwidth cap and/or window (None: unchanged).
@@ -201,6 +211,15 @@ pub fn set_agent_placement(
     Ok(())
 }
 
+/// Turns an agent's self-yield on or off (`agent set NAME --yield`).
+pub fn set_agent_self_yield(conn: &Connection, name: &str, on: bool) -> Result<()> {
+    conn.execute(
+        "UPDATE agents SET self_yield = ?2 WHERE name = ?1",
+        params![name, on],
+    )?;
+    Ok(())
+}
+
 /// Folds a progress report's rate into what `agent` achieves from `host`
 /// (an exponentially weighted mean, the newest report weighing 1/4).
 pub fn record_throughput(
@@ -246,6 +265,7 @@ pub fn all_throughputs(conn: &Connection) -> Result<Throughputs> {
     Ok(out)
 }
 
+/// Lists agents; `lost_after` decides who counts as online.
 pub fn list_agents(
     conn: &Connection,
     now: i64,
@@ -253,7 +273,8 @@ pub fn list_agents(
 ) -> Result<Vec<ark_proto::AgentInfo>> {
     let mut stmt = conn.prepare(
         "SELECT name, enrolled_at, last_seen, paused, capabilities, telemetry, bandwidth_cap, window,
-                confirmed, disputes_lost, spot_failed, suspect, revoked_at, on_battery, max_temp
+                confirmed, disputes_lost, spot_failed, suspect, revoked_at, on_battery, max_temp,
+                self_yield
          FROM agents ORDER BY name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -273,7 +294,11 @@ pub fn list_agents(
                 suspect: r.get(11)?,
                 revoked_at_ms: r.get::<_, Option<i64>>(12)?.unwrap_or(0),
             },
-            (r.get::<_, String>(13)?, r.get::<_, f64>(14)? as f32),
+            (
+                r.get::<_, String>(13)?,
+                r.get::<_, f64>(14)? as f32,
+                r.get::<_, bool>(15)?,
+            ),
         ))
     })?;
     // Every agent's running jobs in one read, not one per agent.
@@ -297,7 +322,7 @@ pub fn list_agents(
             bandwidth_cap,
             window,
             trust,
-            (on_battery, max_temp),
+            (on_battery, max_temp, self_yield),
         ) = row?;
         let state = match last_seen {
             _ if trust.revoked_at_ms != 0 => "revoked",
@@ -320,6 +345,7 @@ pub fn list_agents(
             trust: Some(trust),
             on_battery,
             max_temp,
+            self_yield,
         });
     }
     Ok(agents)

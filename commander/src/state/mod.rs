@@ -412,6 +412,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("agents", "on_battery", "TEXT NOT NULL DEFAULT ''"),
     ("agents", "max_temp", "REAL NOT NULL DEFAULT 0"),
     ("agents", "hot_since", "INTEGER"),
+    ("agents", "self_yield", "INTEGER NOT NULL DEFAULT 1"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
