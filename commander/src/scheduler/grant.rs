@@ -142,21 +142,36 @@ impl Scheduler {
     /// in the background, see [`Scheduler::refresh_swarm`]), else read now.
     pub(super) fn swarm(&self, tx: &Connection, now: i64) -> Result<Arc<placement::Swarm>> {
         self.swarm_wanted.store(now, Ordering::Relaxed);
-        let mut cached = self.swarm.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = self.swarm.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(swarm) = cached.as_ref() {
             if now >= swarm.at && now - swarm.at < placement::SNAPSHOT_MS {
                 return Ok(swarm.clone());
             }
         }
+        drop(cached);
+        self.read_swarm_now(tx, now)
+    }
+
+    /// Reads the swarm now (on `tx`) and shares it.
+    fn read_swarm_now(&self, tx: &Connection, now: i64) -> Result<Arc<placement::Swarm>> {
         let fresh = Arc::new(read_swarm(tx, now, self.ttl())?);
-        *cached = Some(fresh.clone());
+        *self.swarm.lock().unwrap_or_else(|p| p.into_inner()) = Some(fresh.clone());
         Ok(fresh)
     }
 
     /// The swarm, and `agent`'s place in it with its running jobs counted
     /// now (the snapshot's may be a second old).
     fn swarm_for(&self, tx: &Connection, agent: &str, now: i64) -> Result<Placing> {
-        let swarm = self.swarm(tx, now)?;
+        let mut swarm = self.swarm(tx, now)?;
+        // It is heartbeating: a snapshot that does not show it online (it
+        // is new, or back from lost) is read afresh, once.
+        let online = |s: &placement::Swarm| {
+            s.position(agent)
+                .is_some_and(|i| s.agents[i].info.state == "online")
+        };
+        if !online(&swarm) {
+            swarm = self.read_swarm_now(tx, now)?;
+        }
         let mine = match swarm.position(agent) {
             Some(i) => {
                 let running: u32 = tx.query_row(
