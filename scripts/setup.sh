@@ -35,6 +35,8 @@ command -v ssh >/dev/null || need_apt+=(openssh-client)
 command -v mcopy >/dev/null || need_apt+=(mtools)
 [ -x /usr/sbin/mkfs.exfat ] || need_apt+=(exfatprogs)
 command -v mount.exfat-fuse >/dev/null || [ -x /usr/sbin/mount.exfat-fuse ] || need_apt+=(exfat-fuse)
+# Network namespaces, veth pairs and a tbf bottleneck (the self-yield test).
+command -v ip >/dev/null && command -v tc >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
