@@ -285,8 +285,12 @@ impl TreeHasher {
         if bytes.is_empty() {
             return;
         }
-        if let Some(group) = self.open.take() {
-            self.close(group.finalize_non_root());
+        // More bytes: the group held open was not the last. (Checked before
+        // taking it: moving a hasher out costs as much as a small piece.)
+        if self.open.is_some() {
+            if let Some(group) = self.open.take() {
+                self.close(group.finalize_non_root());
+            }
         }
         if !self.pending.is_empty() {
             let take = bytes.len().min(GROUP_LEN - self.pending.len());
