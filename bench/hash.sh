@@ -65,7 +65,6 @@ for run in $(seq 1 "$RUNS"); do
 done
 OUTBOARD_BYTES="$(stat -c %s "$WORK/ob")"
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 declare -A MED=()
 for name in "${ORDER[@]}"; do MED[$name]="$(median "${SAMPLES[$name]}")"; done
 # row LABEL NAME [BASE]: wall, rate, ratio to b3sum --no-mmap 1 thread, and

@@ -697,13 +697,7 @@ mod tests {
             bytes[at] ^= 0x08;
             let outboard = first.expect("hashed");
             let root = blake3::hash(&data(size));
-            let mut verifier =
-                GroupVerifier::new(root, size as u64, std::io::Cursor::new(outboard))
-                    .expect("outboard");
-            let err = pieces(&bytes, &[1 << 20])
-                .into_iter()
-                .try_for_each(|piece| verifier.update(piece))
-                .expect_err("flipped byte accepted");
+            let err = verify(root, &outboard, &bytes, 1 << 20).expect_err("flipped byte accepted");
             let group = (at / GROUP_LEN) as u64;
             assert!(
                 matches!(err, VerifyError::Group { index, .. } if index == group),
