@@ -14,6 +14,15 @@
 //! whole group with its SIMD paths. Larger groups shrink the outboard but
 //! make every mismatch re-fetch more; smaller ones double it for little.
 //!
+//! Speed: every group goes through BLAKE3 in one `update` of its 16 KiB
+//! (all 16 chunks through the SIMD lanes together), wherever it lies in the
+//! input or, when the network split it, after gathering its pieces; only its
+//! top node and its merge into the tree are single-lane compressions (two
+//! of some 270 per group; blake3's public API batches no parent nodes). On
+//! one thread that is b3sum's speed over the same reads (bench/RESULTS.md
+//! §4). A file on disk can be hashed on several threads ([`hash_file`]); a
+//! download is one ordered stream, hashed on one as it arrives.
+//!
 //! Why a flat list of group CVs rather than bao's interleaved tree: it is
 //! append-only (a download writes it as bytes arrive and a resume continues
 //! it), and anyone holding the list can check it against the root in one
