@@ -9,12 +9,13 @@
 #   bench/sources.sh          # only section 11 (sources that move); and with this
 #   bench/scale.sh            # only section 12 (the scheduler at 1,000 agents); and with this
 #   bench/household.sh        # only section 13 (work and yields reach agents at once); and with this
+#   bench/hash.sh             # only section 4 (chunked hashing vs b3sum); and with this
 #
 # Measurements (see bench/README.md):
 #   1. stripped static agent size per target (dist/ark-agent-<triple>)
 #   2. agent idle RSS: a real commander + `ark-agent run`, VmRSS/VmHWM after IDLE_WAIT s
 #   3. commander heartbeat latency with 200 simulated agents (bench/src/heartbeat_load.rs)
-#   4. chunked hashing vs b3sum --num-threads 1 (bench/src/tree_hash.rs)
+#   4. chunked hashing vs b3sum, 1 and N threads (bench/hash.sh, bench/src/tree_hash.rs)
 #   5. a 2 GiB file from nginx on loopback: Ark's fetch+hash+stage vs curl -o and aria2c,
 #      with the agent's peak RSS (bench/src/fetch_file.rs)
 #   6. verify+land of that file on the commander vs dd conv=fsync (bench/src/land.rs)
@@ -360,29 +361,7 @@ run_load "5x production rate" --agents 200 --interval-ms 1000 --seconds "$HB_SEC
 run_load "1000 agents" --agents 1000 --interval-ms 5000 --seconds "$HB_SECONDS"
 
 # ---------------------------------------------------------------- 4. hashing
-note "4/7 chunked hashing vs b3sum --num-threads 1 (${HASH_MIB} MiB, best of 3)"
-command -v b3sum >/dev/null || die "b3sum not found (apt-get install b3sum)"
-HASH_DIR="$WORK/hash" # removed with $WORK by cleanup
-mkdir -p "$HASH_DIR"
-head -c "$((HASH_MIB * 1048576))" /dev/urandom >"$HASH_DIR/blob"
-cat "$HASH_DIR/blob" >/dev/null # page cache warm: both read from memory
-best() { sort -n | head -n 1; }
-B3_TIMES=""; ARK_TIMES=""; B3_ROOT=""; ARK_ROOT=""
-for _ in 1 2 3; do
-  start=$(date +%s.%N)
-  B3_ROOT="$(b3sum --num-threads 1 --no-names "$HASH_DIR/blob")"
-  end=$(date +%s.%N)
-  B3_TIMES+="$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }')"$'\n'
-  read -r ARK_ROOT t < <("$REL/tree-hash" "$HASH_DIR/blob" "$HASH_DIR/blob.outboard")
-  ARK_TIMES+="$t"$'\n'
-done
-[[ "$B3_ROOT" == "$ARK_ROOT" ]] || die "roots differ: b3sum $B3_ROOT, tree-hash $ARK_ROOT"
-B3_BEST="$(printf '%s' "$B3_TIMES" | best)"
-ARK_BEST="$(printf '%s' "$ARK_TIMES" | best)"
-HASH_RATIO="$(awk -v a="$ARK_BEST" -v b="$B3_BEST" 'BEGIN { printf "%.2f", a / b }')"
-HASH_ROW="| $HASH_MIB MiB | $B3_BEST s ($(awk -v m="$HASH_MIB" -v t="$B3_BEST" 'BEGIN { printf "%.0f", m / t }') MiB/s) | $ARK_BEST s ($(awk -v m="$HASH_MIB" -v t="$ARK_BEST" 'BEGIN { printf "%.0f", m / t }') MiB/s) | $HASH_RATIO× | $(stat -c %s "$HASH_DIR/blob.outboard") B |"
-
-rm -rf "$HASH_DIR"
+# bench/hash.sh's: it runs last and fills the section in.
 
 # ---------------------------------------------------------------- 5. ingest
 note "5/7 ${INGEST_MIB} MiB from nginx: ark fetch-file vs curl -o vs aria2c (best of 2)"
@@ -526,17 +505,9 @@ $HB_ROWS
 $HB_LOGS
 </details>
 
-## 4. Chunked hashing vs \`b3sum --num-threads 1\`
+## 4. Chunked hashing
 
-The agent's tree hasher (bench/src/tree_hash.rs: \`TreeHasher\` fed in 256 KiB
-reads, 16 KiB chunk-group CVs written to an outboard) against b3sum limited to
-one thread, on the same random file already in the page cache; best of 3
-wall-clock runs each. Both roots are checked equal by the script. Target: within
-1.1× of b3sum.
-
-| file | b3sum --num-threads 1 | ark tree-hash (+ outboard) | ratio | outboard |
-|---|---:|---:|---:|---:|
-$HASH_ROW
+Written by \`bench/hash.sh\`, which this run ends with.
 
 ## 5. Ingest: ${INGEST_MIB} MiB from nginx on loopback
 
@@ -569,6 +540,8 @@ $LAND_ROWS
 $KINDS_MD
 EOF
 [[ -n "$LATER" ]] && printf '\n%s\n' "$LATER" >>"$RESULTS"
+note "section 4 (chunked hashing): bench/hash.sh --no-build"
+HASH_MIB="$HASH_MIB" "$ROOT/bench/hash.sh" --no-build
 note "section 8 (operator surface): bench/surface.sh --no-build"
 "$ROOT/bench/surface.sh" --no-build
 note "section 10 (zero trust): bench/trust.sh --no-build"

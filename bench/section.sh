@@ -1,6 +1,6 @@
 # Sourced by the bench scripts that each own one section of RESULTS.md
 # (bench/surface.sh, bench/trust.sh, bench/sources.sh, bench/scale.sh,
-# bench/household.sh).
+# bench/household.sh, bench/verify.sh, bench/hash.sh).
 
 # bench_setup NAME [--no-build] BIN...: REL (the release dir) and WORK (a
 # scratch dir nginx's workers can read, removed on exit); builds the
@@ -26,6 +26,9 @@ bench_setup() {
   chmod 755 "$WORK"
   trap 'rm -rf "$WORK"' EXIT
 }
+
+# median "T1 T2 …": the middle of the (odd number of) samples.
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 # replace_section RESULTS HEADING FILE WORK: the sections before HEADING,
 # FILE's text in place of HEADING's section (appended when absent), then the

@@ -58,7 +58,6 @@ for run in $(seq 1 "$RUNS"); do
     note "run $run: $cmd done"
   done
 done
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 V="$(median "${SAMPLES[verify]}")"
 B1="$(median "${SAMPLES[b3_one]}")"
 BN="$(median "${SAMPLES[b3_all]}")"

@@ -14,6 +14,15 @@
 //! whole group with its SIMD paths. Larger groups shrink the outboard but
 //! make every mismatch re-fetch more; smaller ones double it for little.
 //!
+//! Speed: every group goes through BLAKE3 in one `update` of its 16 KiB
+//! (all 16 chunks through the SIMD lanes together), wherever it lies in the
+//! input or, when the network split it, after gathering its pieces; only its
+//! top node and its merge into the tree are single-lane compressions (two
+//! of some 270 per group; blake3's public API batches no parent nodes). On
+//! one thread that is b3sum's speed over the same reads (bench/RESULTS.md
+//! §4). A file on disk can be hashed on several threads ([`hash_file`]); a
+//! download is one ordered stream, hashed on one as it arrives.
+//!
 //! Why a flat list of group CVs rather than bao's interleaved tree: it is
 //! append-only (a download writes it as bytes arrive and a resume continues
 //! it), and anyone holding the list can check it against the root in one
@@ -41,15 +50,46 @@ pub fn outboard_path(data: &std::path::Path) -> std::path::PathBuf {
 /// hashes what it downloads: returns (size, root) and writes the outboard
 /// beside it, both fsynced. Blocking; memory is one read buffer.
 pub fn hash_with_outboard(data: &std::path::Path) -> std::io::Result<(u64, blake3::Hash)> {
-    use std::io::{Read, Write};
-    let mut file = std::fs::File::open(data)?;
+    let file = std::fs::File::open(data)?;
     let out = std::fs::File::create(outboard_path(data))?;
     let mut outboard = std::io::BufWriter::new(out);
+    let hashed = hash_file(&file, 1, &mut outboard)?;
+    outboard
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    Ok(hashed)
+}
+
+/// Bytes a thread reads and hashes at a time when a file is hashed on
+/// several: 64 groups, large enough that handing a batch to the thread that
+/// merges costs nothing measurable, small enough that a batch per thread
+/// stays in the L2 cache between the read and the hash.
+const BATCH_LEN: usize = 64 * GROUP_LEN;
+
+/// Hashes `file` from its start to the size it has now on `threads`
+/// threads, writing the outboard (every group CV, in order) to `outboard`;
+/// returns (size, root). One thread reads it in 256 KiB pieces through a
+/// [`TreeHasher`]; more split it into batches of [`BATCH_LEN`], each thread
+/// reading (`pread`) and hashing every n-th batch, so the copy out of the
+/// page cache is spread over the cores as well as the hashing. Memory: one
+/// batch per thread, whatever the size.
+pub fn hash_file(
+    file: &std::fs::File,
+    threads: usize,
+    outboard: &mut impl std::io::Write,
+) -> std::io::Result<(u64, blake3::Hash)> {
+    let size = file.metadata()?.len();
+    if threads > 1 && size >= 2 * BATCH_LEN as u64 {
+        let root = hash_file_parallel(file, size, threads, outboard)?;
+        return Ok((size, root));
+    }
+    use std::os::unix::fs::FileExt;
     let mut tree = TreeHasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut cvs = Vec::new();
     loop {
-        let n = file.read(&mut buf)?;
+        let n = file.read_at(&mut buf, tree.len())?;
         if n == 0 {
             break;
         }
@@ -63,34 +103,144 @@ pub fn hash_with_outboard(data: &std::path::Path) -> std::io::Result<(u64, blake
     if let Some(last) = last {
         outboard.write_all(&last)?;
     }
-    outboard
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
     Ok((size, root))
+}
+
+/// [`hash_file`] on `threads` threads for `size` bytes, at least two
+/// batches. Thread `t` takes batches `t`, `t + threads`, …; this thread
+/// takes their CVs back in order (a bounded channel per thread keeps at
+/// most two batches ahead) and merges them.
+fn hash_file_parallel(
+    file: &std::fs::File,
+    size: u64,
+    threads: usize,
+    outboard: &mut impl std::io::Write,
+) -> std::io::Result<blake3::Hash> {
+    use std::os::unix::fs::FileExt;
+    let batches = size.div_ceil(BATCH_LEN as u64);
+    let groups_per_batch = (BATCH_LEN / GROUP_LEN) as u64;
+    std::thread::scope(|scope| {
+        let mut from = Vec::with_capacity(threads);
+        for first in 0..threads as u64 {
+            let (tx, rx) = std::sync::mpsc::sync_channel(2);
+            from.push(rx);
+            scope.spawn(move || {
+                let mut buf = vec![0u8; BATCH_LEN];
+                for batch in (first..batches).step_by(threads) {
+                    let at = batch * BATCH_LEN as u64;
+                    let bytes = &mut buf[..(size - at).min(BATCH_LEN as u64) as usize];
+                    let cvs = file.read_exact_at(bytes, at).map(|()| {
+                        bytes
+                            .chunks(GROUP_LEN)
+                            .zip(batch * groups_per_batch..)
+                            .map(|(group, index)| group_cv(index, group))
+                            .collect::<Vec<_>>()
+                    });
+                    let failed = cvs.is_err();
+                    // A closed channel: the merging side gave up.
+                    if tx.send(cvs).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+        }
+        let mut done = Subtrees::default();
+        // The latest CV, pushed once another follows it: the last one is
+        // the right edge of the root.
+        let mut last = None;
+        for batch in 0..batches {
+            let cvs = from[(batch % threads as u64) as usize]
+                .recv()
+                .map_err(|_| std::io::Error::other("a hashing thread stopped early"))??;
+            outboard.write_all(&cvs.concat())?;
+            for cv in cvs {
+                if let Some(before) = last.replace(cv) {
+                    done.push(before);
+                }
+            }
+        }
+        Ok(done.root(last.expect("at least two batches of groups")))
+    })
 }
 
 /// The BLAKE3 chaining value of one whole or final group at `index`.
 pub fn group_cv(index: u64, bytes: &[u8]) -> ChainingValue {
+    group_hasher(index, bytes).finalize_non_root()
+}
+
+/// A hasher that has taken the group at `index` in one call, so that all
+/// its chunks go through BLAKE3's SIMD lanes together (fed a little at a
+/// time, as network pieces come, BLAKE3 hashes chunk by chunk: two to
+/// three times slower).
+fn group_hasher(index: u64, bytes: &[u8]) -> blake3::Hasher {
     let mut hasher = blake3::Hasher::new();
     hasher.set_input_offset(index * GROUP_LEN as u64);
     hasher.update(bytes);
-    hasher.finalize_non_root()
+    hasher
+}
+
+/// The left edge of the tree: completed subtrees, largest first, one per
+/// set bit of `groups`, merged as BLAKE3 merges them (O(log n) memory).
+#[derive(Debug, Clone, Default)]
+struct Subtrees {
+    /// Groups pushed so far.
+    groups: u64,
+    stack: Vec<ChainingValue>,
+}
+
+impl Subtrees {
+    /// Pushes the CV of a completed group that is not the last of the
+    /// input (the last group of a one-group input is the root itself).
+    fn push(&mut self, cv: ChainingValue) {
+        self.groups += 1;
+        let mut cv = cv;
+        let mut total = self.groups;
+        while total & 1 == 0 {
+            let left = self
+                .stack
+                .pop()
+                .expect("a completed left sibling for every merge");
+            cv = merge_subtrees_non_root(&left, &cv, Mode::Hash);
+            total >>= 1;
+        }
+        self.stack.push(cv);
+    }
+
+    /// Merges the right edge with the last group's CV; the final merge is
+    /// the root. There must be at least one group before the last.
+    fn root(mut self, last: ChainingValue) -> blake3::Hash {
+        let mut right = last;
+        loop {
+            let left = self
+                .stack
+                .pop()
+                .expect("at least one subtree left of the last group");
+            if self.stack.is_empty() {
+                return merge_subtrees_root(&left, &right, Mode::Hash);
+            }
+            right = merge_subtrees_non_root(&left, &right, Mode::Hash);
+        }
+    }
 }
 
 /// Streaming tree hasher. Feed bytes with [`update`](Self::update); take
 /// the group CVs it completes with [`take_cvs`](Self::take_cvs) (they are
 /// the outboard); [`finalize`](Self::finalize) gives the root.
+///
+/// Every group is hashed in one call, whatever the pieces it arrives in:
+/// whole groups where they lie in the input, the rest gathered in `pending`
+/// first (a copy far cheaper than hashing chunk by chunk).
 #[derive(Debug, Clone)]
 pub struct TreeHasher {
-    /// The group being filled.
-    group: blake3::Hasher,
-    group_fill: usize,
-    /// Groups completed and pushed onto `stack`.
-    groups_done: u64,
-    /// Completed subtrees, largest first; one per set bit of `groups_done`.
-    stack: Vec<ChainingValue>,
-    /// CVs of completed groups not yet handed to the outboard writer.
+    /// Groups closed so far (their CVs merged into the left edge).
+    done: Subtrees,
+    /// The last whole group so far, hashed but not closed: until more
+    /// bytes arrive it may be the last group, and of a one-group input, the
+    /// root. Never set while `pending` holds bytes.
+    open: Option<blake3::Hasher>,
+    /// The bytes of the group being filled (less than a group).
+    pending: Vec<u8>,
+    /// CVs of closed groups not yet handed to the outboard writer.
     fresh: Vec<ChainingValue>,
 }
 
@@ -103,57 +253,72 @@ impl Default for TreeHasher {
 impl TreeHasher {
     pub fn new() -> Self {
         Self {
-            group: blake3::Hasher::new(),
-            group_fill: 0,
-            groups_done: 0,
-            stack: Vec::new(),
+            done: Subtrees::default(),
+            open: None,
+            pending: Vec::with_capacity(GROUP_LEN),
             fresh: Vec::new(),
         }
     }
 
     /// Bytes hashed so far.
     pub fn len(&self) -> u64 {
-        self.groups_done * GROUP_LEN as u64 + self.group_fill as u64
+        let current = if self.open.is_some() {
+            GROUP_LEN
+        } else {
+            self.pending.len()
+        };
+        self.done.groups * GROUP_LEN as u64 + current as u64
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Pushes the CV of a completed group (not the last one of the input:
-    /// a full group is only closed when more bytes follow, because the last
-    /// group of a one-group input is the root itself).
-    fn push_group(&mut self, cv: ChainingValue) {
+    /// Closes a group that more bytes follow.
+    fn close(&mut self, cv: ChainingValue) {
         self.fresh.push(cv);
-        self.groups_done += 1;
-        let mut cv = cv;
-        let mut total = self.groups_done;
-        while total & 1 == 0 {
-            let left = self
-                .stack
-                .pop()
-                .expect("a completed left sibling for every merge");
-            cv = merge_subtrees_non_root(&left, &cv, Mode::Hash);
-            total >>= 1;
+        self.done.push(cv);
+    }
+
+    /// Takes a whole group hashed at the next index: closed if `more`
+    /// bytes follow it, else held open.
+    fn take_whole(&mut self, group: blake3::Hasher, more: bool) {
+        if more {
+            self.close(group.finalize_non_root());
+        } else {
+            self.open = Some(group);
         }
-        self.stack.push(cv);
     }
 
     pub fn update(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            if self.group_fill == GROUP_LEN {
-                let cv = self.group.finalize_non_root();
-                self.push_group(cv);
-                self.group = blake3::Hasher::new();
-                self.group
-                    .set_input_offset(self.groups_done * GROUP_LEN as u64);
-                self.group_fill = 0;
-            }
-            let take = bytes.len().min(GROUP_LEN - self.group_fill);
-            self.group.update(&bytes[..take]);
-            self.group_fill += take;
-            bytes = &bytes[take..];
+        if bytes.is_empty() {
+            return;
         }
+        // More bytes: the group held open was not the last. (Checked before
+        // taking it: moving a hasher out costs as much as a small piece.)
+        if self.open.is_some() {
+            if let Some(group) = self.open.take() {
+                self.close(group.finalize_non_root());
+            }
+        }
+        if !self.pending.is_empty() {
+            let take = bytes.len().min(GROUP_LEN - self.pending.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.pending.len() < GROUP_LEN {
+                return;
+            }
+            let group = group_hasher(self.done.groups, &self.pending);
+            self.pending.clear();
+            self.take_whole(group, !bytes.is_empty());
+        }
+        while bytes.len() >= GROUP_LEN {
+            let (whole, rest) = bytes.split_at(GROUP_LEN);
+            let group = group_hasher(self.done.groups, whole);
+            self.take_whole(group, !rest.is_empty());
+            bytes = rest;
+        }
+        self.pending.extend_from_slice(bytes);
     }
 
     /// The group CVs completed since the last call, in order.
@@ -173,12 +338,15 @@ impl TreeHasher {
 
     /// The root hash and the CV of the last group (empty input: none).
     pub fn finalize(self) -> (blake3::Hash, Option<ChainingValue>) {
-        if self.groups_done == 0 {
-            let last = (self.group_fill > 0).then(|| self.group.finalize_non_root());
-            return (self.group.finalize(), last);
+        let any = self.open.is_some() || !self.pending.is_empty();
+        let last = self
+            .open
+            .unwrap_or_else(|| group_hasher(self.done.groups, &self.pending));
+        if self.done.groups == 0 {
+            return (last.finalize(), any.then(|| last.finalize_non_root()));
         }
-        let last = self.group.finalize_non_root();
-        (merge_to_root(self.stack, last), Some(last))
+        let cv = last.finalize_non_root();
+        (self.done.root(cv), Some(cv))
     }
 
     /// Rebuilds the hasher from group CVs already verified against their
@@ -186,29 +354,9 @@ impl TreeHasher {
     pub fn from_verified_groups(cvs: &[ChainingValue]) -> Self {
         let mut hasher = Self::new();
         for cv in cvs {
-            hasher.push_group(*cv);
+            hasher.done.push(*cv);
         }
-        hasher.fresh.clear();
         hasher
-            .group
-            .set_input_offset(hasher.groups_done * GROUP_LEN as u64);
-        hasher
-    }
-}
-
-/// Merges the right edge of the tree: completed subtrees (largest first)
-/// with the last group's CV; the final merge is the root. `stack` is never
-/// empty here: there are at least two groups.
-fn merge_to_root(mut stack: Vec<ChainingValue>, last: ChainingValue) -> blake3::Hash {
-    let mut right = last;
-    loop {
-        let left = stack
-            .pop()
-            .expect("at least one subtree left of the last group");
-        if stack.is_empty() {
-            return merge_subtrees_root(&left, &right, Mode::Hash);
-        }
-        right = merge_subtrees_non_root(&left, &right, Mode::Hash);
     }
 }
 
@@ -261,14 +409,14 @@ impl<R: std::io::Read + std::io::Seek> GroupVerifier<R> {
         cvs.seek(SeekFrom::Start(0))?;
         if groups > 1 {
             // Merge every CV but the last as whole groups, then the right edge.
-            let mut tree = TreeHasher::new();
+            let mut done = Subtrees::default();
             let mut cv = [0u8; CV_LEN];
             for _ in 0..groups - 1 {
                 cvs.read_exact(&mut cv)?;
-                tree.push_group(cv);
+                done.push(cv);
             }
             cvs.read_exact(&mut cv)?;
-            if merge_to_root(tree.stack, cv) != root {
+            if done.root(cv) != root {
                 return Err(VerifyError::OutboardRoot);
             }
             cvs.seek(SeekFrom::Start(0))?;
@@ -455,6 +603,115 @@ mod tests {
                     "size {size}: the outboard does not check against its root"
                 );
             }
+        }
+    }
+
+    /// The outboard by definition: every group's CV, hashed alone.
+    fn reference_outboard(bytes: &[u8]) -> Vec<u8> {
+        bytes
+            .chunks(GROUP_LEN)
+            .zip(0..)
+            .flat_map(|(group, index)| group_cv(index, group))
+            .collect()
+    }
+
+    /// Pieces of `sizes` bytes in turn, the way a network hands them over.
+    fn pieces<'a>(bytes: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        for &size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (piece, tail) = rest.split_at(size.min(rest.len()));
+            out.push(piece);
+            rest = tail;
+        }
+        out
+    }
+
+    #[test]
+    fn every_way_the_bytes_arrive_gives_the_same_root_and_outboard() {
+        let more = [
+            1023,
+            1025,
+            2 * GROUP_LEN - 1,
+            2 * GROUP_LEN + 1,
+            16 * GROUP_LEN,
+        ];
+        for &size in SIZES.iter().chain(&more) {
+            let bytes = data(size);
+            let expected = reference_outboard(&bytes);
+            let mut feedings: Vec<Vec<usize>> = vec![
+                vec![size.max(1)],
+                vec![GROUP_LEN],
+                vec![GROUP_LEN + 1],
+                vec![GROUP_LEN - 1, 1, 2 * GROUP_LEN],
+                vec![1460],
+                vec![16_000, 0, 7, 40_000],
+            ];
+            if size <= 3 * GROUP_LEN {
+                feedings.push(vec![1]);
+            }
+            for feeding in feedings {
+                let mut hasher = TreeHasher::new();
+                let mut outboard = Vec::new();
+                for piece in pieces(&bytes, &feeding) {
+                    hasher.update(piece);
+                    hasher.drain_cvs_into(&mut outboard);
+                }
+                assert_eq!(hasher.len(), size as u64);
+                let (root, last) = hasher.finalize();
+                outboard.extend(last.into_iter().flatten());
+                assert_eq!(root, blake3::hash(&bytes), "size {size}, {feeding:?}");
+                assert!(outboard == expected, "size {size}, {feeding:?}: outboard");
+            }
+        }
+    }
+
+    /// Around the batches that threads share out.
+    const BATCH_SIZES: &[usize] = &[
+        2 * BATCH_LEN - 1,
+        2 * BATCH_LEN,
+        2 * BATCH_LEN + 1,
+        3 * BATCH_LEN + GROUP_LEN,
+        5 * BATCH_LEN + 3 * GROUP_LEN + 1,
+    ];
+
+    #[test]
+    fn a_file_hashed_on_any_number_of_threads_gets_the_same_root_and_outboard() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for &size in SIZES.iter().chain(BATCH_SIZES) {
+            let mut bytes = data(size);
+            let path = dir.path().join(format!("f{size}"));
+            std::fs::write(&path, &bytes).expect("write");
+            let file = std::fs::File::open(&path).expect("open");
+            let expected = reference_outboard(&bytes);
+            let mut first = None;
+            for threads in [1, 2, 3, 4, 7] {
+                let mut outboard = Vec::new();
+                let (n, root) = hash_file(&file, threads, &mut outboard).expect("hash");
+                assert_eq!(
+                    (n, root),
+                    (size as u64, blake3::hash(&bytes)),
+                    "size {size}, {threads} threads"
+                );
+                assert!(outboard == expected, "size {size}, {threads} threads");
+                first.get_or_insert(outboard);
+            }
+            // A flipped byte is caught at its group against that outboard.
+            let Some(at) = (size * 3 / 4).checked_sub(1) else {
+                continue;
+            };
+            bytes[at] ^= 0x08;
+            let outboard = first.expect("hashed");
+            let root = blake3::hash(&data(size));
+            let err = verify(root, &outboard, &bytes, 1 << 20).expect_err("flipped byte accepted");
+            let group = (at / GROUP_LEN) as u64;
+            assert!(
+                matches!(err, VerifyError::Group { index, .. } if index == group),
+                "size {size}: {err}"
+            );
         }
     }
 
