@@ -356,6 +356,12 @@ async fn chromium_sees_the_swarm_live_and_its_buttons_pause_and_resume() -> Resu
             "succeeded",
         )
         .await?;
+        // Every decision is explained: who was chosen, and why.
+        let placed = browser
+            .text(&format!("#runs tr[data-run=\"{id}\"] td.placement"))
+            .await?
+            .unwrap_or_default();
+        ensure!(placed.starts_with("placed on "), "run {id}: {placed:?}");
     }
     wait_for_text(
         &browser,

@@ -97,6 +97,7 @@ CREATE TABLE IF NOT EXISTS events (
     kind    TEXT NOT NULL,
     message TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS events_by_run ON events(run_id, kind);
 CREATE TABLE IF NOT EXISTS uploads (
     run_id      INTEGER PRIMARY KEY REFERENCES runs(id),
     generation  INTEGER NOT NULL,

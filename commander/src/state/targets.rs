@@ -331,3 +331,16 @@ pub fn insert_run(
     event(tx, now, Some(id), None, "queued", message)?;
     Ok(id)
 }
+
+/// Why run `id` went where it went: its latest placement (who was chosen,
+/// why not the others), "" before it was placed.
+pub fn placement_of(conn: &Connection, id: i64) -> Result<String> {
+    Ok(conn
+        .query_row(
+            "SELECT message FROM events WHERE run_id = ?1 AND kind = 'placed' ORDER BY id DESC LIMIT 1",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or_default())
+}

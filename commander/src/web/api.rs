@@ -79,6 +79,8 @@ pub struct Run {
     pub bytes_done: u64,
     pub bytes_total: u64,
     pub reason: String,
+    /// Its latest placement: who was chosen and why not the others.
+    pub placement: String,
     pub created_at_ms: i64,
     pub finished_at_ms: i64,
 }
@@ -144,20 +146,23 @@ pub fn snapshot(
     }
     let runs = state::list_runs(conn, RUNS_SHOWN)?
         .into_iter()
-        .map(|r| Run {
-            id: r.id,
-            target: r.target,
-            kind: r.kind,
-            state: r.state,
-            agent: r.agent,
-            size_bytes: r.size_bytes,
-            bytes_done: r.bytes_done,
-            bytes_total: r.bytes_total,
-            reason: r.reason,
-            created_at_ms: r.created_at_ms,
-            finished_at_ms: r.finished_at_ms,
+        .map(|r| {
+            Ok(Run {
+                placement: state::placement_of(conn, r.id)?,
+                id: r.id,
+                target: r.target,
+                kind: r.kind,
+                state: r.state,
+                agent: r.agent,
+                size_bytes: r.size_bytes,
+                bytes_done: r.bytes_done,
+                bytes_total: r.bytes_total,
+                reason: r.reason,
+                created_at_ms: r.created_at_ms,
+                finished_at_ms: r.finished_at_ms,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut by_kind: BTreeMap<String, BTreeMap<String, (u64, u64)>> = BTreeMap::new();
     for v in archive::landed(conn, None)? {
         let entry = by_kind
