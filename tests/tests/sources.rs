@@ -72,11 +72,7 @@ impl Mirror {
 
     /// Runs the book now and waits for the run to end in `state`.
     async fn run_to(&self, state: &str) -> Result<ark_proto::RunInfo> {
-        let id = run_now(&self.cdata, BOOK).await?;
-        match wait_for_run(&self.cdata, id, state, SOON).await {
-            Ok(run) => Ok(run),
-            Err(e) => Err(e.context(format!("{:?}", run(&self.cdata, id).await?))),
-        }
+        ended(&self.cdata, run_now(&self.cdata, BOOK).await?, state).await
     }
 
     /// The landed release file names.
@@ -96,6 +92,24 @@ fn sha256_hex(bytes: &[u8]) -> String {
     ark_core::digest::digest_file(&path, "sha256").expect("sha256")
 }
 
+/// `target add zim --book BOOK --from FROM` and `more` flags; the command
+/// must succeed.
+fn add_book(cdata: &Path, from: &str, more: &[&str]) -> Result<()> {
+    let mut args = vec!["target", "add", "zim", "--book", BOOK, "--from", from];
+    args.extend_from_slice(more);
+    let (ok, _, err) = commander_cli(cdata, &args)?;
+    ensure!(ok, "target add --book failed: {err}");
+    Ok(())
+}
+
+/// Waits for run `id` to end in `state`; a timeout shows the run as it is.
+async fn ended(cdata: &Path, id: i64, state: &str) -> Result<ark_proto::RunInfo> {
+    match wait_for_run(cdata, id, state, SOON).await {
+        Ok(run) => Ok(run),
+        Err(e) => Err(e.context(format!("{:?}", run(cdata, id).await?))),
+    }
+}
+
 /// What kiwix-serve's catalog lists from the archive's library.xml.
 async fn kiwix_catalog(cdata: &Path) -> Result<String> {
     let library = cdata.join("archive/zim/library.xml");
@@ -110,21 +124,7 @@ async fn a_kiwix_book_follows_its_newest_release_from_a_mirror_directory() -> Re
     // A release without a published digest does not land.
     let first = m.publish("wikibooks_be_all_nopic_2017-02.zim", "2017-02", None)?;
     std::fs::remove_file(first.with_extension("zim.sha256"))?;
-    let (ok, _, err) = commander_cli(
-        &m.cdata,
-        &[
-            "target",
-            "add",
-            "zim",
-            "--book",
-            BOOK,
-            "--from",
-            &m.dir_url(),
-            "--keep",
-            "3",
-        ],
-    )?;
-    ensure!(ok, "target add --book failed: {err}");
+    add_book(&m.cdata, &m.dir_url(), &["--keep", "3"])?;
     let refused = wait_for_run(&m.cdata, run_of(&m.cdata, BOOK).await?, "failed", SOON).await?;
     ensure!(
         refused.reason.contains("publishes no SHA-256"),
@@ -248,11 +248,7 @@ async fn a_kiwix_book_follows_its_newest_release_through_an_opds_catalog() -> Re
     let first = release("wikibooks_be_all_nopic_2017-02.zim", "2017-02")?;
     std::fs::write(m.www.join("catalog.xml"), catalog(&first))?;
     let from = format!("http://{}/catalog.xml", m.nginx.addr);
-    let (ok, _, err) = commander_cli(
-        &m.cdata,
-        &["target", "add", "zim", "--book", BOOK, "--from", &from],
-    )?;
-    ensure!(ok, "{err}");
+    add_book(&m.cdata, &from, &[])?;
     wait_for_run(&m.cdata, run_of(&m.cdata, BOOK).await?, "succeeded", SOON).await?;
     ensure!(
         m.landed() == [format!("{BOOK}_2017-02.zim")],
@@ -347,16 +343,8 @@ async fn the_undated_permalink_is_a_fallback_when_the_listing_cannot_be_read() -
         format!("{sum}  {dated}\n"),
     )?;
     let from = format!("http://{}/zim/wikibooks/", nginx.addr);
-    let (ok, _, err) = commander_cli(
-        &cdata,
-        &["target", "add", "zim", "--book", BOOK, "--from", &from],
-    )?;
-    ensure!(ok, "target add --book failed: {err}");
-    let id = run_of(&cdata, BOOK).await?;
-    let landed = match wait_for_run(&cdata, id, "succeeded", SOON).await {
-        Ok(run) => run,
-        Err(e) => return Err(e.context(format!("{:?}", run(&cdata, id).await?))),
-    };
+    add_book(&cdata, &from, &[])?;
+    let landed = ended(&cdata, run_of(&cdata, BOOK).await?, "succeeded").await?;
     ensure!(landed.url.ends_with(&dated), "{landed:?}");
     ensure!(
         archive_files(&cdata)
@@ -396,24 +384,8 @@ async fn a_split_release_lands_joined_and_checked_against_its_published_digest()
         dir.join(format!("{BOOK}_2017-03.zim.sha256")),
         format!("{}  {BOOK}_2017-03.zim\n", sha256_hex(&whole)),
     )?;
-    let (ok, _, err) = commander_cli(
-        &m.cdata,
-        &[
-            "target",
-            "add",
-            "zim",
-            "--book",
-            BOOK,
-            "--from",
-            &m.dir_url(),
-        ],
-    )?;
-    ensure!(ok, "target add --book failed: {err}");
-    let id = run_of(&m.cdata, BOOK).await?;
-    let landed = match wait_for_run(&m.cdata, id, "succeeded", SOON).await {
-        Ok(run) => run,
-        Err(e) => return Err(e.context(format!("{:?}", run(&m.cdata, id).await?))),
-    };
+    add_book(&m.cdata, &m.dir_url(), &[])?;
+    let landed = ended(&m.cdata, run_of(&m.cdata, BOOK).await?, "succeeded").await?;
     ensure!(landed.url.ends_with(".zimaa"), "{landed:?}");
     let files = archive_files(&m.cdata);
     let zim = files
@@ -436,11 +408,7 @@ async fn a_split_release_lands_joined_and_checked_against_its_published_digest()
         dir.join(format!("{BOOK}_2017-04.zim.sha256")),
         format!("{}  {BOOK}_2017-04.zim\n", sha256_hex(&whole)),
     )?;
-    let id = run_now(&m.cdata, BOOK).await?;
-    let refused = match wait_for_run(&m.cdata, id, "failed", SOON).await {
-        Ok(run) => run,
-        Err(e) => return Err(e.context(format!("{:?}", run(&m.cdata, id).await?))),
-    };
+    let refused = m.run_to("failed").await?;
     ensure!(
         refused.reason.contains("not a valid ZIM") || refused.reason.contains("SHA-256"),
         "{}",
