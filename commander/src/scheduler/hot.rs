@@ -77,14 +77,7 @@ impl Scheduler {
                     "handed back: {agent} stayed at or over its cap of {cap:.0} °C for {:?} ({temp:.0} °C)",
                     self.config.hot_handback
                 );
-                end_current_lease(tx, run, "hot", now)?;
-                tx.execute("DELETE FROM votes WHERE run_id = ?1", [run])?;
-                tx.execute(
-                    "UPDATE runs SET state = ?1, not_before = ?2, reason = ?3, last_agent = ?4
-                      WHERE id = ?5 AND state = 'leased'",
-                    params![run_state::QUEUED, now, why, agent, run],
-                )?;
-                event(tx, now, Some(run), Some(agent), "handed_back", &why)?;
+                self.hand_back(tx, (run, agent), ("hot", &why), 0, now)?;
             }
         }
         Ok(Some(HOT_RATE))

@@ -199,44 +199,29 @@ impl Scheduler {
         Ok(())
     }
 
-    /// `agent` gave `run` back: it cannot finish it there (its staging
-    /// disk cannot hold the body). The run is queued again at once with no
-    /// attempt counted, another agent first, and placement now knows its
-    /// size (so an agent without room for it is refused with the reason).
+    /// `agent` gives `run` back without an attempt counted: it stayed hot
+    /// too long (see hot.rs), or its staging disk cannot hold the body. Its
+    /// lease ends with `outcome`, its vote is withdrawn, and the run is
+    /// queued again at once, another agent first; `size` (0: unknown) tells
+    /// placement what the next agent needs, so one without room is refused
+    /// with the reason.
     fn hand_back(
         &self,
         tx: &Connection,
-        (run, generation): (i64, i64),
-        agent: &str,
-        failure: &ark_proto::JobFailure,
+        (run, agent): (i64, &str),
+        (outcome, why): (&str, &str),
+        size: u64,
         now: i64,
     ) -> Result<()> {
-        tx.execute(
-            "UPDATE leases SET ended_at = ?1, outcome = 'handed_back' WHERE run_id = ?2 AND generation = ?3",
-            params![now, run, generation],
-        )?;
+        end_current_lease(tx, run, outcome, now)?;
         tx.execute("DELETE FROM votes WHERE run_id = ?1", [run])?;
         tx.execute(
             "UPDATE runs SET state = ?1, not_before = ?2, reason = ?3, last_agent = ?4,
                     bytes_total = MAX(bytes_total, ?5)
-              WHERE id = ?6",
-            params![
-                run_state::QUEUED,
-                now,
-                failure.reason,
-                agent,
-                failure.size_bytes as i64,
-                run
-            ],
+              WHERE id = ?6 AND state = 'leased'",
+            params![run_state::QUEUED, now, why, agent, size as i64, run],
         )?;
-        event(
-            tx,
-            now,
-            Some(run),
-            Some(agent),
-            "handed_back",
-            &failure.reason,
-        )?;
+        event(tx, now, Some(run), Some(agent), "handed_back", why)?;
         self.wakers.due();
         Ok(())
     }
@@ -630,7 +615,8 @@ impl Scheduler {
                     )?;
                 }
                 complete_request::Outcome::Failure(failure) if failure.handed_back => {
-                    self.hand_back(tx, (run, generation), agent, &failure, now)?;
+                    let why = ("handed_back", failure.reason.as_str());
+                    self.hand_back(tx, (run, agent), why, failure.size_bytes, now)?;
                 }
                 complete_request::Outcome::Failure(failure) => {
                     tx.execute(
