@@ -19,9 +19,11 @@ for f in os.listdir(deps):
     m = re.match(r'^(.*?)-([0-9a-f]{16})(\..*)?$', f)
     if m and os.path.isfile(path):
         groups[(m.group(1), m.group(3) or '')].append((os.path.getmtime(path), path))
-ours = re.compile(r'^(lib)?ark_|^(fetch|hostile|swarm|git|zim|feeds|landing|security|cli|dashboard|demo|flash|ingest|names|shape|bundle_check|kinds|land|tree_hash|heartbeat_load|fetch_file)$')
-for (name, _), builds in groups.items():
-    if len(builds) > 1 and ours.match(name):
+# The workspace's crates, and every extension-less file: those are test and
+# bench binaries (dependencies only leave .rlib/.rmeta/.so/.d files here).
+ours = re.compile(r'^(lib)?ark_')
+for (name, ext), builds in groups.items():
+    if len(builds) > 1 and (ours.match(name) or ext == ''):
         for _, path in sorted(builds)[:-1]:
             os.remove(path)
 PY
