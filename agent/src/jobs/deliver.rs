@@ -172,7 +172,8 @@ async fn upload(
     if offset > 0 {
         info!(
             run = manifest.run_id,
-            offset, "resuming the upload at byte {offset}: the commander verified the bytes before it"
+            offset,
+            "resuming the upload at byte {offset}: the commander verified the bytes before it"
         );
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<UploadChunk>(4);
