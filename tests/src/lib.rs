@@ -130,12 +130,17 @@ pub fn write_commander_config(data: &Path) -> Result<()> {
 /// [`write_commander_config`] with more TOML after the test timings (e.g.
 /// a `[fetch]` table).
 pub fn write_commander_config_with(data: &Path, extra: &str) -> Result<()> {
+    write_commander_config_ttl(data, TEST_LEASE_TTL, extra)
+}
+
+/// [`write_commander_config_with`] with leases lasting `lease_ttl`.
+pub fn write_commander_config_ttl(data: &Path, lease_ttl: Duration, extra: &str) -> Result<()> {
     std::fs::create_dir_all(data)?;
     std::fs::write(
         data.join("commander.toml"),
         format!(
             "lease-ttl = \"{}ms\"\nheartbeat = \"{}ms\"\nretry-backoff = \"1s\"\nhttp = \"off\"\n{extra}",
-            TEST_LEASE_TTL.as_millis(),
+            lease_ttl.as_millis(),
             TEST_HEARTBEAT.as_millis()
         ),
     )?;

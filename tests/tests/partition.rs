@@ -49,15 +49,7 @@ fn lan(tag: &str) -> Option<Lan> {
 
 /// The commander on `device`, its leases lasting `lease_ttl`.
 async fn commander_on(device: &Device, data: &Path, lease_ttl: Duration) -> Result<Proc> {
-    std::fs::create_dir_all(data)?;
-    std::fs::write(
-        data.join("commander.toml"),
-        format!(
-            "lease-ttl = \"{}ms\"\nheartbeat = \"{}ms\"\nretry-backoff = \"1s\"\nhttp = \"off\"\n",
-            lease_ttl.as_millis(),
-            TEST_HEARTBEAT.as_millis()
-        ),
-    )?;
+    write_commander_config_ttl(data, lease_ttl, "")?;
     let listen = format!("{}:0", device.ip);
     start_commander_on(Some(device), data, &listen, &[], &[]).await
 }
