@@ -53,7 +53,13 @@ impl Lan {
         ip("ip", &["link", "add", &lan.bridge, "type", "bridge"])?;
         ip(
             "ip",
-            &["addr", "add", &format!("{}/24", lan.gateway), "dev", &lan.bridge],
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", lan.gateway),
+                "dev",
+                &lan.bridge,
+            ],
         )?;
         ip("ip", &["link", "set", &lan.bridge, "up"])?;
         Ok(lan)
@@ -81,7 +87,15 @@ impl Lan {
         ip("ip", &["link", "set", port, "up"])?;
         ip(
             "ip",
-            &["-n", ns, "addr", "add", &format!("{}/24", device.ip), "dev", "eth0"],
+            &[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", device.ip),
+                "dev",
+                "eth0",
+            ],
         )?;
         ip("ip", &["-n", ns, "link", "set", "eth0", "up"])?;
         ip("ip", &["-n", ns, "link", "set", "lo", "up"])?;
@@ -118,7 +132,9 @@ impl Device {
     /// of `delay_ms`, whose overflow is dropped. Returns what was applied.
     pub fn throttle(&self, rate: &str, delay_ms: u32) -> Result<String> {
         let latency = format!("{delay_ms}ms");
-        let tbf = ["root", "tbf", "rate", rate, "burst", "16kb", "latency", &latency];
+        let tbf = [
+            "root", "tbf", "rate", rate, "burst", "16kb", "latency", &latency,
+        ];
         let mut outward = vec!["-n", self.ns.as_str(), "qdisc", "replace", "dev", "eth0"];
         outward.extend_from_slice(&tbf);
         ip("tc", &outward)?;
