@@ -25,6 +25,8 @@ pub const LEASES_DIR: &str = "leases";
 #[derive(Debug, Clone)]
 pub struct JobContext {
     pub client: AgentSessionClient<Channel>,
+    /// The same commander on a channel without a bound per call: uploads.
+    pub bulk: AgentSessionClient<Channel>,
     pub http: reqwest::Client,
     pub data: PathBuf,
     pub staging: PathBuf,

@@ -104,7 +104,7 @@ pub async fn run(
             &config,
             &mut sampler,
             reading,
-            &jobs,
+            (&jobs, &ctx.staging),
             &mut registered,
         )
         .await
@@ -128,6 +128,7 @@ pub async fn run(
                     .set_commanded(!response.self_yield_off, response.uplink_budget);
                 status.connected();
                 apply_commands(response.commands, &jobs, &mut status);
+                jobs::kept::drop_kept(&ctx.staging, &jobs, &response.drop_kept).await;
                 start_jobs(response.leases, &mut jobs, &ctx_arc);
                 let watching = watcher.as_ref().is_some_and(|w| !w.is_finished());
                 if !watching && !watch_unsupported.load(Ordering::Relaxed) {
@@ -189,8 +190,9 @@ fn connect(
     };
     let staging = config.staging_dir(data);
     std::fs::create_dir_all(&staging).map_err(AgentError::io("creating staging dir", &staging))?;
-    let channel = link::channel(&commander, link::mtls_client_config(&identity.credentials)?)?;
-    let client = AgentSessionClient::new(channel);
+    let tls = link::mtls_client_config(&identity.credentials)?;
+    let client = AgentSessionClient::new(link::channel(&commander, tls.clone())?);
+    let bulk = AgentSessionClient::new(link::bulk_channel(&commander, tls)?);
     let bytes = ByteCounter::default();
     let sysfs = (!config.sysfs.as_os_str().is_empty()).then(|| config.sysfs.clone());
     let sampler = Sampler::new(&staging, bytes.clone()).with_sysfs(sysfs);
@@ -200,7 +202,7 @@ fn connect(
         &identity,
         &commander,
         staging,
-        client.clone(),
+        (client.clone(), bulk),
         bytes.clone(),
     )?;
     Ok((identity, commander, client, sampler, ctx))
@@ -213,7 +215,10 @@ fn job_context(
     identity: &Identity,
     commander: &str,
     staging: PathBuf,
-    client: AgentSessionClient<tonic::transport::Channel>,
+    (client, bulk): (
+        AgentSessionClient<tonic::transport::Channel>,
+        AgentSessionClient<tonic::transport::Channel>,
+    ),
     bytes: ByteCounter,
 ) -> Result<JobContext> {
     let http =
@@ -222,6 +227,7 @@ fn job_context(
     let self_yield = SelfYield::new(config.self_yield(), throttle.clone(), bytes.clone());
     Ok(JobContext {
         client,
+        bulk,
         http,
         data: data.to_path_buf(),
         staging,
@@ -358,7 +364,7 @@ async fn turn(
     config: &AgentConfig,
     sampler: &mut Sampler,
     self_yield: ark_proto::SelfYield,
-    jobs: &HashMap<i64, JobHandle>,
+    (jobs, staging): (&HashMap<i64, JobHandle>, &std::path::Path),
     registered: &mut bool,
 ) -> Result<(Option<Duration>, ark_proto::HeartbeatResponse)> {
     let mut register_interval = None;
@@ -389,6 +395,7 @@ async fn turn(
         }),
         free_slots: config.max_jobs.saturating_sub(running),
         active: jobs.values().map(|job| job.lease.lease_ref()).collect(),
+        kept: jobs::kept::kept(staging, jobs).into_keys().collect(),
     };
     let response = client
         .heartbeat(request)

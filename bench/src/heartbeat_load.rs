@@ -606,6 +606,7 @@ async fn beat(
             }),
             free_slots,
             active: vec![],
+            kept: vec![],
         };
         let started = Instant::now();
         match agent.client.heartbeat(request).await {

@@ -47,6 +47,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// anything slower means the link is broken, not busy.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A bulk transfer (an upload) has no upper bound — 2 GiB over a Pi's
+/// Wi-Fi takes minutes — so a dead link is noticed by HTTP/2 pings
+/// instead: one every this long while the connection is open, and the
+/// connection is closed when one goes unanswered for as long.
+pub const BULK_KEEPALIVE: Duration = Duration::from_secs(10);
+
 /// The one crypto provider Ark uses everywhere: ring. It cross-compiles to
 /// every edge target without cmake or a C++ toolchain (aws-lc-rs needs both).
 pub fn provider() -> Arc<CryptoProvider> {
@@ -198,10 +204,30 @@ impl ServerCertVerifier for PinnedCa {
     }
 }
 
-/// A gRPC channel to `url` (https://HOST:PORT) over TLS with `config`.
-/// It connects lazily and reconnects on its own after a drop, so a session
-/// keeps one channel for its whole life.
+/// A gRPC channel to `url` (https://HOST:PORT) over TLS with `config`, for
+/// control-plane RPCs (each bounded by [`RPC_TIMEOUT`]). It connects lazily
+/// and reconnects on its own after a drop, so a session keeps one channel
+/// for its whole life.
 pub fn channel(url: &str, config: ClientConfig) -> Result<Channel> {
+    lazy(url, config, |endpoint| endpoint.timeout(RPC_TIMEOUT))
+}
+
+/// A channel like [`channel`] for bulk transfers: no bound on a call, HTTP/2
+/// pings ([`BULK_KEEPALIVE`]) to notice a dead link instead.
+pub fn bulk_channel(url: &str, config: ClientConfig) -> Result<Channel> {
+    lazy(url, config, |endpoint| {
+        endpoint
+            .http2_keep_alive_interval(BULK_KEEPALIVE)
+            .keep_alive_timeout(BULK_KEEPALIVE)
+            .keep_alive_while_idle(true)
+    })
+}
+
+fn lazy(
+    url: &str,
+    config: ClientConfig,
+    shape: impl FnOnce(Endpoint) -> Endpoint,
+) -> Result<Channel> {
     let bad = |message: &str| LinkError::BadUrl {
         url: url.to_string(),
         message: message.to_string(),
@@ -234,7 +260,6 @@ pub fn channel(url: &str, config: ClientConfig) -> Result<Channel> {
     });
     let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| bad(&e.to_string()))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(RPC_TIMEOUT);
-    Ok(endpoint.connect_with_connector_lazy(connect))
+        .connect_timeout(CONNECT_TIMEOUT);
+    Ok(shape(endpoint).connect_with_connector_lazy(connect))
 }

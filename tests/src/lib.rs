@@ -704,7 +704,7 @@ impl Nginx {
             "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n  access_log {d}/access.log;\n\
-               log_format ark '$request_method $uri $status $body_bytes_sent \"$http_range\"';\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+               log_format ark '$remote_addr $request_method $uri $status $body_bytes_sent \"$http_range\"';\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
                default_type application/octet-stream;\n\
                server {{ listen {addr}; root {root}; {directives} }}\n}}\n",

@@ -62,18 +62,42 @@ async fn origin_on(device: &Device, dir: &Path, root: &Path) -> Result<Nginx> {
     Nginx::start_in(dir, root, &log, addr, &device.ns).await
 }
 
-/// (status, bytes sent, range) of every request nginx logged for `path`.
-fn requests_for(nginx: &Nginx, path: &str) -> Vec<(u16, u64, String)> {
+/// One request nginx logged: who asked, the answer's status, the bytes
+/// sent, the Range asked for ("-": none).
+#[derive(Debug, Clone)]
+struct Asked {
+    from: String,
+    status: u16,
+    sent: u64,
+    range: String,
+}
+
+impl Asked {
+    /// Where a range request started; 0 for a whole-body request.
+    fn start(&self) -> u64 {
+        self.range
+            .trim_start_matches("bytes=")
+            .trim_end_matches('-')
+            .parse()
+            .unwrap_or(0)
+    }
+}
+
+/// Every request nginx logged for `path`, in order.
+fn requests_for(nginx: &Nginx, path: &str) -> Vec<Asked> {
     std::fs::read_to_string(nginx.dir.join("ranges.log"))
         .unwrap_or_default()
         .lines()
         .filter_map(|line| {
-            let mut parts = line.splitn(5, ' ');
-            let (_, uri) = (parts.next()?, parts.next()?);
-            let status = parts.next()?.parse().ok()?;
-            let sent = parts.next()?.parse().ok()?;
-            let range = parts.next()?.trim_matches('"').to_string();
-            (uri == path).then_some((status, sent, range))
+            let mut parts = line.splitn(6, ' ');
+            let (from, _, uri) = (parts.next()?, parts.next()?, parts.next()?);
+            let asked = Asked {
+                from: from.to_string(),
+                status: parts.next()?.parse().ok()?,
+                sent: parts.next()?.parse().ok()?,
+                range: parts.next()?.trim_matches('"').to_string(),
+            };
+            (uri == path).then_some(asked)
         })
         .collect()
 }
@@ -161,23 +185,14 @@ async fn an_agent_cut_off_mid_download_and_mid_upload_resumes_both_and_lands_onc
     // after those the agent already had, never from the start.
     let asked = requests_for(&origin, "/big.bin");
     eprintln!("origin requests: {asked:?}");
+    ensure!(asked.first().is_some_and(|a| a.range == "-"), "{asked:?}");
     ensure!(
-        asked.first().is_some_and(|(_, _, range)| range == "-"),
-        "{asked:?}"
-    );
-    ensure!(
-        asked[1..]
-            .iter()
-            .all(|(status, _, range)| *status == 206 && range.starts_with("bytes=")),
+        asked[1..].iter().all(|a| a.status == 206 && a.start() > 0),
         "a resume started over: {asked:?}"
     );
     // What the agent had reported before the cut is a floor of what it had
     // received: it resumed at or after it, less than one chunk group back.
-    let resumed_at: u64 = asked[1]
-        .2
-        .trim_start_matches("bytes=")
-        .trim_end_matches('-')
-        .parse()?;
+    let resumed_at = asked[1].start();
     ensure!(
         resumed_at + GROUP >= had,
         "resumed at {resumed_at}, but {had} bytes had arrived before the cut"
@@ -217,5 +232,158 @@ async fn an_agent_cut_off_mid_download_and_mid_upload_resumes_both_and_lands_onc
         "the upload resumed at {upload_resumed}; the commander kept {kept} verified bytes"
     );
     ensure!(quarantined(&cdata).is_empty(), "{:?}", quarantined(&cdata));
+    Ok(())
+}
+
+/// An agent of the partition test: its device, data dir and process.
+struct Member {
+    name: &'static str,
+    dev: Device,
+    data: std::path::PathBuf,
+    proc: Proc,
+}
+
+/// The staged files (`*.part`) in an agent's staging dir.
+fn staged_parts(agent_data: &Path) -> Vec<String> {
+    std::fs::read_dir(agent_data.join("staging"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".part"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commander_cut_off_for_two_lease_ttls_gets_every_run_landed_once() -> Result<()> {
+    let Some(lan) = lan("away") else {
+        return Ok(());
+    };
+    let (commander_dev, origin_dev) = (lan.device("commander", 2)?, lan.device("origin", 3)?);
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("www");
+    std::fs::create_dir_all(&root)?;
+    let size = 96u64 << 20;
+    write_sample(&root.join("one.bin"), size)?;
+    write_sample(&root.join("two.bin"), size + 1)?;
+    let origin = origin_on(&origin_dev, &tmp.path().join("nginx"), &root).await?;
+    let cdata = tmp.path().join("commander");
+    let _commander = commander_on(&commander_dev, &cdata, TEST_LEASE_TTL).await?;
+
+    // Two agents, one job each, on links slow enough that both are mid-way
+    // when the commander goes away.
+    let mut members = Vec::new();
+    for (name, n) in [("pi", 10), ("laptop", 11)] {
+        let dev = lan.device(name, n)?;
+        let data = tmp.path().join(name);
+        enroll_agent(&cdata, &data, name).await?;
+        std::fs::write(data.join(ark_agent::config::CONFIG_FILE), "max-jobs = 1\n")?;
+        dev.throttle("80mbit", 50)?;
+        let proc = spawn_agent_on(Some(&dev), &data, &[])?;
+        members.push(Member {
+            name,
+            dev,
+            data,
+            proc,
+        });
+    }
+    wait_for_agents_online(&cdata, 2).await?;
+    for name in ["one", "two"] {
+        add_file_target(&cdata, name, &format!("http://{}/{name}.bin", origin.addr)).await?;
+    }
+    let ids = [run_of(&cdata, "one").await?, run_of(&cdata, "two").await?];
+    wait_until(
+        Duration::from_secs(60),
+        "both runs a fifth fetched",
+        || async {
+            let mut ok = true;
+            for id in ids {
+                let r = run(&cdata, id).await?;
+                ok &= r.state == "leased" && r.bytes_done > size / 5;
+            }
+            Ok(ok)
+        },
+    )
+    .await?;
+    let holder = |r: &ark_proto::RunInfo| members.iter().position(|m| m.name == r.agent);
+    let first = run(&cdata, ids[0]).await?;
+    let (a, b) = match holder(&first) {
+        Some(0) => (0, 1),
+        Some(_) => (1, 0),
+        None => anyhow::bail!("run one is held by {:?}", first.agent),
+    };
+    ensure!(
+        holder(&run(&cdata, ids[1]).await?) == Some(b),
+        "each agent should hold one run"
+    );
+
+    // The commander away for two lease TTLs; B away too, and longer: its
+    // run goes to A meanwhile.
+    commander_dev.cut()?;
+    members[b].dev.cut()?;
+    tokio::time::sleep(TEST_LEASE_TTL * 2 + Duration::from_secs(1)).await;
+    ensure!(
+        staged_parts(&members[a].data).len() == 1,
+        "A dropped its bytes when its lease ran out: {:?}",
+        staged_parts(&members[a].data)
+    );
+    commander_dev.mend()?;
+
+    // A gets its own run back and resumes it; then B's, from the start.
+    wait_for_run(&cdata, ids[0], "succeeded", Duration::from_secs(120))
+        .await
+        .with_context(|| members[a].proc.log_text())?;
+    wait_until(
+        Duration::from_secs(60),
+        "run two to be leased to A",
+        || async {
+            let r = run(&cdata, ids[1]).await?;
+            Ok(r.state == "leased" && r.agent == members[a].name)
+        },
+    )
+    .await?;
+
+    // B comes back: its run went to A, so it is fenced and drops its bytes.
+    ensure!(
+        !staged_parts(&members[b].data).is_empty(),
+        "B kept nothing to drop"
+    );
+    members[b].dev.mend()?;
+    wait_until(
+        Duration::from_secs(30),
+        "B to drop its kept bytes",
+        || async { Ok(staged_parts(&members[b].data).is_empty()) },
+    )
+    .await
+    .with_context(|| members[b].proc.log_text())?;
+    ensure!(members[b]
+        .proc
+        .log_text()
+        .contains("dropping its kept bytes"));
+    wait_for_run(&cdata, ids[1], "succeeded", Duration::from_secs(120)).await?;
+
+    // Each lands once; A resumed run one (never fetching it from the start
+    // twice) and fetched run two whole.
+    let landed = archive_ls(&cdata)?;
+    ensure!(landed.len() == 2, "{landed:?}");
+    let a_ip = members[a].dev.ip.to_string();
+    let one = requests_for(&origin, "/one.bin");
+    eprintln!("run one: {one:?}");
+    ensure!(
+        one.iter().filter(|r| r.start() == 0).count() == 1
+            && one.iter().any(|r| r.from == a_ip && r.start() > 0),
+        "run one was not resumed from A's kept bytes: {one:?}\n{}",
+        members[a].proc.log_text()
+    );
+    let served: u64 = one.iter().map(|r| r.sent).sum();
+    eprintln!("run one: {served} bytes served for {size}");
+    let events = events(&cdata, ids[0]).await?;
+    ensure!(
+        events
+            .iter()
+            .any(|e| e.kind == "placed" && e.message.contains("kept this run's staged bytes")),
+        "run one was not placed by its kept bytes: {:?}",
+        events.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
     Ok(())
 }

@@ -40,7 +40,7 @@ fn heartbeat(free_slots: u32) -> HeartbeatRequest {
     HeartbeatRequest {
         telemetry: Some(Telemetry::default()),
         free_slots,
-        active: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -45,7 +45,8 @@ mod throttle;
 use crate::telemetry::ByteCounter;
 pub use download::fetch_checked;
 pub use resume::{
-    remove_staged, resume_path, CHECKPOINT_BYTES, CHECKPOINT_EVERY, CHECKPOINT_MAX_BYTES,
+    fetched_path, remove_staged, resume_path, CHECKPOINT_BYTES, CHECKPOINT_EVERY,
+    CHECKPOINT_MAX_BYTES,
 };
 pub use throttle::{lower_cap, Limit, Throttle};
 

@@ -41,8 +41,17 @@ pub fn resume_path(data: &Path) -> PathBuf {
     name.into()
 }
 
-/// Removes a staged file with its outboard and resume state.
+/// Where the record of a body fetched whole but not yet delivered lives
+/// (see `crate::jobs::fetched`).
+pub fn fetched_path(data: &Path) -> PathBuf {
+    let mut name = data.as_os_str().to_owned();
+    name.push(".fetched");
+    name.into()
+}
+
+/// Removes a staged file with its outboard, resume state and fetched record.
 pub async fn remove_staged(dest: &Path) {
+    let _ = tokio::fs::remove_file(fetched_path(dest)).await;
     let _ = tokio::fs::remove_file(dest).await;
     let _ = tokio::fs::remove_file(outboard_path(dest)).await;
     let _ = tokio::fs::remove_file(resume_path(dest)).await;

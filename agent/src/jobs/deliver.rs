@@ -50,7 +50,7 @@ pub(super) async fn deliver(
         run_id: manifest.run_id,
         generation: manifest.generation,
     };
-    let mut client = ctx.client.clone();
+    let (mut client, mut bulk) = (ctx.client.clone(), ctx.bulk.clone());
     let mut failures = 0u32;
     let mut link_failures = 0u32;
     loop {
@@ -74,7 +74,7 @@ pub(super) async fn deliver(
                 return Ok(have.path);
             }
             upload(
-                &mut client,
+                &mut bulk,
                 lease,
                 &staged,
                 &manifest,

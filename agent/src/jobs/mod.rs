@@ -4,10 +4,12 @@
 //! restarted agent can ask the commander about it, runs the harvest, renews
 //! the lease with a progress report every heartbeat interval, and completes
 //! the run. The commander is the authority on the lease:
-//! - a refused report (stale generation, reassigned run) stops the job and
-//!   removes what it staged;
+//! - a refused report (stale generation, reassigned run) stops the job; what
+//!   it staged is kept until the commander says whether the run comes back
+//!   ([`kept`]);
 //! - while the commander is unreachable the job keeps going, and gives up
-//!   (cleaning up) only once the lease's time has run out without a renewal.
+//!   only once the lease's time has run out without a renewal (its staged
+//!   bytes kept the same way).
 //!
 //! The harvest itself is the kind's ([`crate::harvest`]); what follows is
 //! the same for every kind ([`deliver`]): record the body in the dedupe
@@ -17,8 +19,10 @@
 //! drops its staging copy. [`supervise`] keeps the lease while a step runs.
 
 mod deliver;
+mod fetched;
 #[cfg(debug_assertions)]
 mod forge;
+pub mod kept;
 mod supervise;
 
 pub use crate::fetch::Throttle;
@@ -118,23 +122,20 @@ async fn run(
     drop_lease: Arc<Notify>,
 ) {
     let staged = lease.staged_path(&ctx.staging);
-    match drive(&ctx, &lease, recovered, &staged, &progress, &drop_lease).await {
-        Ok(()) => {}
-        Err(abandon) => {
-            let why = match abandon {
-                Abandon::Refused(message) => format!("the commander refused our report: {message}"),
-                Abandon::Expired => {
-                    "the lease ran out while the commander was unreachable".to_string()
-                }
-                Abandon::Dropped => "the commander dropped the lease".to_string(),
-            };
-            warn!(
-                run = lease.run_id,
-                generation = lease.generation,
-                "abandoning job and removing its staged bytes: {why}"
-            );
-            fetch::remove_staged(&staged).await;
-        }
+    if let Err(abandon) = drive(&ctx, &lease, recovered, &staged, &progress, &drop_lease).await {
+        let why = match abandon {
+            Abandon::Refused(message) => format!("the commander refused our report: {message}"),
+            Abandon::Expired => "the lease ran out while the commander was unreachable".into(),
+            Abandon::Dropped => "the commander dropped the lease".into(),
+        };
+        // The bytes are sound (their resume state is durable): they stay
+        // until the commander says whether the run comes back here
+        // (`kept`), so a lease lost to a partition costs no refetch.
+        warn!(
+            run = lease.run_id,
+            generation = lease.generation,
+            "stopping the job, keeping its staged bytes for the run's next lease: {why}"
+        );
     }
     lease.forget(&ctx.data);
 }
@@ -169,9 +170,15 @@ async fn drive(
             progress.clone(),
         );
         async move {
-            crate::harvest::harvest(ctx, lease, staged, progress)
-                .await
-                .map_err(Stop::Fail)
+            if let Some(whole) = fetched::recall(&staged, &lease.url).await {
+                return Ok((whole, None));
+            }
+            let (body, published) =
+                crate::harvest::harvest(ctx, lease.clone(), staged.clone(), progress)
+                    .await
+                    .map_err(Stop::Fail)?;
+            fetched::record(&staged, &lease.url, &body).await;
+            Ok((body, published))
         }
     });
     let fetched = supervisor.watch(fetch).await;

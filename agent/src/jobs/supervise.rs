@@ -40,7 +40,14 @@ impl Supervisor<'_> {
                     let elapsed = last.0.elapsed().as_secs_f64();
                     let rate = if elapsed > 0.0 { (done.saturating_sub(last.1) as f64 / elapsed) as u64 } else { 0 };
                     last = (Instant::now(), done);
-                    match report(&mut self.client, self.lease, self.progress, rate).await {
+                    // A report that hangs (a partition drops packets, it
+                    // does not refuse them) counts as unreachable once the
+                    // lease would have run out.
+                    let left = self.deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+                    let reported = tokio::time::timeout(left, report(&mut self.client, self.lease, self.progress, rate))
+                        .await
+                        .unwrap_or_else(|_| Err(AgentError::rpc("progress report", tonic::Status::deadline_exceeded("no answer before the lease ran out"))));
+                    match reported {
                         Ok(ttl) => self.deadline = Instant::now() + ttl,
                         Err(e) if e.is_refusal() => {
                             // The task may have just finished the run itself

@@ -11,7 +11,7 @@ impl Scheduler {
         &self,
         tx: &Connection,
         agent: &str,
-        free_slots: u32,
+        (free_slots, keeping): (u32, &[i64]),
         now: i64,
     ) -> Result<Vec<Lease>> {
         if free_slots == 0 {
@@ -22,6 +22,7 @@ impl Scheduler {
             .unwrap_or_else(|| vec![ark_core::Kind::File.to_string()]);
         let ttl = self.ttl();
         let mut queue = Queue::new(agent, &kinds, (now, ttl));
+        queue.keeping(tx, keeping)?;
         // Read only when a run is there to place: the shared snapshot, and
         // this agent's place in it with its running jobs counted now.
         let mut swarm: Option<Placing> = None;
@@ -46,8 +47,14 @@ impl Scheduler {
                 None => swarm.insert(self.swarm_for(tx, agent, now)?),
             };
             let placing = (&**swarm, *mine);
-            let Some(placed) =
-                self.place(tx, placing, &mut last, (run, &target, &kind, &url), now)?
+            let kept = queue.kept.contains(&run);
+            let Some(placed) = self.place(
+                tx,
+                placing,
+                &mut last,
+                (run, &target, &kind, &url, kept),
+                now,
+            )?
             else {
                 // Another agent is better placed, or this one may not take
                 // it: what holds for these runs mostly holds for the next,
@@ -214,7 +221,7 @@ impl Scheduler {
         tx: &Connection,
         (swarm, mine): (&placement::Swarm, Option<(usize, u32)>),
         last: &mut Option<(placement::Need, placement::Ranking)>,
-        (run, target, kind, url): (i64, &str, &str, &str),
+        (run, target, kind, url, kept): (i64, &str, &str, &str, bool),
         now: i64,
     ) -> Result<Option<String>> {
         let (size, max_temp, waiting_since): (Option<i64>, f64, i64) = tx.query_row(
@@ -255,6 +262,13 @@ impl Scheduler {
         let Some((me, _)) = mine.filter(|(me, _)| ranking.verdicts[*me].is_ok()) else {
             return Ok(None);
         };
+        // Its bytes are here already: resuming beats any ranking.
+        if kept {
+            return Ok(Some(format!(
+                "{} kept this run's staged bytes when its lease ended: it resumes them",
+                agents[me].info.name
+            )));
+        }
         if ranking.best.contains(&me) {
             return Ok(Some(ranking.explain(agents, need, me)));
         }
@@ -356,6 +370,8 @@ struct Queue<'a> {
     now: i64,
     ttl: i64,
     page: std::collections::VecDeque<Queued>,
+    /// Queued runs whose staged bytes the agent kept: offered first.
+    kept: std::collections::HashSet<i64>,
     /// The last (not_before, id) read: the next page starts after it.
     after: (i64, i64),
     read: usize,
@@ -370,6 +386,7 @@ impl<'a> Queue<'a> {
             now,
             ttl,
             page: Default::default(),
+            kept: Default::default(),
             after: (i64::MIN, i64::MIN),
             read: 0,
             exhausted: false,
@@ -381,6 +398,36 @@ impl<'a> Queue<'a> {
             self.fill(tx)?;
         }
         Ok(self.page.pop_front())
+    }
+
+    /// Puts the queued runs of `kept` (the agent holds their bytes) first,
+    /// whoever last held them.
+    fn keeping(&mut self, tx: &Connection, kept: &[i64]) -> Result<()> {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, target, kind, url, attempts, generation, quorum_group FROM runs
+                 WHERE id = ?1 AND state = 'queued' AND not_before <= ?2
+                   AND kind IN (SELECT value FROM json_each(?3))",
+        )?;
+        for &id in kept {
+            let run: Option<Queued> = stmt
+                .query_row(params![id, self.now, self.kinds], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                })
+                .optional()?;
+            if let Some(run) = run {
+                self.kept.insert(run.0);
+                self.page.push_back(run);
+            }
+        }
+        Ok(())
     }
 
     fn fill(&mut self, tx: &Connection) -> Result<()> {
@@ -417,13 +464,17 @@ impl<'a> Queue<'a> {
                 ))
             },
         )?;
+        let mut read = 0;
         for row in rows {
             let (not_before, run): (i64, Queued) = row?;
             self.after = (not_before, run.0);
-            self.page.push_back(run);
+            read += 1;
+            if !self.kept.contains(&run.0) {
+                self.page.push_back(run);
+            }
         }
-        self.read += self.page.len();
-        self.exhausted = self.page.len() < want;
+        self.read += read;
+        self.exhausted = read < want;
         Ok(())
     }
 }

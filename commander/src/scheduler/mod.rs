@@ -289,6 +289,7 @@ impl Scheduler {
                     None => command::Command::Resume(Resume {}),
                 }),
             }];
+            let (keeping, drop_kept) = kept_runs(tx, agent, &req.kept)?;
             for held in &req.active {
                 if self.check_lease(tx, agent, held, now).is_err() {
                     commands.push(Command {
@@ -316,7 +317,7 @@ impl Scheduler {
             // nothing new, like a pause that lifts itself.
             let leases = match paused {
                 None if !yielding && crate::window::open_at(&window, now) => {
-                    self.grant(tx, agent, req.free_slots, now)?
+                    self.grant(tx, agent, (req.free_slots, &keeping), now)?
                 }
                 _ => Vec::new(),
             };
@@ -334,6 +335,7 @@ impl Scheduler {
                 agent_bandwidth_cap,
                 self_yield_off: !self_yield,
                 uplink_budget,
+                drop_kept,
             })
         })
     }
@@ -757,6 +759,33 @@ fn queue_run(tx: &Connection, target: &str, now: i64) -> Result<(i64, bool)> {
     Ok((id, true))
 }
 
+/// Of the runs whose staged bytes `agent` kept after its lease ran out
+/// while it could not reach us: those still queued (it gets them back
+/// first, and resumes), and those it will not get back — ended, leased to
+/// another agent, or unknown — whose bytes it drops (it is fenced).
+fn kept_runs(tx: &Connection, agent: &str, kept: &[i64]) -> Result<(Vec<i64>, Vec<i64>)> {
+    let (mut keeping, mut dropping) = (Vec::new(), Vec::new());
+    for &run in kept {
+        let fate: Option<(String, Option<String>)> = tx
+            .query_row(
+                "SELECT r.state, (SELECT l.agent FROM leases l WHERE l.run_id = r.id
+                                    AND l.generation = r.generation AND l.outcome IS NULL)
+                   FROM runs r WHERE r.id = ?1",
+                [run],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match fate {
+            Some((state, _)) if state == run_state::QUEUED => keeping.push(run),
+            Some((state, Some(holder))) if state == run_state::LEASED && holder == agent => {
+                keeping.push(run)
+            }
+            _ => dropping.push(run),
+        }
+    }
+    Ok((keeping, dropping))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -797,6 +826,7 @@ mod tests {
             telemetry: None,
             free_slots: 1,
             active: Vec::new(),
+            ..Default::default()
         };
         s.heartbeat(agent, &req, now).expect("heartbeat").leases
     }
@@ -825,6 +855,7 @@ mod tests {
                 }),
                 free_slots: 0,
                 active: held.clone(),
+                ..Default::default()
             };
             s.heartbeat("a", &req, now).expect("heartbeat")
         };
@@ -996,6 +1027,54 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_that_kept_a_runs_bytes_gets_it_back_and_is_told_to_drop_them_once_it_moved() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = scheduler(dir.path());
+        let first = beat(&s, "a", T0).pop().expect("lease");
+        let expiry = T0 + s.ttl();
+        assert_eq!(s.sweep(expiry).expect("sweep"), 1);
+        let keeping = |agent: &str, now: i64| {
+            let req = HeartbeatRequest {
+                free_slots: 1,
+                kept: vec![first.run_id],
+                ..Default::default()
+            };
+            s.heartbeat(agent, &req, now).expect("heartbeat")
+        };
+        // Kept bytes beat the rule that a losing agent waits: it resumes.
+        let back = keeping("a", expiry + 1);
+        assert!(back.drop_kept.is_empty(), "{:?}", back.drop_kept);
+        let again = back.leases.first().expect("the run came back");
+        assert_eq!((again.run_id, again.generation), (first.run_id, 2));
+        let placed = s
+            .store
+            .read(|c| state::placement_of(c, first.run_id))
+            .expect("placement");
+        assert!(
+            placed.contains("a kept this run's staged bytes"),
+            "{placed}"
+        );
+        // Leased to it now: still its own.
+        assert!(keeping("a", expiry + 2).drop_kept.is_empty());
+        // Gone to another agent: the keeper is told to drop its bytes.
+        assert_eq!(s.sweep(expiry + 1 + s.ttl()).expect("sweep"), 1);
+        let moved = beat(&s, "b", expiry + 2 + s.ttl()).pop().expect("to b");
+        assert_eq!(moved.run_id, first.run_id);
+        let fenced = keeping("a", expiry + 3 + s.ttl());
+        assert_eq!(fenced.drop_kept, vec![first.run_id]);
+        assert!(fenced.leases.is_empty());
+        // Unknown runs are dropped too.
+        let req = HeartbeatRequest {
+            kept: vec![9_999],
+            ..Default::default()
+        };
+        let unknown = s
+            .heartbeat("a", &req, expiry + 4 + s.ttl())
+            .expect("heartbeat");
+        assert_eq!(unknown.drop_kept, vec![9_999]);
+    }
+
+    #[test]
     fn windows_hold_a_target_and_an_agent_outside_their_hours() {
         let dir = tempfile::tempdir().expect("tmp");
         let s = scheduler(dir.path());
@@ -1042,6 +1121,7 @@ mod tests {
             telemetry: None,
             free_slots: 1,
             active: Vec::new(),
+            ..Default::default()
         };
         let resp = s.heartbeat("a", &req, T0).expect("heartbeat");
         assert!(resp.leases.is_empty());
