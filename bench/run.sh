@@ -9,6 +9,7 @@
 #   bench/sources.sh          # only section 11 (sources that move); and with this
 #   bench/scale.sh            # only section 12 (the scheduler at 1,000 agents); and with this
 #   bench/household.sh        # only section 13 (work and yields reach agents at once); and with this
+#   bench/whole.sh            # only section 15 (the whole path vs curl -o + rsync over SSH); and with this
 #   bench/hash.sh             # only section 4 (chunked hashing vs b3sum); and with this
 #   bench/ingest.sh           # only section 5 (ingest vs curl -o, curl -o + sync); and with this
 #
@@ -495,4 +496,6 @@ note "section 12 (scheduler scale): bench/scale.sh --no-build"
 "$ROOT/bench/scale.sh" --no-build
 note "section 13 (reacting at once): bench/household.sh --no-build"
 "$ROOT/bench/household.sh" --no-build
+note "section 15 (the whole path): bench/whole.sh --no-build"
+SIZE_MIB="$INGEST_MIB" "$ROOT/bench/whole.sh" --no-build
 note "done: $RESULTS"

@@ -10,7 +10,7 @@ use ark_agent::fetch::{fetch, FetchError, Fetched, Limits, Sinks, Validators};
 use ark_agent::jobs::Throttle;
 use ark_agent::telemetry::ByteCounter;
 use ark_demo::sample_bytes;
-use ark_tests::{Hostile, Origin};
+use ark_tests::{b3sum, Hostile, Origin};
 
 /// 0, 1, around the 16 KiB chunk group (group−1, group, group+1), several
 /// MiB, and a size that is a multiple of nothing in particular.
@@ -93,17 +93,6 @@ impl Fixture {
     fn staged(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.dest(name)).unwrap_or_default()
     }
-}
-
-/// What `b3sum` says of a staged file: the tool a user would reach for.
-fn b3sum(path: &std::path::Path) -> Result<String> {
-    let out = std::process::Command::new("b3sum")
-        .arg("--no-names")
-        .arg(path)
-        .output()
-        .map_err(|e| anyhow::anyhow!("b3sum: {e} (apt-get install b3sum)"))?;
-    ensure!(out.status.success(), "b3sum {}: {:?}", path.display(), out);
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
 #[tokio::test]
