@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::Bytes;
 use reqwest::header;
 use reqwest::StatusCode;
 use tokio::io::AsyncSeekExt;
@@ -180,7 +179,6 @@ impl<'a, 'c> Download<'a, 'c> {
     ) -> Result<(), FetchError> {
         // The stages must be gone before new ones write the same files.
         self.pipeline = None;
-        self.batch = Batch::default();
         let start = Start {
             data: data.into_std().await,
             outboard: outboard.into_std().await,
@@ -194,7 +192,9 @@ impl<'a, 'c> Download<'a, 'c> {
             },
             resume_at: self.resume_at.clone(),
         };
-        self.pipeline = Some(Pipeline::start(start).map_err(|e| self.io(e))?);
+        let mut pipeline = Pipeline::start(start).map_err(|e| self.io(e))?;
+        self.batch = pipeline.batch();
+        self.pipeline = Some(pipeline);
         Ok(())
     }
 
@@ -452,7 +452,7 @@ impl<'a, 'c> Download<'a, 'c> {
                 Ok(Err(_)) => true,
                 Ok(Ok(None)) => self.total.is_some_and(|t| self.offset < t),
                 Ok(Ok(Some(chunk))) => {
-                    self.take_chunk(chunk).await?;
+                    self.take_chunk(&chunk).await?;
                     continue;
                 }
             };
@@ -462,14 +462,16 @@ impl<'a, 'c> Download<'a, 'c> {
         }
     }
 
-    /// Hands the gathered batch to the pipeline.
+    /// Hands the gathered batch to the pipeline and takes an empty one.
     async fn hand_over(&mut self) -> Result<(), FetchError> {
-        let batch = std::mem::take(&mut self.batch);
-        if batch.is_empty() {
+        if self.batch.is_empty() {
             return Ok(());
         }
         let sent = match self.pipeline.as_mut() {
-            Some(pipeline) => pipeline.send(batch).await,
+            Some(pipeline) => {
+                let full = std::mem::replace(&mut self.batch, pipeline.batch());
+                pipeline.send(full).await
+            }
             None => Err(std::io::Error::other("no body in progress to write")),
         };
         sent.map_err(|e| self.io(e))
@@ -478,7 +480,7 @@ impl<'a, 'c> Download<'a, 'c> {
     /// One piece of the body: limits, checks, on to the pipeline (hasher,
     /// file, outboard, durable checkpoints), progress, the caps and the
     /// rate rule.
-    async fn take_chunk(&mut self, chunk: Bytes) -> Result<(), FetchError> {
+    async fn take_chunk(&mut self, chunk: &[u8]) -> Result<(), FetchError> {
         let len = chunk.len() as u64;
         if self.offset + len > self.limits.max_size {
             return Err(FetchError::TooLarge {
@@ -487,18 +489,21 @@ impl<'a, 'c> Download<'a, 'c> {
                 declared: self.total,
             });
         }
-        if let Some(Err(why)) = self.sniff.as_mut().map(|s| s.update(&chunk)) {
+        if let Some(Err(why)) = self.sniff.as_mut().map(|s| s.update(chunk)) {
             self.discard().await;
             return Err(self.refuse(why));
         }
         if let Some(check) = self.check.as_deref_mut() {
-            if let Err(why) = check.update(&chunk) {
+            if let Err(why) = check.update(chunk) {
                 return Err(self.refuse(why));
             }
         }
-        self.batch.push(chunk);
-        if self.batch.is_full() {
-            self.hand_over().await?;
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            rest = &rest[self.batch.fill(rest)..];
+            if self.batch.is_full() {
+                self.hand_over().await?;
+            }
         }
         self.offset += len;
         self.sinks

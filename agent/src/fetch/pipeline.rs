@@ -15,9 +15,12 @@
 //!                                           outboard         then the resume state
 //! ```
 //!
-//! - Bounded: each channel holds at most [`DEPTH`] batches of about
-//!   [`BATCH_BYTES`] (the pieces the HTTP client handed over, shared, not
-//!   copied). A slow disk fills the writer's channel, then the hasher's, and
+//! - Bounded: each channel holds at most [`DEPTH`] batches of
+//!   [`BATCH_BYTES`], and the writer hands each buffer back to the fetch
+//!   task, which copies the next pieces into it: the same few buffers
+//!   circulate. (Holding the HTTP client's own pieces instead saves that
+//!   copy but makes it allocate fresh memory for every read, whose page
+//!   faults cost more, on a VM far more.) A slow disk fills the writer's channel, then the hasher's, and
 //!   the fetch task waits on its send: back-pressure reaches the socket and
 //!   memory stays a few batches whatever the body's size.
 //! - Two cores overlap: the hasher hashes batch n+1 while the writer copies
@@ -44,7 +47,7 @@
 //!   starts from the last recorded checkpoint.
 
 use std::fs::File;
-use std::io::{self, BufWriter, IoSlice, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -52,7 +55,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::resume::{
@@ -78,25 +80,27 @@ pub(super) const DEPTH: usize = 3;
 /// (each `fdatasync` is a cache flush and often a journal commit).
 pub const WRITEBACK_BYTES: u64 = 16 << 20;
 
-/// Bytes the fetch task has accepted and not yet handed over.
+/// Bytes the fetch task has accepted and not yet handed over, in one of
+/// the pipeline's buffers: at most [`BATCH_BYTES`], never reallocated.
 #[derive(Debug, Default)]
 pub(super) struct Batch {
-    pieces: Vec<Bytes>,
-    len: usize,
+    bytes: Vec<u8>,
 }
 
 impl Batch {
-    pub(super) fn push(&mut self, piece: Bytes) {
-        self.len += piece.len();
-        self.pieces.push(piece);
+    /// Takes what fits of `piece`; returns how much it took.
+    pub(super) fn fill(&mut self, piece: &[u8]) -> usize {
+        let take = piece.len().min(BATCH_BYTES - self.bytes.len());
+        self.bytes.extend_from_slice(&piece[..take]);
+        take
     }
 
     pub(super) fn is_full(&self) -> bool {
-        self.len >= BATCH_BYTES
+        self.bytes.len() >= BATCH_BYTES
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.bytes.is_empty()
     }
 }
 
@@ -144,11 +148,14 @@ pub(super) struct Start {
 }
 
 /// A running pipeline. Why each field exists: `work` feeds the hasher (None
-/// once finishing or stopping); `done` brings the writer's outcome; `stop`
-/// tells the stages to drop what they hold; `threads` are joined on drop.
+/// once finishing or stopping); `spare` brings written batches' buffers
+/// back, so the same few buffers circulate and no fresh memory is touched
+/// per batch; `done` brings the writer's outcome; `stop` tells the stages
+/// to drop what they hold; `threads` are joined on drop.
 #[derive(Debug)]
 pub(super) struct Pipeline {
     work: Option<mpsc::Sender<Work>>,
+    spare: mpsc::UnboundedReceiver<Vec<u8>>,
     done: Option<oneshot::Receiver<io::Result<blake3::Hash>>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -162,6 +169,9 @@ impl Pipeline {
         let (written_tx, written_rx) = sync_channel(DEPTH);
         let (sync_tx, sync_rx) = sync_channel(1);
         let (done_tx, done_rx) = oneshot::channel();
+        // Unbounded in type only: it holds no more buffers than were
+        // handed over, and those are bounded by the channels above.
+        let (spare_tx, spare_rx) = mpsc::unbounded_channel();
         let syncer = Syncer {
             data: start.data.try_clone()?,
             outboard: start.outboard.try_clone()?,
@@ -178,6 +188,7 @@ impl Pipeline {
             checkpoint: (0, Instant::now()),
             record_due: false,
             syncer: Some((sync_tx, syncer)),
+            spare: spare_tx,
             stop: stop.clone(),
         };
         let hasher_stop = stop.clone();
@@ -191,10 +202,21 @@ impl Pipeline {
         })?);
         Ok(Self {
             work: Some(work_tx),
+            spare: spare_rx,
             done: Some(done_rx),
             stop,
             threads,
         })
+    }
+
+    /// An empty batch to fill: a buffer the writer is done with, or a new
+    /// one while fewer are in circulation than the pipeline holds.
+    pub(super) fn batch(&mut self) -> Batch {
+        let bytes = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES));
+        Batch { bytes }
     }
 
     /// Hands a batch over, waiting while the pipeline is full. Fails with
@@ -293,9 +315,7 @@ fn hash(
         }
         let next = match work {
             Work::Data(batch) => {
-                for piece in &batch.pieces {
-                    tree.update(piece);
-                }
+                tree.update(&batch.bytes);
                 let mut cvs = Vec::new();
                 tree.drain_cvs_into(&mut cvs);
                 Written::Data(batch, cvs)
@@ -318,7 +338,8 @@ fn hash(
 /// write-back request stood; `checkpoint` is (bytes, time) of the last
 /// recorded one and `record_due` a checkpoint that waits for an idle
 /// syncer; `syncer` is its channel and thread (joined before the outcome is
-/// reported, so no resume state is written after it).
+/// reported, so no resume state is written after it); `spare` takes the
+/// written buffers back to the fetch task.
 struct Writer {
     data: File,
     outboard: BufWriter<File>,
@@ -328,6 +349,7 @@ struct Writer {
     checkpoint: (u64, Instant),
     record_due: bool,
     syncer: Option<(SyncSender<Sync>, JoinHandle<io::Result<()>>)>,
+    spare: mpsc::UnboundedSender<Vec<u8>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -354,11 +376,14 @@ impl Writer {
                 return Ok(None);
             }
             match written {
-                Written::Data(batch, cvs) => {
-                    write_all_vectored(&mut self.data, &batch.pieces)?;
+                Written::Data(mut batch, cvs) => {
+                    self.data.write_all(&batch.bytes)?;
                     self.outboard.write_all(&cvs)?;
                     self.groups += (cvs.len() / CV_LEN) as u64;
-                    self.written += batch.len as u64;
+                    self.written += batch.bytes.len() as u64;
+                    batch.bytes.clear();
+                    // The fetch task may have stopped taking buffers back.
+                    let _ = self.spare.send(batch.bytes);
                     self.pace()?;
                 }
                 Written::Checkpoint(ack) => {
@@ -450,21 +475,6 @@ impl Writer {
         self.outboard.flush()?;
         self.outboard.get_ref().sync_all()
     }
-}
-
-/// Writes every piece, as few `writev` calls as the kernel allows.
-fn write_all_vectored(file: &mut File, pieces: &[Bytes]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        match file.write_vectored(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// The syncer stage: its own handles on the two files (an `fdatasync` on
