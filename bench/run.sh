@@ -9,15 +9,17 @@
 #   bench/sources.sh          # only section 11 (sources that move); and with this
 #   bench/scale.sh            # only section 12 (the scheduler at 1,000 agents); and with this
 #   bench/household.sh        # only section 13 (work and yields reach agents at once); and with this
+#   bench/whole.sh            # only section 15 (the whole path vs curl -o + rsync over SSH); and with this
 #   bench/hash.sh             # only section 4 (chunked hashing vs b3sum); and with this
+#   bench/ingest.sh           # only section 5 (ingest vs curl -o, curl -o + sync); and with this
 #
 # Measurements (see bench/README.md):
 #   1. stripped static agent size per target (dist/ark-agent-<triple>)
 #   2. agent idle RSS: a real commander + `ark-agent run`, VmRSS/VmHWM after IDLE_WAIT s
 #   3. commander heartbeat latency with 200 simulated agents (bench/src/heartbeat_load.rs)
 #   4. chunked hashing vs b3sum, 1 and N threads (bench/hash.sh, bench/src/tree_hash.rs)
-#   5. a 2 GiB file from nginx on loopback: Ark's fetch+hash+stage vs curl -o and aria2c,
-#      with the agent's peak RSS (bench/src/fetch_file.rs)
+#   5. a 2 GiB file from nginx on loopback: Ark's fetch+hash+stage vs curl -o, curl -o +
+#      sync FILE and aria2c, with the agent's CPU and peak RSS (bench/ingest.sh)
 #   6. verify+land of that file on the commander vs dd conv=fsync (bench/src/land.rs)
 #   7. the harvest kinds (bench/src/kinds.rs): git mirror/refetch/bundle/checks vs git,
 #      ZIM deep check vs zimcheck -A, a 10,000-item RSS feed parsed and derived
@@ -364,42 +366,14 @@ run_load "1000 agents" --agents 1000 --interval-ms 5000 --seconds "$HB_SECONDS"
 # bench/hash.sh's: it runs last and fills the section in.
 
 # ---------------------------------------------------------------- 5. ingest
-note "5/7 ${INGEST_MIB} MiB from nginx: ark fetch-file vs curl -o vs aria2c (best of 2)"
-command -v curl >/dev/null || die "curl not found (apt-get install curl)"
-command -v aria2c >/dev/null || die "aria2c not found (apt-get install aria2)"
-NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-[[ -x "$NGINX" ]] || die "nginx not found (apt-get install nginx-light)"
-WWW="$WORK/www"; NG="$WORK/nginx"; OUT="$WORK/out"
-mkdir -p "$WWW" "$NG" "$OUT"
-head -c "$((INGEST_MIB * 1048576))" /dev/urandom >"$WWW/big.bin"
-# nginx's workers run as an unprivileged user: they must be able to read it.
-chmod 755 "$WORK" "$WWW"
-chmod 644 "$WWW/big.bin"
-SRC_ROOT="$(b3sum --no-names "$WWW/big.bin")"
-NG_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-cat >"$NG/nginx.conf" <<NGINX
-daemon off;
-worker_processes 1;
-pid $NG/nginx.pid;
-error_log $NG/error.log;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path $NG/body; proxy_temp_path $NG/proxy; fastcgi_temp_path $NG/fastcgi;
-  uwsgi_temp_path $NG/uwsgi; scgi_temp_path $NG/scgi;
-  default_type application/octet-stream;
-  sendfile on;
-  server { listen 127.0.0.1:$NG_PORT; root $WWW; }
-}
-NGINX
-"$NGINX" -p "$NG" -c "$NG/nginx.conf" >"$NG/stderr.log" 2>&1 &
-PIDS+=("$!")
-BIG_URL="http://127.0.0.1:$NG_PORT/big.bin"
-for _ in $(seq 50); do
-  curl -sf -o /dev/null -r 0-0 "$BIG_URL" && break
-  sleep 0.1
-done
-cat "$WWW/big.bin" >/dev/null # the origin serves from the page cache
+# bench/ingest.sh's: it runs last and fills the section in.
+
+# ---------------------------------------------------------------- 6. landing
+note "6/7 verify+land vs dd conv=fsync (best of 2)"
+OUT="$WORK/out"
+mkdir -p "$OUT"
+head -c "$((INGEST_MIB * 1048576))" /dev/urandom >"$OUT/ark.bin"
+SRC_ROOT="$(b3sum --no-names "$OUT/ark.bin")"
 timed() { # command... -> wall seconds on stdout
   local start end
   start=$(date +%s.%N)
@@ -407,31 +381,9 @@ timed() { # command... -> wall seconds on stdout
   end=$(date +%s.%N)
   awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }'
 }
-CURL_TIMES=""; ARIA_TIMES=""; ARK_FETCH_TIMES=""; ARK_HWM=0; ARK_FETCH_ROOT=""
-for _ in 1 2; do
-  rm -f "$OUT"/*
-  CURL_TIMES+="$(timed curl -fsS -o "$OUT/curl.bin" "$BIG_URL")"$'\n'
-  [[ "$(stat -c %s "$OUT/curl.bin")" == "$((INGEST_MIB * 1048576))" ]] || die "curl fetched a short file"
-  rm -f "$OUT"/*
-  ARIA_TIMES+="$(timed aria2c -q --allow-overwrite=true --file-allocation=none -d "$OUT" -o aria.bin "$BIG_URL")"$'\n'
-  [[ "$(stat -c %s "$OUT/aria.bin")" == "$((INGEST_MIB * 1048576))" ]] || die "aria2c fetched a short file"
-  rm -f "$OUT"/*
-  read -r ARK_FETCH_ROOT _size t hwm < <("$REL/fetch-file" "$BIG_URL" "$OUT/ark.bin")
-  ARK_FETCH_TIMES+="$t"$'\n'
-  ((hwm > ARK_HWM)) && ARK_HWM="$hwm"
-done
-[[ "$ARK_FETCH_ROOT" == "$SRC_ROOT" ]] || die "fetch-file root $ARK_FETCH_ROOT differs from b3sum's $SRC_ROOT"
-CURL_BEST="$(printf '%s' "$CURL_TIMES" | best)"
-ARIA_BEST="$(printf '%s' "$ARIA_TIMES" | best)"
-ARK_FETCH_BEST="$(printf '%s' "$ARK_FETCH_TIMES" | best)"
+best() { sort -n | head -n1; } # the fastest of the samples, one per line
 mibps() { awk -v m="$INGEST_MIB" -v t="$1" 'BEGIN { printf "%.0f", m / t }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-INGEST_ROWS="| \`curl -o\` | $CURL_BEST s ($(mibps "$CURL_BEST") MiB/s) | 1.00× | — |"$'\n'
-INGEST_ROWS+="| \`aria2c\` (defaults, --file-allocation=none) | $ARIA_BEST s ($(mibps "$ARIA_BEST") MiB/s) | $(ratio "$ARIA_BEST" "$CURL_BEST")× curl | — |"$'\n'
-INGEST_ROWS+="| **ark fetch+hash+outboard+stage** | $ARK_FETCH_BEST s ($(mibps "$ARK_FETCH_BEST") MiB/s) | $(ratio "$ARK_FETCH_BEST" "$CURL_BEST")× curl, $(ratio "$ARK_FETCH_BEST" "$ARIA_BEST")× aria2c | peak RSS $ARK_HWM KiB ($(awk -v k="$ARK_HWM" 'BEGIN{printf "%.1f", k/1024}') MiB) |"
-
-# ---------------------------------------------------------------- 6. landing
-note "6/7 verify+land vs dd conv=fsync (best of 2)"
 DD_TIMES=""; LAND_TIMES=""
 for i in 1 2; do
   rm -f "$OUT/dd.bin"
@@ -446,7 +398,7 @@ DD_BEST="$(printf '%s' "$DD_TIMES" | best)"
 LAND_BEST="$(printf '%s' "$LAND_TIMES" | best)"
 LAND_ROWS="| \`dd bs=1M conv=fsync\` (plain copy) | $DD_BEST s ($(mibps "$DD_BEST") MiB/s) | 1.00× |"$'\n'
 LAND_ROWS+="| **ark verify (every group) + quarantine + fsync + rename + ledger** | $LAND_BEST s ($(mibps "$LAND_BEST") MiB/s) | $(ratio "$LAND_BEST" "$DD_BEST")× |"
-rm -rf "$OUT" "$WWW"
+rm -rf "$OUT"
 
 kinds_section
 
@@ -509,29 +461,19 @@ $HB_LOGS
 
 Written by \`bench/hash.sh\`, which this run ends with.
 
-## 5. Ingest: ${INGEST_MIB} MiB from nginx on loopback
+## 5. Ingest
 
-A random ${INGEST_MIB} MiB file served by Debian's nginx (sendfile, page cache
-warm) on 127.0.0.1, fetched into a file on the same disk by each tool; best of
-2 wall-clock runs. Ark's row is \`fetch-file\` (bench/src/fetch_file.rs): the
-agent's own fetch path — reqwest streaming, the BLAKE3 tree hasher and its
-outboard in the same pass, a durable checkpoint (fsync + atomic state) every
-4 MiB — with its peak RSS (VmHWM) over the run. Its root is checked equal to
-b3sum's. curl and aria2c neither hash nor fsync. Target: peak RSS ≤ 24 MiB.
-
-| tool | wall | ratio | memory |
-|---|---:|---:|---|
-$INGEST_ROWS
+Written by \`bench/ingest.sh\`, which this run ends with.
 
 ## 6. Landing: verify + land vs a plain copy
 
 The commander's receiving side (bench/src/land.rs → \`upload::receive\`) on
-the file from section 5: the outboard checked against the root, every 16 KiB
+a random ${INGEST_MIB} MiB file: the outboard checked against the root, every 16 KiB
 group verified as 256 KiB pieces arrive, written to quarantine, fsynced,
 renamed into \`archive/file/<target>/<version>/\`, directory fsynced, ledger row
 committed. The landed file's BLAKE3 is checked by the script. Against \`dd
 bs=1M conv=fsync\` of the same file on the same disk. The gRPC/TLS transfer is
-not in this figure (section 5 gives the network side). Target: within 1.5× of dd.
+not in this figure. Target: within 1.5× of dd.
 
 | step | wall | ratio |
 |---|---:|---:|
@@ -542,6 +484,8 @@ EOF
 [[ -n "$LATER" ]] && printf '\n%s\n' "$LATER" >>"$RESULTS"
 note "section 4 (chunked hashing): bench/hash.sh --no-build"
 HASH_MIB="$HASH_MIB" "$ROOT/bench/hash.sh" --no-build
+note "section 5 (ingest): bench/ingest.sh --no-build"
+INGEST_MIB="$INGEST_MIB" "$ROOT/bench/ingest.sh" --no-build
 note "section 8 (operator surface): bench/surface.sh --no-build"
 "$ROOT/bench/surface.sh" --no-build
 note "section 10 (zero trust): bench/trust.sh --no-build"
@@ -552,4 +496,6 @@ note "section 12 (scheduler scale): bench/scale.sh --no-build"
 "$ROOT/bench/scale.sh" --no-build
 note "section 13 (reacting at once): bench/household.sh --no-build"
 "$ROOT/bench/household.sh" --no-build
+note "section 15 (the whole path): bench/whole.sh --no-build"
+SIZE_MIB="$INGEST_MIB" "$ROOT/bench/whole.sh" --no-build
 note "done: $RESULTS"

@@ -2,8 +2,8 @@
 # Installs what Ark's tests need and a fresh Debian machine lacks:
 #   qemu-user (the aarch64 agent under emulation), b3sum (the hashing
 #   oracle), nginx (a real origin), zim-tools (zimcheck, the ZIM oracle),
-#   kiwix-tools (kiwix-serve on the landed archive), curl and aria2 (the
-#   benchmark's baselines), git and openssh (git origins, flashing over
+#   kiwix-tools (kiwix-serve on the landed archive), curl, aria2, rsync and
+#   GNU time (the benchmarks' baselines and clock), git and openssh (git origins, flashing over
 #   SSH), chromium + chromium-driver (the dashboard's browser test),
 #   dosfstools + mtools, exfatprogs + exfat-fuse (FAT and exFAT the
 #   archive is copied through), prometheus (the pause rules' source),
@@ -22,6 +22,10 @@ command -v zimcheck >/dev/null || need_apt+=(zim-tools)
 command -v kiwix-serve >/dev/null || need_apt+=(kiwix-tools)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v aria2c >/dev/null || need_apt+=(aria2)
+# The whole-path benchmark's manual way to the NAS (rsync over SSH), and GNU
+# time for the ingest benchmark's CPU and peak-RSS figures.
+command -v rsync >/dev/null || need_apt+=(rsync)
+[ -x /usr/bin/time ] || need_apt+=(time)
 # git (the git kind's tests and the demo serve repositories with git
 # http-backend and git daemon), sshd/ssh (scripts/flash-agent.sh's test).
 command -v git >/dev/null || need_apt+=(git)

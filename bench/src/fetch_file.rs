@@ -1,8 +1,9 @@
 //! `fetch-file URL DEST`: the agent's fetch path on its own — streaming
-//! HTTP into DEST with the BLAKE3 tree hasher and outboard in the same pass,
-//! durable checkpoints, default limits — then prints the root, the wall time
-//! and the process's peak RSS, for comparison with `curl -o` and `aria2c` in
-//! bench/run.sh.
+//! HTTP into DEST through the ingest pipeline (the BLAKE3 tree hasher and
+//! its outboard, the writer and the syncer on their own threads), durable
+//! checkpoints, default limits, data and outboard fsynced at the end — then
+//! prints the root, the wall time and the process's peak RSS, for
+//! comparison with `curl -o` and `curl -o` + `sync FILE` in bench/ingest.sh.
 
 use std::time::Instant;
 

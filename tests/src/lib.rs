@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use ark_proto::admin_client::AdminClient;
 use ark_proto::{CreateEnrollTokenRequest, Event, ListEventsRequest, ListRunsRequest, RunInfo};
 use tonic::transport::Channel;
@@ -23,6 +23,7 @@ pub use ark_demo::git_origin::{self, free_port};
 pub mod forge;
 pub mod lan;
 pub mod netns;
+pub mod sshd;
 pub mod webdriver;
 
 /// Timings every swarm test uses: short enough for quick tests, with the
@@ -504,6 +505,17 @@ impl SlowJob {
             .join("leases")
             .join(format!("{}.json", self.run_id))
     }
+}
+
+/// What `b3sum` (the independent BLAKE3 oracle) says of a file.
+pub fn b3sum(path: &Path) -> Result<String> {
+    let out = Command::new("b3sum")
+        .arg("--no-names")
+        .arg(path)
+        .output()
+        .map_err(|e| anyhow::anyhow!("b3sum: {e} (apt-get install b3sum)"))?;
+    ensure!(out.status.success(), "b3sum {}: {:?}", path.display(), out);
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
 /// `size` bytes at `path` no compressor or dedupe can shortcut.

@@ -10,7 +10,7 @@ use ark_agent::fetch::{fetch, FetchError, Fetched, Limits, Sinks, Validators};
 use ark_agent::jobs::Throttle;
 use ark_agent::telemetry::ByteCounter;
 use ark_demo::sample_bytes;
-use ark_tests::{Hostile, Origin};
+use ark_tests::{b3sum, Hostile, Origin};
 
 /// 0, 1, around the 16 KiB chunk group (group−1, group, group+1), several
 /// MiB, and a size that is a multiple of nothing in particular.
@@ -131,13 +131,8 @@ async fn every_size_arrives_whole_and_a_second_fetch_costs_one_conditional_reque
         );
         if size == 5 * 1024 * 1024 + 7 {
             // The tool a user would reach for agrees.
-            let out = std::process::Command::new("b3sum")
-                .arg("--no-names")
-                .arg(f.dest(&name))
-                .output()
-                .map_err(|e| anyhow::anyhow!("b3sum: {e} (apt-get install b3sum)"))?;
             ensure!(
-                String::from_utf8(out.stdout)?.trim() == root.to_hex().as_str(),
+                b3sum(&f.dest(&name))? == root.to_hex().as_str(),
                 "b3sum disagrees"
             );
         }
@@ -683,13 +678,8 @@ async fn a_gibibyte_cut_three_times_resumes_by_range_to_the_same_root_as_b3sum()
         "ranges asked: {ranges:?}"
     );
     ensure!(root == expected, "the agent's root differs from BLAKE3");
-    let out = std::process::Command::new("b3sum")
-        .arg("--no-names")
-        .arg(f.dest("big.iso"))
-        .output()
-        .map_err(|e| anyhow::anyhow!("b3sum: {e} (apt-get install b3sum)"))?;
     ensure!(
-        String::from_utf8(out.stdout)?.trim() == root.to_hex().as_str(),
+        b3sum(&f.dest("big.iso"))? == root.to_hex().as_str(),
         "b3sum disagrees with the agent's root"
     );
     Ok(())
@@ -933,5 +923,206 @@ async fn regression_an_html_page_served_as_a_file_is_refused_by_its_first_bytes(
         .get("index.html", &Validators::default(), &Limits::default())
         .await?;
     ensure!(matches!(fetched, Fetched::Body { .. }), "{fetched:?}");
+    Ok(())
+}
+
+// The ingest pipeline (issue 14): the fetch task hands what it accepts to a
+// hasher, a writer and a syncer, each on a thread of its own, through
+// bounded channels. What that can break: bytes lost or written twice
+// around a cut, a stage writing on after the fetch is gone, a checkpoint
+// ahead of what is written, an error that never reaches the fetch.
+
+/// Cuts where the pipeline has work in flight: inside the first batch, just
+/// past one, just past the first write-back request, just past a group.
+/// Each resume starts exactly where the accepted bytes end, nothing is
+/// appended twice, and the root is b3sum's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_under_a_cut_resumes_where_the_accepted_bytes_end() -> Result<()> {
+    use ark_agent::fetch::{BATCH_BYTES, WRITEBACK_BYTES};
+    use ark_core::tree::{outboard_path, GROUP_LEN};
+    let f = Fixture::new().await?;
+    let size = 3 * WRITEBACK_BYTES as usize + 12_345;
+    let batch = BATCH_BYTES as u64;
+    let cuts = [
+        batch - 1,
+        batch + 1,
+        WRITEBACK_BYTES + 7,
+        5 * GROUP_LEN as u64 + 3,
+    ];
+    for (seed, cut) in cuts.into_iter().enumerate() {
+        let name = format!("cut-{cut}.bin");
+        let bytes = sample_bytes(size, seed as u8 + 40);
+        f.origin.put(&name, bytes.clone());
+        // Every response is cut `cut` bytes in: at cut, 2·cut and 3·cut.
+        f.origin.cut_after(cut, 3);
+        let before = f.origin.log().len();
+        let fetched = f
+            .get(&name, &Validators::default(), &Limits::default())
+            .await?;
+        let Fetched::Body {
+            size: got,
+            root,
+            resumes,
+            restarts,
+            ..
+        } = fetched
+        else {
+            anyhow::bail!("{name}: no body: {fetched:?}");
+        };
+        ensure!(
+            got == size as u64 && resumes == 3 && restarts == 0,
+            "{name}: size {got}, {resumes} resumes, {restarts} restarts"
+        );
+        let ranges: Vec<_> = f.origin.log()[before..]
+            .iter()
+            .map(|l| l.range.clone())
+            .collect();
+        let expected: Vec<_> = (0..4u64)
+            .map(|n| (n > 0).then(|| format!("bytes={}-", n * cut)))
+            .collect();
+        ensure!(ranges == expected, "{name}: ranges asked {ranges:?}");
+        let staged = f.staged(&name);
+        ensure!(
+            staged.len() == size,
+            "{name}: {} bytes staged for a body of {size}",
+            staged.len()
+        );
+        ensure!(staged == bytes, "{name}: the staged bytes differ");
+        ensure!(
+            root == blake3::hash(&bytes) && b3sum(&f.dest(&name))? == root.to_hex().as_str(),
+            "{name}: the root differs from b3sum's"
+        );
+        let outboard = std::fs::metadata(outboard_path(&f.dest(&name)))?.len();
+        ensure!(
+            outboard == (size as u64).div_ceil(GROUP_LEN as u64) * 32,
+            "{name}: outboard of {outboard} bytes"
+        );
+        ensure!(
+            !ark_agent::fetch::resume_path(&f.dest(&name)).exists(),
+            "{name}: resume state outlived the fetch"
+        );
+    }
+    Ok(())
+}
+
+/// A crash between the pipeline's stages: the fetch future is dropped while
+/// the origin is still sending and batches are on their way from the fetch
+/// task to the hasher and the writer. Once it is dropped no stage writes
+/// the files; the recorded checkpoint names no group whose bytes or CV are
+/// not written; the next attempt resumes from it and ends byte-correct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_dropped_with_batches_in_flight_resumes_from_its_last_checkpoint() -> Result<()> {
+    use ark_core::tree::{outboard_path, GROUP_LEN};
+    use std::sync::atomic::Ordering;
+    let f = Fixture::new().await?;
+    let name = "dropped.bin";
+    let size = 24 << 20;
+    let bytes = sample_bytes(size, 77);
+    f.origin.put(name, bytes.clone());
+    // 8 MiB/s: a checkpoint is recorded after 4 MiB and a second.
+    f.origin.throttle(8 << 20);
+    let (dest, resume) = (f.dest(name), ark_agent::fetch::resume_path(&f.dest(name)));
+    let (none, limits) = (Validators::default(), Limits::default());
+    {
+        let fetch = f.get(name, &none, &limits);
+        tokio::pin!(fetch);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            tokio::select! {
+                done = &mut fetch => anyhow::bail!("the fetch ended before it was dropped: {done:?}"),
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+            // While it runs, every recorded checkpoint is behind what is
+            // written (read first: the files only grow).
+            if let Ok(state) = std::fs::read(&resume) {
+                let groups = recorded_groups(&state)?;
+                let (data, cvs) = (
+                    std::fs::metadata(&dest)?.len(),
+                    std::fs::metadata(outboard_path(&dest))?.len(),
+                );
+                ensure!(
+                    groups * GROUP_LEN as u64 <= data && groups * 32 <= cvs,
+                    "a checkpoint names {groups} groups; {data} bytes and {cvs} bytes of outboard written"
+                );
+                if f.progress.done.load(Ordering::Relaxed) >= 12 << 20 {
+                    break;
+                }
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint recorded in 30 s"
+            );
+        }
+    }
+    let (len, state) = (std::fs::metadata(&dest)?.len(), std::fs::read(&resume)?);
+    let outboard = std::fs::metadata(outboard_path(&dest))?.len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ensure!(
+        std::fs::metadata(&dest)?.len() == len
+            && std::fs::metadata(outboard_path(&dest))?.len() == outboard
+            && std::fs::read(&resume)? == state,
+        "a stage went on writing after the fetch was dropped"
+    );
+    let groups = recorded_groups(&state)?;
+    let recorded = groups * GROUP_LEN as u64;
+    ensure!(
+        recorded > 0 && recorded <= len && groups * 32 <= outboard,
+        "the checkpoint names {groups} groups; {len} bytes and {outboard} bytes of outboard written"
+    );
+    f.origin.throttle(0);
+    let before = f.origin.log().len();
+    let fetched = f
+        .get(name, &Validators::default(), &Limits::default())
+        .await?;
+    let Fetched::Body { root, reused, .. } = fetched else {
+        anyhow::bail!("no body: {fetched:?}");
+    };
+    ensure!(
+        reused == recorded,
+        "reused {reused}, the checkpoint named {recorded}"
+    );
+    ensure!(
+        f.origin.log()[before].range == Some(format!("bytes={recorded}-")),
+        "resumed with {:?}",
+        f.origin.log()[before].range
+    );
+    ensure!(
+        root == blake3::hash(&bytes) && f.staged(name) == bytes,
+        "the resumed file differs"
+    );
+    Ok(())
+}
+
+/// The groups a resume state names.
+fn recorded_groups(state: &[u8]) -> Result<u64> {
+    serde_json::from_slice::<serde_json::Value>(state)?["groups"]
+        .as_u64()
+        .context("no groups in the resume state")
+}
+
+/// An I/O error in the writer stage ends the fetch with that error — the
+/// disk is full, so another agent may do better — and not with a hang,
+/// whether the body is smaller than the pipeline's buffers or larger. The
+/// staging file is a link to /dev/full, which takes no byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_error_in_the_pipeline_is_the_fetchs_error_not_a_hang() -> Result<()> {
+    let f = Fixture::new().await?;
+    for size in [100, 8 << 20] {
+        let name = format!("full-{size}.bin");
+        f.origin.put(&name, sample_bytes(size, 5));
+        std::os::unix::fs::symlink("/dev/full", f.dest(&name))?;
+        let fetched = tokio::time::timeout(
+            Duration::from_secs(30),
+            f.get(&name, &Validators::default(), &Limits::default()),
+        )
+        .await
+        .with_context(|| format!("{name}: the fetch hung after its writer failed"))?;
+        let err = fetched.expect_err("a fetch into /dev/full succeeded");
+        ensure!(
+            matches!(err, FetchError::Io { .. }) && err.out_of_space() && err.retryable(),
+            "{name}: {err}"
+        );
+        ensure!(err.to_string().contains(&name), "{name}: {err}");
+    }
     Ok(())
 }

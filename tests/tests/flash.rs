@@ -6,67 +6,11 @@
 //! upgrades in place and keeps the agent's identity.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
+use ark_tests::sshd::Sshd;
 use ark_tests::*;
-
-/// sshd on 127.0.0.1 with its own host key, accepting `key` for root.
-struct Sshd {
-    port: u16,
-    key: PathBuf,
-    proc: Proc,
-}
-
-fn keygen(path: &Path) -> Result<()> {
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .stdout(Stdio::null())
-        .status()
-        .context("ssh-keygen (apt-get install openssh-client)")?;
-    ensure!(status.success(), "ssh-keygen failed");
-    Ok(())
-}
-
-impl Sshd {
-    async fn start(dir: &Path) -> Result<Self> {
-        let sshd = Path::new("/usr/sbin/sshd");
-        ensure!(
-            sshd.exists(),
-            "/usr/sbin/sshd not found (apt-get install openssh-server, or scripts/setup.sh)"
-        );
-        std::fs::create_dir_all(dir)?;
-        std::fs::create_dir_all("/run/sshd")?; // privilege separation dir
-        let (host, key) = (dir.join("host_key"), dir.join("client_key"));
-        keygen(&host)?;
-        keygen(&key)?;
-        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys"))?;
-        let port = free_port()?;
-        let config = dir.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "ListenAddress 127.0.0.1\nPort {port}\nHostKey {host}\nAuthorizedKeysFile {keys}\n\
-                 PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 UsePAM no\nStrictModes no\nPidFile {pid}\n",
-                host = host.display(),
-                keys = dir.join("authorized_keys").display(),
-                pid = dir.join("sshd.pid").display(),
-            ),
-        )?;
-        let mut cmd = Command::new(sshd);
-        cmd.arg("-D").arg("-e").arg("-f").arg(&config);
-        let proc = spawn_logged(cmd, dir.join("sshd.log"))?;
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        wait_until(Duration::from_secs(10), "sshd to listen", || async move {
-            Ok(tokio::net::TcpStream::connect(addr).await.is_ok())
-        })
-        .await?;
-        Ok(Self { port, key, proc })
-    }
-}
 
 /// Runs the flash script; (success, stderr).
 fn flash(sshd: &Sshd, cdata: &Path, device: &Path, url: &str) -> Result<(bool, String)> {
@@ -134,11 +78,7 @@ async fn flashing_over_ssh_installs_enrols_and_starts_and_a_reflash_keeps_the_id
     let _agent = DeviceAgent(device.clone());
 
     let (ok, log) = flash(&sshd, &cdata, &device, &url)?;
-    ensure!(
-        ok,
-        "flash failed: {log}\nsshd: {}",
-        std::fs::read_to_string(&sshd.proc.log).unwrap_or_default()
-    );
+    ensure!(ok, "flash failed: {log}\nsshd: {}", sshd.log_text());
     ensure!(
         log.contains("enrolled (one-time token)") && log.contains("is online"),
         "{log}"

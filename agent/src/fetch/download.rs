@@ -3,7 +3,9 @@
 //! said about its version. [`fetch_checked`] drives it: resume what a
 //! previous attempt left (re-hashed, never trusted), then request, accept
 //! or refuse the answer, stream its body through the checks, the hasher and
-//! the file, and either finish or resume after a cut.
+//! the ingest pipeline ([`super::pipeline`]: hasher, file and outboard,
+//! durable checkpoints, on threads of their own), and either finish or
+//! resume after a cut.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -11,12 +13,10 @@ use std::time::Instant;
 
 use reqwest::header;
 use reqwest::StatusCode;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncSeekExt;
 
-use super::resume::{
-    checkpoint, verify_on_disk, ResumeState, Sink, CHECKPOINT_BYTES, CHECKPOINT_EVERY,
-    CHECKPOINT_MAX_BYTES, DATA_BUFFER, OUTBOARD_BUFFER,
-};
+use super::pipeline::{Batch, Pipeline, Start};
+use super::resume::{verify_on_disk, ResumeState};
 use super::{
     content_range, html_instead_of_file, remove_staged, resume_path, send, BodyCheck, FetchError,
     Fetched, Limits, Sinks, Validators,
@@ -44,7 +44,7 @@ pub async fn fetch_checked(
     d.resume_from_disk().await?;
     d.replay_kept().await?;
     loop {
-        let first = d.file.is_none();
+        let first = d.pipeline.is_none();
         let (offset, if_range) = (d.offset, d.validators.if_range().map(str::to_string));
         let build = |mut request: reqwest::RequestBuilder| {
             if first {
@@ -90,12 +90,13 @@ enum Answer {
     Body(reqwest::Response),
 }
 
-/// The fetch in progress. Why each field exists: the file and the outboard
-/// are written as bytes arrive; the tree makes the root and the group CVs;
+/// The fetch in progress. Why each field exists: the pipeline hashes,
+/// writes and checkpoints what the body brings (None until a body starts);
+/// `batch` gathers accepted pieces until a batch is worth handing over;
 /// `offset` is where the next byte goes, `total` what the origin declared;
 /// `validators` name the version the kept bytes belong to (a resume must
-/// match them); the counters go into the result; the checkpoint fields pace
-/// the durable resume state; `window` measures the minimum-rate rule.
+/// match them); the counters go into the result; `window` measures the
+/// minimum-rate rule.
 struct Download<'a, 'c> {
     url: &'a str,
     dest: &'a Path,
@@ -104,21 +105,16 @@ struct Download<'a, 'c> {
     check: Option<&'c mut dyn BodyCheck>,
     /// Every body is sniffed for an HTML page, unless the URL asks for one.
     sniff: Option<HtmlSniff>,
-    file: Option<Sink>,
-    outboard: Option<Sink>,
-    tree: TreeHasher,
-    cv_bytes: Vec<u8>,
+    pipeline: Option<Pipeline>,
+    batch: Batch,
     offset: u64,
     total: Option<u64>,
     validators: Validators,
     resumes: u32,
     restarts: u32,
-    cvs_written: u64,
     reused: u64,
     resume_at: PathBuf,
     outboard_at: PathBuf,
-    last_checkpoint: u64,
-    last_checkpoint_at: Instant,
     window: (Instant, u64),
 }
 
@@ -137,21 +133,16 @@ impl<'a, 'c> Download<'a, 'c> {
             sinks,
             check,
             sniff: (!crate::sniff::url_wants_html(url)).then(HtmlSniff::default),
-            file: None,
-            outboard: None,
-            tree: TreeHasher::new(),
-            cv_bytes: Vec::with_capacity(64 * CV_LEN),
+            pipeline: None,
+            batch: Batch::default(),
             offset: 0,
             total: None,
             validators: Validators::default(),
             resumes: 0,
             restarts: 0,
-            cvs_written: 0,
             reused: 0,
             resume_at: resume_path(dest),
             outboard_at: outboard_path(dest),
-            last_checkpoint: 0,
-            last_checkpoint_at: Instant::now(),
             window: (Instant::now(), 0),
         }
     }
@@ -177,13 +168,40 @@ impl<'a, 'c> Download<'a, 'c> {
         }
     }
 
-    fn state(&self) -> ResumeState {
-        ResumeState {
-            url: self.url.into(),
-            validators: self.validators.clone(),
-            total: self.total,
-            groups: self.cvs_written,
-        }
+    /// Starts the pipeline on `data` and `outboard`, positioned after the
+    /// `groups` whole groups `tree` already holds.
+    async fn start(
+        &mut self,
+        data: tokio::fs::File,
+        outboard: tokio::fs::File,
+        tree: TreeHasher,
+        groups: u64,
+    ) -> Result<(), FetchError> {
+        // The stages must be gone before new ones write the same files.
+        self.pipeline = None;
+        let start = Start {
+            data: data.into_std().await,
+            outboard: outboard.into_std().await,
+            tree,
+            groups,
+            state: ResumeState {
+                url: self.url.into(),
+                validators: self.validators.clone(),
+                total: self.total,
+                groups,
+            },
+            resume_at: self.resume_at.clone(),
+        };
+        let mut pipeline = Pipeline::start(start).map_err(|e| self.io(e))?;
+        self.batch = pipeline.batch();
+        self.pipeline = Some(pipeline);
+        Ok(())
+    }
+
+    /// Stops the pipeline (joining its threads) and removes what is staged.
+    async fn discard(&mut self) {
+        self.pipeline = None;
+        remove_staged(self.dest).await;
     }
 
     /// Takes up what a previous attempt left on disk: only the groups that
@@ -221,15 +239,12 @@ impl<'a, 'c> Download<'a, 'c> {
         let ob = self
             .reopen(&self.outboard_at, verified * CV_LEN as u64)
             .await?;
-        self.file = Some(Sink::with_capacity(DATA_BUFFER, data));
-        self.outboard = Some(Sink::with_capacity(OUTBOARD_BUFFER, ob));
-        self.tree = TreeHasher::from_verified_groups(&cvs);
         self.validators = state.validators;
         self.total = state.total;
+        self.start(data, ob, TreeHasher::from_verified_groups(&cvs), verified)
+            .await?;
         self.offset = offset;
-        self.cvs_written = verified;
         self.reused = offset;
-        self.last_checkpoint = offset;
         self.window = (Instant::now(), offset);
         let progress = self.sinks.progress;
         progress
@@ -288,11 +303,11 @@ impl<'a, 'c> Download<'a, 'c> {
 
     /// Forgets the kept bytes: the next answer starts from byte 0.
     async fn start_over(&mut self) {
+        // Stopped first: its syncer must not record the old bytes again.
+        self.pipeline = None;
         let _ = tokio::fs::remove_file(&self.resume_at).await;
         self.offset = 0;
-        self.cvs_written = 0;
         self.reused = 0;
-        self.last_checkpoint = 0;
         self.sinks.progress.done.store(0, Ordering::Relaxed);
     }
 
@@ -364,8 +379,6 @@ impl<'a, 'c> Download<'a, 'c> {
                 self.restarts
             )));
         }
-        self.file = None;
-        self.outboard = None;
         self.start_over().await;
         Ok(Answer::Again)
     }
@@ -407,15 +420,15 @@ impl<'a, 'c> Download<'a, 'c> {
             }
         }
         self.validators = Validators::from_headers(headers);
+        // No stage may write the files once they are truncated.
+        self.pipeline = None;
         let opened = tokio::fs::File::create(self.dest)
             .await
             .map_err(|e| self.io(e))?;
-        self.file = Some(Sink::with_capacity(DATA_BUFFER, opened));
         let outboard = tokio::fs::File::create(&self.outboard_at)
             .await
             .map_err(|e| self.io(e))?;
-        self.outboard = Some(Sink::with_capacity(OUTBOARD_BUFFER, outboard));
-        self.tree = TreeHasher::new();
+        self.start(opened, outboard, TreeHasher::new(), 0).await?;
         if let Some(check) = self.check.as_deref_mut() {
             check.reset();
         }
@@ -434,19 +447,39 @@ impl<'a, 'c> Download<'a, 'c> {
             None => None,
         };
         loop {
-            let chunk = match tokio::time::timeout(self.limits.read_timeout, response.chunk()).await
-            {
+            let cut = match tokio::time::timeout(self.limits.read_timeout, response.chunk()).await {
                 Err(_) => return Err(self.stalled()),
-                Ok(Err(_)) => return Ok(true),
-                Ok(Ok(None)) => return Ok(self.total.is_some_and(|t| self.offset < t)),
-                Ok(Ok(Some(chunk))) => chunk,
+                Ok(Err(_)) => true,
+                Ok(Ok(None)) => self.total.is_some_and(|t| self.offset < t),
+                Ok(Ok(Some(chunk))) => {
+                    self.take_chunk(&chunk).await?;
+                    continue;
+                }
             };
-            self.take_chunk(&chunk).await?;
+            // Cut or whole: what was accepted goes on to the pipeline.
+            self.hand_over().await?;
+            return Ok(cut);
         }
     }
 
-    /// One piece of the body: limits, checks, file, tree, outboard, the
-    /// durable checkpoint when due, progress, the caps and the rate rule.
+    /// Hands the gathered batch to the pipeline and takes an empty one.
+    async fn hand_over(&mut self) -> Result<(), FetchError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let sent = match self.pipeline.as_mut() {
+            Some(pipeline) => {
+                let full = std::mem::replace(&mut self.batch, pipeline.batch());
+                pipeline.send(full).await
+            }
+            None => Err(std::io::Error::other("no body in progress to write")),
+        };
+        sent.map_err(|e| self.io(e))
+    }
+
+    /// One piece of the body: limits, checks, on to the pipeline (hasher,
+    /// file, outboard, durable checkpoints), progress, the caps and the
+    /// rate rule.
     async fn take_chunk(&mut self, chunk: &[u8]) -> Result<(), FetchError> {
         let len = chunk.len() as u64;
         if self.offset + len > self.limits.max_size {
@@ -457,7 +490,7 @@ impl<'a, 'c> Download<'a, 'c> {
             });
         }
         if let Some(Err(why)) = self.sniff.as_mut().map(|s| s.update(chunk)) {
-            remove_staged(self.dest).await;
+            self.discard().await;
             return Err(self.refuse(why));
         }
         if let Some(check) = self.check.as_deref_mut() {
@@ -465,29 +498,14 @@ impl<'a, 'c> Download<'a, 'c> {
                 return Err(self.refuse(why));
             }
         }
-        let io = |source| FetchError::Io {
-            path: self.dest.to_path_buf(),
-            source,
-        };
-        let (Some(out), Some(ob)) = (self.file.as_mut(), self.outboard.as_mut()) else {
-            return Err(self.refuse("no file to write to".into()));
-        };
-        out.write_all(chunk).await.map_err(io)?;
-        self.tree.update(chunk);
-        self.cv_bytes.clear();
-        self.tree.drain_cvs_into(&mut self.cv_bytes);
-        if !self.cv_bytes.is_empty() {
-            ob.write_all(&self.cv_bytes).await.map_err(io)?;
-            self.cvs_written += (self.cv_bytes.len() / CV_LEN) as u64;
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            rest = &rest[self.batch.fill(rest)..];
+            if self.batch.is_full() {
+                self.hand_over().await?;
+            }
         }
         self.offset += len;
-        let since = self.offset - self.last_checkpoint;
-        if since >= CHECKPOINT_MAX_BYTES
-            || (since >= CHECKPOINT_BYTES && self.last_checkpoint_at.elapsed() >= CHECKPOINT_EVERY)
-        {
-            self.checkpoint().await?;
-            self.last_checkpoint_at = Instant::now();
-        }
         self.sinks
             .progress
             .done
@@ -521,31 +539,13 @@ impl<'a, 'c> Download<'a, 'c> {
         Ok(())
     }
 
-    /// Makes the bytes so far durable and records how far they go.
-    async fn checkpoint(&mut self) -> Result<(), FetchError> {
-        let state = self.state();
-        if let (Some(out), Some(ob)) = (self.file.as_mut(), self.outboard.as_mut()) {
-            checkpoint(out, ob, &self.resume_at, &state)
-                .await
-                .map_err(|source| FetchError::Io {
-                    path: self.dest.to_path_buf(),
-                    source,
-                })?;
-        }
-        self.last_checkpoint = self.offset;
-        Ok(())
-    }
-
-    /// The body was cut: checkpoint, count the resume, and go on (or give
-    /// up past the limit).
+    /// The body was cut: checkpoint (everything accepted made durable and
+    /// recorded), count the resume, and go on (or give up past the limit).
     async fn cut(&mut self) -> Result<(), FetchError> {
-        if let Some(out) = self.file.as_mut() {
-            out.flush().await.map_err(|source| FetchError::Io {
-                path: self.dest.to_path_buf(),
-                source,
-            })?;
+        if let Some(pipeline) = self.pipeline.as_mut() {
+            let checkpointed = pipeline.checkpoint().await;
+            checkpointed.map_err(|e| self.io(e))?;
         }
-        self.checkpoint().await?;
         self.resumes += 1;
         if self.resumes > self.limits.max_resumes {
             return Err(FetchError::Interrupted {
@@ -558,30 +558,17 @@ impl<'a, 'c> Download<'a, 'c> {
         Ok(())
     }
 
-    /// The whole body is in: the last check, then file and outboard made
-    /// durable and the resume state dropped.
+    /// The whole body is in: the last check, then the pipeline's end (root,
+    /// file and outboard durable) and the resume state dropped.
     async fn finish(mut self) -> Result<Fetched, FetchError> {
         if let Some(Err(why)) = self.sniff.as_mut().map(HtmlSniff::finish) {
-            remove_staged(self.dest).await;
+            self.discard().await;
             return Err(self.refuse(why));
         }
-        let dest = self.dest.to_path_buf();
-        let io = |source| FetchError::Io {
-            path: dest.clone(),
-            source,
+        let Some(pipeline) = self.pipeline.take() else {
+            return Err(self.io(std::io::Error::other("no body in progress to finish")));
         };
-        let (root, last) = std::mem::take(&mut self.tree).finalize();
-        if let Some(out) = self.file.as_mut() {
-            out.flush().await.map_err(io)?;
-            out.get_ref().sync_all().await.map_err(io)?;
-        }
-        if let Some(ob) = self.outboard.as_mut() {
-            if let Some(last) = last {
-                ob.write_all(&last).await.map_err(io)?;
-            }
-            ob.flush().await.map_err(io)?;
-            ob.get_ref().sync_all().await.map_err(io)?;
-        }
+        let root = pipeline.finish().await.map_err(|e| self.io(e))?;
         let _ = tokio::fs::remove_file(&self.resume_at).await;
         Ok(Fetched::Body {
             size: self.offset,

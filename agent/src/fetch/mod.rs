@@ -40,10 +40,12 @@ use crate::destination::Guard;
 mod download;
 #[doc(hidden)]
 pub mod fuzzing;
+mod pipeline;
 mod resume;
 mod throttle;
 use crate::telemetry::ByteCounter;
 pub use download::fetch_checked;
+pub use pipeline::{BATCH_BYTES, WRITEBACK_BYTES};
 pub use resume::{
     fetched_path, remove_staged, resume_path, CHECKPOINT_BYTES, CHECKPOINT_EVERY,
     CHECKPOINT_MAX_BYTES,
@@ -253,7 +255,8 @@ pub struct Sinks<'a> {
 /// How far a fetch has come, shared with whoever reports it.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Bytes on disk.
+    /// Bytes taken from the origin: on disk, or in the few buffers of the
+    /// ingest pipeline on their way there.
     pub done: AtomicU64,
     /// The body's size when the origin declared it, else 0.
     pub total: AtomicU64,

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use super::Validators;
 use crate::tree::{group_cv, outboard_path, CV_LEN, GROUP_LEN};
@@ -57,31 +56,9 @@ pub async fn remove_staged(dest: &Path) {
     let _ = tokio::fs::remove_file(resume_path(dest)).await;
 }
 
-/// A staging file or its outboard, written through a buffer: network chunks
-/// are small, and each write to a `tokio::fs::File` is a hop to the blocking
-/// pool.
-pub(super) type Sink = tokio::io::BufWriter<tokio::fs::File>;
-
-/// Write buffer of the staging file and of its outboard.
-pub(super) const DATA_BUFFER: usize = 1 << 20;
+/// Write buffer of the outboard (32 bytes per 16 KiB group arrive at a
+/// time): written to the file in pieces of this size, and at checkpoints.
 pub(super) const OUTBOARD_BUFFER: usize = 64 * 1024;
-
-/// Makes the data and outboard durable, then records how far they go
-/// (write, fsync, rename: never a state ahead of its bytes).
-pub(super) async fn checkpoint(
-    out: &mut Sink,
-    outboard: &mut Sink,
-    at: &Path,
-    state: &ResumeState,
-) -> std::io::Result<()> {
-    out.flush().await?;
-    out.get_ref().sync_data().await?;
-    outboard.flush().await?;
-    outboard.get_ref().sync_data().await?;
-    let json = serde_json::to_vec(state).unwrap_or_default();
-    let at = at.to_path_buf();
-    tokio::task::spawn_blocking(move || crate::write_atomic(&at, &json, 0o600)).await?
-}
 
 /// The CVs of the groups on disk that still match the outboard, up to the
 /// first that does not (a byte flipped while the agent was down, a torn

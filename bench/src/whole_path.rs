@@ -1,0 +1,264 @@
+//! `whole-path [SIZE_MIB] [RUNS]`: the whole path a user waits for (issue
+//! 14). A SIZE_MIB file (default 2048) goes from nginx to landed in the
+//! archive through a real release commander and a real release agent over
+//! mutual TLS on loopback (`run-now` → leased → fetched, hashed and staged
+//! → uploaded, verified, landed), against the two steps a user would
+//! otherwise take: `curl -o` into a download directory, then `rsync
+//! --fsync` over SSH (a real sshd on 127.0.0.1) into the NAS directory.
+//!
+//! Every trial starts from the same state: outputs removed, the source read
+//! into the page cache, `sync`. Each Ark trial gets a fresh commander and
+//! agent (a second harvest of the same bytes would be deduplicated, not
+//! uploaded); their start and enrolment are not timed. The order
+//! alternates; figures are medians of RUNS (default 3). Every landed or
+//! copied file is checked against the source's BLAKE3.
+//!
+//! Prints a Markdown section body for bench/RESULTS.md; set
+//! ARK_COMMANDER_BIN and ARK_AGENT_BIN to the release binaries.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use ark_tests::sshd::Sshd;
+use ark_tests::*;
+
+const MIB: u64 = 1 << 20;
+
+/// One Ark trial: wall from `run-now` to the run's end (the commander's
+/// `finished_at`, same clock, no polling delay); when the agent's fetch
+/// ended (its log line after the fetch, hash and staging); and the swarm's
+/// events on the run as (kind, ms after `run-now`).
+struct ArkTrial {
+    wall: f64,
+    fetched: f64,
+    events: Vec<(String, i64)>,
+}
+
+/// What the agent logs once a body is fetched, hashed and staged (it then
+/// looks for published digests, which nginx here has none of).
+const FETCHED_LINE: &str = "the origin publishes no digest";
+
+/// One manual trial: the `curl -o` leg and the `rsync` leg.
+struct ManualTrial {
+    curl: f64,
+    rsync: f64,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let size_mib: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(2048);
+    let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
+    let tmp = tempfile::tempdir()?;
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(&www)?;
+    let source = www.join("big.bin");
+    write_sample(&source, size_mib * MIB)?;
+    let expected = b3sum(&source)?;
+    let nginx = Nginx::start(&tmp.path().join("nginx"), &www).await?;
+    let url = format!("http://{}/big.bin", nginx.addr);
+    let sshd = Sshd::start(&tmp.path().join("sshd")).await?;
+
+    let (mut ark, mut manual) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let ark_first = run % 2 == 0;
+        for ark_turn in [ark_first, !ark_first] {
+            settle(&source)?;
+            if ark_turn {
+                ark.push(ark_trial(tmp.path(), &url, &expected).await?);
+            } else {
+                manual.push(manual_trial(tmp.path(), &url, &sshd, &expected)?);
+            }
+        }
+        eprintln!("whole-path: run {}/{runs} done", run + 1);
+    }
+
+    let ark_wall = median(ark.iter().map(|t| t.wall).collect());
+    let ark_fetch = median(ark.iter().map(|t| t.fetched).collect());
+    let ark_upload = median(ark.iter().map(|t| t.wall - t.fetched).collect());
+    let curl = median(manual.iter().map(|t| t.curl).collect());
+    let rsync = median(manual.iter().map(|t| t.rsync).collect());
+    let both = median(manual.iter().map(|t| t.curl + t.rsync).collect());
+    let rate = |s: f64| size_mib as f64 / s;
+    println!("| path | includes | wall (median) | rate | vs the two steps |");
+    println!("|---|---|---:|---:|---:|");
+    println!(
+        "| `curl -o` (step 1) | origin → download dir; no fsync | {curl:.2} s | {:.0} MiB/s | {:.2}× |",
+        rate(curl),
+        curl / both
+    );
+    println!(
+        "| `rsync --fsync` over SSH (step 2) | download dir → NAS dir, fsync | {rsync:.2} s | {:.0} MiB/s | {:.2}× |",
+        rate(rsync),
+        rsync / both
+    );
+    println!(
+        "| the two steps | | {both:.2} s | {:.0} MiB/s | 1.00× |",
+        rate(both)
+    );
+    println!(
+        "| Ark, `run-now` → fetched (agent log) | lease, fetch + hash + stage (fsync) | {ark_fetch:.2} s | {:.0} MiB/s | {:.2}× |",
+        rate(ark_fetch),
+        ark_fetch / both
+    );
+    println!(
+        "| Ark, fetched → landed | upload over mTLS gRPC, verify every group, land (fsync, rename, ledger) | {ark_upload:.2} s | {:.0} MiB/s | {:.2}× ({:.2}× the rsync leg) |",
+        rate(ark_upload),
+        ark_upload / both,
+        ark_upload / rsync
+    );
+    println!(
+        "| **Ark: `run-now` → landed** | all of it | {ark_wall:.2} s | {:.0} MiB/s | {:.2}× |",
+        rate(ark_wall),
+        ark_wall / both
+    );
+    println!();
+    let samples = |f: &dyn Fn(usize) -> f64, n: usize| {
+        (0..n)
+            .map(|i| format!("{:.2}", f(i)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "Samples (s): ark {}; ark fetched {}; curl {}; rsync {}.",
+        samples(&|i| ark[i].wall, ark.len()),
+        samples(&|i| ark[i].fetched, ark.len()),
+        samples(&|i| manual[i].curl, manual.len()),
+        samples(&|i| manual[i].rsync, manual.len()),
+    );
+    println!();
+    println!("The swarm's events on each Ark run, ms after `run-now`:");
+    println!();
+    for (i, trial) in ark.iter().enumerate() {
+        let line = trial
+            .events
+            .iter()
+            .map(|(kind, ms)| format!("{kind} {ms}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "- run {}: {line}; fetched {:.0} (agent log); ended {:.0}",
+            i + 1,
+            trial.fetched * 1000.0,
+            trial.wall * 1000.0
+        );
+    }
+    Ok(())
+}
+
+/// The common state before a trial: the source in the page cache, every
+/// dirty page (the previous trial's) flushed.
+fn settle(source: &Path) -> Result<()> {
+    std::io::copy(&mut std::fs::File::open(source)?, &mut std::io::sink())?;
+    run_ok(Command::new("sync"))
+}
+
+/// A fresh commander and agent (production timings: 5 s heartbeat), one
+/// `file` target, a `run-now` timed until the run succeeded; the landed
+/// file is checked.
+async fn ark_trial(dir: &Path, url: &str, expected: &str) -> Result<ArkTrial> {
+    let trial = dir.join("ark");
+    let _ = std::fs::remove_dir_all(&trial);
+    let cdata = trial.join("commander");
+    std::fs::create_dir_all(&cdata)?;
+    std::fs::write(
+        cdata.join("commander.toml"),
+        "lease-ttl = \"30s\"\nheartbeat = \"5s\"\nhttp = \"off\"\n",
+    )?;
+    let commander = start_commander(&cdata, "127.0.0.1:0", &[], &[]).await?;
+    let adata = trial.join("agent");
+    enroll_agent(&cdata, &adata, "agent").await?;
+    let agent = spawn_agent(&adata)?;
+    wait_for_agents_online(&cdata, 1).await?;
+    add_file_target(&cdata, "big", url).await?;
+    // Enrolment and start-up wrote files: flushed before the clock starts.
+    run_ok(Command::new("sync"))?;
+    let start_ms = ark_core::unix_ms();
+    let id = run_now(&cdata, "big").await?;
+    let done = wait_for_run(&cdata, id, "succeeded", Duration::from_secs(900))
+        .await
+        .with_context(|| format!("agent log:\n{}", agent.log_text()))?;
+    let wall = (done.finished_at_ms - start_ms) as f64 / 1000.0;
+    ensure!(
+        done.blake3 == expected,
+        "the run's root {} differs",
+        done.blake3
+    );
+    let landed = ark_commander::archive::walk_files(&cdata.join("archive"))
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "big.bin"))
+        .context("nothing landed under the archive")?;
+    ensure!(
+        b3sum(&landed)? == expected,
+        "the landed file differs from the source"
+    );
+    let fetched_ms = agent
+        .log_text()
+        .lines()
+        .find(|l| l.contains(FETCHED_LINE))
+        .and_then(|l| l.split_whitespace().next()?.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_millisecond())
+        .context("the agent logged no end of its fetch")?;
+    let fetched = (fetched_ms - start_ms) as f64 / 1000.0;
+    let mut events: Vec<_> = events(&cdata, id)
+        .await?
+        .into_iter()
+        .map(|e| (e.kind, e.at_ms - start_ms))
+        .collect();
+    events.sort_by_key(|(_, ms)| *ms);
+    drop((agent, commander));
+    std::fs::remove_dir_all(&trial)?;
+    Ok(ArkTrial {
+        wall,
+        fetched,
+        events,
+    })
+}
+
+/// `curl -o` into a download directory, then `rsync --fsync` over SSH into
+/// the NAS directory; the copy is checked.
+fn manual_trial(dir: &Path, url: &str, sshd: &Sshd, expected: &str) -> Result<ManualTrial> {
+    let (download, nas) = (dir.join("download"), dir.join("nas"));
+    for d in [&download, &nas] {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir_all(d)?;
+    }
+    let file = download.join("big.bin");
+    let started = Instant::now();
+    let mut curl = Command::new("curl");
+    curl.args(["-fsS", "-o"]).arg(&file).arg(url);
+    run_ok(curl)?;
+    let fetched = started.elapsed().as_secs_f64();
+    let mut rsync = Command::new("rsync");
+    rsync
+        .args(["--fsync", "-e", &sshd.ssh_command()])
+        .arg(&file)
+        .arg(format!("root@127.0.0.1:{}/", nas.display()));
+    run_ok(rsync).with_context(|| format!("sshd log:\n{}", sshd.log_text()))?;
+    let total = started.elapsed().as_secs_f64();
+    ensure!(
+        b3sum(&nas.join("big.bin"))? == expected,
+        "rsync's copy differs from the source"
+    );
+    Ok(ManualTrial {
+        curl: fetched,
+        rsync: total - fetched,
+    })
+}
+
+fn run_ok(mut cmd: Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
+}

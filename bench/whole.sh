@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Section 15 of bench/RESULTS.md, the whole path (issue 14): a SIZE_MIB file
+# from nginx to landed in the archive through a real release commander and
+# a real release agent over mutual TLS on loopback, against the two steps a
+# user would otherwise take — `curl -o`, then `rsync --fsync` over SSH to the
+# NAS directory (a real sshd on 127.0.0.1) — by bench/src/whole_path.rs.
+# Replaces that section (appends it when absent).
+#
+#   bench/whole.sh              # release build, then measure (2048 MiB, 3 runs)
+#   bench/whole.sh --no-build   # reuse the release binaries
+#   SIZE_MIB=1024 RUNS=5 bench/whole.sh
+#
+# Needs nginx, sshd, rsync and b3sum (scripts/setup.sh). Loopback only.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RESULTS="$ROOT/bench/RESULTS.md"
+HEADING="## 15. The whole path"
+SIZE_MIB="${SIZE_MIB:-2048}"
+RUNS="${RUNS:-3}"
+note() { printf 'bench/whole: %s\n' "$*" >&2; }
+# shellcheck source=bench/section.sh
+. "$ROOT/bench/section.sh"
+bench_setup whole "$@" ark-commander ark-agent whole-path
+for tool in rsync b3sum curl; do
+  command -v "$tool" >/dev/null || { note "error: $tool missing (scripts/setup.sh)"; exit 1; }
+done
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+note "whole-path $SIZE_MIB $RUNS (a few minutes)"
+TABLES="$(TMPDIR="$WORK" ARK_COMMANDER_BIN="$REL/ark-commander" ARK_AGENT_BIN="$REL/ark-agent" \
+  "$REL/whole-path" "$SIZE_MIB" "$RUNS")" || { note "error: whole-path failed"; exit 1; }
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+cat >"$WORK/section.md" <<MD
+$HEADING
+
+Measured by \`bench/whole.sh\` (\`SIZE_MIB=$SIZE_MIB RUNS=$RUNS\`, bench/src/whole_path.rs) on
+$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo);
+release binaries; commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown); load average
+$LOAD_BEFORE before, $LOAD_AFTER after.
+
+A random ${SIZE_MIB} MiB file on nginx (127.0.0.1), all on one disk. **Ark**: a
+real commander (production timings: 5 s heartbeat) and a real agent enrolled
+over mutual TLS; the wall time runs from \`run-now\` until the run is
+\`succeeded\` — leased, fetched + hashed + staged (fsync), uploaded over gRPC,
+every group verified by the commander, landed (fsync, rename, directory
+fsync, ledger row). Each Ark run has a fresh commander and agent (the same
+bytes again would be deduplicated, not uploaded); their start and enrolment
+are not timed. **The two steps**: \`curl -o\` into a download directory, then
+\`rsync --fsync\` over SSH (a real sshd on 127.0.0.1, root with a key) into
+the NAS directory. Before every run: outputs removed, the source read into the
+page cache, \`sync\`; the order alternates; medians of $RUNS. Every landed or
+copied file is checked against b3sum of the source.
+
+$TABLES
+
+Goals (issue 14): the whole path ≤ 1.0× the two steps together; the upload +
+verify + land leg alone ≤ 1.2× the rsync leg.
+MD
+
+replace_section "$RESULTS" "$HEADING" "$WORK/section.md" "$WORK"
+note "done: $RESULTS"
