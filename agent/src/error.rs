@@ -56,6 +56,12 @@ impl AgentError {
         matches!(self, Self::Link(e) if e.is_link())
     }
 
+    /// True when the commander is still busy with an earlier attempt
+    /// (worth retrying shortly).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Self::Link(e) if e.is_busy())
+    }
+
     /// True when the commander cut an upload whose bytes did not match
     /// their tree (`DATA_LOSS`).
     pub fn is_cut(&self) -> bool {

@@ -38,6 +38,10 @@ const SWEEP_EVERY_MAX: Duration = Duration::from_secs(1);
 /// that the WAL stays a few MiB even with hundreds of agents heartbeating.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
 
+/// HTTP/2 ping interval and answer timeout on agent connections: a
+/// connection that answers no ping within it is closed with its streams.
+const HTTP2_KEEPALIVE: Duration = Duration::from_secs(10);
+
 pub use crate::net::{bind, local_authority, local_url, LISTEN_BACKLOG};
 
 /// Reads the URL a running commander recorded in its data dir.
@@ -211,7 +215,12 @@ pub async fn run(
         config.clone(),
     ));
     let services = Services::new(scheduler, archive, pki, url);
+    // A stream whose agent vanished behind a partition is reaped by the
+    // keepalive (its run's upload is then free to resume), not by TCP's
+    // retransmission timeout a quarter of an hour later.
     let served = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE))
         .add_service(EnrollmentServer::new(services.clone()))
         .add_service(AgentSessionServer::new(services.clone()))
         .add_service(AdminServer::new(services))

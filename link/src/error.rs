@@ -80,6 +80,13 @@ impl LinkError {
         matches!(self, Self::Unreachable { .. })
     }
 
+    /// True when the commander is still busy with an earlier attempt of
+    /// the same work (`ABORTED`: an upload stream cut by a partition that
+    /// it has not reaped yet): worth retrying shortly.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Self::Refused { status, .. } if status.code() == tonic::Code::Aborted)
+    }
+
     /// True when the commander cut an upload whose bytes did not match
     /// their tree (`DATA_LOSS`).
     pub fn is_cut(&self) -> bool {

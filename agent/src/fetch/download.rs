@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use reqwest::header;
 use reqwest::StatusCode;
@@ -64,6 +64,19 @@ pub async fn fetch_checked(
         };
         let sent = send(http, url, &limits.guard, build);
         let response = match tokio::time::timeout(limits.read_timeout, sent).await {
+            // A resume that cannot reach the origin yet (the link that cut
+            // the body is still down, or just came back) is one more cut,
+            // after a pause that grows: the kept bytes stay kept.
+            Err(_) if !first => {
+                d.cut().await?;
+                tokio::time::sleep(resume_pause(d.resumes)).await;
+                continue;
+            }
+            Ok(Err(FetchError::Transport { .. })) if !first => {
+                d.cut().await?;
+                tokio::time::sleep(resume_pause(d.resumes)).await;
+                continue;
+            }
             Err(_) => return Err(d.stalled()),
             Ok(result) => result?,
         };
@@ -78,6 +91,12 @@ pub async fn fetch_checked(
         }
         d.cut().await?;
     }
+}
+
+/// The pause before the `resumes`-th attempt to reach an origin that
+/// could not be reached on a resume: 1, 2, 4 … seconds, at most 30.
+fn resume_pause(resumes: u32) -> Duration {
+    Duration::from_secs(1u64 << resumes.saturating_sub(1).min(5)).min(Duration::from_secs(30))
 }
 
 /// What an answer means for the fetch.

@@ -8,9 +8,11 @@ use super::*;
 /// the commander) before the job fails and the run is retried.
 const MAX_UPLOAD_FAILURES: u32 = 3;
 
-/// Link failures (commander unreachable mid-delivery) retried before they
-/// count as an upload failure: a minute at [`COMPLETE_RETRY`], longer than a
-/// commander restart. The lease deadline still applies on top.
+/// Link failures (commander unreachable mid-delivery, or still holding the
+/// stream a partition cut) retried before they count as an upload failure:
+/// a minute at [`COMPLETE_RETRY`], longer than a commander restart and than
+/// the commander's reaping of a dead stream (its HTTP/2 keepalive). The
+/// lease deadline still applies on top.
 const MAX_LINK_RETRIES: u32 = 120;
 
 /// Bytes per upload message: well under gRPC's 4 MiB message limit, large
@@ -95,7 +97,7 @@ pub(super) async fn deliver(
                 return Ok(path);
             }
             Err(e) if e.is_refusal() => return Err(Stop::Abandon(Abandon::Refused(e.to_string()))),
-            Err(e) if e.is_link() && link_failures < MAX_LINK_RETRIES => {
+            Err(e) if (e.is_link() || e.is_busy()) && link_failures < MAX_LINK_RETRIES => {
                 link_failures += 1;
                 warn!(run = manifest.run_id, "delivery interrupted, retrying: {e}");
                 tokio::time::sleep(COMPLETE_RETRY).await;

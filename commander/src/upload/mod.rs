@@ -298,23 +298,44 @@ fn cut(scheduler: &Scheduler, pending: &Pending, at: u64, why: String) -> Comman
         v.agent, v.size
     );
     tracing::warn!(run = v.run_id, "{message}");
+    record_upload_event(scheduler, v, "upload_cut", &message, true);
+    CommanderError::Cut(message)
+}
+
+/// Records `kind` for the upload's run (and, with `as_reason`, makes the
+/// message the run's reason); a failure to record is not the upload's.
+fn record_upload_event(
+    scheduler: &Scheduler,
+    v: &NewVersion,
+    kind: &str,
+    message: &str,
+    as_reason: bool,
+) {
     let now = ark_core::unix_ms();
     let _ = scheduler.store.tx(|tx| {
-        event(
-            tx,
-            now,
-            Some(v.run_id),
-            Some(&v.agent),
-            "upload_cut",
-            &message,
-        )?;
-        tx.execute(
-            "UPDATE runs SET reason = ?2 WHERE id = ?1",
-            params![v.run_id, message],
-        )?;
+        event(tx, now, Some(v.run_id), Some(&v.agent), kind, message)?;
+        if as_reason {
+            tx.execute(
+                "UPDATE runs SET reason = ?2 WHERE id = ?1",
+                params![v.run_id, message],
+            )?;
+        }
         Ok(())
     });
-    CommanderError::Cut(message)
+}
+
+/// Records an upload whose stream broke (the agent vanished, or the link
+/// did) and returns the error: nothing is wrong with its bytes, the
+/// verified ones are kept for the resume.
+fn interrupted(scheduler: &Scheduler, pending: &Pending, at: u64, kept: u64) -> CommanderError {
+    let v = &pending.version;
+    let message = format!(
+        "upload from {} of run {} interrupted at byte {at} of {}, {kept} verified bytes kept for the resume",
+        v.agent, v.run_id, v.size
+    );
+    tracing::info!(run = v.run_id, "{message}");
+    record_upload_event(scheduler, v, "upload_interrupted", &message, false);
+    CommanderError::Aborted(message)
 }
 
 #[cfg(test)]

@@ -249,8 +249,6 @@ fn receive_data(
     verifier: &mut GroupVerifier<std::io::BufReader<std::fs::File>>,
     (offset, first_data, mut ended): (u64, Option<Vec<u8>>, bool),
 ) -> Result<u64> {
-    let v = &pending.version;
-    let run = v.run_id;
     let io = |what, path: &std::path::Path| CommanderError::io(what, path.to_path_buf());
     let mut received = offset;
     let mut next = first_data;
@@ -283,11 +281,12 @@ fn receive_data(
             None => {
                 // The connection broke: keep what was verified for a resume.
                 let _ = data.sync_data();
-                return Err(CommanderError::Aborted(format!(
-                    "upload of run {run} interrupted at byte {received} of {}; {} verified bytes kept for resume",
-                    v.size,
-                    verifier.verified_bytes()
-                )));
+                return Err(interrupted(
+                    scheduler,
+                    pending,
+                    received,
+                    verifier.verified_bytes(),
+                ));
             }
         }
     }
