@@ -56,6 +56,11 @@ impl AgentError {
         matches!(self, Self::Link(e) if e.is_link())
     }
 
+    /// True when the commander's disk was full (worth retrying as is).
+    pub fn is_commander_full(&self) -> bool {
+        matches!(self, Self::Link(e) if e.is_full())
+    }
+
     /// True when the commander cut an upload whose bytes did not match
     /// their tree (`DATA_LOSS`).
     pub fn is_cut(&self) -> bool {

@@ -80,6 +80,14 @@ impl LinkError {
         matches!(self, Self::Unreachable { .. })
     }
 
+    /// True when the commander could not record the call for want of disk
+    /// (`RESOURCE_EXHAUSTED`: its state database is full): nothing
+    /// happened, and the same call succeeds once it has room, so it is
+    /// worth retrying as is, like a link failure.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Refused { status, .. } if status.code() == tonic::Code::ResourceExhausted)
+    }
+
     /// True when the commander cut an upload whose bytes did not match
     /// their tree (`DATA_LOSS`).
     pub fn is_cut(&self) -> bool {

@@ -20,6 +20,8 @@ use tonic::transport::Channel;
 pub use ark_demo::origin::{Hostile, Origin};
 
 pub use ark_demo::git_origin::{self, free_port};
+pub use disk::SmallDisk;
+pub mod disk;
 pub mod forge;
 pub mod lan;
 pub mod netns;

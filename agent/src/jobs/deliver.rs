@@ -8,9 +8,10 @@ use super::*;
 /// the commander) before the job fails and the run is retried.
 const MAX_UPLOAD_FAILURES: u32 = 3;
 
-/// Link failures (commander unreachable mid-delivery) retried before they
-/// count as an upload failure: a minute at [`COMPLETE_RETRY`], longer than a
-/// commander restart. The lease deadline still applies on top.
+/// Link failures (commander unreachable mid-delivery, or its state
+/// database full) retried before they count as an upload failure: a minute
+/// at [`COMPLETE_RETRY`], longer than a commander restart. The lease
+/// deadline still applies on top.
 const MAX_LINK_RETRIES: u32 = 120;
 
 /// Bytes per upload message: well under gRPC's 4 MiB message limit, large
@@ -42,7 +43,15 @@ pub(super) async fn deliver(
     manifest: Manifest,
 ) -> std::result::Result<String, Stop> {
     let fail = |reason: String| Stop::Fail(failure(reason, true));
-    record_harvest(&ctx, &manifest).map_err(|e| fail(e.to_string()))?;
+    // The registry is this agent's hint; the commander has the last word
+    // on dedupe. A registry that cannot be written (its disk full) costs
+    // the hint, not the harvest.
+    if let Err(e) = record_harvest(&ctx, &manifest) {
+        warn!(
+            run = manifest.run_id,
+            "not recorded in the dedupe registry: {e}"
+        );
+    }
     let (bytes, signature) = manifest
         .sign(&ctx.credentials.key_pem)
         .map_err(|e| fail(e.to_string()))?;
@@ -95,7 +104,9 @@ pub(super) async fn deliver(
                 return Ok(path);
             }
             Err(e) if e.is_refusal() => return Err(Stop::Abandon(Abandon::Refused(e.to_string()))),
-            Err(e) if e.is_link() && link_failures < MAX_LINK_RETRIES => {
+            Err(e)
+                if (e.is_link() || e.is_commander_full()) && link_failures < MAX_LINK_RETRIES =>
+            {
                 link_failures += 1;
                 warn!(run = manifest.run_id, "delivery interrupted, retrying: {e}");
                 tokio::time::sleep(COMPLETE_RETRY).await;
