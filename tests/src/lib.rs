@@ -805,6 +805,24 @@ pub async fn event_of(commander_data: &Path, run_id: i64, kind: &str) -> Result<
         .with_context(|| format!("no {kind} event on run {run_id}"))
 }
 
+/// Waits (up to 40 s) for the first event of `kind` on `run`; the run's
+/// events when it never comes.
+pub async fn wait_for_event(commander_data: &Path, run: i64, kind: &str) -> Result<Event> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Ok(event) = event_of(commander_data, run, kind).await {
+            return Ok(event);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no {kind} event on run {run}: {:?}",
+                events(commander_data, run).await?
+            );
+        }
+        tokio::time::sleep(TEST_HEARTBEAT).await;
+    }
+}
+
 /// Waits until `n` agents are online (registered and heartbeating).
 pub async fn wait_for_agents_online(commander_data: &Path, n: usize) -> Result<()> {
     wait_until(

@@ -186,19 +186,3 @@ async fn an_agent_whose_disk_fills_mid_run_hands_it_back_and_it_lands_elsewhere(
     );
     Ok(())
 }
-
-/// Waits for the first event of `kind` on `run`.
-async fn wait_for_event(cdata: &Path, run: i64, kind: &str) -> Result<ark_proto::Event> {
-    let deadline = std::time::Instant::now() + SOON;
-    loop {
-        if let Ok(event) = event_of(cdata, run, kind).await {
-            return Ok(event);
-        }
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "no {kind} event on run {run}: {:?}",
-            events(cdata, run).await?
-        );
-        tokio::time::sleep(TEST_HEARTBEAT).await;
-    }
-}
