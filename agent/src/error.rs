@@ -56,10 +56,10 @@ impl AgentError {
         matches!(self, Self::Link(e) if e.is_link())
     }
 
-    /// True when the commander is still busy with an earlier attempt
-    /// (worth retrying shortly).
-    pub fn is_busy(&self) -> bool {
-        matches!(self, Self::Link(e) if e.is_busy())
+    /// True when the commander is busy with an earlier attempt or its
+    /// disk is full (worth retrying shortly, as is).
+    pub fn is_retry_later(&self) -> bool {
+        matches!(self, Self::Link(e) if e.is_retry_later())
     }
 
     /// True when the commander cut an upload whose bytes did not match

@@ -8,7 +8,7 @@
 //! registry outlives the staging copies: after a landing the bytes go, the
 //! hash stays.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -54,13 +54,36 @@ pub struct Harvest {
 #[derive(Debug)]
 pub struct Registry {
     conn: Mutex<Connection>,
+    /// The database file, named in its errors (a full disk says which).
+    path: PathBuf,
 }
 
+/// A registry error naming the file; one caused by a full disk says so
+/// (SQLite rolled the write back: the registry is as it was, and the same
+/// write succeeds once there is room).
 fn db(path: &Path) -> impl Fn(rusqlite::Error) -> AgentError + '_ {
-    move |e| AgentError::Io {
-        what: "dedupe registry",
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e),
+    move |e| {
+        let code = e.sqlite_error_code();
+        let full = code == Some(rusqlite::ErrorCode::DiskFull);
+        let io = code == Some(rusqlite::ErrorCode::SystemIoFailure);
+        let source = if ark_core::fs::out_of_room(path, full, io) {
+            std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "the disk is full ({} free there; {e}): nothing was written; free space \
+                     in the agent's data dir and it carries on by itself",
+                    ark_core::fs::free_space(path)
+                        .map_or("unknown".into(), |n| format!("{n} bytes")),
+                ),
+            )
+        } else {
+            std::io::Error::other(e)
+        };
+        AgentError::Io {
+            what: "dedupe registry",
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -79,12 +102,13 @@ impl Registry {
         conn.execute_batch(SCHEMA).map_err(db(&path))?;
         Ok(Self {
             conn: Mutex::new(conn),
+            path,
         })
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn).map_err(db(Path::new(FILE)))
+        f(&conn).map_err(db(&self.path))
     }
 
     /// Records a harvested body; returns the earlier landed harvest with the

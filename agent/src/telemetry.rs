@@ -11,6 +11,13 @@ use std::time::Instant;
 use ark_proto::{Capabilities, Telemetry};
 use sysinfo::{Components, System};
 
+/// Below this much free on its staging disk an agent announces low disk
+/// and is given no run whose size is unknown: 16 MiB, a few feeds' worth,
+/// and room for the registry's and the status file's own writes. (A run
+/// of known size needs its size plus the commander's margin, see
+/// `disk_margin` in the commander's placement.)
+pub const LOW_DISK: u64 = 16 << 20;
+
 /// Bytes harvested by all jobs, counted as they arrive; the sampler turns it
 /// into a rate.
 #[derive(Debug, Default, Clone)]
@@ -62,6 +69,11 @@ impl Sampler {
         self
     }
 
+    /// Whether the staging disk is below [`LOW_DISK`] (or cannot be read).
+    pub fn low_disk(&mut self) -> bool {
+        ark_core::fs::free_space(&self.staging).is_none_or(|free| free < LOW_DISK)
+    }
+
     /// Free bytes on the filesystem holding the staging dir, to this
     /// (unprivileged) writer: a tmpfs, a quota'd volume or a bind mount
     /// counts as what it is.
@@ -100,6 +112,7 @@ impl Sampler {
             memory_total_bytes: self.system.total_memory(),
             temperature_celsius: temperature,
             staging_free_bytes: self.staging_free(),
+            low_disk: self.low_disk(),
             bytes_per_second: rate,
             load_average_1m: System::load_average().one as f32,
             on_battery,

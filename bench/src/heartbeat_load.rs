@@ -603,6 +603,7 @@ async fn beat(
                 load_average_1m: 0.2,
                 on_battery: None,
                 self_yield: None,
+                low_disk: false,
             }),
             free_slots,
             active: vec![],

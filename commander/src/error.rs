@@ -80,6 +80,28 @@ impl CommanderError {
         }
     }
 
+    /// Names the state database at `path` in a database error, and makes
+    /// one caused by a full disk [`Self::NoSpace`] (SQLite rolled the
+    /// transaction back: nothing is half-written, and the same call
+    /// succeeds once there is room).
+    pub fn on_database(self, path: &std::path::Path) -> Self {
+        let Self::Db(e) = &self else {
+            return self;
+        };
+        let code = e.sqlite_error_code();
+        let full = code == Some(rusqlite::ErrorCode::DiskFull);
+        let io = code == Some(rusqlite::ErrorCode::SystemIoFailure);
+        if !ark_core::fs::out_of_room(path, full, io) {
+            return self;
+        }
+        Self::NoSpace(format!(
+            "state database {}: the disk is full ({} free there; {e}): nothing was written; \
+             free space on it and the commander carries on by itself",
+            path.display(),
+            ark_core::fs::free_space(path).map_or("unknown".into(), |n| format!("{n} bytes")),
+        ))
+    }
+
     /// The service boundary: every RPC error passes through here once.
     pub fn into_status(self) -> tonic::Status {
         use tonic::Status;

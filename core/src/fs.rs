@@ -29,3 +29,17 @@ pub fn free_space(path: &std::path::Path) -> Option<u64> {
     let stat = rustix::fs::statvfs(existing).ok()?;
     Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
+
+/// Below this many bytes free, a disk counts as full for an error that does
+/// not say why it failed: 1 MiB, less than SQLite needs to grow a database
+/// by one WAL index region and a few pages.
+pub const FULL_BELOW: u64 = 1 << 20;
+
+/// Whether a write to `path` failed for want of room: `said_full` is the
+/// error's own word (ENOSPC, SQLITE_FULL); a bare I/O error (`io_error`)
+/// counts when the disk holding `path` is below [`FULL_BELOW`] free, since
+/// SQLite reports a failed extension of its shared-memory index or a
+/// failed fsync without the errno.
+pub fn out_of_room(path: &std::path::Path, said_full: bool, io_error: bool) -> bool {
+    said_full || (io_error && free_space(path).is_some_and(|free| free < FULL_BELOW))
+}

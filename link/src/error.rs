@@ -80,11 +80,14 @@ impl LinkError {
         matches!(self, Self::Unreachable { .. })
     }
 
-    /// True when the commander is still busy with an earlier attempt of
-    /// the same work (`ABORTED`: an upload stream cut by a partition that
-    /// it has not reaped yet): worth retrying shortly.
-    pub fn is_busy(&self) -> bool {
-        matches!(self, Self::Refused { status, .. } if status.code() == tonic::Code::Aborted)
+    /// True when the commander said "not now" to a call that will succeed
+    /// as is later: `ABORTED` (it still holds an earlier attempt of the same
+    /// work, e.g. an upload stream cut by a partition that it has not reaped
+    /// yet) or `RESOURCE_EXHAUSTED` (its state database is full: nothing
+    /// happened, and the call succeeds once it has room).
+    pub fn is_retry_later(&self) -> bool {
+        use tonic::Code;
+        matches!(self, Self::Refused { status, .. } if matches!(status.code(), Code::Aborted | Code::ResourceExhausted))
     }
 
     /// True when the commander cut an upload whose bytes did not match

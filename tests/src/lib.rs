@@ -20,6 +20,8 @@ use tonic::transport::Channel;
 pub use ark_demo::origin::{Hostile, Origin};
 
 pub use ark_demo::git_origin::{self, free_port};
+pub use disk::SmallDisk;
+pub mod disk;
 pub mod forge;
 pub mod lan;
 pub mod netns;
@@ -813,6 +815,24 @@ pub async fn event_of(commander_data: &Path, run_id: i64, kind: &str) -> Result<
         .into_iter()
         .find(|e| e.kind == kind)
         .with_context(|| format!("no {kind} event on run {run_id}"))
+}
+
+/// Waits (up to 40 s) for the first event of `kind` on `run`; the run's
+/// events when it never comes.
+pub async fn wait_for_event(commander_data: &Path, run: i64, kind: &str) -> Result<Event> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Ok(event) = event_of(commander_data, run, kind).await {
+            return Ok(event);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no {kind} event on run {run}: {:?}",
+                events(commander_data, run).await?
+            );
+        }
+        tokio::time::sleep(TEST_HEARTBEAT).await;
+    }
 }
 
 /// Waits until `n` agents are online (registered and heartbeating).

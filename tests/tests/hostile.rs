@@ -303,42 +303,6 @@ async fn regression_a_crash_between_deriving_and_recording_a_feed_is_finished_on
     Ok(())
 }
 
-/// A small tmpfs mounted for one test (root only), unmounted on drop.
-struct SmallDisk {
-    at: std::path::PathBuf,
-}
-
-impl SmallDisk {
-    /// None, with the reason printed, where the machine will not mount.
-    fn mount(at: &Path, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(at).ok()?;
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            eprintln!(
-                "SKIPPED: cannot mount a small tmpfs here (needs root): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            return None;
-        }
-        Some(Self {
-            at: at.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.at)
-            .status();
-    }
-}
-
 /// Issue 15, defect 5: an archive disk that is full is reported as such
 /// (which disk, how much is free and needed), the run waits instead of
 /// failing, no quarantine is left behind, and once space is freed the run
@@ -375,23 +339,9 @@ async fn full_disk(mid_upload: bool) -> Result<()> {
     let adata = tmp.path().join("pi");
     enroll_agent(&cdata, &adata, "pi").await?;
     let _agent = spawn_agent(&adata)?;
-    let free = |path: &Path| -> Result<u64> {
-        let out = std::process::Command::new("df")
-            .args(["--output=avail", "-B1"])
-            .arg(path)
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .unwrap_or("0")
-            .trim()
-            .parse()?)
-    };
     // Leave 5 MiB (the check) or 2 MiB (mid-upload) for 3 MiB files.
-    let filler = disk.at.join("filler");
-    let room = free(&disk.at)?;
     let leave = if mid_upload { 2 << 20 } else { 5 << 20 };
-    std::fs::write(&filler, vec![7u8; (room - leave) as usize])?;
+    let filler = disk.fill("filler", leave)?;
     let origin = Origin::start().await?;
     let (a, b) = (
         ark_demo::sample_bytes(3 << 20, 1),

@@ -116,35 +116,6 @@ async fn hot_and_unplugged_agents_get_no_work_and_runs_show_says_why() -> Result
     Ok(())
 }
 
-/// A tmpfs mounted at a directory for as long as this lives (root only):
-/// a real disk that really fills up.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    /// None (the test says why and skips) where mounting is not allowed.
-    fn mount(dir: &Path, size: &str) -> Result<Option<Self>> {
-        std::fs::create_dir_all(dir)?;
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status();
-        if !mounted.is_ok_and(|s| s.success()) {
-            eprintln!("skipped: cannot mount a tmpfs (needs root)");
-            return Ok(None);
-        }
-        Ok(Some(Self(dir.to_path_buf())))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// An agent whose staging disk fills up mid-download (a 40 MiB tmpfs that
 /// something else fills while the run transfers at 4 MiB/s) hands the run
 /// back with the reason, keeps nothing of it, is then refused the run by
@@ -160,7 +131,7 @@ async fn an_agent_whose_disk_fills_mid_run_hands_it_back_and_it_lands_elsewhere(
     enroll_agent(&cdata, &small, "small").await?;
     enroll_agent(&cdata, &roomy, "roomy").await?;
     let staging = small.join("staging");
-    let Some(_disk) = Tmpfs::mount(&staging, "40m")? else {
+    let Some(disk) = SmallDisk::mount(&staging, "40m") else {
         return Ok(());
     };
     let _small = spawn_agent(&small)?;
@@ -180,13 +151,7 @@ async fn an_agent_whose_disk_fills_mid_run_hands_it_back_and_it_lands_elsewhere(
     })
     .await?;
     // Something else on the device takes the rest of its disk.
-    let free = ark_core::fs::free_space(&staging).unwrap_or(0);
-    std::fs::write(staging.join("filler"), vec![7u8; free as usize]).or_else(|e| {
-        match e.kind() {
-            std::io::ErrorKind::StorageFull => Ok(()),
-            _ => Err(e),
-        }
-    })?;
+    disk.fill("filler", 0)?;
 
     let back = wait_for_event(&cdata, id, "handed_back").await?;
     ensure!(
@@ -220,20 +185,4 @@ async fn an_agent_whose_disk_fills_mid_run_hands_it_back_and_it_lands_elsewhere(
         "the whole body landed"
     );
     Ok(())
-}
-
-/// Waits for the first event of `kind` on `run`.
-async fn wait_for_event(cdata: &Path, run: i64, kind: &str) -> Result<ark_proto::Event> {
-    let deadline = std::time::Instant::now() + SOON;
-    loop {
-        if let Ok(event) = event_of(cdata, run, kind).await {
-            return Ok(event);
-        }
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "no {kind} event on run {run}: {:?}",
-            events(cdata, run).await?
-        );
-        tokio::time::sleep(TEST_HEARTBEAT).await;
-    }
 }

@@ -433,6 +433,7 @@ impl<'a, 'c> Download<'a, 'c> {
             if free < needed {
                 return Err(FetchError::NoSpace {
                     url: self.url.into(),
+                    dir: dir.to_path_buf(),
                     free,
                     needed,
                 });

@@ -202,9 +202,16 @@ pub enum FetchError {
         source: std::io::Error,
     },
     #[error(
-        "GET {url}: the staging disk cannot hold it: {free} bytes free < {needed} bytes needed"
+        "GET {url}: the staging disk ({}) cannot hold it: {free} bytes free < {needed} bytes needed",
+        dir.display()
     )]
-    NoSpace { url: String, free: u64, needed: u64 },
+    NoSpace {
+        url: String,
+        /// The staging dir, on the agent's data disk.
+        dir: PathBuf,
+        free: u64,
+        needed: u64,
+    },
 }
 
 impl FetchError {

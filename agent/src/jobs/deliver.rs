@@ -8,11 +8,11 @@ use super::*;
 /// the commander) before the job fails and the run is retried.
 const MAX_UPLOAD_FAILURES: u32 = 3;
 
-/// Link failures (commander unreachable mid-delivery, or still holding the
-/// stream a partition cut) retried before they count as an upload failure:
-/// a minute at [`COMPLETE_RETRY`], longer than a commander restart and than
-/// the commander's reaping of a dead stream (its HTTP/2 keepalive). The
-/// lease deadline still applies on top.
+/// Link failures (commander unreachable mid-delivery, still holding the
+/// stream a partition cut, or its state database full) retried before they
+/// count as an upload failure: a minute at [`COMPLETE_RETRY`], longer than a
+/// commander restart and than the commander's reaping of a dead stream (its
+/// HTTP/2 keepalive). The lease deadline still applies on top.
 const MAX_LINK_RETRIES: u32 = 120;
 
 /// Bytes per upload message: well under gRPC's 4 MiB message limit, large
@@ -44,7 +44,15 @@ pub(super) async fn deliver(
     manifest: Manifest,
 ) -> std::result::Result<String, Stop> {
     let fail = |reason: String| Stop::Fail(failure(reason, true));
-    record_harvest(&ctx, &manifest).map_err(|e| fail(e.to_string()))?;
+    // The registry is this agent's hint; the commander has the last word
+    // on dedupe. A registry that cannot be written (its disk full) costs
+    // the hint, not the harvest.
+    if let Err(e) = record_harvest(&ctx, &manifest) {
+        warn!(
+            run = manifest.run_id,
+            "not recorded in the dedupe registry: {e}"
+        );
+    }
     let (bytes, signature) = manifest
         .sign(&ctx.credentials.key_pem)
         .map_err(|e| fail(e.to_string()))?;
@@ -97,7 +105,7 @@ pub(super) async fn deliver(
                 return Ok(path);
             }
             Err(e) if e.is_refusal() => return Err(Stop::Abandon(Abandon::Refused(e.to_string()))),
-            Err(e) if (e.is_link() || e.is_busy()) && link_failures < MAX_LINK_RETRIES => {
+            Err(e) if (e.is_link() || e.is_retry_later()) && link_failures < MAX_LINK_RETRIES => {
                 link_failures += 1;
                 warn!(run = manifest.run_id, "delivery interrupted, retrying: {e}");
                 tokio::time::sleep(COMPLETE_RETRY).await;

@@ -274,7 +274,7 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
             "SUSPECT".into()
         };
         println!(
-            "{:<16} {:<9} {:<7} {:<8} {:>5.0} {:>6} {:>7} {:>10.1} {:<8} {:>9} {:<11} {:<10} {:<15} {}",
+            "{:<16} {:<9} {:<7} {:<8} {:>5.0} {:>6} {:>7} {:>10} {:<8} {:>9} {:<11} {:<10} {:<15} {}",
             a.name,
             a.state,
             a.paused,
@@ -282,7 +282,7 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
             t.cpu_percent,
             temp,
             mem,
-            t.staging_free_bytes as f64 / (1u64 << 30) as f64,
+            free_text(&t),
             running.join(","),
             cap_text(a.bandwidth_cap),
             window_text(&a.window),
@@ -292,4 +292,13 @@ pub async fn run(data: &Path, url: Option<&str>, args: ListArgs) -> anyhow::Resu
         );
     }
     Ok(())
+}
+
+/// Free staging disk in GiB, marked when the agent announces it low.
+fn free_text(t: &ark_proto::Telemetry) -> String {
+    let gib = t.staging_free_bytes as f64 / (1u64 << 30) as f64;
+    match t.low_disk {
+        true => format!("LOW {gib:.1}"),
+        false => format!("{gib:.1}"),
+    }
 }

@@ -71,6 +71,7 @@ pub fn agent_json(a: &AgentInfo) -> Value {
            "version": caps.agent_version,
            "cpu_percent": t.cpu_percent, "memory_used_bytes": t.memory_used_bytes,
            "temperature_celsius": t.temperature_celsius, "staging_free_bytes": t.staging_free_bytes,
+           "low_disk": t.low_disk,
            "bytes_per_second": t.bytes_per_second, "load_average_1m": t.load_average_1m,
            "uplink": crate::state::uplink(&caps),
            "self_yield": {"on": a.self_yield,

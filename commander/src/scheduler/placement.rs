@@ -159,6 +159,10 @@ pub enum Refusal {
         free: u64,
         needed: u64,
     },
+    /// The agent announced low disk and the run's size is not known.
+    LowDisk {
+        free: u64,
+    },
 }
 
 impl Refusal {
@@ -179,6 +183,9 @@ impl Refusal {
             }
             Refusal::Disk { free, needed } => {
                 format!("{name}: {} free < {} needed", gib(free), gib(needed))
+            }
+            Refusal::LowDisk { free } => {
+                format!("{name}: low disk ({free} bytes free) and this run's size is not known yet")
             }
         }
     }
@@ -234,14 +241,20 @@ pub fn judge(
     if t.on_battery == Some(true) && !battery_ok {
         return Err(Refusal::Battery);
     }
-    let free = if t.staging_free_bytes > 0 {
+    // 0 is "not measured" unless the agent also says its disk is low.
+    let free = if t.staging_free_bytes > 0 || t.low_disk {
         t.staging_free_bytes
     } else {
         caps.staging_free_bytes
     };
     let needed = need.size + disk_margin(need.size);
-    if need.size > 0 && free > 0 && free < needed {
+    if need.size > 0 && (free > 0 || t.low_disk) && free < needed {
         return Err(Refusal::Disk { free, needed });
+    }
+    if need.size == 0 && t.low_disk {
+        return Err(Refusal::LowDisk {
+            free: t.staging_free_bytes,
+        });
     }
     let rate = match host_rate {
         0 => c.mean_rate.unwrap_or(DEFAULT_RATE),
@@ -488,6 +501,20 @@ mod tests {
         assert_eq!(
             refusal(&small, &big),
             "agent-3: 3.1 GiB free < 4.4 GiB needed"
+        );
+        // A full disk (0 free, announced low) refuses what fits nowhere
+        // and what is of unknown size; 0 alone is "not measured".
+        let mut full = agent("full");
+        telemetry(&mut full).staging_free_bytes = 0;
+        assert!(verdict(&full, &need(0)).is_ok());
+        telemetry(&mut full).low_disk = true;
+        assert_eq!(
+            refusal(&full, &need(0)),
+            "full: low disk (0 bytes free) and this run's size is not known yet"
+        );
+        assert_eq!(
+            refusal(&full, &need(1 << 20)),
+            "full: 0.0 GiB free < 0.3 GiB needed"
         );
 
         let mut laptop = agent("laptop");

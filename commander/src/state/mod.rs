@@ -7,7 +7,7 @@
 //! epoch everywhere. This module owns the SQL for records; the lease policy
 //! lives in [`crate::scheduler`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use prost::Message;
@@ -313,11 +313,17 @@ pub struct Store {
     /// not wait for (or hold up) the writers: the scheduler's background
     /// read of the whole swarm. WAL lets it read beside them.
     reader: Mutex<Connection>,
+    /// The database file, named in its errors (a full disk says which).
+    path: PathBuf,
 }
 
 impl Store {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_at(path).map_err(|e| e.on_database(path))
+    }
+
+    fn open_at(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // NORMAL in WAL mode survives a process crash (kill -9) intact; only
@@ -336,7 +342,18 @@ impl Store {
             conn: Mutex::new(conn),
             checkpointer: Mutex::new(checkpointer),
             reader: Mutex::new(reader),
+            path: path.to_path_buf(),
         })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every call's error, named (see [`CommanderError::on_database`]).
+    fn named<T>(&self, result: Result<T>) -> Result<T> {
+        result.map_err(|e| e.on_database(&self.path))
     }
 
     /// Copies committed WAL pages into the database without blocking
@@ -344,9 +361,12 @@ impl Store {
     /// Returns (frames in the WAL, frames checkpointed).
     pub fn checkpoint(&self) -> Result<(i64, i64)> {
         let conn = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get(1)?, r.get(2)?))
-        })?)
+        self.named(
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
+            .map_err(CommanderError::from),
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -358,10 +378,12 @@ impl Store {
     /// Runs `f` in one transaction, committed when it returns Ok.
     pub fn tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
+        self.named((|| {
+            let tx = conn.transaction()?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })())
     }
 
     /// Runs `f` in one transaction, committed when it returns Ok and
@@ -373,25 +395,29 @@ impl Store {
         f: impl FnOnce(&Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let value = f(&tx)?;
-        if commit {
-            tx.commit()?;
-        }
-        Ok(value)
+        self.named((|| {
+            let tx = conn.transaction()?;
+            let value = f(&tx)?;
+            if commit {
+                tx.commit()?;
+            }
+            Ok(value)
+        })())
     }
 
     /// Runs a read (or a single statement) outside an explicit transaction.
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        f(&self.lock())
+        self.named(f(&self.lock()))
     }
 
     /// Runs `f` on the reader connection in one read transaction: a
     /// consistent view of what was committed, taken beside the writers.
     pub fn snapshot<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let mut conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction()?;
-        f(&tx)
+        self.named((|| {
+            let tx = conn.transaction()?;
+            f(&tx)
+        })())
     }
 }
 

@@ -50,6 +50,8 @@ pub struct Agent {
     pub load_average_1m: Option<f32>,
     pub temperature_celsius: Option<f32>,
     pub free_disk_bytes: Option<u64>,
+    /// The agent announces its staging disk low (see Telemetry.low_disk).
+    pub low_disk: bool,
     pub last_seen_ms: i64,
     pub jobs: Vec<Job>,
     /// Harvests another agent confirmed, and why it is suspect ("" when not).
@@ -138,6 +140,7 @@ pub fn snapshot(
                 .as_ref()
                 .map(|t| t.staging_free_bytes)
                 .or((caps.staging_free_bytes > 0).then_some(caps.staging_free_bytes)),
+            low_disk: telemetry.as_ref().is_some_and(|t| t.low_disk),
             last_seen_ms: info.last_seen_ms,
             jobs,
             confirmed: info.trust.as_ref().map_or(0, |t| t.confirmed),
