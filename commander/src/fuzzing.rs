@@ -49,6 +49,23 @@ pub fn feed(bytes: &[u8]) {
     }
 }
 
+/// An OPML feed list as `target import opml` reads it, and each feed's
+/// target name; a list it accepts must write back to one it reads the same.
+pub fn opml(bytes: &[u8]) {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return;
+    };
+    let Ok(feeds) = crate::opml::parse(text) else {
+        return;
+    };
+    for feed in &feeds {
+        let _ = crate::opml::name_for(&feed.title, &feed.url);
+    }
+    let written = crate::opml::write(&feeds, "Sat, 05 Dec 2026 00:00:00 GMT");
+    let again = crate::opml::parse(&written).expect("Ark cannot read the OPML it wrote");
+    assert_eq!(again, feeds, "the OPML Ark wrote reads back differently");
+}
+
 /// The git bundle's header parser and the full check against no mirror
 /// (every object indexed, hashed and connected).
 pub fn git_bundle(bytes: &[u8]) {

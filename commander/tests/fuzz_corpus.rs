@@ -26,6 +26,11 @@ fn fuzz_corpus_feed() {
 }
 
 #[test]
+fn fuzz_corpus_opml() {
+    replay("opml", ark_commander::fuzzing::opml);
+}
+
+#[test]
 fn fuzz_corpus_git_bundle() {
     replay("git_bundle", ark_commander::fuzzing::git_bundle);
 }
