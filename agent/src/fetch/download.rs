@@ -198,6 +198,24 @@ impl<'a, 'c> Download<'a, 'c> {
     ) -> Result<(), FetchError> {
         // The stages must be gone before new ones write the same files.
         self.pipeline = None;
+        if groups == 0 {
+            // The version is on record from the body's first byte: a job
+            // stopped before its first checkpoint (its lease lost, the
+            // process killed) still resumes from what its data and
+            // outboard agree on.
+            let state = ResumeState {
+                url: self.url.into(),
+                validators: self.validators.clone(),
+                total: self.total,
+                groups: 0,
+            };
+            let at = self.resume_at.clone();
+            let json = serde_json::to_vec(&state).map_err(|e| self.io(std::io::Error::other(e)))?;
+            tokio::task::spawn_blocking(move || crate::write_atomic(&at, &json, 0o600))
+                .await
+                .map_err(|e| self.io(std::io::Error::other(e)))?
+                .map_err(|e| self.io(e))?;
+        }
         let start = Start {
             data: data.into_std().await,
             outboard: outboard.into_std().await,
@@ -224,7 +242,11 @@ impl<'a, 'c> Download<'a, 'c> {
     }
 
     /// Takes up what a previous attempt left on disk: only the groups that
-    /// still hash to their recorded CVs are kept.
+    /// still hash to their recorded CVs are kept. That is every group whose
+    /// data and outboard CV agree, past the last checkpoint too: a job
+    /// stopped between checkpoints (its process not the machine gone)
+    /// left them in the files, and a torn or lost write cannot hash to the
+    /// CV beside it, so the first disagreement ends what is kept.
     async fn resume_from_disk(&mut self) -> Result<(), FetchError> {
         let previous = std::fs::read(&self.resume_at)
             .ok()
@@ -238,7 +260,7 @@ impl<'a, 'c> Download<'a, 'c> {
             self.outboard_at.clone(),
             state.groups,
         );
-        let cvs = tokio::task::spawn_blocking(move || verify_on_disk(&data, &ob, groups))
+        let cvs = tokio::task::spawn_blocking(move || verify_on_disk(&data, &ob, u64::MAX))
             .await
             .map_err(|e| self.io(std::io::Error::other(e)))?
             .unwrap_or_default();
