@@ -364,12 +364,12 @@ mod tests {
 
     /// Real git's verdict on an incremental bundle: `bundle verify` in the
     /// receiver, a fetch from it, `fsck --full`, and upstream's refs after.
-    fn fetch_and_fsck(receiver: &Path, bundle: &Path, up: &Upstream) -> TestResult {
+    fn fetch_and_fsck(receiver: &Path, bundle: &Path, want: &Refs) -> TestResult {
         let bundle = bundle.to_string_lossy();
         git(receiver, &["bundle", "verify", "-q", &bundle])?;
         git(receiver, &["fetch", "-q", &bundle, "+refs/*:refs/*"])?;
         git(receiver, &["fsck", "--full", "--strict"])?;
-        assert_eq!(ls_remote(receiver)?, up.refs()?);
+        assert_eq!(&ls_remote(receiver)?, want);
         Ok(())
     }
 
@@ -430,7 +430,7 @@ mod tests {
         // amended feature commit and its changed path (5 more: its tree is
         // the old tip's, a superset the receiver dedupes).
         assert!(summary.objects <= 11, "{summary:?}");
-        fetch_and_fsck(&old, &bundle, &up)
+        fetch_and_fsck(&old, &bundle, &up.refs()?)
     }
 
     /// The first bundle of a repository where deltas matter carries
@@ -487,7 +487,27 @@ mod tests {
             "second bundle's pack {} bytes vs the {sent} upstream sent: {summary:?}",
             summary.pack_bytes
         );
-        fetch_and_fsck(&receiver, &second, &up)
+        fetch_and_fsck(&receiver, &second, &up.refs()?)
+    }
+
+    /// An object stored as a delta against one the receiver has goes as
+    /// that delta (REF_DELTA, a thin pack) which git completes on fetch.
+    #[test]
+    fn deltas_against_what_the_receiver_has_make_a_thin_bundle() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let up = Upstream::delta_heavy(tmp.path(), "up", 60)?;
+        let mirror = cli_mirror(tmp.path(), &up, "mirror")?;
+        let receiver = cli_mirror(tmp.path(), &up, "receiver")?;
+        let known = ls_remote(&mirror)?;
+        // A root commit with an older tree: its files are stored as deltas
+        // against newer versions, the receiver's tip among them.
+        let commit = git(&mirror, &["commit-tree", "main~4^{tree}", "-m", "rewind"])?;
+        git(&mirror, &["update-ref", "refs/heads/rewind", commit.trim()])?;
+        let refs = ls_remote(&mirror)?;
+        let bundle = tmp.path().join("thin.bundle");
+        let summary = bundle_file(&mirror, &refs, &known, &bundle)?;
+        assert!(summary.thin_deltas >= 1, "{summary:?}");
+        fetch_and_fsck(&receiver, &bundle, &refs)
     }
 
     #[test]
