@@ -25,6 +25,8 @@ command -v aria2c >/dev/null || need_apt+=(aria2)
 # git (the git kind's tests and the demo serve repositories with git
 # http-backend and git daemon), sshd/ssh (scripts/flash-agent.sh's test).
 command -v git >/dev/null || need_apt+=(git)
+# git-lfs: the LFS tests store objects with it and clone the landed mirror.
+command -v git-lfs >/dev/null || need_apt+=(git-lfs)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh >/dev/null || need_apt+=(openssh-client)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)

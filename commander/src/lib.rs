@@ -51,6 +51,7 @@ pub mod household;
 pub mod ingest;
 pub mod kinds;
 pub mod landing;
+pub mod lfs;
 pub mod library;
 pub mod names;
 pub mod net;

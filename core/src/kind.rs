@@ -27,6 +27,10 @@ pub enum Kind {
     /// the forge's API and keeps one `git` target per repository. Resolved
     /// by the commander; agents never harvest it.
     GitAccount,
+    /// One Git LFS object of a mirrored repository (`--lfs`): a file job the
+    /// commander queues when a landed bundle brings LFS pointers, fetched
+    /// through the LFS batch API and held to the pointer's SHA-256 oid.
+    Lfs,
     /// A test of the shape (feature `test-kind`): a file-like kind that
     /// lives only in its own module on each side, plus one line in each
     /// side's `match`, harvested end to end by the swarm tests.
@@ -43,6 +47,7 @@ impl Kind {
         Kind::Media,
         Kind::Git,
         Kind::GitAccount,
+        Kind::Lfs,
         #[cfg(feature = "test-kind")]
         Kind::Echo,
     ];
@@ -55,6 +60,7 @@ impl Kind {
         Kind::Rss,
         Kind::Media,
         Kind::Git,
+        Kind::Lfs,
         #[cfg(feature = "test-kind")]
         Kind::Echo,
     ];
@@ -79,6 +85,7 @@ impl Kind {
             Kind::Media => "media",
             Kind::Git => "git",
             Kind::GitAccount => "git-account",
+            Kind::Lfs => "lfs",
             #[cfg(feature = "test-kind")]
             Kind::Echo => "echo",
         }

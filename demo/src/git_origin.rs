@@ -172,6 +172,13 @@ async fn serve(
     };
 
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let host = header("host").unwrap_or_default();
+    if let Some((status, kind, body)) =
+        crate::lfs_origin::answer(root, &host, &method, path, header, &body)
+    {
+        let headers = format!("Content-Type: {kind}\r\n");
+        return respond(stream.get_mut(), status, &headers, &body).await;
+    }
     let mut cgi = tokio::process::Command::new("git");
     cgi.arg("http-backend")
         .env_clear()
@@ -231,13 +238,23 @@ async fn serve(
             }
         }
     }
+    respond(stream.get_mut(), &status, &headers, &body).await
+}
+
+/// Writes one answer and closes the connection (`headers`: CRLF-ended
+/// lines).
+async fn respond(
+    stream: &mut tokio::net::TcpStream,
+    status: &str,
+    headers: &str,
+    body: &[u8],
+) -> Result<()> {
     let mut response = format!(
         "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
-    response.extend_from_slice(&body);
-    let stream = stream.get_mut();
+    response.extend_from_slice(body);
     stream.write_all(&response).await?;
     stream.shutdown().await?;
     Ok(())

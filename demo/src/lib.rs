@@ -7,6 +7,7 @@
 //! with the reason.
 
 pub mod git_origin;
+pub mod lfs_origin;
 pub mod origin;
 
 use std::path::{Path, PathBuf};

@@ -21,6 +21,7 @@ pub use ark_demo::origin::{Hostile, Origin};
 
 pub use ark_demo::git_origin::{self, free_port};
 pub mod forge;
+pub mod lan;
 pub mod netns;
 pub mod webdriver;
 
@@ -129,12 +130,17 @@ pub fn write_commander_config(data: &Path) -> Result<()> {
 /// [`write_commander_config`] with more TOML after the test timings (e.g.
 /// a `[fetch]` table).
 pub fn write_commander_config_with(data: &Path, extra: &str) -> Result<()> {
+    write_commander_config_ttl(data, TEST_LEASE_TTL, extra)
+}
+
+/// [`write_commander_config_with`] with leases lasting `lease_ttl`.
+pub fn write_commander_config_ttl(data: &Path, lease_ttl: Duration, extra: &str) -> Result<()> {
     std::fs::create_dir_all(data)?;
     std::fs::write(
         data.join("commander.toml"),
         format!(
             "lease-ttl = \"{}ms\"\nheartbeat = \"{}ms\"\nretry-backoff = \"1s\"\nhttp = \"off\"\n{extra}",
-            TEST_LEASE_TTL.as_millis(),
+            lease_ttl.as_millis(),
             TEST_HEARTBEAT.as_millis()
         ),
     )?;
@@ -165,9 +171,25 @@ pub async fn start_commander(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Result<Proc> {
+    start_commander_on(None, data, listen, args, env).await
+}
+
+/// [`start_commander`] inside `device`'s network namespace (`None`: this
+/// one).
+pub async fn start_commander_on(
+    device: Option<&lan::Device>,
+    data: &Path,
+    listen: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Proc> {
     let endpoint = data.join("endpoint");
     let _ = std::fs::remove_file(&endpoint);
-    let mut cmd = Command::new(bin("ark-commander")?);
+    let program = bin("ark-commander")?;
+    let mut cmd = match device {
+        Some(device) => device.command(&program),
+        None => Command::new(program),
+    };
     cmd.arg("--data")
         .arg(data)
         .arg("serve")
@@ -247,7 +269,20 @@ pub fn spawn_agent(agent_data: &Path) -> Result<Proc> {
 
 /// Starts `ark-agent run` with extra environment (fault-injection hooks).
 pub fn spawn_agent_with(agent_data: &Path, env: &[(&str, &str)]) -> Result<Proc> {
-    let mut cmd = agent_command()?;
+    spawn_agent_on(None, agent_data, env)
+}
+
+/// [`spawn_agent_with`] inside `device`'s network namespace (`None`: this
+/// one).
+pub fn spawn_agent_on(
+    device: Option<&lan::Device>,
+    agent_data: &Path,
+    env: &[(&str, &str)],
+) -> Result<Proc> {
+    let mut cmd = match device {
+        Some(device) => device.command(&bin("ark-agent")?),
+        None => agent_command()?,
+    };
     cmd.arg("--data")
         .arg(agent_data)
         .arg("run")
@@ -668,7 +703,8 @@ impl Nginx {
         let conf = format!(
             "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 64; }}\n\
-             http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             http {{\n  access_log {d}/access.log;\n\
+               log_format ark '$request_method $uri $status $body_bytes_sent \"$http_range\"';\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
                default_type application/octet-stream;\n\
                server {{ listen {addr}; root {root}; {directives} }}\n}}\n",

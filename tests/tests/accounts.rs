@@ -113,6 +113,7 @@ async fn a_github_organisation_is_mirrored_whole_follows_changes_and_waits_out_r
             "att*",
             "--keep",
             "2",
+            "--lfs",
         ],
     )?;
     ensure!(ok, "target add git-account: {err}");
@@ -129,7 +130,7 @@ async fn a_github_organisation_is_mirrored_whole_follows_changes_and_waits_out_r
     for name in mirrors {
         let t = &listed_targets[name];
         ensure!(
-            t["account"] == "acme" && t["kind"] == "git" && t["keep"] == 2,
+            t["account"] == "acme" && t["kind"] == "git" && t["keep"] == 2 && t["lfs"] == true,
             "{t}"
         );
     }

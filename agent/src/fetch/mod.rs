@@ -270,12 +270,19 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// decompression, no redirects of its own ([`send`] follows them, checking
 /// each hop) and a resolver that hands out only addresses a job may reach.
 pub fn http_client() -> reqwest::Result<reqwest::Client> {
+    http_client_with(HeaderMap::new())
+}
+
+/// [`http_client`] sending `headers` with every request (what an LFS
+/// server's batch answer says its download needs).
+pub fn http_client_with(headers: HeaderMap) -> reqwest::Result<reqwest::Client> {
     crate::link::install_crypto_provider();
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(std::sync::Arc::new(crate::destination::GuardedResolver))
         .user_agent(concat!("ark-agent/", env!("CARGO_PKG_VERSION")))
+        .default_headers(headers)
         .build()
 }
 
@@ -284,6 +291,17 @@ pub fn http_client() -> reqwest::Result<reqwest::Client> {
 /// is requested. Returns the final answer (never a redirect).
 pub async fn send(
     http: &reqwest::Client,
+    url: &str,
+    guard: &Guard,
+    build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, FetchError> {
+    send_as(http, reqwest::Method::GET, url, guard, build).await
+}
+
+/// [`send`] with another method (an LFS batch request is a POST).
+pub async fn send_as(
+    http: &reqwest::Client,
+    method: reqwest::Method,
     url: &str,
     guard: &Guard,
     build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
@@ -300,14 +318,13 @@ pub async fn send(
             )));
         }
         guard.check(&at).await.map_err(|r| refuse(r.0))?;
-        let response =
-            build(http.get(at.clone()))
-                .send()
-                .await
-                .map_err(|source| FetchError::Transport {
-                    url: url.to_string(),
-                    source,
-                })?;
+        let response = build(http.request(method.clone(), at.clone()))
+            .send()
+            .await
+            .map_err(|source| FetchError::Transport {
+                url: url.to_string(),
+                source,
+            })?;
         if !response.status().is_redirection() || response.status() == StatusCode::NOT_MODIFIED {
             return Ok(response);
         }

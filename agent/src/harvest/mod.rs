@@ -29,6 +29,7 @@ mod echo;
 mod feed;
 mod file;
 pub mod git;
+mod lfs;
 pub mod zim;
 
 /// A harvested body and the digest its origin published, if any.
@@ -65,6 +66,7 @@ fn plan(kind: Kind) -> Box<dyn Plan> {
     match kind {
         Kind::File => Box::new(file::File),
         Kind::Media => Box::new(file::Media),
+        Kind::Lfs => Box::new(lfs::Lfs),
         Kind::Zim => Box::new(zim::Zim::default()),
         Kind::Rss => Box::new(feed::Feed::default()),
         Kind::Git | Kind::GitAccount => {
@@ -97,7 +99,36 @@ pub async fn harvest(
             false,
         ));
     }
-    fetched(&ctx, &lease, &dest, &progress, plan(kind)).await
+    let source = match kind {
+        // An LFS object: the batch API says where it is, and its oid what
+        // it must be.
+        Kind::Lfs => {
+            let guard = limits_of(&ctx, &lease).guard;
+            let located = lfs::locate(&ctx.http, &guard, &lease.url).await?;
+            Source {
+                url: located.href,
+                http: located.http,
+                expected: Some(located.expected),
+            }
+        }
+        _ => Source {
+            url: lease.url.clone(),
+            http: None,
+            expected: None,
+        },
+    };
+    fetched(&ctx, &lease, &dest, &progress, plan(kind), source).await
+}
+
+/// Where a fetched kind's body comes from.
+struct Source {
+    url: String,
+    /// A client of its own (headers the origin asked for), else the
+    /// agent's.
+    http: Option<reqwest::Client>,
+    /// The digest the body must have, known before the fetch (an LFS
+    /// object's oid); else one the origin publishes beside it is looked for.
+    expected: Option<crate::digests::Published>,
 }
 
 /// The limits of this job's fetch: the agent's, the job's size cap and
@@ -119,8 +150,9 @@ async fn fetched(
     dest: &Path,
     progress: &Progress,
     mut plan: Box<dyn Plan>,
+    source: Source,
 ) -> Result<Harvested, JobFailure> {
-    let (http, url) = (&ctx.http, &lease.url);
+    let (http, url) = (source.http.as_ref().unwrap_or(&ctx.http), &source.url);
     let run_throttle = Throttle::new(lease.bandwidth_cap);
     let sinks = Sinks {
         throttle: &ctx.throttle,
@@ -153,13 +185,17 @@ async fn fetched(
     };
     plan.finish(*size)
         .map_err(|e| failure(format!("GET {url}: {e}"), true))?;
-    // A split archive's sidecars describe single parts.
-    if split || !plan.digests() {
-        return Ok((fetched, None));
-    }
-    let Some(published) = crate::digests::discover(http, &limits.guard, url).await else {
-        info!(%url, "the origin publishes no digest (.meta4, .sha256, .md5): BLAKE3 only");
-        return Ok((fetched, None));
+    let published = match source.expected {
+        Some(expected) => expected,
+        // A split archive's sidecars describe single parts.
+        None if split || !plan.digests() => return Ok((fetched, None)),
+        None => match crate::digests::discover(http, &limits.guard, url).await {
+            Some(published) => published,
+            None => {
+                info!(%url, "the origin publishes no digest (.meta4, .sha256, .md5): BLAKE3 only");
+                return Ok((fetched, None));
+            }
+        },
     };
     let hex = crate::digests::check(dest, *size, &published)
         .await

@@ -169,6 +169,13 @@ async fn upload(
     flip: Option<u64>,
 ) -> Result<UploadResponse> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    if offset > 0 {
+        info!(
+            run = manifest.run_id,
+            offset,
+            "resuming the upload at byte {offset}: the commander verified the bytes before it"
+        );
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<UploadChunk>(4);
     let header = UploadChunk {
         part: Some(upload_chunk::Part::Header(UploadHeader {

@@ -44,7 +44,7 @@ pub fn target_json(t: &TargetInfo) -> Value {
            "checked_at_ms": t.checked_at_ms, "confirmed_at_ms": t.confirmed_at_ms,
            "max_age_ms": t.max_age_ms, "stale": t.stale, "media": t.media,
            "keep_media": t.keep_media, "category": t.category, "account": t.account,
-           "gone": t.gone,
+           "gone": t.gone, "lfs": t.lfs,
            "account_options": t.account_options.as_ref().map(|o| json!({
                "forge": o.forge, "token_file": o.token_file, "include": o.include,
                "exclude": o.exclude, "no_forks": o.no_forks, "no_archived": o.no_archived,

@@ -86,6 +86,11 @@ pub struct AddCmd {
     pub feed: FeedArgs,
     #[command(flatten)]
     pub account: AccountArgs,
+    /// A git or git-account target: also fetch the Git LFS objects the
+    /// repositories point at (through the LFS batch API, held to their
+    /// SHA-256 oids), landed beside the mirror under lfs/objects/.
+    #[arg(long)]
+    pub lfs: bool,
     /// A category tag, e.g. News/Tech.
     #[arg(long)]
     pub category: Option<String>,
@@ -116,6 +121,7 @@ impl TargetCmd {
                     spot_check,
                     feed,
                     account,
+                    lfs,
                     category,
                     max_temp,
                 } = *add;
@@ -138,6 +144,7 @@ impl TargetCmd {
                         category: category.unwrap_or_default(),
                         account: account.options(),
                         max_temp: max_temp.unwrap_or(0.0),
+                        lfs,
                     })
                     .await
                     .map_err(rpc("adding the target"))?
@@ -182,6 +189,9 @@ impl TargetCmd {
                         },
                         t.url
                     );
+                    if t.lfs {
+                        println!("  with its Git LFS objects (--lfs)");
+                    }
                     if !t.book.is_empty() {
                         println!(
                             "  book {}: release {}, newest upstream {}, checked {}",

@@ -10,7 +10,7 @@ use std::path::Path;
 use ark_core::Kind;
 use rusqlite::Connection;
 
-use super::{CheckCtx, KindSpec};
+use super::{CheckCtx, Derived, KindSpec};
 use crate::archive::{Archive, NewVersion, Version};
 use crate::state::Store;
 use crate::{CommanderError, Result};
@@ -91,6 +91,43 @@ impl KindSpec for Git {
         let dir = format!("{stem}.bundles");
         let file = ark_core::path::fit(format!("{name}.bundle"), &v.url);
         archive.stamped_version_path(conn, v, &file, Some(&dir), now)
+    }
+
+    fn derive(
+        &self,
+        archive: &Archive,
+        store: &Store,
+        version: &Version,
+        _now: i64,
+    ) -> Result<Derived> {
+        // The mirror's refs moved in `check`: its new commits are read for
+        // Git LFS pointers when the target wants its LFS objects.
+        let scanned = store.read(|c| {
+            crate::lfs::wanted(c, &version.target)?
+                .then(|| crate::lfs::scanned(c, &version.target))
+                .transpose()
+        })?;
+        let Some(scanned) = scanned else {
+            return Ok(Derived::Nothing);
+        };
+        let mirror = archive.absolute(&git_mirror_path(&version.url));
+        crate::lfs::scan(&mirror, &scanned).map(Derived::Lfs)
+    }
+
+    fn record(&self, tx: &Connection, version: &Version, derived: Derived, now: i64) -> Result<()> {
+        if let Derived::Lfs(scan) = derived {
+            let queued = crate::lfs::record(
+                tx,
+                &version.target,
+                &version.url,
+                version.run_id,
+                &scan,
+                now,
+            )?;
+            tracing::info!(target = %version.target, commits = scan.commits,
+                pointers = scan.pointers.len(), queued, "Git LFS pointers read");
+        }
+        Ok(())
     }
 
     fn place_of(&self, url: &str) -> Option<String> {

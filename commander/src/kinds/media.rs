@@ -8,7 +8,7 @@ use rusqlite::Connection;
 
 use super::{CheckCtx, Derived, KindSpec};
 use crate::archive::{Archive, NewVersion, Version};
-use crate::{CommanderError, Result};
+use crate::Result;
 
 #[derive(Debug)]
 pub struct Media;
@@ -38,17 +38,7 @@ impl KindSpec for Media {
         _now: i64,
     ) -> Result<String> {
         let relative = crate::feed::media_path(conn, &v.target, &v.url)?;
-        let taken: bool = conn.query_row(
-            "SELECT COUNT(*) > 0 FROM versions WHERE path = ?1",
-            [&relative],
-            |r| r.get(0),
-        )?;
-        if taken || archive.absolute(&relative).exists() {
-            return Err(CommanderError::AlreadyExists(format!(
-                "{relative} is already in the archive"
-            )));
-        }
-        Ok(relative)
+        super::unclaimed(archive, conn, relative)
     }
 
     fn shared_dir(&self) -> bool {

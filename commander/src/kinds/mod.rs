@@ -58,6 +58,7 @@ mod echo;
 mod feed;
 mod file;
 mod git;
+mod lfs;
 mod media;
 mod zim;
 
@@ -68,6 +69,8 @@ pub use git::git_mirror_path;
 pub enum Derived {
     Nothing,
     Feed(crate::feed::Derived),
+    /// The Git LFS pointers a git landing's mirror holds (`--lfs`).
+    Lfs(crate::lfs::Scan),
 }
 
 /// Where and how the pipeline is when it calls [`KindSpec::check`].
@@ -251,6 +254,7 @@ pub fn spec(kind: Kind) -> &'static dyn KindSpec {
         Kind::Media => &media::Media,
         Kind::Git => &git::Git,
         Kind::GitAccount => &account::GitAccount,
+        Kind::Lfs => &lfs::Lfs,
         #[cfg(feature = "test-kind")]
         Kind::Echo => &echo::Echo,
     }
@@ -272,6 +276,22 @@ pub fn of(name: &str) -> &'static dyn KindSpec {
 /// Every kind's spec.
 pub fn all() -> impl Iterator<Item = &'static dyn KindSpec> {
     Kind::ALL.iter().copied().map(spec)
+}
+
+/// `relative` for a version that lands once under a name of its own (an
+/// enclosure, an LFS object): refused if a version or a file holds it.
+fn unclaimed(archive: &Archive, conn: &Connection, relative: String) -> Result<String> {
+    let taken: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM versions WHERE path = ?1",
+        [&relative],
+        |r| r.get(0),
+    )?;
+    if taken || archive.absolute(&relative).exists() {
+        return Err(crate::CommanderError::AlreadyExists(format!(
+            "{relative} is already in the archive"
+        )));
+    }
+    Ok(relative)
 }
 
 /// The HTML sniff a plain file's check runs (its own copy: the agent's is a

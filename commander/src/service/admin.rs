@@ -498,6 +498,11 @@ fn prepare_target(mut req: AddTargetRequest) -> Result<(ark_core::Kind, AddTarge
         }
         (None, _) => {}
     }
+    if req.lfs && !matches!(kind, ark_core::Kind::Git | ark_core::Kind::GitAccount) {
+        return Err(CommanderError::Invalid(format!(
+            "--lfs: only a git or git-account target has Git LFS objects, not {kind}"
+        )));
+    }
     if !req.media.is_empty() {
         crate::feed::MediaPolicy::parse(&req.media)?;
         if kind != ark_core::Kind::Rss {

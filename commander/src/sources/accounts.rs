@@ -48,7 +48,7 @@ pub fn apply(
         }
     };
     let (settings, category): (ark_proto::AddTargetRequest, String) = tx.query_row(
-        "SELECT keep, window, bandwidth_cap, max_size, quorum, spot_check, category FROM targets WHERE name = ?1",
+        "SELECT keep, window, bandwidth_cap, max_size, quorum, spot_check, category, lfs FROM targets WHERE name = ?1",
         [account],
         |r| {
             Ok((
@@ -59,6 +59,7 @@ pub fn apply(
                     max_size: r.get::<_, i64>(3)? as u64,
                     quorum: r.get(4)?,
                     spot_check: r.get(5)?,
+                    lfs: r.get(7)?,
                     ..Default::default()
                 },
                 r.get(6)?,

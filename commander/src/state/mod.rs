@@ -158,6 +158,23 @@ CREATE TABLE IF NOT EXISTS feed_media (
     reason     TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (target, url)
 );
+-- Every Git LFS object a git target's mirror points at (`--lfs`), once:
+-- queued as an `lfs` run, then landed beside the mirror.
+CREATE TABLE IF NOT EXISTS lfs_objects (
+    target  TEXT NOT NULL,
+    oid     TEXT NOT NULL,
+    size    INTEGER NOT NULL,
+    run_id  INTEGER,
+    state   TEXT NOT NULL,
+    PRIMARY KEY (target, oid)
+);
+-- The tips of a git target whose history has been read for LFS pointers:
+-- the next scan walks only what is new since.
+CREATE TABLE IF NOT EXISTS lfs_scanned (
+    target  TEXT NOT NULL,
+    tip     TEXT NOT NULL,
+    PRIMARY KEY (target, tip)
+);
 -- Quorum harvests: a group of runs of one target, each by a distinct
 -- agent; the group's id is its first run's. A version lands when `need`
 -- votes agree (see crate::quorum).
@@ -414,6 +431,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("agents", "max_temp", "REAL NOT NULL DEFAULT 0"),
     ("agents", "hot_since", "INTEGER"),
     ("agents", "self_yield", "INTEGER NOT NULL DEFAULT 1"),
+    ("targets", "lfs", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {

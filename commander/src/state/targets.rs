@@ -12,10 +12,10 @@ pub fn add_target(
 ) -> Result<ark_proto::TargetInfo> {
     let inserted = conn.execute(
         "INSERT OR IGNORE INTO targets (name, kind, url, every_ms, created_at, next_due, keep, bandwidth_cap, max_size, window,
-           quorum, spot_check, max_age_ms, media, keep_media, category, max_temp)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+           quorum, spot_check, max_age_ms, media, keep_media, category, max_temp, lfs)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![t.name, t.kind, t.url, t.every_ms as i64, now, t.keep, t.bandwidth_cap as i64, t.max_size as i64, t.window,
-                t.quorum, t.spot_check, t.max_age_ms as i64, t.media, t.keep_media, t.category, f64::from(t.max_temp)],
+                t.quorum, t.spot_check, t.max_age_ms as i64, t.media, t.keep_media, t.category, f64::from(t.max_temp), t.lfs],
     )?;
     if inserted == 0 {
         return Err(CommanderError::AlreadyExists(format!(
@@ -43,6 +43,7 @@ pub fn add_target(
         keep_media: t.keep_media,
         category: t.category.clone(),
         max_temp: t.max_temp,
+        lfs: t.lfs,
         ..Default::default()
     })
 }
@@ -61,7 +62,7 @@ pub fn list_targets(
                 (SELECT MAX(finished_at) FROM runs r WHERE r.target = t.name AND r.kind = t.kind
                    AND r.state IN ('succeeded', 'unchanged')),
                 b.book, b.newest, b.checked_at, t.media, t.keep_media, t.category, t.account, t.gone,
-                t.max_temp
+                t.max_temp, t.lfs
          FROM targets t LEFT JOIN books b ON b.target = t.name ORDER BY t.name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -90,6 +91,7 @@ pub fn list_targets(
             account: r.get(21)?,
             gone: r.get(22)?,
             max_temp: r.get::<_, f64>(23)? as f32,
+            lfs: r.get(24)?,
             ..Default::default()
         })
     })?;

@@ -257,8 +257,8 @@ fn content_problem(
     let ours = ours("sha256")?;
     Ok((ours != expected).then(|| {
         format!(
-            "the upload's SHA-256 is {ours}, the release's published SHA-256 is {expected} ({source}): \
-             not the release; nothing landed and the landed release stays current"
+            "the upload's SHA-256 is {ours}, the expected SHA-256 is {expected} ({source}): \
+             not those bytes; nothing landed and what landed before stays current"
         )
     }))
 }

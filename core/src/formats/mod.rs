@@ -4,4 +4,5 @@
 
 pub mod bundle;
 pub mod feed;
+pub mod lfs;
 pub mod zim;
