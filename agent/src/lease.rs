@@ -70,9 +70,16 @@ pub struct HeldLease {
     /// This run's size limit (bytes, 0 = the agent's own).
     #[serde(default)]
     pub max_size: u64,
-    /// For a git job: what the commander's mirror holds.
+    /// For a git job: what the commander's mirror holds — whole only when
+    /// it has `known_refs_count` refs, else asked for when needed
+    /// (`KnownRefs`); its digest tells an unchanged mirror without them.
     #[serde(default)]
     pub known_refs: crate::git::Refs,
+    /// Empty from a commander that always sends the whole set.
+    #[serde(default)]
+    pub known_refs_digest: String,
+    #[serde(default)]
+    pub known_refs_count: u64,
     /// Where this job may fetch beyond public addresses (see
     /// [`crate::destination`]): networks, and the target's own origin.
     #[serde(default)]
@@ -101,6 +108,8 @@ impl HeldLease {
             bandwidth_cap: job.bandwidth_cap,
             max_size: job.max_size,
             known_refs: job.known_refs.into_iter().collect(),
+            known_refs_digest: job.known_refs_digest,
+            known_refs_count: job.known_refs_count,
             fetch_allow: job.fetch_allow,
             own_origin: job.own_origin,
             commander_endpoints: job.commander_endpoints,

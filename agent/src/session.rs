@@ -300,6 +300,9 @@ fn start_jobs(
         if jobs.contains_key(&held.run_id) {
             continue;
         }
+        // Its size on the wire: a git job's refs go by digest (issue 14).
+        let lease_bytes = prost::Message::encoded_len(&lease);
+        info!(run = lease.run_id, kind = %held.kind, lease_bytes, "lease received");
         match jobs::spawn(ctx.clone(), held, false) {
             Ok(job) => {
                 jobs.insert(lease.run_id, job);

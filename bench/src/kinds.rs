@@ -9,10 +9,12 @@
 //! - zim: `ark_commander::zim_check::check` vs `zimcheck -A` on each FILE;
 //! - rss: `ark_commander::feed::parse` of a generated 10,000-item RSS 2.0
 //!   feed, and the whole derivation (`feed::sync`: entry files, ledger rows,
-//!   media runs queued) of it landed as a version.
+//!   media runs queued) of it landed as a version;
+//! - `--pack-only [--commits N] [--real DIR]`: git mirrors at upstream's size
+//!   (issue 14), on a delta-heavy repository and a mirror of DIR ([`git_pack`]).
 //!
 //! Prints one `KIND <name> key=value…` line per measurement for
-//! bench/run.sh, which turns them into RESULTS.md's "Harvest kinds"
+//! bench/run.sh (`PACK` lines for bench/pack.sh), which turns them into RESULTS.md's "Harvest kinds"
 //! section. Building the inputs (the upstream repository, the ZIM) is not
 //! timed. It owns no Ark logic: every timed call is the library's own.
 
@@ -24,7 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
-use ark_agent::git::fixture::git;
+use ark_agent::git::fixture::{git, ls_remote, pack_bytes, Upstream};
 use ark_agent::git::Refs;
 use ark_commander::archive::{Archive, NewVersion, Source};
 use ark_commander::config::CommanderConfig;
@@ -62,16 +64,59 @@ const DESCRIPTION_BYTES: usize = 300;
 /// per-file cost of write + fsync + rename without doubling the bench time.
 const FLOOR_FILES: usize = 1_000;
 
+/// Commits of the delta-heavy repository of the pack measurement:
+/// "thousands of commits editing the same large files" (issue 14).
+const PACK_COMMITS: usize = 3_000;
+
+/// Runs per side of the pack measurement's checks; the median is reported.
+const PACK_RUNS: usize = 3;
+
+/// Commits added upstream before the pack measurement's thin bundle.
+const NEW_COMMITS: usize = 10;
+
 fn main() -> anyhow::Result<()> {
     let mut zims = Vec::new();
+    let (mut pack_only, mut commits, mut real) = (false, PACK_COMMITS, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--zim" => zims.push(PathBuf::from(args.next().context("--zim needs a FILE")?)),
-            _ => bail!("usage: kinds [--zim FILE]... (unknown argument {arg:?})"),
+            "--pack-only" => pack_only = true,
+            "--commits" => commits = args.next().context("--commits needs N")?.parse()?,
+            "--real" => real = Some(args.next().context("--real needs a DIR")?),
+            _ => bail!(
+                "usage: kinds [--zim FILE]... | kinds --pack-only [--commits N] [--real DIR] \
+                 (unknown argument {arg:?})"
+            ),
         }
     }
     let tmp = tempfile::Builder::new().prefix("ark-kinds-").tempdir()?;
+    if pack_only {
+        let repos = tmp.path().join("repos");
+        std::fs::create_dir_all(&repos)?;
+        eprintln!("kinds: the delta-heavy repository ({commits} commits)");
+        let heavy = Upstream::delta_heavy(&repos, "heavy", commits)?;
+        git_pack(tmp.path(), "delta_heavy", &heavy)?;
+        if let Some(dir) = real {
+            eprintln!("kinds: a mirror of {dir}");
+            let bare = repos.join("real.git");
+            let work = repos.join("real.work");
+            run(
+                "git",
+                &[
+                    "clone",
+                    "-q",
+                    "--mirror",
+                    "--no-local",
+                    &dir,
+                    path_str(&bare)?,
+                ],
+            )?;
+            run("git", &["clone", "-q", path_str(&bare)?, path_str(&work)?])?;
+            git_pack(tmp.path(), "real", &Upstream { bare, work })?;
+        }
+        return Ok(());
+    }
     git_kind(tmp.path())?;
     for zim in &zims {
         zim_kind(zim)?;
@@ -428,6 +473,186 @@ fn git_kind(root: &Path) -> anyhow::Result<()> {
         repo_s / fsck_landed_s,
     );
     Ok(())
+}
+
+/// Git mirrors at upstream's size (issue 14), on `up` served over smart
+/// HTTP: the agent mirrors it (what upstream sent is the pack that arrived
+/// in the agent's mirror); the first bundle (nothing known) against that
+/// pack; the commander's check of it (no mirror yet) against `git fsck
+/// --full` of a `git clone --mirror` of the same upstream, alternating,
+/// median of [`PACK_RUNS`]; then [`NEW_COMMITS`] commits upstream, each
+/// editing the largest file of `main`: the pack upstream sent for the
+/// refetch against the thin bundle of what the landed mirror lacks, and its
+/// check against the landed mirror. Prints one `PACK <name> key=value…`.
+fn git_pack(root: &Path, name: &str, up: &Upstream) -> anyhow::Result<()> {
+    let repos = up.bare.parent().context("upstream in a directory")?;
+    let served = pack_bytes(&up.bare)?;
+    let origin = GitHttp::start(repos)?;
+    let url = origin.url(
+        up.bare
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("upstream name")?,
+    );
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let never = AtomicBool::new(false);
+
+    // 1. The agent's mirror: what upstream sent is the pack it received.
+    let mirror = dir.join("agent.git");
+    let (mirror_s, refs) = timed(|| Ok(ark_agent::git::mirror(&url, &mirror, &never)?))?;
+    let sent = pack_bytes(&mirror)?;
+    let cli = dir.join("cli.git");
+    run("git", &["clone", "-q", "--mirror", &url, path_str(&cli)?])?;
+    let objects = count(&cli, &["rev-list", "--all", "--objects"])?;
+    let commits = count(&cli, &["rev-list", "--all"])?;
+
+    // 2. The first bundle and its check, against git fsck --full.
+    let bundle = dir.join("first.bundle");
+    let (write_s, summary) = timed(|| {
+        let file = std::io::BufWriter::new(std::fs::File::create(&bundle)?);
+        Ok(ark_agent::git::write_bundle(
+            &mirror,
+            &refs,
+            &Refs::new(),
+            file,
+        )?)
+    })?;
+    let bundle_bytes = std::fs::metadata(&bundle)?.len();
+    let (mut check, mut fsck) = (Vec::new(), Vec::new());
+    let landed = dir.join("nas.git");
+    for i in 0..PACK_RUNS {
+        let fsck_once = || -> anyhow::Result<f64> {
+            Ok(timed(|| {
+                run(
+                    "git",
+                    &["-C", path_str(&cli)?, "fsck", "--full", "--no-progress"],
+                )
+            })?
+            .0)
+        };
+        if i % 2 == 1 {
+            fsck.push(fsck_once()?);
+        }
+        let scratch = dir.join(format!("scratch-{i}"));
+        std::fs::create_dir_all(&scratch)?;
+        let (t, checked) = timed(|| {
+            Ok(ark_commander::git_check::check_bundle(
+                &bundle,
+                &dir.join("no-mirror-yet.git"),
+                &scratch,
+            )?)
+        })?;
+        check.push(t);
+        if i == 0 {
+            ark_commander::git_check::apply(&checked, &landed, "run-1")?;
+        }
+        std::fs::remove_dir_all(&scratch)?;
+        if i % 2 == 0 {
+            fsck.push(fsck_once()?);
+        }
+    }
+    landed_whole(&landed, &refs)?;
+    let (check_s, fsck_s) = (median(check), median(fsck));
+
+    // 3. New commits upstream: the refetch against the thin bundle.
+    let (path, content) = largest_file(&up.work)?;
+    for n in 0..NEW_COMMITS {
+        let mut lines: Vec<&str> = content.lines().collect();
+        let at = (n * 7919) % lines.len().max(1);
+        let edit = format!("edited by the bench, commit {n}");
+        if lines.is_empty() {
+            lines.push(&edit);
+        } else {
+            lines[at] = &edit;
+        }
+        up.commit(&path, &(lines.join("\n") + "\n"))?;
+    }
+    // `main` only: `Upstream::push` prunes what the work clone lacks (the
+    // real repository's other branches).
+    git(&up.work, &["push", "-q", "origin", "HEAD"])?;
+    let before = pack_bytes(&mirror)?;
+    let known = landed_refs(&landed)?;
+    let (refetch_s, refs) = timed(|| Ok(ark_agent::git::mirror(&url, &mirror, &never)?))?;
+    let fetched = pack_bytes(&mirror)? - before;
+    let thin = dir.join("thin.bundle");
+    let thin_summary = {
+        let file = std::io::BufWriter::new(std::fs::File::create(&thin)?);
+        ark_agent::git::write_bundle(&mirror, &refs, &known, file)?
+    };
+    let thin_bytes = std::fs::metadata(&thin)?.len();
+    let scratch = dir.join("scratch-thin");
+    std::fs::create_dir_all(&scratch)?;
+    let (thin_check_s, checked) = timed(|| {
+        Ok(ark_commander::git_check::check_bundle(
+            &thin, &landed, &scratch,
+        )?)
+    })?;
+    ark_commander::git_check::apply(&checked, &landed, "run-2")?;
+    landed_whole(&landed, &refs)?;
+
+    println!(
+        "PACK {name} commits={commits} objects={objects} refs={} served_pack_bytes={served} upstream_sent_bytes={sent} mirror_s={mirror_s:.3} bundle_bytes={bundle_bytes} bundle_pack_bytes={} bundle_objects={} deltas={} ratio_bytes={:.3} write_bundle_s={write_s:.3} check_bundle_s={check_s:.3} fsck_s={fsck_s:.3} ratio_check={:.2} new_commits={NEW_COMMITS} edited={path} refetch_sent_bytes={fetched} refetch_s={refetch_s:.3} thin_bundle_bytes={thin_bytes} thin_objects={} thin_deltas={} thin_check_s={thin_check_s:.3} runs={PACK_RUNS}",
+        refs.len(),
+        summary.pack_bytes,
+        summary.objects,
+        summary.deltas,
+        bundle_bytes as f64 / sent as f64,
+        check_s / fsck_s,
+        thin_summary.objects,
+        thin_summary.thin_deltas,
+    );
+    Ok(())
+}
+
+/// The largest text file (no NUL byte) of `main` in the work clone, and
+/// its text.
+fn largest_file(work: &Path) -> anyhow::Result<(String, String)> {
+    let listing = git(work, &["ls-tree", "-r", "-l", "HEAD"])?;
+    let mut files: Vec<(u64, String)> = listing
+        .lines()
+        .filter_map(|line| {
+            let (meta, path) = line.split_once('\t')?;
+            let size: u64 = meta.split_whitespace().nth(3)?.parse().ok()?;
+            meta.contains(" blob ").then(|| (size, path.to_string()))
+        })
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .rev()
+        .find_map(|(_, path)| {
+            let bytes = std::fs::read(work.join(&path)).ok()?;
+            let text = String::from_utf8(bytes).ok()?;
+            (!text.contains('\0')).then_some((path, text))
+        })
+        .context("no text file on main")
+}
+
+/// The landed mirror holds `refs` and `git fsck --full --strict` passes.
+fn landed_whole(landed: &Path, refs: &Refs) -> anyhow::Result<()> {
+    ensure!(
+        landed_refs(landed)? == *refs,
+        "the refs of the landed mirror {} differ from upstream's",
+        landed.display()
+    );
+    let dir = path_str(landed)?;
+    run(
+        "git",
+        &["-C", dir, "fsck", "--full", "--strict", "--no-progress"],
+    )?;
+    Ok(())
+}
+
+/// The landed mirror's refs, the commander's `refs/ark/` aside.
+fn landed_refs(mirror: &Path) -> anyhow::Result<Refs> {
+    let mut refs = ls_remote(mirror)?;
+    refs.retain(|name, _| !name.starts_with("refs/ark/"));
+    Ok(refs)
+}
+
+fn count(repo: &Path, args: &[&str]) -> anyhow::Result<usize> {
+    Ok(git(repo, args)?.lines().count())
 }
 
 /// The refs of a bare repository (`refs/…` only, as `mirror` returns them).

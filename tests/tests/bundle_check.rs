@@ -301,3 +301,286 @@ fn check_repo_finds_corrupt_loose_objects_and_packs() -> TestResult {
     assert!(matches!(err, GitCheckError::Integrity { .. }), "{err}");
     Ok(())
 }
+
+/// A thin bundle (deltas against objects of the landed mirror) lands, and
+/// the same bundle against a mirror without those bases is refused.
+#[test]
+fn thin_bundles_resolve_against_the_mirror_or_are_refused() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let up = Upstream::delta_heavy(tmp.path(), "up", 60)?;
+    let source = cli_mirror(tmp.path(), &up, "agent")?;
+    let first = tmp.path().join("b1");
+    bundle(&source, &Refs::new(), &first)?;
+    let mirror = tmp.path().join("nas.git");
+    land(&first, &mirror, tmp.path(), "run-1")?;
+
+    // A root commit with an older tree: its files are deltas against the
+    // newer versions the mirror holds.
+    let known = landed(&mirror)?;
+    let commit = git(&source, &["commit-tree", "main~4^{tree}", "-m", "rewind"])?;
+    git(&source, &["update-ref", "refs/heads/rewind", commit.trim()])?;
+    let thin = tmp.path().join("b2");
+    let refs = ls_remote(&source)?;
+    let summary = write_bundle(&source, &refs, &known, std::fs::File::create(&thin)?)?;
+    assert!(summary.thin_deltas >= 1, "{summary:?}");
+
+    // Against a mirror that lacks the bases (only the prerequisite commit
+    // copied in, so the header passes): refused, naming the missing base.
+    let bare = tmp.path().join("bare.git");
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", &bare.to_string_lossy()],
+    )?;
+    let tip = &known["refs/heads/main"];
+    let cat = git(&source, &["cat-file", "commit", tip])?;
+    let raw = tmp.path().join("commit.raw");
+    std::fs::write(&raw, cat)?;
+    let copied = git(
+        &bare,
+        &[
+            "hash-object",
+            "-t",
+            "commit",
+            "-w",
+            "--literally",
+            &raw.to_string_lossy(),
+        ],
+    )?;
+    assert_eq!(copied.trim(), tip);
+    let err = check_bundle(&thin, &bare, tmp.path())
+        .err()
+        .ok_or("a thin bundle without its bases was accepted")?;
+    assert!(
+        matches!(err, GitCheckError::MissingDeltaBase { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not in the mirror"), "{err}");
+
+    land(&thin, &mirror, tmp.path(), "run-2")?;
+    git(&mirror, &["fsck", "--full", "--strict"])?;
+    assert_eq!(landed(&mirror)?, refs);
+    check_repo(&mirror)?;
+    Ok(())
+}
+
+/// Hand-written packs: deltas the check must refuse, each with its reason,
+/// and the valid forms beside them (so the refusals are about the delta).
+#[test]
+fn broken_deltas_are_refused_with_their_reason() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let mirror = tmp.path().join("m.git");
+    let base = b"hello\n";
+    let target = b"hello\nworld\n";
+    // Copy the 6 base bytes, insert "world\n".
+    let ops = [&[0x90, 0x06, 0x06][..], b"world\n"].concat();
+    let good_delta = delta(base.len(), target.len(), &ops);
+    let base_entry = pack_entry(3, base.len(), &[], base);
+    let ofs = |distance: u64, body: &[u8]| pack_entry(6, body.len(), &ofs_distance(distance), body);
+    let ref_to = |id: &[u8; 20], body: &[u8]| pack_entry(7, body.len(), id, body);
+    let target_id = object_id("blob", target);
+    let base_id = object_id("blob", base);
+    let absent_id = object_id("blob", b"absent\n");
+
+    // What each pack should come to: accepted, refused for a missing delta
+    // base (named), or refused as corrupt.
+    enum Outcome {
+        Lands,
+        MissingBase([u8; 20]),
+        Corrupt,
+    }
+    use Outcome::*;
+    let cases: Vec<(&str, Vec<Vec<u8>>, Outcome)> = vec![
+        (
+            "ofs-delta on the entry before",
+            vec![
+                base_entry.clone(),
+                ofs(base_entry.len() as u64, &good_delta),
+            ],
+            Lands,
+        ),
+        (
+            "ref-delta on a base neither in the pack nor in the mirror",
+            vec![ref_to(&absent_id, &good_delta)],
+            MissingBase(absent_id),
+        ),
+        (
+            // Out of order: git's index-pack would wait for the base; a
+            // bundle's bases come first (git and the agent write them so).
+            "ref-delta on a later entry",
+            vec![ref_to(&base_id, &good_delta), base_entry.clone()],
+            MissingBase(base_id),
+        ),
+        (
+            // Bases inside the pack are named by offset (OFS_DELTA), as
+            // `git bundle create` and the agent write them.
+            "ref-delta on an earlier entry",
+            vec![base_entry.clone(), ref_to(&base_id, &good_delta)],
+            MissingBase(base_id),
+        ),
+        (
+            "two ref-deltas on each other",
+            vec![
+                ref_to(&target_id, &good_delta),
+                ref_to(&base_id, &good_delta),
+            ],
+            MissingBase(target_id),
+        ),
+        (
+            "ofs-delta before the start of the pack",
+            vec![
+                base_entry.clone(),
+                ofs(base_entry.len() as u64 + 13, &good_delta),
+            ],
+            Corrupt,
+        ),
+        (
+            "ofs-delta into the middle of an entry",
+            vec![
+                base_entry.clone(),
+                ofs(base_entry.len() as u64 - 2, &good_delta),
+            ],
+            Corrupt,
+        ),
+        (
+            "ofs-delta on itself",
+            vec![base_entry.clone(), ofs(0, &good_delta)],
+            Corrupt,
+        ),
+        (
+            "delta whose result is shorter than its header says",
+            vec![
+                base_entry.clone(),
+                ofs(
+                    base_entry.len() as u64,
+                    &delta(base.len(), target.len() + 1, &ops),
+                ),
+            ],
+            Corrupt,
+        ),
+        (
+            "delta for a base of another size",
+            vec![
+                base_entry.clone(),
+                ofs(
+                    base_entry.len() as u64,
+                    &delta(base.len() + 3, target.len(), &ops),
+                ),
+            ],
+            Corrupt,
+        ),
+    ];
+    for (name, entries, outcome) in cases {
+        let path = tmp.path().join("hand.bundle");
+        hand_bundle(&path, &hex(&target_id), &entries)?;
+        match (check_bundle(&path, &mirror, tmp.path()), outcome) {
+            (Ok(checked), Lands) => assert_eq!(checked.objects, 2, "{name}"),
+            (Ok(_), _) => return Err(format!("{name}: accepted").into()),
+            (Err(e), Lands) => return Err(format!("{name}: refused: {e}").into()),
+            (Err(e), MissingBase(id)) => {
+                assert!(
+                    matches!(e, GitCheckError::MissingDeltaBase { .. }),
+                    "{name}: {e}"
+                );
+                assert!(e.to_string().contains(&hex(&id)), "{name}: {e}");
+            }
+            (Err(e), Corrupt) => assert!(
+                matches!(e, GitCheckError::CorruptPack { .. }),
+                "{name}: {e}"
+            ),
+        }
+    }
+    assert!(!mirror.exists());
+    Ok(())
+}
+
+/// A bundle with one ref (`refs/tags/t` → `tip`) and a pack of `entries`.
+fn hand_bundle(path: &Path, tip: &str, entries: &[Vec<u8>]) -> TestResult {
+    let mut pack = b"PACK".to_vec();
+    pack.extend(2u32.to_be_bytes());
+    pack.extend(u32::try_from(entries.len())?.to_be_bytes());
+    for entry in entries {
+        pack.extend(entry);
+    }
+    pack.extend(sha1(&pack));
+    let mut bundle = format!("# v2 git bundle\n{tip} refs/tags/t\n\n").into_bytes();
+    bundle.extend(pack);
+    std::fs::write(path, bundle)?;
+    Ok(())
+}
+
+/// A pack entry: type and size header, `extra` (an OFS_DELTA's distance or
+/// a REF_DELTA's base id), then `body` as a zlib stream.
+fn pack_entry(type_bits: u8, size: usize, extra: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = vec![(type_bits << 4) | (size & 0x0f) as u8];
+    let mut rest = size >> 4;
+    while rest > 0 {
+        *out.last_mut().expect("one byte at least") |= 0x80;
+        out.push((rest & 0x7f) as u8);
+        rest >>= 7;
+    }
+    out.extend(extra);
+    out.extend(zlib_stored(body));
+    out
+}
+
+/// An OFS_DELTA's base distance: 7 bits a byte, big-endian, each
+/// continuation adding one (git's encoding).
+fn ofs_distance(mut distance: u64) -> Vec<u8> {
+    let mut out = vec![(distance & 0x7f) as u8];
+    distance >>= 7;
+    while distance > 0 {
+        distance -= 1;
+        out.insert(0, 0x80 | (distance & 0x7f) as u8);
+        distance >>= 7;
+    }
+    out
+}
+
+/// A delta: the base's and the result's sizes (varints), then `ops`.
+fn delta(base: usize, result: usize, ops: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for mut size in [base, result] {
+        loop {
+            let byte = (size & 0x7f) as u8;
+            size >>= 7;
+            if size == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    out.extend(ops);
+    out
+}
+
+/// A zlib stream of one stored (uncompressed) block.
+fn zlib_stored(data: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(data.len()).expect("small test bodies");
+    let mut out = vec![0x78, 0x01, 0x01];
+    out.extend(len.to_le_bytes());
+    out.extend((!len).to_le_bytes());
+    out.extend(data);
+    let (mut a, mut b) = (1u32, 0u32);
+    for byte in data {
+        a = (a + u32::from(*byte)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    out.extend(((b << 16) | a).to_be_bytes());
+    out
+}
+
+fn sha1(bytes: &[u8]) -> [u8; 20] {
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes);
+    digest.as_ref().try_into().expect("SHA-1 is 20 bytes")
+}
+
+fn object_id(kind: &str, data: &[u8]) -> [u8; 20] {
+    let mut bytes = format!("{kind} {}\0", data.len()).into_bytes();
+    bytes.extend(data);
+    sha1(&bytes)
+}
+
+fn hex(id: &[u8]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}

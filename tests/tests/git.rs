@@ -64,11 +64,7 @@ async fn a_mirror_over_smart_http_lands_follows_force_pushes_and_deletions() -> 
     let http = GitHttp::start(&repos)?;
     let url = http.url("up.git");
 
-    let cdata = tmp.path().join("commander");
-    let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
-    let adata = tmp.path().join("pi");
-    enroll_agent(&cdata, &adata, "pi").await?;
-    let _agent = spawn_agent(&adata)?;
+    let (cdata, _commander, _agent) = swarm_of_one(tmp.path(), "pi").await?;
     add_target(&cdata, "git", "up", &url, 0).await?;
     let first = run_of(&cdata, "up").await?;
     wait_for_run(&cdata, first, "succeeded", SOON).await?;
@@ -194,6 +190,143 @@ async fn a_corrupt_pack_from_a_hostile_origin_fails_the_run_and_lands_nothing() 
         archive_files(&cdata).is_empty(),
         "{:?}",
         archive_files(&cdata)
+    );
+    Ok(())
+}
+
+/// `count` lightweight tags on `main` in the repository `repo`, made in
+/// one `git update-ref --stdin` and packed (as a host with many refs has
+/// them).
+fn many_tags(repo: &Path, count: usize) -> Result<()> {
+    use std::io::Write;
+    let main = git(repo, &["rev-parse", "refs/heads/main"])?;
+    let mut child = std::process::Command::new("git")
+        .args(["update-ref", "--stdin"])
+        .current_dir(repo)
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("git's stdin")?;
+    for i in 0..count {
+        writeln!(stdin, "create refs/tags/many/t{i:06} {}", main.trim())?;
+    }
+    drop(stdin);
+    ensure!(child.wait()?.success(), "git update-ref --stdin failed");
+    git(repo, &["pack-refs", "--all"])?;
+    Ok(())
+}
+
+/// The `lease_bytes` of every lease the agent's log says it received.
+fn lease_sizes(log: &str) -> Vec<usize> {
+    log.lines()
+        .filter(|line| line.contains("lease received"))
+        .filter_map(|line| {
+            let at = line.find("lease_bytes")? + "lease_bytes".len();
+            let digits: String = line[at..]
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// Issue 14: a repository with 20,000 refs does not make every lease 20,000
+/// refs long. The lease names the commander's ref set by digest; an
+/// unchanged upstream ends `unchanged` on the digest alone; a change sends
+/// a bundle of only what is new, against the agent's own mirror's refs when
+/// their digest matches, else against the refs it asks the commander for
+/// (`KnownRefs`, as an agent without this mirror must).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_refs_go_by_digest_in_the_lease_and_whole_only_on_demand() -> Result<()> {
+    const REFS: usize = 20_000;
+    /// Incompressible, so a bundle that resends it is plainly larger than
+    /// one that does not (whose header alone lists every ref, ~1.3 MB).
+    const NOISE: usize = 4 << 20;
+    let tmp = tempfile::tempdir()?;
+    let repos = tmp.path().join("repos");
+    std::fs::create_dir_all(&repos)?;
+    let up = Upstream::populated(&repos, "up")?;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..NOISE)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    std::fs::write(up.work.join("noise.bin"), &noise)?;
+    up.commit("README", "with noise\n")?;
+    // In the work clone, whose pushes prune what it lacks.
+    many_tags(&up.work, REFS)?;
+    up.push()?;
+    let started = std::time::Instant::now();
+    let http = GitHttp::start(&repos)?;
+    let url = http.url("up.git");
+
+    let (cdata, _commander, agent) = swarm_of_one(tmp.path(), "pi").await?;
+    let adata = tmp.path().join("pi");
+    add_target(&cdata, "git", "up", &url, 0).await?;
+    let first = run_of(&cdata, "up").await?;
+    wait_for_run(&cdata, first, "succeeded", SOON).await?;
+    let mirror = mirror_of(&cdata, &url);
+    ensure!(upstream_refs_of(&mirror)? == up.refs()?);
+    ensure!(up.refs()?.len() > REFS);
+    eprintln!("first run landed at {:?}", started.elapsed());
+
+    // Unchanged: the digest is all the agent needs.
+    run_to(&cdata, "up", "unchanged").await?;
+    eprintln!("unchanged at {:?}", started.elapsed());
+
+    // A new commit: the agent's own mirror held the commander's refs.
+    up.commit("more.txt", "more\n")?;
+    up.push()?;
+    let own = run_to(&cdata, "up", "succeeded").await?;
+    let own = run(&cdata, own).await?;
+    ensure!(upstream_refs_of(&mirror)? == up.refs()?);
+    ensure!(
+        !agent.log_text().contains("known refs asked for"),
+        "the agent asked for refs its own mirror held"
+    );
+
+    // Without its mirror (as another agent would be), it asks for the refs
+    // and still sends only what is new.
+    std::fs::remove_dir_all(adata.join(ark_agent::git::MIRRORS_DIR))?;
+    up.commit("more.txt", "more still\n")?;
+    up.push()?;
+    let asked = run_to(&cdata, "up", "succeeded").await?;
+    let asked = run(&cdata, asked).await?;
+    ensure!(upstream_refs_of(&mirror)? == up.refs()?);
+    let log = agent.log_text();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("bundle written") || l.contains("known refs"))
+        .collect();
+    ensure!(
+        log.matches("known refs asked for").count() == 1,
+        "the agent should have asked for the refs once: {said:#?}"
+    );
+    for bundle in [&own, &asked] {
+        ensure!(
+            bundle.size_bytes < NOISE as u64,
+            "run {}: a bundle of {} bytes resent what the commander had",
+            bundle.id,
+            bundle.size_bytes
+        );
+    }
+    fsck_and_clone(&mirror, tmp.path())?;
+
+    let sizes = lease_sizes(&log);
+    ensure!(sizes.len() >= 4, "leases logged: {sizes:?}");
+    let largest = sizes.iter().max().copied().unwrap_or_default();
+    ensure!(
+        largest < 2048,
+        "a lease of {largest} bytes for a mirror of {REFS} refs: {sizes:?}"
+    );
+    eprintln!(
+        "leases {sizes:?} bytes; bundles {} and {} bytes for one new commit",
+        own.size_bytes, asked.size_bytes
     );
     Ok(())
 }

@@ -88,6 +88,19 @@ pub enum GitCheckError {
     )]
     MissingPrerequisite { id: ObjectId, mirror: PathBuf },
     #[error(
+        "a REF_DELTA in the pack of bundle {} names base {id}, which is not in the mirror at {}: \
+         refused (a base inside the pack must come earlier and be named by its offset, as \
+         OFS_DELTA); the agent's next run, with the mirror's current refs as known, sends what \
+         is missing",
+        bundle.display(),
+        mirror.display()
+    )]
+    MissingDeltaBase {
+        bundle: PathBuf,
+        id: ObjectId,
+        mirror: PathBuf,
+    },
+    #[error(
         "bundle ref {name} points to {id} which is neither in the pack nor in the mirror: \
          the transfer is incomplete"
     )]
@@ -357,7 +370,21 @@ pub fn check_bundle(bundle: &Path, mirror: &Path, scratch: &Path) -> Result<Chec
     }
     let pack_dir = work.join("objects/pack");
     std::fs::create_dir_all(&pack_dir).map_err(io("creating scratch", &pack_dir))?;
-    let pack = index_pack(bundle, header.len, &pack_dir, mirror_db.clone())?;
+    // A thin pack's REF_DELTA bases come from the mirror; without a mirror,
+    // from the (empty) scratch store, so a missing base is named, not a
+    // "ref deltas unsupported".
+    let bases = match &mirror_db {
+        Some(db) => db.clone(),
+        None => open_odb(&work.join("objects"))?,
+    };
+    let pack = index_pack(bundle, header.len, &pack_dir, bases).map_err(|e| match e {
+        IndexError::MissingBase(id) => GitCheckError::MissingDeltaBase {
+            bundle: bundle.into(),
+            id,
+            mirror: mirror.into(),
+        },
+        IndexError::Refused(e) => e,
+    })?;
 
     let corrupt = |reason: String| GitCheckError::CorruptPack {
         bundle: bundle.into(),
@@ -407,17 +434,36 @@ pub fn check_bundle(bundle: &Path, mirror: &Path, scratch: &Path) -> Result<Chec
     })
 }
 
-/// Indexes the pack that follows the header (`offset`) into `pack_dir`;
+/// Why [`index_pack`] refused a pack.
+enum IndexError {
+    /// A REF_DELTA's base is neither in `thin_bases` nor (by gix's rule) in
+    /// the pack: the caller names the mirror.
+    MissingBase(ObjectId),
+    Refused(GitCheckError),
+}
+
+impl From<GitCheckError> for IndexError {
+    fn from(e: GitCheckError) -> Self {
+        Self::Refused(e)
+    }
+}
+
+/// Indexes the pack that follows the header (`offset`) into `pack_dir`,
+/// resolving every delta (its result hashed, its size checked against the
+/// header): OFS_DELTA bases must come earlier in the pack, REF_DELTA bases
+/// are looked up in `thin_bases` and appended (the pack lands complete);
 /// `None` for a pack without objects (whose checksum is still checked).
 fn index_pack(
     bundle: &Path,
     offset: u64,
     pack_dir: &Path,
-    thin_bases: Option<gix::odb::Handle>,
-) -> Result<Option<PackFiles>> {
-    let corrupt = |reason: String| GitCheckError::CorruptPack {
-        bundle: bundle.into(),
-        reason,
+    thin_bases: gix::odb::Handle,
+) -> Result<Option<PackFiles>, IndexError> {
+    let corrupt = |reason: String| {
+        IndexError::Refused(GitCheckError::CorruptPack {
+            bundle: bundle.into(),
+            reason,
+        })
     };
     let mut file = std::fs::File::open(bundle).map_err(io("opening bundle", bundle))?;
     file.seek(SeekFrom::Start(offset))
@@ -473,7 +519,7 @@ fn index_pack(
             Some(pack_dir),
             &mut gix::progress::Discard,
             &AtomicBool::new(false),
-            thin_bases,
+            Some(thin_bases),
             options,
         )
     }))
@@ -487,7 +533,10 @@ fn index_pack(
             "the pack's entries are malformed (indexing failed: {why})"
         ))
     })?;
-    let outcome = written.map_err(|e| corrupt(error_chain(&e)))?;
+    let outcome = written.map_err(|e| match missing_base(&e) {
+        Some(id) => IndexError::MissingBase(id),
+        None => corrupt(error_chain(&e)),
+    })?;
     if let Some(keep) = &outcome.keep_path {
         let _ = std::fs::remove_file(keep);
     }
@@ -495,6 +544,19 @@ fn index_pack(
         (Some(pack), Some(index)) => Ok(Some(PackFiles { pack, index })),
         _ => Err(corrupt("indexing wrote no pack".into())),
     }
+}
+
+/// The base a REF_DELTA lacked, when that is why indexing failed.
+fn missing_base(error: &(dyn std::error::Error + 'static)) -> Option<ObjectId> {
+    use gix::odb::pack::data::input::Error as Input;
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(Input::NotFound { object_id }) = e.downcast_ref::<Input>() {
+            return Some(*object_id);
+        }
+        cause = e.source();
+    }
+    None
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

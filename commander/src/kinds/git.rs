@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use ark_core::formats::bundle::Refs;
 use ark_core::Kind;
 use rusqlite::Connection;
 
@@ -18,6 +19,47 @@ use crate::{CommanderError, Result};
 #[derive(Debug)]
 pub struct Git;
 
+/// Most refs a lease carries whole: a set this small (about 70 bytes a ref,
+/// so ≤ 70 KB) costs less inline than a second round trip, and it is more
+/// than most repositories have. A larger set goes by digest and count, and
+/// the agent asks `KnownRefs` for it when it needs it.
+pub const KNOWN_REFS_INLINE: usize = 1_000;
+
+/// Refs in one `KnownRefs` page: about 700 KB, well under gRPC's 4 MiB
+/// message limit.
+pub const KNOWN_REFS_PAGE: usize = 10_000;
+
+/// What a lease says of the mirror's refs: the set itself when it has at
+/// most [`KNOWN_REFS_INLINE`] refs, else none of it; and always its digest
+/// and count, so the agent knows whether it has them all.
+pub fn lease_refs(refs: Refs) -> (HashMap<String, String>, String, u64) {
+    let digest = ark_core::formats::bundle::refs_digest(&refs);
+    let count = refs.len() as u64;
+    let inline = match refs.len() <= KNOWN_REFS_INLINE {
+        true => refs.into_iter().collect(),
+        false => HashMap::new(),
+    };
+    (inline, digest, count)
+}
+
+/// `refs` as `KnownRefs` pages of [`KNOWN_REFS_PAGE`] refs, in name order.
+pub fn known_refs_pages(refs: Refs) -> Vec<ark_proto::KnownRefsPage> {
+    let mut pages = Vec::with_capacity(refs.len().div_ceil(KNOWN_REFS_PAGE));
+    let mut page = Vec::new();
+    for (name, id) in refs {
+        page.push(ark_proto::KnownRef { name, id });
+        if page.len() == KNOWN_REFS_PAGE {
+            pages.push(ark_proto::KnownRefsPage {
+                refs: std::mem::take(&mut page),
+            });
+        }
+    }
+    if !page.is_empty() {
+        pages.push(ark_proto::KnownRefsPage { refs: page });
+    }
+    pages
+}
+
 impl KindSpec for Git {
     fn kind(&self) -> Kind {
         Kind::Git
@@ -28,18 +70,18 @@ impl KindSpec for Git {
         &["http", "https", "git"]
     }
 
-    fn known_refs(&self, archive_root: Option<&Path>, url: &str) -> HashMap<String, String> {
+    fn known_refs(&self, archive_root: Option<&Path>, url: &str) -> Option<Refs> {
         let Some(root) = archive_root else {
-            return HashMap::new();
+            return Some(Refs::new());
         };
         let mirror = root.join(git_mirror_path(url));
-        match crate::git_check::landed_refs(&mirror) {
-            Ok(refs) => refs.into_iter().collect(),
+        Some(match crate::git_check::landed_refs(&mirror) {
+            Ok(refs) => refs,
             Err(e) => {
                 tracing::warn!(mirror = %mirror.display(), "reading the mirror's refs: {e}; the agent will send everything");
-                HashMap::new()
+                Refs::new()
             }
-        }
+        })
     }
 
     fn links_across_targets(&self) -> bool {

@@ -42,9 +42,9 @@
 //! 3. Its harvester on the agent (`agent/src/harvest/`) and its line there.
 //! 4. Tests: a whole-swarm harvest in `tests/`, a refusal of a bad body.
 
-use std::collections::HashMap;
 use std::path::Path;
 
+use ark_core::formats::bundle::Refs;
 use ark_core::Kind;
 use rusqlite::Connection;
 
@@ -62,7 +62,7 @@ mod lfs;
 mod media;
 mod zim;
 
-pub use git::git_mirror_path;
+pub use git::{git_mirror_path, known_refs_pages, lease_refs, KNOWN_REFS_INLINE, KNOWN_REFS_PAGE};
 
 /// What a kind's [`KindSpec::derive`] produced for its landing transaction.
 #[derive(Debug)]
@@ -106,9 +106,10 @@ pub trait KindSpec: Sync {
     }
 
     /// What the commander's landed state holds that the agent needs (a git
-    /// mirror's refs); empty for most kinds.
-    fn known_refs(&self, _archive_root: Option<&Path>, _url: &str) -> HashMap<String, String> {
-        HashMap::new()
+    /// mirror's refs, which a lease names by digest: see
+    /// [`lease_refs`]); `None` for kinds that need none.
+    fn known_refs(&self, _archive_root: Option<&Path>, _url: &str) -> Option<Refs> {
+        None
     }
 
     /// Whether a body equal to the target's latest version means the run

@@ -118,7 +118,11 @@ impl Scheduler {
                 true => (settings.etag, settings.last_modified),
                 false => Default::default(),
             };
-            let known_refs = spec.known_refs(self.archive_root.as_deref(), &url);
+            // A git mirror's refs go by digest, and whole only when few.
+            let (known_refs, known_refs_digest, known_refs_count) = spec
+                .known_refs(self.archive_root.as_deref(), &url)
+                .map(crate::kinds::lease_refs)
+                .unwrap_or_default();
             leases.push(Lease {
                 run_id: run,
                 generation: generation as u64,
@@ -134,6 +138,8 @@ impl Scheduler {
                     bandwidth_cap: settings.bandwidth_cap,
                     max_size,
                     known_refs,
+                    known_refs_digest,
+                    known_refs_count,
                     fetch_allow: self.config.fetch.allow.clone(),
                     commander_endpoints: self.own_endpoints.clone(),
                 }),
@@ -144,6 +150,33 @@ impl Scheduler {
 }
 
 impl Scheduler {
+    /// The refs the landed state holds for the job of `lease` (a git
+    /// mirror's, which the lease named by digest), for the agent holding
+    /// it: read now, so the mirror's current set.
+    pub fn known_refs(
+        &self,
+        agent: &str,
+        lease: &LeaseRef,
+        now: i64,
+    ) -> Result<ark_core::formats::bundle::Refs> {
+        let (kind, url) = self.store.read(|tx| {
+            self.check_lease(tx, agent, lease, now)?;
+            Ok(tx.query_row(
+                "SELECT kind, url FROM runs WHERE id = ?1",
+                [lease.run_id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )?)
+        })?;
+        crate::kinds::of(&kind)
+            .known_refs(self.archive_root.as_deref(), &url)
+            .ok_or_else(|| {
+                CommanderError::Invalid(format!(
+                    "run {} is a {kind} job, which has no known refs",
+                    lease.run_id
+                ))
+            })
+    }
+
     /// The swarm as placement sees it: the shared snapshot while it is
     /// younger than [`placement::SNAPSHOT_MS`] (the commander refreshes it
     /// in the background, see [`Scheduler::refresh_swarm`]), else read now.

@@ -1138,4 +1138,73 @@ mod tests {
             Some(command::Command::Resume(_))
         ));
     }
+
+    /// Issue 14: a mirror with many refs must not make every lease as long;
+    /// the lease names the set by digest, and `known_refs` reads it whole
+    /// for the agent holding the lease (and for no other).
+    #[test]
+    fn a_lease_names_a_large_ref_set_by_digest_and_known_refs_reads_it() {
+        use ark_core::formats::bundle::{refs_digest, Refs};
+        use prost::Message;
+        const REFS: usize = 20_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archive = dir.path().join("archive");
+        let seeded = scheduler(dir.path());
+        let s = Scheduler::new(seeded.store.clone(), seeded.config.clone()).with_archive(&archive);
+        let url = "http://origin/many.git";
+        let mirror = archive.join(crate::kinds::git_mirror_path(url));
+        std::fs::create_dir_all(mirror.join("objects")).expect("mirror");
+        let refs: Refs = (0..REFS)
+            .map(|i| (format!("refs/tags/v{i:05}"), format!("{:040x}", i + 1)))
+            .collect();
+        let packed: String = refs.iter().map(|(n, id)| format!("{id} {n}\n")).collect();
+        std::fs::write(mirror.join("packed-refs"), packed).expect("packed-refs");
+        s.store
+            .tx(|tx| {
+                let caps = ark_proto::Capabilities {
+                    kinds: vec!["git".into()],
+                    ..Default::default()
+                };
+                state::set_capabilities(tx, "a", &caps, T0)?;
+                let target = ark_proto::AddTargetRequest {
+                    kind: "git".into(),
+                    url: url.into(),
+                    name: "many".into(),
+                    ..Default::default()
+                };
+                state::add_target(tx, &target, T0).map(|_| ())
+            })
+            .expect("seed");
+
+        let leases = beat(&s, "a", T0);
+        assert_eq!(leases.len(), 1, "{leases:?}");
+        let lease = &leases[0];
+        let job = lease.job.as_ref().expect("job");
+        assert_eq!(job.kind, "git");
+        assert!(
+            job.known_refs.is_empty(),
+            "{} refs inline",
+            job.known_refs.len()
+        );
+        assert_eq!(job.known_refs_count, REFS as u64);
+        assert_eq!(job.known_refs_digest, refs_digest(&refs));
+        let bytes = lease.encoded_len();
+        assert!(bytes < 1024, "a lease of {bytes} bytes for {REFS} refs");
+
+        let held = LeaseRef::of(lease);
+        assert_eq!(s.known_refs("a", &held, T0 + 1).expect("known refs"), refs);
+        let pages = crate::kinds::known_refs_pages(refs.clone());
+        assert_eq!(pages.len(), REFS.div_ceil(crate::kinds::KNOWN_REFS_PAGE));
+        assert!(pages.iter().all(|p| p.encoded_len() < 4 << 20));
+        let err = s
+            .known_refs("b", &held, T0 + 1)
+            .expect_err("another agent's lease");
+        assert!(matches!(err, CommanderError::PermissionDenied(_)), "{err}");
+
+        // A few refs go whole, with their digest.
+        let few: Refs = refs.into_iter().take(3).collect();
+        let (inline, digest, count) = crate::kinds::lease_refs(few.clone());
+        assert_eq!((inline.len(), count), (3, 3));
+        assert_eq!(digest, refs_digest(&few));
+    }
 }

@@ -273,6 +273,31 @@ impl AgentSession for Services {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    type KnownRefsStream = std::pin::Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = std::result::Result<KnownRefsPage, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    async fn known_refs(&self, request: Request<KnownRefsRequest>) -> Reply<Self::KnownRefsStream> {
+        let pages = self
+            .blocking(move |s| {
+                let agent = s.agent(&request)?;
+                let lease = request
+                    .get_ref()
+                    .lease
+                    .ok_or_else(|| CommanderError::Invalid("KnownRefs without a lease".into()))?;
+                let refs = s.scheduler().known_refs(&agent, &lease, unix_ms())?;
+                Ok(crate::kinds::known_refs_pages(refs))
+            })
+            .await?
+            .into_inner();
+        let stream = tokio_stream::iter(pages.into_iter().map(Ok));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn register(&self, request: Request<RegisterRequest>) -> Reply<RegisterResponse> {
         self.blocking(move |s| {
             let agent = s.agent(&request)?;

@@ -8,6 +8,19 @@ use std::collections::BTreeMap;
 /// a stable order.
 pub type Refs = BTreeMap<String, String>;
 
+/// The digest of a ref set, as a lease names the commander's mirror: BLAKE3
+/// over `<id> <name>\n` lines in name order (hex). Agent and commander
+/// compute it alike, so equal digests mean equal ref sets.
+pub fn refs_digest(refs: &Refs) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for (name, id) in refs {
+        for part in [id.as_bytes(), b" ", name.as_bytes(), b"\n"] {
+            hasher.update(part);
+        }
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
 /// The first line of a v2 bundle.
 pub const BUNDLE_V2_SIGNATURE: &str = "# v2 git bundle\n";
 
@@ -69,6 +82,26 @@ mod tests {
         assert_eq!(refs["refs/heads/main"], "2".repeat(40));
         assert!(super::header_refs(&b"PACK"[..]).is_err());
         assert!(super::header_refs(&b"# v2 git bundle\nabc refs/x\n"[..]).is_err());
+    }
+
+    #[test]
+    fn the_refs_digest_changes_with_any_name_or_id() {
+        use super::{refs_digest, Refs};
+        let refs = Refs::from([
+            ("refs/heads/a".to_string(), "1".repeat(40)),
+            ("refs/heads/b".to_string(), "2".repeat(40)),
+        ]);
+        let digest = refs_digest(&refs);
+        assert_eq!(digest.len(), 64);
+        assert_eq!(digest, refs_digest(&refs.clone()));
+        assert_ne!(digest, refs_digest(&Refs::new()));
+        let mut moved = refs.clone();
+        moved.insert("refs/heads/b".into(), "3".repeat(40));
+        assert_ne!(digest, refs_digest(&moved));
+        let mut renamed = refs.clone();
+        let id = renamed.remove("refs/heads/b").expect("b");
+        renamed.insert("refs/heads/c".into(), id);
+        assert_ne!(digest, refs_digest(&renamed));
     }
 
     #[test]

@@ -1,12 +1,14 @@
-//! The git bundle (v2) of what the commander's mirror lacks, with a pack
-//! written by Ark.
+//! The git bundle (v2) of what the commander's mirror lacks: which objects
+//! go in it (here) and its pack, deltified from the mirror's own ([`pack`]).
 
+use super::pack::{self, Receiver};
 use super::*;
 
 /// Writes a git bundle v2 of `refs` (from the mirror at `dir`) for a receiver
 /// that already has `known` (ids the mirror lacks are ignored): prerequisite
-/// lines for the known commits, ref lines, a blank line, then an undeltified
-/// pack of every object reachable from `refs` and not from the known tips.
+/// lines for the known commits, ref lines, a blank line, then a pack of
+/// every object reachable from `refs` and not from the known tips, its
+/// deltas reused from the mirror's packs (thin against the known tips).
 pub fn write_bundle(
     dir: &Path,
     refs: &Refs,
@@ -67,12 +69,15 @@ pub fn write_bundle(
     }
     header.push('\n');
     out.write_all(header.as_bytes())?;
-    let pack_bytes = set.write_pack(&mut out)?;
+    let mut receiver = Receiver::new(prerequisites.keys().copied().collect(), &set.known);
+    let stats = pack::write_pack(&repo, dir, &set.order, &mut receiver, &mut out)?;
     out.flush()?;
     Ok(BundleSummary {
         objects: set.order.len() as u64,
-        pack_bytes,
+        pack_bytes: stats.bytes,
         refs: refs.len(),
+        deltas: stats.deltas,
+        thin_deltas: stats.thin_deltas,
     })
 }
 
@@ -99,20 +104,11 @@ impl<'r> ObjectSet<'r> {
     }
 
     fn load(&self, id: ObjectId) -> Result<(Kind, Vec<u8>)> {
-        let object = self.repo.find_object(id).map_err(|e| GitError::Object {
-            dir: self.dir.into(),
-            id,
-            source: e.into(),
-        })?;
-        Ok((object.kind, object.detach().data))
+        pack::load(self.repo, self.dir, id)
     }
 
     fn decode_error(&self, id: ObjectId, e: impl Into<Cause>) -> GitError {
-        GitError::Object {
-            dir: self.dir.into(),
-            id,
-            source: e.into(),
-        }
+        pack::object_error(self.dir, id, e)
     }
 
     /// Marks a known tip (and its tag chain) as present at the receiver;
@@ -245,77 +241,5 @@ impl<'r> ObjectSet<'r> {
             }
         }
         Ok(())
-    }
-
-    /// Writes the pack (version 2, undeltified); returns its size in bytes.
-    fn write_pack(&self, out: &mut impl Write) -> Result<u64> {
-        let mut pack = HashingWriter {
-            inner: out,
-            hasher: gix::hash::hasher(gix::hash::Kind::Sha1),
-            bytes: 0,
-        };
-        let count = u32::try_from(self.order.len()).map_err(|_| {
-            std::io::Error::other("more than 4 billion objects do not fit one pack")
-        })?;
-        pack.write_all(b"PACK")?;
-        pack.write_all(&2u32.to_be_bytes())?;
-        pack.write_all(&count.to_be_bytes())?;
-        for id in &self.order {
-            let (kind, data) = self.load(*id)?;
-            pack.write_all(&entry_header(kind, data.len() as u64))?;
-            let mut deflate = gix::features::zlib::stream::deflate::Write::new(&mut pack);
-            deflate.write_all(&data)?;
-            deflate.flush()?;
-        }
-        let HashingWriter {
-            inner,
-            hasher,
-            bytes,
-        } = pack;
-        let trailer = hasher
-            .try_finalize()
-            .map_err(|e| std::io::Error::other(format!("hashing the pack: {e}")))?;
-        inner.write_all(trailer.as_bytes())?;
-        Ok(bytes + trailer.as_bytes().len() as u64)
-    }
-}
-
-/// A pack entry's header: the type in bits 4–6 of the first byte, the size
-/// in 4 bits there and 7 bits per following byte, high bit = more follows.
-pub(super) fn entry_header(kind: Kind, size: u64) -> Vec<u8> {
-    let type_bits: u8 = match kind {
-        Kind::Commit => 1,
-        Kind::Tree => 2,
-        Kind::Blob => 3,
-        Kind::Tag => 4,
-    };
-    let mut bytes = vec![(type_bits << 4) | (size & 0x0f) as u8];
-    let mut rest = size >> 4;
-    while rest > 0 {
-        if let Some(last) = bytes.last_mut() {
-            *last |= 0x80;
-        }
-        bytes.push((rest & 0x7f) as u8);
-        rest >>= 7;
-    }
-    bytes
-}
-
-/// Passes bytes through while hashing and counting them (the pack trailer).
-struct HashingWriter<W> {
-    inner: W,
-    hasher: gix::hash::Hasher,
-    bytes: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }

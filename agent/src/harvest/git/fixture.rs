@@ -79,6 +79,21 @@ pub fn ls_remote(repo: &Path) -> std::io::Result<Refs> {
         .collect())
 }
 
+/// Text files of [`Upstream::delta_heavy`]: few, so each is edited often.
+pub const DELTA_HEAVY_FILES: usize = 3;
+
+/// Bytes of the packs in `repo`'s `objects/pack` (what it would serve).
+pub fn pack_bytes(repo: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(repo.join("objects/pack"))? {
+        let entry = entry?;
+        if entry.path().extension().is_some_and(|e| e == "pack") {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
 /// A bare upstream (`bare`) and the work clone that pushes to it (`work`).
 #[derive(Debug)]
 pub struct Upstream {
@@ -90,9 +105,16 @@ impl Upstream {
     /// An empty bare repository `root/NAME.git`.
     pub fn empty(root: &Path, name: &str) -> std::io::Result<Self> {
         let bare = root.join(format!("{name}.git"));
-        let work = root.join(format!("{name}.work"));
         std::fs::create_dir_all(&bare)?;
         git(&bare, &["init", "--bare", "-q", "-b", "main"])?;
+        let up = Self::with_work(root, name, bare)?;
+        git(&up.work, &["symbolic-ref", "HEAD", "refs/heads/main"])?;
+        Ok(up)
+    }
+
+    /// `bare` with its work clone `root/NAME.work`.
+    fn with_work(root: &Path, name: &str, bare: PathBuf) -> std::io::Result<Self> {
+        let work = root.join(format!("{name}.work"));
         git(
             root,
             &[
@@ -102,7 +124,6 @@ impl Upstream {
                 &work.to_string_lossy(),
             ],
         )?;
-        git(&work, &["symbolic-ref", "HEAD", "refs/heads/main"])?;
         Ok(Self { bare, work })
     }
 
@@ -131,6 +152,117 @@ impl Upstream {
         up.commit("src/main.txt", "main\n")?;
         up.push()?;
         Ok(up)
+    }
+
+    /// A bare upstream where deltas matter: `commits` commits on `main`,
+    /// each editing a few lines of one of [`DELTA_HEAVY_FILES`] text files
+    /// of ~100 KiB (written with `git fast-import`, then `git repack -adf`
+    /// so it is served from one deltified pack, as a real host serves it).
+    /// The work clone is made afterwards, so `commit` and `push` extend it.
+    pub fn delta_heavy(root: &Path, name: &str, commits: usize) -> std::io::Result<Self> {
+        use std::io::Write;
+        let bare = root.join(format!("{name}.git"));
+        std::fs::create_dir_all(&bare)?;
+        git(&bare, &["init", "--bare", "-q", "-b", "main"])?;
+        // A fixed LCG: the same repository on every run.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |below: usize| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 33) as usize) % below
+        };
+        let mut files: Vec<Vec<String>> = (0..DELTA_HEAVY_FILES)
+            .map(|f| {
+                (0..2_000)
+                    .map(|l| format!("file {f} line {l}: {}", next(1 << 30)))
+                    .collect()
+            })
+            .collect();
+        let mut stream = Vec::new();
+        for n in 0..commits {
+            let f = n % DELTA_HEAVY_FILES;
+            for _ in 0..1 + next(4) {
+                let at = next(files[f].len());
+                files[f][at] = format!("edited in commit {n}: {}", next(1 << 30));
+            }
+            let body = files[f].join(
+                "
+",
+            ) + "
+";
+            write!(
+                stream,
+                "blob
+mark :{}
+data {}
+{body}
+",
+                n + 1,
+                body.len()
+            )?;
+            let when = 1_700_000_000 + n * 60;
+            let message = format!(
+                "edit f{f} ({n})
+"
+            );
+            write!(
+                stream,
+                "commit refs/heads/main\nauthor Ark Test <test@ark.invalid> {when} +0000\n\
+                 committer Ark Test <test@ark.invalid> {when} +0000\ndata {}\n{message}",
+                message.len()
+            )?;
+            if n == 0 {
+                // The first commit holds every file (later ones inherit them).
+                for (k, lines) in files.iter().enumerate().filter(|(k, _)| *k != f) {
+                    let other = lines.join(
+                        "
+",
+                    ) + "
+";
+                    write!(
+                        stream,
+                        "M 100644 inline f{k}.txt
+data {}
+{other}
+",
+                        other.len()
+                    )?;
+                }
+                write!(
+                    stream,
+                    "M 100644 inline README
+data 6
+hello
+
+"
+                )?;
+            }
+            write!(
+                stream,
+                "M 100644 :{} f{f}.txt
+
+",
+                n + 1
+            )?;
+        }
+        let mut child = Command::new("git")
+            .args(["fast-import", "--quiet"])
+            .current_dir(&bare)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdin(std::process::Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .ok_or_else(|| std::io::Error::other("git fast-import has no stdin"))?
+            .write_all(&stream)?;
+        if !child.wait()?.success() {
+            return Err(std::io::Error::other("git fast-import failed"));
+        }
+        git(&bare, &["repack", "-adfq"])?;
+        Self::with_work(root, name, bare)
     }
 
     /// Commits `content` to `path` on the current branch (not pushed).

@@ -7,11 +7,12 @@
 //! module does not decide when to mirror, nor upload anything; the commander
 //! trusts none of it and checks every bundle (`ark_commander::git_check`).
 //!
-//! The bundle's pack is undeltified and written here: the object set is a
-//! commit walk from the new tips that hides the known tips, and for trees
-//! only the entries that differ from the same path in every parent's tree
-//! (an object equal to a parent's is reachable from that parent, which is
-//! either known or itself walked, so nothing is missed).
+//! The bundle's object set is a commit walk from the new tips that hides the
+//! known tips, and for trees only the entries that differ from the same
+//! path in every parent's tree (an object equal to a parent's is reachable
+//! from that parent, which is either known or itself walked, so nothing is
+//! missed). Its pack reuses the deltas of the mirror's packs (`pack`), so
+//! the first bundle is about the size of what upstream sent.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -93,6 +94,10 @@ pub struct BundleSummary {
     pub pack_bytes: u64,
     /// Ref lines in the header.
     pub refs: usize,
+    /// Objects sent as deltas against an earlier object of the pack.
+    pub deltas: u64,
+    /// Objects sent as deltas against an object the receiver has (thin).
+    pub thin_deltas: u64,
 }
 
 /// Mirrors every ref of `url` into the bare repository `dir` and returns the
@@ -283,8 +288,12 @@ pub const MIRRORS_DIR: &str = "mirrors";
 /// A git job: bring the agent's mirror up to date with upstream (gix, on a
 /// blocking thread: its HTTP client must not run inside the runtime), then
 /// write a bundle of what the commander's mirror lacks into `dest` and hash
-/// it like a download. Refs equal to the commander's: unchanged, nothing
-/// written (one ref advertisement was the whole cost).
+/// it like a download. Refs equal to the commander's (by digest):
+/// unchanged, nothing written (one ref advertisement was the whole cost).
+/// The commander's refs themselves are needed only for a bundle: they come
+/// with the lease when few, else they are the agent's own mirror's refs
+/// before the fetch when their digest matches (this agent did the last run),
+/// else the agent asks `KnownRefs` for them.
 pub(crate) async fn harvest(
     ctx: &JobContext,
     lease: &HeldLease,
@@ -300,53 +309,134 @@ pub(crate) async fn harvest(
         .await
         .map_err(|r| failure(format!("{}: refused: {r}", lease.url), false))?;
     let mirror = lease.mirror_path(&ctx.data.join(MIRRORS_DIR));
-    let (url, known, dest) = (
-        lease.url.clone(),
-        lease.known_refs.clone(),
-        dest.to_path_buf(),
-    );
-    let done = tokio::task::spawn_blocking(move || -> std::result::Result<Option<(u64, blake3::Hash)>, String> {
-        let interrupt = std::sync::atomic::AtomicBool::new(false);
-        let refs = self::mirror(&url, &mirror, &interrupt).map_err(|e| e.to_string())?;
-        if refs == known {
-            return Ok(None);
+    let want_before = !lease.known_refs_digest.is_empty()
+        && lease.known_refs.len() as u64 != lease.known_refs_count;
+    let (url, dir) = (lease.url.clone(), mirror.clone());
+    let (before, refs) = tokio::task::spawn_blocking(move || -> Result<(Option<Refs>, Refs)> {
+        // Unreadable or absent: the commander's set is asked for instead.
+        let before = want_before
+            .then(|| open(&dir).and_then(|repo| local_refs(&repo, &dir)).ok())
+            .flatten();
+        let interrupt = AtomicBool::new(false);
+        Ok((before, self::mirror(&url, &dir, &interrupt)?))
+    })
+    .await
+    .map_err(|e| failure(format!("git job panicked: {e}"), true))?
+    .map_err(|e| failure(e.to_string(), true))?;
+    let known = match known_refs(lease, &refs, before) {
+        Known::Same => return Ok(Fetched::NotModified),
+        Known::Set(known) => known,
+        Known::Ask => {
+            let known = ask_known_refs(ctx, lease).await?;
+            if known == refs {
+                return Ok(Fetched::NotModified);
+            }
+            known
         }
+    };
+    let (url, dest) = (lease.url.clone(), dest.to_path_buf());
+    let (size, root) = tokio::task::spawn_blocking(move || -> std::result::Result<(u64, blake3::Hash), String> {
         let out = std::fs::File::create(&dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
         let mut out = std::io::BufWriter::new(out);
         let summary = self::write_bundle(&mirror, &refs, &known, &mut out).map_err(|e| e.to_string())?;
         let file = out.into_inner().map_err(|e| format!("writing {}: {e}", dest.display()))?;
         file.sync_all().map_err(|e| format!("syncing {}: {e}", dest.display()))?;
-        info!(%url, refs = summary.refs, objects = summary.objects, pack_bytes = summary.pack_bytes, "bundle written");
-        crate::tree::hash_with_outboard(&dest)
-            .map(Some)
-            .map_err(|e| format!("hashing {}: {e}", dest.display()))
+        info!(%url, refs = summary.refs, known = known.len(), objects = summary.objects, deltas = summary.deltas, thin_deltas = summary.thin_deltas, pack_bytes = summary.pack_bytes, "bundle written");
+        crate::tree::hash_with_outboard(&dest).map_err(|e| format!("hashing {}: {e}", dest.display()))
     })
     .await
     .map_err(|e| failure(format!("git job panicked: {e}"), true))?
     .map_err(|e| failure(e, true))?;
-    Ok(match done {
-        None => Fetched::NotModified,
-        Some((size, root)) => Fetched::Body {
-            size,
-            root,
-            validators: Default::default(),
-            resumes: 0,
-            restarts: 0,
-            reused: 0,
-        },
+    Ok(Fetched::Body {
+        size,
+        root,
+        validators: Default::default(),
+        resumes: 0,
+        restarts: 0,
+        reused: 0,
     })
+}
+
+/// What the agent has of the commander's refs for a job, once its own
+/// mirror holds `refs`.
+#[derive(Debug, PartialEq)]
+enum Known {
+    /// The commander's mirror holds exactly `refs`: nothing to send.
+    Same,
+    /// The commander's refs.
+    Set(Refs),
+    /// Neither the lease nor the agent has them: ask `KnownRefs`.
+    Ask,
+}
+
+/// Decides [`Known`] from the lease, the agent's mirror's refs after the
+/// fetch (`refs`) and before it (`before`, read when the lease lacks the set).
+fn known_refs(lease: &HeldLease, refs: &Refs, before: Option<Refs>) -> Known {
+    use ark_core::formats::bundle::refs_digest;
+    let inline = &lease.known_refs;
+    let digest = &lease.known_refs_digest;
+    // An older commander: the whole set, always inline.
+    if digest.is_empty() {
+        return match refs == inline {
+            true => Known::Same,
+            false => Known::Set(inline.clone()),
+        };
+    }
+    if refs_digest(refs) == *digest {
+        return Known::Same;
+    }
+    if inline.len() as u64 == lease.known_refs_count {
+        return Known::Set(inline.clone());
+    }
+    match before {
+        Some(before) if refs_digest(&before) == *digest => Known::Set(before),
+        _ => Known::Ask,
+    }
+}
+
+/// The commander's refs for this job, page by page (`KnownRefs`).
+async fn ask_known_refs(
+    ctx: &JobContext,
+    lease: &HeldLease,
+) -> std::result::Result<Refs, ark_proto::JobFailure> {
+    let asking = |e: tonic::Status| {
+        failure(
+            format!(
+                "asking the commander for the refs of its mirror of {}: {}",
+                lease.url,
+                e.message()
+            ),
+            true,
+        )
+    };
+    let mut pages = ctx
+        .client
+        .clone()
+        .known_refs(ark_proto::KnownRefsRequest {
+            lease: Some(lease.lease_ref()),
+        })
+        .await
+        .map_err(asking)?
+        .into_inner();
+    let mut known = Refs::new();
+    while let Some(page) = pages.message().await.map_err(asking)? {
+        known.extend(page.refs.into_iter().map(|r| (r.name, r.id)));
+    }
+    info!(url = %lease.url, refs = known.len(), "known refs asked for");
+    Ok(known)
 }
 
 mod bundle;
 pub mod fixture;
+mod pack;
 
-#[cfg(test)]
-use bundle::entry_header;
 pub use bundle::write_bundle;
+#[cfg(test)]
+use pack::entry_header;
 
 #[cfg(test)]
 mod tests {
-    use super::fixture::{cli_mirror, git, ls_remote, Upstream};
+    use super::fixture::{self, cli_mirror, git, ls_remote, Upstream};
     use super::*;
 
     type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
@@ -354,6 +444,17 @@ mod tests {
     fn bundle_file(dir: &Path, refs: &Refs, known: &Refs, path: &Path) -> Result<BundleSummary> {
         let file = std::fs::File::create(path)?;
         write_bundle(dir, refs, known, std::io::BufWriter::new(file))
+    }
+
+    /// Real git's verdict on an incremental bundle: `bundle verify` in the
+    /// receiver, a fetch from it, `fsck --full`, and upstream's refs after.
+    fn fetch_and_fsck(receiver: &Path, bundle: &Path, want: &Refs) -> TestResult {
+        let bundle = bundle.to_string_lossy();
+        git(receiver, &["bundle", "verify", "-q", &bundle])?;
+        git(receiver, &["fetch", "-q", &bundle, "+refs/*:refs/*"])?;
+        git(receiver, &["fsck", "--full", "--strict"])?;
+        assert_eq!(&ls_remote(receiver)?, want);
+        Ok(())
     }
 
     #[test]
@@ -413,14 +514,135 @@ mod tests {
         // amended feature commit and its changed path (5 more: its tree is
         // the old tip's, a superset the receiver dedupes).
         assert!(summary.objects <= 11, "{summary:?}");
-        git(&old, &["bundle", "verify", "-q", &bundle.to_string_lossy()])?;
+        fetch_and_fsck(&old, &bundle, &up.refs()?)
+    }
+
+    /// The first bundle of a repository where deltas matter carries
+    /// upstream's deltas (about upstream's pack size, not the sum of every
+    /// version); the next one is the size of what upstream sent for it.
+    /// Real git is the oracle for both.
+    #[test]
+    fn bundles_are_the_size_of_what_upstream_sent() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let up = Upstream::delta_heavy(tmp.path(), "up", 300)?;
+        let mirror = cli_mirror(tmp.path(), &up, "mirror")?;
+        let refs = ls_remote(&mirror)?;
+        let first = tmp.path().join("first.bundle");
+        let summary = bundle_file(&mirror, &refs, &Refs::new(), &first)?;
+        let upstream = fixture::pack_bytes(&up.bare)?;
+        assert!(
+            summary.pack_bytes * 10 <= upstream * 11,
+            "first bundle's pack {} bytes vs upstream's {upstream}: {summary:?}",
+            summary.pack_bytes
+        );
+        assert!(summary.deltas > 250, "{summary:?}");
+        let receiver = tmp.path().join("receiver");
         git(
-            &old,
-            &["fetch", "-q", &bundle.to_string_lossy(), "+refs/*:refs/*"],
+            tmp.path(),
+            &[
+                "clone",
+                "-q",
+                "--mirror",
+                &first.to_string_lossy(),
+                &receiver.to_string_lossy(),
+            ],
         )?;
-        git(&old, &["fsck", "--full", "--strict"])?;
-        assert_eq!(ls_remote(&old)?, up.refs()?);
-        Ok(())
+        git(&receiver, &["fsck", "--full", "--strict"])?;
+
+        // Upstream moves on; whatever it sends (git may send the new
+        // version whole, or thin against the old), the bundle matches it.
+        let text = std::fs::read_to_string(up.work.join("f0.txt"))?;
+        let shorter = &text[..text.trim_end().rfind('\n').unwrap_or(0) + 1];
+        up.commit("f0.txt", shorter)?;
+        up.push()?;
+        let before = fixture::pack_bytes(&mirror)?;
+        // Kept as a pack, as gix does (git would unpack so few objects).
+        git(
+            &mirror,
+            &["-c", "fetch.unpackLimit=1", "fetch", "-q", "origin"],
+        )?;
+        let known = ls_remote(&receiver)?;
+        let refs = ls_remote(&mirror)?;
+        let second = tmp.path().join("second.bundle");
+        let summary = bundle_file(&mirror, &refs, &known, &second)?;
+        let sent = fixture::pack_bytes(&mirror)? - before;
+        assert!(
+            summary.pack_bytes * 10 <= sent * 11,
+            "second bundle's pack {} bytes vs the {sent} upstream sent: {summary:?}",
+            summary.pack_bytes
+        );
+        fetch_and_fsck(&receiver, &second, &up.refs()?)
+    }
+
+    /// An object stored as a delta against one the receiver has goes as
+    /// that delta (REF_DELTA, a thin pack) which git completes on fetch.
+    #[test]
+    fn deltas_against_what_the_receiver_has_make_a_thin_bundle() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let up = Upstream::delta_heavy(tmp.path(), "up", 60)?;
+        let mirror = cli_mirror(tmp.path(), &up, "mirror")?;
+        let receiver = cli_mirror(tmp.path(), &up, "receiver")?;
+        let known = ls_remote(&mirror)?;
+        // A root commit with an older tree: its files are stored as deltas
+        // against newer versions, the receiver's tip among them.
+        let commit = git(&mirror, &["commit-tree", "main~4^{tree}", "-m", "rewind"])?;
+        git(&mirror, &["update-ref", "refs/heads/rewind", commit.trim()])?;
+        let refs = ls_remote(&mirror)?;
+        let bundle = tmp.path().join("thin.bundle");
+        let summary = bundle_file(&mirror, &refs, &known, &bundle)?;
+        assert!(summary.thin_deltas >= 1, "{summary:?}");
+        fetch_and_fsck(&receiver, &bundle, &refs)
+    }
+
+    /// What the agent takes for the commander's refs, for a lease from an
+    /// older commander (every ref, no digest) and from a newer one (digest,
+    /// and the refs only when few).
+    #[test]
+    fn known_refs_come_from_the_lease_the_mirror_before_or_the_commander() {
+        use ark_core::formats::bundle::refs_digest;
+        let set = |ids: &[u8]| -> Refs {
+            ids.iter()
+                .map(|i| (format!("refs/heads/b{i}"), format!("{i:040}")))
+                .collect()
+        };
+        let lease = |inline: &Refs, digest: Option<&Refs>| {
+            HeldLease::from_lease(&ark_proto::Lease {
+                job: Some(ark_proto::Job {
+                    known_refs: inline.clone().into_iter().collect(),
+                    known_refs_digest: digest.map(refs_digest).unwrap_or_default(),
+                    known_refs_count: digest.map_or(0, |d| d.len() as u64),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
+        let (old, new) = (set(&[1, 2]), set(&[1, 3]));
+        let none = Refs::new();
+
+        // An older commander: the inline set is the whole set.
+        assert_eq!(known_refs(&lease(&old, None), &old, None), Known::Same);
+        assert_eq!(
+            known_refs(&lease(&old, None), &new, None),
+            Known::Set(old.clone())
+        );
+        // Whole and digested.
+        let whole = lease(&old, Some(&old));
+        assert_eq!(known_refs(&whole, &old, None), Known::Same);
+        assert_eq!(known_refs(&whole, &new, None), Known::Set(old.clone()));
+        // Digest only: equal needs nothing; else the agent's own mirror
+        // before the fetch when it matches, else ask.
+        let digested = lease(&none, Some(&old));
+        assert_eq!(known_refs(&digested, &old, None), Known::Same);
+        assert_eq!(
+            known_refs(&digested, &new, Some(old.clone())),
+            Known::Set(old.clone())
+        );
+        assert_eq!(known_refs(&digested, &new, Some(new.clone())), Known::Ask);
+        assert_eq!(known_refs(&digested, &new, None), Known::Ask);
+        // An empty mirror, digested: its empty set is whole.
+        let empty = lease(&none, Some(&none));
+        assert_eq!(known_refs(&empty, &none, None), Known::Same);
+        assert_eq!(known_refs(&empty, &new, None), Known::Set(none));
     }
 
     #[test]
