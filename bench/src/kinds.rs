@@ -10,6 +10,7 @@
 //! - rss: `ark_commander::feed::parse` of a generated 10,000-item RSS 2.0
 //!   feed, and the whole derivation (`feed::sync`: entry files, ledger rows,
 //!   media runs queued) of it landed as a version;
+//! - `--feed-only`: the rss measurement alone;
 //! - `--pack-only [--commits N] [--real DIR]`: git mirrors at upstream's size
 //!   (issue 14), on a delta-heavy repository and a mirror of DIR ([`git_pack`]).
 //!
@@ -77,20 +78,25 @@ const NEW_COMMITS: usize = 10;
 fn main() -> anyhow::Result<()> {
     let mut zims = Vec::new();
     let (mut pack_only, mut commits, mut real) = (false, PACK_COMMITS, None);
+    let mut feed_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--zim" => zims.push(PathBuf::from(args.next().context("--zim needs a FILE")?)),
             "--pack-only" => pack_only = true,
+            "--feed-only" => feed_only = true,
             "--commits" => commits = args.next().context("--commits needs N")?.parse()?,
             "--real" => real = Some(args.next().context("--real needs a DIR")?),
             _ => bail!(
-                "usage: kinds [--zim FILE]... | kinds --pack-only [--commits N] [--real DIR] \
+                "usage: kinds [--zim FILE]... | kinds --feed-only | kinds --pack-only [--commits N] [--real DIR] \
                  (unknown argument {arg:?})"
             ),
         }
     }
     let tmp = tempfile::Builder::new().prefix("ark-kinds-").tempdir()?;
+    if feed_only {
+        return feed_kind(tmp.path());
+    }
     if pack_only {
         let repos = tmp.path().join("repos");
         std::fs::create_dir_all(&repos)?;

@@ -58,12 +58,27 @@ struct NewMedia {
 /// rename, and makes them durable together (one `syncfs`, not an fsync per
 /// file). Nothing is recorded yet: [`record`] does that. Running it again
 /// on the same snapshot rewrites the same names, so a crash in between is
-/// repaired by deriving again.
-pub fn derive(archive: &Archive, store: &Store, version: &Version, now: i64) -> Result<Derived> {
-    let file = archive.absolute(&version.path);
-    let bytes = std::fs::read(&file).map_err(CommanderError::io("reading snapshot", &file))?;
-    let parsed = parse(&bytes, &version.url)
-        .map_err(|why| CommanderError::Invalid(format!("snapshot {}: {why}", version.path)))?;
+/// repaired by deriving again. `parsed` is the snapshot as the landing's
+/// check parsed it (a snapshot is parsed once per landing); without it,
+/// the file is read and parsed here (recovery, a resync).
+pub fn derive(
+    archive: &Archive,
+    store: &Store,
+    version: &Version,
+    parsed: Option<std::sync::Arc<Parsed>>,
+    now: i64,
+) -> Result<Derived> {
+    let parsed = match parsed {
+        Some(parsed) => parsed,
+        None => {
+            let file = archive.absolute(&version.path);
+            let bytes =
+                std::fs::read(&file).map_err(CommanderError::io("reading snapshot", &file))?;
+            std::sync::Arc::new(parse(&bytes, &version.url).map_err(|why| {
+                CommanderError::Invalid(format!("snapshot {}: {why}", version.path))
+            })?)
+        }
+    };
     let target = &version.target;
     let dir = archive.absolute(&feed_dir(target)).join("entries");
     std::fs::create_dir_all(&dir).map_err(CommanderError::io("creating", &dir))?;
@@ -260,7 +275,7 @@ pub fn record(tx: &Connection, derived: &Derived, now: i64) -> Result<SyncReport
 /// Derives and records the entries of landed snapshot `version` in one go
 /// (recovery, `ingest`, the benchmark). Idempotent.
 pub fn sync(archive: &Archive, store: &Store, version: &Version, now: i64) -> Result<SyncReport> {
-    let derived = derive(archive, store, version, now)?;
+    let derived = derive(archive, store, version, None, now)?;
     store.tx(|tx| record(tx, &derived, now))
 }
 

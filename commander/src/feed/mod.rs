@@ -226,19 +226,19 @@ fn declares_entities(bytes: &[u8]) -> bool {
 }
 
 /// The checks a snapshot must pass before it lands (the commander's deep
-/// check for the kind): Some(reason) refuses it.
-pub fn check_file(path: &Path, base: &str) -> Result<Option<String>> {
+/// check for the kind): the parsed feed, or Err(reason) refusing it.
+pub fn check_file(path: &Path, base: &str) -> Result<std::result::Result<Parsed, String>> {
     let size = std::fs::metadata(path)
         .map_err(CommanderError::io("reading feed", path))?
         .len();
     if size > MAX_FEED_BYTES {
-        return Ok(Some(format!(
+        return Ok(Err(format!(
             "the feed is {size} bytes, over the {} MiB a feed may be",
             MAX_FEED_BYTES >> 20
         )));
     }
     let bytes = std::fs::read(path).map_err(CommanderError::io("reading feed", path))?;
-    Ok(parse(&bytes, base).err())
+    Ok(parse(&bytes, base))
 }
 
 /// What makes an entry the same entry when it is published again under

@@ -3,6 +3,8 @@
 //! (files made durable before the ledger commits, rows in the landing
 //! transaction) and queues the enclosures as media runs.
 
+use std::sync::{Arc, Mutex};
+
 use ark_core::Kind;
 use rusqlite::Connection;
 
@@ -12,7 +14,18 @@ use crate::state::Store;
 use crate::Result;
 
 #[derive(Debug)]
-pub struct Feed;
+pub struct Feed {
+    /// The snapshot the landing's check parsed, by its BLAKE3 and URL, for
+    /// the landing's derivation: a snapshot is parsed once per landing.
+    /// One slot: a derivation that finds another snapshot's there parses
+    /// its own file again.
+    checked: Mutex<Option<(String, String, Arc<crate::feed::Parsed>)>>,
+}
+
+/// The `rss` kind's spec.
+pub static FEED: Feed = Feed {
+    checked: Mutex::new(None),
+};
 
 impl KindSpec for Feed {
     fn kind(&self) -> Kind {
@@ -26,14 +39,18 @@ impl KindSpec for Feed {
     }
 
     fn check(&self, ctx: &CheckCtx<'_>) -> Result<Option<String>> {
-        Ok(
-            crate::feed::check_file(ctx.data, &ctx.version.url)?.map(|why| {
-                format!(
-                    "the commander's feed check refused {}: {why}",
-                    ctx.version.url
-                )
-            }),
-        )
+        let v = ctx.version;
+        Ok(match crate::feed::check_file(ctx.data, &v.url)? {
+            Ok(parsed) => {
+                let parsed = (v.blake3.clone(), v.url.clone(), Arc::new(parsed));
+                *self.checked.lock().unwrap_or_else(|e| e.into_inner()) = Some(parsed);
+                None
+            }
+            Err(why) => Some(format!(
+                "the commander's feed check refused {}: {why}",
+                v.url
+            )),
+        })
     }
 
     fn derive(
@@ -43,7 +60,19 @@ impl KindSpec for Feed {
         version: &Version,
         now: i64,
     ) -> Result<Derived> {
-        crate::feed::derive(archive, store, version, now).map(Derived::Feed)
+        let parsed = {
+            let mut slot = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+            match slot.take() {
+                Some((blake3, url, parsed)) if blake3 == version.blake3 && url == version.url => {
+                    Some(parsed)
+                }
+                other => {
+                    *slot = other;
+                    None
+                }
+            }
+        };
+        crate::feed::derive(archive, store, version, parsed, now).map(Derived::Feed)
     }
 
     fn record(&self, tx: &Connection, version: &Version, derived: Derived, now: i64) -> Result<()> {

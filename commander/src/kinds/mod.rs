@@ -251,7 +251,7 @@ pub fn spec(kind: Kind) -> &'static dyn KindSpec {
     match kind {
         Kind::File => &file::File,
         Kind::Zim => &zim::Zim,
-        Kind::Rss => &feed::Feed,
+        Kind::Rss => &feed::FEED,
         Kind::Media => &media::Media,
         Kind::Git => &git::Git,
         Kind::GitAccount => &account::GitAccount,
