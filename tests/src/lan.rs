@@ -9,13 +9,17 @@
 //!
 //! The kernel's `netem` (delay, loss) is not built into every kernel (this
 //! machine's has none); [`Device::throttle`] shapes with `tbf`, whose
-//! queue adds delay and whose tail drops lose packets, and says so.
+//! queue adds delay and whose tail drops lose packets, and says so. For
+//! random loss and a fixed delay, [`Lan::lossy_device`] joins a device by
+//! a link of its own instead of a veth pair: two TAP devices with a
+//! forwarder between them (a small Python program, [`LOSSY_LINK`]) that
+//! drops each frame with a probability and delays the rest, as netem would.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::netns::ip;
 
@@ -34,9 +38,53 @@ pub struct Lan {
 pub struct Device {
     pub ns: String,
     pub ip: Ipv4Addr,
-    /// The veth end on the switch (in this namespace).
+    /// The veth (or TAP) end on the switch (in this namespace).
     port: String,
+    /// The forwarder of a lossy link, and the file it keeps its counts in.
+    lossy: Option<(std::process::Child, std::path::PathBuf)>,
 }
+
+/// The forwarder of a lossy link: opens TAP devices `A` and `B` (in this
+/// namespace; the caller moves one into the device's), prints `ready`, then
+/// passes every frame from one to the other, dropping it with probability
+/// `LOSS` or delivering it `DELAY_MS` later, from a seeded generator. Every
+/// second it writes `forwarded dropped` to `STATS`.
+pub const LOSSY_LINK: &str = r#"
+import fcntl, heapq, os, random, select, struct, sys, time
+a_name, b_name, loss, delay, seed, stats = sys.argv[1:7]
+def tap(name):
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", name.encode(), 0x0002 | 0x1000))
+    return fd
+a, b = tap(a_name), tap(b_name)
+peer = {a: b, b: a}
+rng, loss, delay = random.Random(int(seed)), float(loss), float(delay) / 1000
+queue, seq, forwarded, dropped, noted = [], 0, 0, 0, 0.0
+print("ready", flush=True)
+while True:
+    wait = max(0.0, queue[0][0] - time.monotonic()) if queue else 1.0
+    ready, _, _ = select.select([a, b], [], [], min(wait, 1.0))
+    now = time.monotonic()
+    for fd in ready:
+        frame = os.read(fd, 65536)
+        if rng.random() < loss:
+            dropped += 1
+        else:
+            heapq.heappush(queue, (now + delay, seq, peer[fd], frame))
+            seq += 1
+    while queue and queue[0][0] <= time.monotonic():
+        _, _, fd, frame = heapq.heappop(queue)
+        try:
+            os.write(fd, frame)
+            forwarded += 1
+        except OSError:
+            dropped += 1
+    if now - noted >= 1.0:
+        with open(stats + ".tmp", "w") as f:
+            f.write(f"{forwarded} {dropped}\n")
+        os.replace(stats + ".tmp", stats)
+        noted = now
+"#;
 
 impl Lan {
     /// Creates the switch. Err when the machine cannot (not root, no
@@ -75,6 +123,7 @@ impl Lan {
             ns,
             ip: Ipv4Addr::new(10, self.subnet.0, self.subnet.1, n),
             port: format!("akp{pid}-{n}"),
+            lossy: None,
         };
         let (ns, port) = (device.ns.as_str(), device.port.as_str());
         ip(
@@ -83,20 +132,66 @@ impl Lan {
                 "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
             ],
         )?;
+        self.plug(device)
+    }
+
+    /// Adds device number `n` as [`Self::device`] does, joined to the switch
+    /// by a lossy link: each frame either way is dropped with probability
+    /// `loss` (0…1) and the rest delayed by `delay_ms` (netem's `loss` and
+    /// `delay` on both ends), from `seed`. The counts are in
+    /// [`Device::lossy_counts`].
+    pub fn lossy_device(
+        &self,
+        name: &str,
+        n: u8,
+        loss: f64,
+        delay_ms: u32,
+        seed: u64,
+    ) -> Result<Device> {
+        let ns = format!("ark-{}-{name}", self.tag);
+        let pid = std::process::id();
+        let (port, inner) = (format!("akp{pid}-{n}"), format!("aki{pid}-{n}"));
+        let stats = std::env::temp_dir().join(format!("ark-lossy-{pid}-{n}"));
+        let mut forwarder = Command::new("python3")
+            .args(["-c", LOSSY_LINK, &inner, &port])
+            .args([loss.to_string(), delay_ms.to_string(), seed.to_string()])
+            .arg(&stats)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting the lossy link's forwarder (python3)")?;
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(forwarder.stdout.take().context("no stdout")?),
+            &mut ready,
+        )?;
+        // From here the device's Drop removes what was made.
+        let device = Device {
+            ns,
+            ip: Ipv4Addr::new(10, self.subnet.0, self.subnet.1, n),
+            port,
+            lossy: Some((forwarder, stats)),
+        };
+        anyhow::ensure!(
+            ready.trim() == "ready",
+            "the lossy link's forwarder did not start"
+        );
+        ip("ip", &["netns", "add", &device.ns])?;
+        let ns = device.ns.as_str();
+        ip("ip", &["link", "set", &inner, "netns", ns])?;
+        ip("ip", &["-n", ns, "link", "set", &inner, "name", "eth0"])?;
+        self.plug(device)
+    }
+}
+
+impl Lan {
+    /// Plugs `device` (its port here, its `eth0` in its namespace) into the
+    /// switch and brings it up at its address.
+    fn plug(&self, device: Device) -> Result<Device> {
+        let (ns, port) = (device.ns.as_str(), device.port.as_str());
         ip("ip", &["link", "set", port, "master", &self.bridge])?;
         ip("ip", &["link", "set", port, "up"])?;
-        ip(
-            "ip",
-            &[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{}/24", device.ip),
-                "dev",
-                "eth0",
-            ],
-        )?;
+        let addr = format!("{}/24", device.ip);
+        ip("ip", &["-n", ns, "addr", "add", &addr, "dev", "eth0"])?;
         ip("ip", &["-n", ns, "link", "set", "eth0", "up"])?;
         ip("ip", &["-n", ns, "link", "set", "lo", "up"])?;
         Ok(device)
@@ -128,6 +223,14 @@ impl Device {
         ip("ip", &["link", "set", &self.port, "up"])
     }
 
+    /// Frames a lossy link forwarded and dropped so far (None for a veth).
+    pub fn lossy_counts(&self) -> Option<(u64, u64)> {
+        let (_, stats) = self.lossy.as_ref()?;
+        let text = std::fs::read_to_string(stats).ok()?;
+        let mut counts = text.split_whitespace().map(|n| n.parse().ok());
+        Some((counts.next()??, counts.next()??))
+    }
+
     /// A bad link both ways: `rate` (tc syntax, e.g. "2mbit") with a queue
     /// of `delay_ms`, whose overflow is dropped. Returns what was applied.
     pub fn throttle(&self, rate: &str, delay_ms: u32) -> Result<String> {
@@ -149,6 +252,11 @@ impl Device {
 
 impl Drop for Device {
     fn drop(&mut self) {
+        if let Some((forwarder, stats)) = self.lossy.as_mut() {
+            let _ = forwarder.kill();
+            let _ = forwarder.wait();
+            let _ = std::fs::remove_file(stats);
+        }
         // Deleting the namespace deletes its veth end, and with it the pair.
         let _ = ip("ip", &["netns", "delete", &self.ns]);
         let _ = ip("ip", &["link", "delete", &self.port]);

@@ -390,3 +390,160 @@ async fn the_commander_cut_off_for_two_lease_ttls_gets_every_run_landed_once() -
     );
     Ok(())
 }
+
+/// Frames lost on the lossy agent's link, each way (netem's `loss`).
+const LOSS: f64 = 0.30;
+/// Delay of every frame on it, each way (netem's `delay`).
+const DELAY_MS: u32 = 300;
+
+/// One agent's link loses 30 % of its frames and delays the rest by 300 ms
+/// (a userspace link of two TAP devices: this kernel has no netem). Its
+/// jobs finish on it or move to the others when its lease runs out, each
+/// lands once and verifies; the other agents' heartbeats go on as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_a_lossy_slow_link_finishes_or_hands_over_its_jobs_and_the_others_beat_on(
+) -> Result<()> {
+    let Some(lan) = lan("lossy") else {
+        return Ok(());
+    };
+    let (commander_dev, origin_dev) = (lan.device("commander", 2)?, lan.device("origin", 3)?);
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("www");
+    std::fs::create_dir_all(&root)?;
+    let names: Vec<String> = (0..6).map(|i| format!("f{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        write_sample(&root.join(format!("{name}.bin")), (3 << 20) + i as u64)?;
+    }
+    let origin = origin_on(&origin_dev, &tmp.path().join("nginx"), &root).await?;
+    let cdata = tmp.path().join("commander");
+    let _commander = commander_on(&commander_dev, &cdata, Duration::from_secs(10)).await?;
+    let add = |name: &str| {
+        let (cdata, url) = (cdata.clone(), format!("http://{}/{name}.bin", origin.addr));
+        let name = name.to_string();
+        async move { add_file_target(&cdata, &name, &url).await }
+    };
+
+    // The lossy agent alone first, so that it takes jobs.
+    let seed = std::process::id() as u64;
+    let wifi = lan.lossy_device("wifi", 10, LOSS, DELAY_MS, seed)?;
+    let wifi_data = tmp.path().join("wifi");
+    enroll_agent(&cdata, &wifi_data, "wifi").await?;
+    std::fs::write(
+        wifi_data.join(ark_agent::config::CONFIG_FILE),
+        "max-jobs = 2\n",
+    )?;
+    let wifi_agent = spawn_agent_on(Some(&wifi), &wifi_data, &[])?;
+    wait_for_agents_online(&cdata, 1)
+        .await
+        .with_context(|| wifi_agent.log_text())?;
+    for name in &names[..2] {
+        add(name).await?;
+    }
+    let mut ids = Vec::new();
+    for name in &names[..2] {
+        ids.push(run_of(&cdata, name).await?);
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "the lossy agent to hold both runs",
+        || async {
+            let mut held = true;
+            for id in &ids {
+                held &= run(&cdata, *id).await?.agent == "wifi";
+            }
+            Ok(held)
+        },
+    )
+    .await
+    .with_context(|| wifi_agent.log_text())?;
+
+    // Then two agents on good links, and more work.
+    let mut others = Vec::new();
+    for (name, n) in [("pi", 11), ("laptop", 12)] {
+        let dev = lan.device(name, n)?;
+        let data = tmp.path().join(name);
+        enroll_agent(&cdata, &data, name).await?;
+        let proc = spawn_agent_on(Some(&dev), &data, &[])?;
+        others.push((name, dev, proc));
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "the good agents online",
+        || async {
+            let online = agents(&cdata).await?;
+            Ok(["pi", "laptop"]
+                .iter()
+                .all(|n| online.iter().any(|a| a.name == *n && a.state == "online")))
+        },
+    )
+    .await?;
+    for name in &names[2..] {
+        add(name).await?;
+        ids.push(run_of(&cdata, name).await?);
+    }
+
+    // Until every run ends: the good agents' heartbeats, sampled.
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    loop {
+        let now = ark_core::unix_ms();
+        for a in agents(&cdata).await? {
+            if a.name != "wifi" && a.last_seen_ms > 0 {
+                worst = worst.max(Duration::from_millis(
+                    now.saturating_sub(a.last_seen_ms) as u64
+                ));
+            }
+        }
+        let mut open = 0;
+        for id in &ids {
+            let state = run(&cdata, *id).await?.state;
+            ensure!(
+                state != "failed",
+                "run {id} failed: {:?}",
+                run(&cdata, *id).await?
+            );
+            open += usize::from(state != "succeeded");
+        }
+        if open == 0 {
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "{open} runs still open after 300 s\n{}",
+            wifi_agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let took = started.elapsed();
+
+    // Each landed once, and verifies.
+    let landed = archive_ls(&cdata)?;
+    ensure!(landed.len() == names.len(), "{landed:?}");
+    let (ok, out, err) = commander_cli(&cdata, &["archive", "verify"])?;
+    ensure!(ok, "archive verify: {out}{err}");
+    // Where the lossy agent's runs ended.
+    let mut on_wifi = 0;
+    for id in &ids[..2] {
+        on_wifi += usize::from(run(&cdata, *id).await?.agent == "wifi");
+    }
+    let (forwarded, dropped) = wifi.lossy_counts().unwrap_or_default();
+    eprintln!(
+        "all {} runs landed in {took:?}; of the lossy agent's 2, {on_wifi} finished on it, {} moved; \
+         its link forwarded {forwarded} frames and dropped {dropped} ({:.0} %); \
+         the good agents' longest silence {worst:?}",
+        ids.len(),
+        2 - on_wifi,
+        100.0 * dropped as f64 / (forwarded + dropped).max(1) as f64
+    );
+    ensure!(
+        dropped > 0 && forwarded > 0,
+        "the lossy link carried nothing ({forwarded} forwarded, {dropped} dropped)"
+    );
+    // Heartbeats every 500 ms: a good agent is never silent for a lease
+    // TTL's worth of them, whatever the lossy one suffers.
+    ensure!(
+        worst < Duration::from_secs(3),
+        "a good agent went {worst:?} without a heartbeat"
+    );
+    Ok(())
+}
