@@ -92,7 +92,8 @@ pub fn parse(text: &str) -> Result<Vec<Feed>> {
                     });
                 }
                 if !empty {
-                    open.push((!is_feed).then_some(title));
+                    // An untitled grouping outline is no category level.
+                    open.push(Some(title).filter(|t| !is_feed && !t.is_empty()));
                     if open.len() > MAX_DEPTH {
                         return Err(invalid(format!(
                             "the OPML nests outlines deeper than {MAX_DEPTH} levels"
@@ -207,6 +208,20 @@ pub fn write(feeds: &[Feed], created: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `opml` fuzz target: feeds under untitled grouping
+    /// outlines got the category "///" (one empty level each), which Ark
+    /// wrote back as no category at all. An untitled outline is no level.
+    #[test]
+    fn regression_fuzz_opml_untitled_category_levels() {
+        let text = r#"<opml version="2.0"><body><outline><outline text="">
+<outline title=""><outline text="Tech"><outline xmlUrl="https://a.example/f"/>
+</outline></outline></outline></outline></body></opml>"#;
+        let feeds = parse(text).expect("parse");
+        assert_eq!(feeds[0].category, "Tech");
+        let again = parse(&write(&feeds, "now")).expect("reparse");
+        assert_eq!(again, feeds);
+    }
 
     #[test]
     fn nested_outlines_become_categories_and_round_trip() {
