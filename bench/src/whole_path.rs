@@ -13,6 +13,11 @@
 //! alternates; figures are medians of RUNS (default 3). Every landed or
 //! copied file is checked against the source's BLAKE3.
 //!
+//! One more Ark trial, not timed, goes through a counting TCP relay
+//! between agent and commander: the bytes on the wire both ways against the
+//! file's size are TLS + HTTP/2 + gRPC framing (and heartbeats, progress
+//! reports, `Have`, the manifest), as a percentage.
+//!
 //! Prints a Markdown section body for bench/RESULTS.md; set
 //! ARK_COMMANDER_BIN and ARK_AGENT_BIN to the release binaries.
 
@@ -34,6 +39,8 @@ struct ArkTrial {
     wall: f64,
     fetched: f64,
     events: Vec<(String, i64)>,
+    /// Through a counting relay: bytes agent → commander and back.
+    wire: Option<(u64, u64)>,
 }
 
 /// What the agent logs once a body is fetched, hashed and staged (it then
@@ -67,7 +74,7 @@ async fn main() -> Result<()> {
         for ark_turn in [ark_first, !ark_first] {
             settle(&source)?;
             if ark_turn {
-                ark.push(ark_trial(tmp.path(), &url, &expected).await?);
+                ark.push(ark_trial(tmp.path(), &url, &expected, false).await?);
             } else {
                 manual.push(manual_trial(tmp.path(), &url, &sshd, &expected)?);
             }
@@ -75,6 +82,8 @@ async fn main() -> Result<()> {
         eprintln!("whole-path: run {}/{runs} done", run + 1);
     }
 
+    settle(&source)?;
+    let wire = ark_trial(tmp.path(), &url, &expected, true).await?.wire;
     let ark_wall = median(ark.iter().map(|t| t.wall).collect());
     let ark_fetch = median(ark.iter().map(|t| t.fetched).collect());
     let ark_upload = median(ark.iter().map(|t| t.wall - t.fetched).collect());
@@ -129,6 +138,17 @@ async fn main() -> Result<()> {
         samples(&|i| manual[i].rsync, manual.len()),
     );
     println!();
+    if let Some((up, down)) = wire {
+        let size = size_mib * MIB;
+        println!(
+            "On the wire (one more Ark run through a counting TCP relay between agent and \
+             commander, not timed): {up} bytes agent → commander for the {size}-byte file \
+             (**{:+.2} %**: TLS records, HTTP/2 and gRPC framing, the outboard, heartbeats, \
+             progress reports, `Have` and the manifest), {down} bytes back.",
+            100.0 * (up as f64 / size as f64 - 1.0)
+        );
+        println!();
+    }
     println!("The swarm's events on each Ark run, ms after `run-now`:");
     println!();
     for (i, trial) in ark.iter().enumerate() {
@@ -157,8 +177,9 @@ fn settle(source: &Path) -> Result<()> {
 
 /// A fresh commander and agent (production timings: 5 s heartbeat), one
 /// `file` target, a `run-now` timed until the run succeeded; the landed
-/// file is checked.
-async fn ark_trial(dir: &Path, url: &str, expected: &str) -> Result<ArkTrial> {
+/// file is checked. With `relayed`, the agent reaches the commander through
+/// a [`CountingRelay`], whose counts are returned.
+async fn ark_trial(dir: &Path, url: &str, expected: &str, relayed: bool) -> Result<ArkTrial> {
     let trial = dir.join("ark");
     let _ = std::fs::remove_dir_all(&trial);
     let cdata = trial.join("commander");
@@ -170,6 +191,19 @@ async fn ark_trial(dir: &Path, url: &str, expected: &str) -> Result<ArkTrial> {
     let commander = start_commander(&cdata, "127.0.0.1:0", &[], &[]).await?;
     let adata = trial.join("agent");
     enroll_agent(&cdata, &adata, "agent").await?;
+    let relay = match relayed {
+        true => {
+            let endpoint = ark_commander::server::endpoint(&cdata)?;
+            let addr = endpoint.trim_start_matches("https://").parse()?;
+            let relay = CountingRelay::start(addr).await?;
+            std::fs::write(
+                adata.join(ark_agent::config::CONFIG_FILE),
+                format!("commander = \"https://{}\"\n", relay.addr),
+            )?;
+            Some(relay)
+        }
+        false => None,
+    };
     let agent = spawn_agent(&adata)?;
     wait_for_agents_online(&cdata, 1).await?;
     add_file_target(&cdata, "big", url).await?;
@@ -208,12 +242,14 @@ async fn ark_trial(dir: &Path, url: &str, expected: &str) -> Result<ArkTrial> {
         .map(|e| (e.kind, e.at_ms - start_ms))
         .collect();
     events.sort_by_key(|(_, ms)| *ms);
+    let wire = relay.map(|r| (r.sent(), r.received()));
     drop((agent, commander));
     std::fs::remove_dir_all(&trial)?;
     Ok(ArkTrial {
         wall,
         fetched,
         events,
+        wire,
     })
 }
 
