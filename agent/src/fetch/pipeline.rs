@@ -44,7 +44,8 @@
 //!   touches the files, so a fetch that starts again on them never races an
 //!   old one. That costs at most one write and one fsync in progress. What
 //!   the stages held and never wrote is simply fetched again: a resume
-//!   starts from the last recorded checkpoint.
+//!   starts after the groups whose bytes and CVs both reached the files and
+//!   agree (at least the last recorded checkpoint).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
