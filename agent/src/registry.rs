@@ -53,7 +53,8 @@ pub struct Harvest {
 /// The registry; cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Registry {
-    conn: Mutex<Connection>,
+    /// None until it could be opened (see [`Registry::open_when_room`]).
+    conn: Mutex<Option<Connection>>,
     /// The database file, named in its errors (a full disk says which).
     path: PathBuf,
 }
@@ -87,28 +88,59 @@ fn db(path: &Path) -> impl Fn(rusqlite::Error) -> AgentError + '_ {
     }
 }
 
+/// Opens (creating if needed) the registry database at `path`.
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(db(path))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(db(path))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(db(path))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(db(path))?;
+    conn.execute_batch(SCHEMA).map_err(db(path))?;
+    Ok(conn)
+}
+
 impl Registry {
     /// Opens (creating if needed) the registry in `data`.
     pub fn open(data: &Path) -> Result<Self> {
         let path = data.join(FILE);
         std::fs::create_dir_all(data).map_err(AgentError::io("creating data dir", data))?;
-        let conn = Connection::open(&path).map_err(db(&path))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db(&path))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(db(&path))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(db(&path))?;
-        conn.execute_batch(SCHEMA).map_err(db(&path))?;
+        let conn = connect(&path)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Some(conn)),
             path,
         })
     }
 
+    /// [`Self::open`] for the agent's session: on a disk too full to open
+    /// the registry (SQLite cannot even create its journal) the agent still
+    /// starts, and the registry is opened at its first use once there is
+    /// room. Until then each use fails with the full-disk error, which a
+    /// job only logs: the commander's `Have` is the dedupe that counts.
+    pub fn open_when_room(data: &Path) -> Result<Self> {
+        match Self::open(data) {
+            Err(AgentError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                let path = data.join(FILE);
+                tracing::warn!(path = %path.display(), "dedupe registry: {source}; the agent starts without it and opens it once there is room");
+                Ok(Self {
+                    conn: Mutex::new(None),
+                    path,
+                })
+            }
+            opened => opened,
+        }
+    }
+
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn).map_err(db(&self.path))
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = match conn.as_mut() {
+            Some(conn) => conn,
+            None => conn.insert(connect(&self.path)?),
+        };
+        f(conn).map_err(db(&self.path))
     }
 
     /// Records a harvested body; returns the earlier landed harvest with the

@@ -236,7 +236,7 @@ fn job_context(
         self_yield,
         limits: config.limits(),
         progress_every: DEFAULT_HEARTBEAT,
-        registry: Arc::new(crate::registry::Registry::open(data)?),
+        registry: Arc::new(crate::registry::Registry::open_when_room(data)?),
         agent_name: identity.name.clone(),
         credentials: identity.credentials.clone(),
         fault_flip_upload_byte: jobs::fault_flip_upload_byte(),

@@ -146,12 +146,29 @@ fn a_full_registry_disk_fails_cleanly_and_recovers() -> Result<()> {
         "a failed write left a row"
     );
 
+    // An agent starting on the full disk with no registry yet: SQLite
+    // cannot create one, the session opens it once there is room.
+    let fresh = disk.at.join("fresh");
+    std::fs::create_dir_all(&fresh)?;
+    let later = Registry::open_when_room(&fresh)?;
+    let early = later.record(&harvest(0)).map(drop);
+    ensure!(
+        early
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("the disk is full")),
+        "{early:?}"
+    );
+
     std::fs::remove_file(filler)?;
     registry.record(&harvest(recorded))?;
     registry.landed(0, &harvest(0).blake3, "file/target-0/x")?;
     ensure!(registry.list()?.len() as i64 == recorded + 1);
     drop(registry);
     ensure!(integrity(&disk.at.join("registry.sqlite"))? == "ok");
+    later.record(&harvest(0))?;
+    ensure!(later.list()?.len() == 1);
+    drop(later);
+    ensure!(integrity(&fresh.join("registry.sqlite"))? == "ok");
     eprintln!("{recorded} harvests recorded before the disk was full");
     Ok(())
 }
