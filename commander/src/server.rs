@@ -38,6 +38,9 @@ const SWEEP_EVERY_MAX: Duration = Duration::from_secs(1);
 /// that the WAL stays a few MiB even with hundreds of agents heartbeating.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
 
+/// How often a sweep failure that repeats is logged again.
+const SWEEP_ERROR_EVERY: Duration = Duration::from_secs(30);
+
 /// HTTP/2 ping interval and answer timeout on agent connections: a
 /// connection that answers no ping within it is closed with its streams.
 const HTTP2_KEEPALIVE: Duration = Duration::from_secs(10);
@@ -163,6 +166,9 @@ pub async fn run(
     let sweep_task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
         let mut last_checkpoint = std::time::Instant::now();
+        // A failure that repeats (a full disk) is logged when it starts,
+        // again each [`SWEEP_ERROR_EVERY`] while it lasts, and when it ends.
+        let mut failing: Option<(String, std::time::Instant, u64)> = None;
         loop {
             ticker.tick().await;
             let s = sweeper.clone();
@@ -180,10 +186,28 @@ pub async fn run(
                 }
                 Ok::<_, CommanderError>(())
             };
-            match tokio::task::spawn_blocking(work).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::error!("sweep failed: {e}"),
-                Err(e) => tracing::error!("sweep task failed: {e}"),
+            let failed = match tokio::task::spawn_blocking(work).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(format!("sweep failed: {e}")),
+                Err(e) => Some(format!("sweep task failed: {e}")),
+            };
+            match (failed, failing.as_mut()) {
+                (None, None) => {}
+                (None, Some((_, _, times))) => {
+                    tracing::info!("sweep works again after {times} failed rounds");
+                    failing = None;
+                }
+                (Some(error), Some((last, logged, times))) if *last == error => {
+                    *times += 1;
+                    if logged.elapsed() >= SWEEP_ERROR_EVERY {
+                        tracing::error!("{error} (still, {times} rounds)");
+                        *logged = std::time::Instant::now();
+                    }
+                }
+                (Some(error), _) => {
+                    tracing::error!("{error}");
+                    failing = Some((error, std::time::Instant::now(), 1));
+                }
             }
         }
     });
