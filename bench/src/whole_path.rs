@@ -41,6 +41,20 @@ struct ArkTrial {
     events: Vec<(String, i64)>,
     /// Through a counting relay: bytes agent → commander and back.
     wire: Option<(u64, u64)>,
+    /// CPU seconds (user + system) the agent and the commander used in all.
+    cpu: (f64, f64),
+}
+
+/// CPU seconds (user + system) process `pid` has used so far, from
+/// `/proc/PID/stat` (in clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: state is the 3rd
+    // field of the line, utime and stime the 14th and 15th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// What the agent logs once a body is fetched, hashed and staged (it then
@@ -149,6 +163,18 @@ async fn main() -> Result<()> {
         );
         println!();
     }
+    let (agent_cpu, commander_cpu) = (
+        median(ark.iter().map(|t| t.cpu.0).collect()),
+        median(ark.iter().map(|t| t.cpu.1).collect()),
+    );
+    println!(
+        "CPU (user + system, median of the Ark runs, start-up and enrolment included): agent \
+         {agent_cpu:.2} s, commander {commander_cpu:.2} s, together {:.2} s over {ark_wall:.2} s \
+         of wall on {} cores.",
+        agent_cpu + commander_cpu,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!();
     println!("The swarm's events on each Ark run, ms after `run-now`:");
     println!();
     for (i, trial) in ark.iter().enumerate() {
@@ -243,6 +269,7 @@ async fn ark_trial(dir: &Path, url: &str, expected: &str, relayed: bool) -> Resu
         .collect();
     events.sort_by_key(|(_, ms)| *ms);
     let wire = relay.map(|r| (r.sent(), r.received()));
+    let cpu = (cpu_seconds(agent.pid()), cpu_seconds(commander.pid()));
     drop((agent, commander));
     std::fs::remove_dir_all(&trial)?;
     Ok(ArkTrial {
@@ -250,6 +277,7 @@ async fn ark_trial(dir: &Path, url: &str, expected: &str, relayed: bool) -> Resu
         fetched,
         events,
         wire,
+        cpu,
     })
 }
 

@@ -70,15 +70,6 @@ use crate::tree::{TreeHasher, CV_LEN};
 /// batches four deep peaked at 22 MiB RSS and were no faster.)
 pub const BATCH_BYTES: usize = 256 * 1024;
 
-/// Bytes per `write(2)` of a batch. The kernel sizes the page-cache folios
-/// of a write by its length: 256 KiB writes get 256 KiB folios, taken from
-/// the high-order free blocks a VM's balloon (free page reporting) has handed
-/// back to its host, where every first touch is a host page fault. Measured
-/// on this project's VM, 2 GiB right after another 2 GiB file was deleted:
-/// 256 KiB writes 11-17 s, 64 KiB writes 1.7-1.9 s (16 KiB: the same, more
-/// calls).
-const WRITE_BYTES: usize = 64 * 1024;
-
 /// Batches each channel holds: enough to ride over a hiccup of one stage
 /// (an fsync's journal commit, a scheduling delay) without stalling the
 /// others, few enough that memory stays bounded.
@@ -387,9 +378,7 @@ impl Writer {
             }
             match written {
                 Written::Data(mut batch, cvs) => {
-                    for piece in batch.bytes.chunks(WRITE_BYTES) {
-                        self.data.write_all(piece)?;
-                    }
+                    ark_core::fs::write_in_pieces(&mut self.data, &batch.bytes)?;
                     self.outboard.write_all(&cvs)?;
                     self.groups += (cvs.len() / CV_LEN) as u64;
                     self.written += batch.bytes.len() as u64;

@@ -258,13 +258,13 @@ fn receive_data(
                 // Keep the groups of this piece that did verify.
                 let keep = verifier.verified_bytes();
                 let good = keep.saturating_sub(received).min(bytes.len() as u64) as usize;
-                data.write_all(&bytes[..good])
+                ark_core::fs::write_in_pieces(data, &bytes[..good])
                     .map_err(io("writing", data_path))?;
                 let _ = data.set_len(keep);
                 let _ = data.sync_all();
                 return Err(cut(scheduler, pending, keep, e.to_string()));
             }
-            data.write_all(&bytes).map_err(io("writing", data_path))?;
+            ark_core::fs::write_in_pieces(data, &bytes).map_err(io("writing", data_path))?;
             received += bytes.len() as u64;
         }
         if ended {
