@@ -604,8 +604,10 @@ fn check_links(
     };
     // What pack objects name outside the pack, each with the first object
     // naming it: looked up in the mirror once the traversal is done (the
-    // mirror's handle stays on this thread). At most one entry per id the
-    // pack's bytes spell out, so bounded by the pack's size.
+    // mirror's handle stays on this thread). One entry per distinct id the
+    // pack's decoded objects spell out: bounded by the pack's size (a new
+    // id costs the pack at least a few bytes even compressed, so a hostile
+    // pack buys some 10 bytes of map per byte it sends).
     let outside = std::sync::Mutex::new(HashMap::new());
     let (outside_ids, has_boundary) = (&outside, boundary.is_some());
     let mut named = Vec::new();
