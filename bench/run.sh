@@ -498,4 +498,6 @@ note "section 13 (reacting at once): bench/household.sh --no-build"
 "$ROOT/bench/household.sh" --no-build
 note "section 15 (the whole path): bench/whole.sh --no-build"
 SIZE_MIB="$INGEST_MIB" "$ROOT/bench/whole.sh" --no-build
+note "section 16 (git mirrors at upstream's size): bench/gitpack.sh --no-build"
+"$ROOT/bench/gitpack.sh" --no-build
 note "done: $RESULTS"

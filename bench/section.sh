@@ -1,6 +1,7 @@
 # Sourced by the bench scripts that each own one section of RESULTS.md
 # (bench/surface.sh, bench/trust.sh, bench/sources.sh, bench/scale.sh,
-# bench/household.sh, bench/verify.sh, bench/hash.sh).
+# bench/household.sh, bench/verify.sh, bench/hash.sh, bench/whole.sh,
+# bench/gitpack.sh).
 
 # bench_setup NAME [--no-build] BIN...: REL (the release dir) and WORK (a
 # scratch dir nginx's workers can read, removed on exit); builds the

@@ -493,6 +493,84 @@ fn broken_deltas_are_refused_with_their_reason() -> TestResult {
     Ok(())
 }
 
+/// Hand-written packs whose objects name others: what they name must be in
+/// the pack or the mirror (looked up once the pack is decoded), and what
+/// does not decode is refused.
+#[test]
+fn pack_objects_naming_absent_objects_are_refused() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let (present, absent) = (b"in the mirror\n", b"nowhere\n");
+    let mirror = tmp.path().join("m.git");
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", &mirror.to_string_lossy()],
+    )?;
+    let file = tmp.path().join("present");
+    std::fs::write(&file, present)?;
+    git(&mirror, &["hash-object", "-w", &file.to_string_lossy()])?;
+    let no_mirror = tmp.path().join("none.git");
+    let tree = |names: &[&[u8; 20]]| -> Vec<u8> {
+        let mut body = Vec::new();
+        for (n, id) in names.iter().enumerate() {
+            body.extend(format!("100644 f{n}\0").into_bytes());
+            body.extend(*id);
+        }
+        body
+    };
+    let (present_id, absent_id) = (object_id("blob", present), object_id("blob", absent));
+    let blob = b"in the pack\n";
+    let blob_id = object_id("blob", blob);
+    // Name, the tree's body, the mirror checked against, the id refused.
+    type Case<'a> = (&'a str, Vec<u8>, &'a Path, Option<[u8; 20]>);
+    let cases: Vec<Case> = vec![
+        ("a blob in the pack", tree(&[&blob_id]), &no_mirror, None),
+        (
+            "a blob in the mirror",
+            tree(&[&present_id, &blob_id]),
+            &mirror,
+            None,
+        ),
+        (
+            "an absent blob, no mirror",
+            tree(&[&blob_id, &absent_id]),
+            &no_mirror,
+            Some(absent_id),
+        ),
+        (
+            "an absent blob beside one in the mirror",
+            tree(&[&present_id, &absent_id]),
+            &mirror,
+            Some(absent_id),
+        ),
+    ];
+    let path = tmp.path().join("hand.bundle");
+    for (name, body, against, missing) in cases {
+        let entries = [
+            pack_entry(3, blob.len(), &[], blob),
+            pack_entry(2, body.len(), &[], &body),
+        ];
+        hand_bundle(&path, &hex(&object_id("tree", &body)), &entries)?;
+        match (check_bundle(&path, against, tmp.path()), missing) {
+            (Ok(checked), None) => assert_eq!(checked.objects, 2, "{name}"),
+            (Ok(_), Some(_)) => return Err(format!("{name}: accepted").into()),
+            (Err(e), None) => return Err(format!("{name}: refused: {e}").into()),
+            (Err(e), Some(id)) => assert!(
+                matches!(&e, GitCheckError::MissingObject { id: got, .. } if got.as_bytes() == id),
+                "{name}: {e}"
+            ),
+        }
+    }
+
+    let garbage = b"100644 no id follows";
+    let entries = [pack_entry(2, garbage.len(), &[], garbage)];
+    hand_bundle(&path, &hex(&object_id("tree", garbage)), &entries)?;
+    let err = check_bundle(&path, &mirror, tmp.path())
+        .err()
+        .ok_or("a tree that does not decode was accepted")?;
+    assert!(matches!(err, GitCheckError::BadObject { .. }), "{err}");
+    Ok(())
+}
+
 /// A bundle with one ref (`refs/tags/t` → `tip`) and a pack of `entries`.
 fn hand_bundle(path: &Path, tip: &str, entries: &[Vec<u8>]) -> TestResult {
     let mut pack = b"PACK".to_vec();

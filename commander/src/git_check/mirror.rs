@@ -117,7 +117,7 @@ pub fn check_repo(dir: &Path) -> Result<RepoReport> {
         }
         roots.push((*id, name.clone()));
     }
-    let objects = Walk::new(&odb, None).run(roots)?;
+    let objects = Walk::new(&odb).run(roots)?;
     Ok(RepoReport {
         refs: refs.len(),
         objects,

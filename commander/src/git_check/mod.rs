@@ -7,16 +7,17 @@
 //!
 //! Invariant that keeps a bundle check proportional to the bundle: every
 //! object in a landed mirror has all it references in the mirror too (only
-//! checked bundles land, and every object of a bundle's pack is walked until
-//! the walk reaches the pack's edge in the mirror). So the walk of a bundle
-//! stops at objects the mirror already has; [`check_repo`] walks everything.
+//! checked bundles land, and every object a bundle's pack holds names only
+//! objects in the pack or the mirror). So a bundle's check decodes each of
+//! its pack's objects once, in the same delta-tree order as the indexing,
+//! and looks up what each one names; [`check_repo`] walks everything.
 //!
 //! The mirror's refs live in `packed-refs` only: replacing that one file
 //! (temp file, fsync, rename) is the atomic switch from one ref state to the
 //! next. Refs under `refs/ark/` are the commander's own: old tips kept after
 //! a force-push or a deletion upstream, as `refs/ark/previous/<stamp>/…`.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -390,21 +391,19 @@ pub fn check_bundle(bundle: &Path, mirror: &Path, scratch: &Path) -> Result<Chec
         bundle: bundle.into(),
         reason,
     };
-    let (pack_db, pack_ids) = match &pack {
-        Some(files) => {
-            let index = gix::odb::pack::index::File::at(&files.index, gix::hash::Kind::Sha1)
-                .map_err(|e| corrupt(e.to_string()))?;
-            let ids: Vec<ObjectId> = index.iter().map(|entry| entry.oid).collect();
-            (Some(open_odb(&work.join("objects"))?), ids)
-        }
-        None => (None, Vec::new()),
+    let index = match &pack {
+        Some(files) => Some(
+            gix::odb::pack::index::File::at(&files.index, gix::hash::Kind::Sha1)
+                .map_err(|e| corrupt(e.to_string()))?,
+        ),
+        None => None,
     };
-
     let has = |id: &ObjectId| {
-        pack_db.as_ref().is_some_and(|db| db.exists(id))
+        index
+            .as_ref()
+            .is_some_and(|index| index.lookup(id).is_some())
             || mirror_db.as_ref().is_some_and(|db| db.exists(id))
     };
-    let mut roots = Vec::new();
     let head = header.head.map(|id| ("HEAD".to_string(), id));
     for (name, id) in header
         .refs
@@ -420,16 +419,18 @@ pub fn check_bundle(bundle: &Path, mirror: &Path, scratch: &Path) -> Result<Chec
         if !has(&id) {
             return Err(GitCheckError::MissingRefTarget { name, id });
         }
-        roots.push((id, name));
     }
-    roots.extend(pack_ids.iter().map(|id| (*id, format!("pack object {id}"))));
-    if let Some(pack_db) = &pack_db {
-        Walk::new(pack_db, mirror_db.as_ref()).run(roots)?;
+    // Every ref is in the pack or the mirror, every pack object's links are
+    // too, and the mirror is closed: everything reachable is present.
+    if let (Some(files), Some(index)) = (&pack, &index) {
+        check_links(bundle, files, index, mirror_db.as_ref())?;
     }
     Ok(CheckedBundle {
         refs: header.refs,
         prerequisites: header.prerequisites,
-        objects: pack_ids.len() as u64,
+        objects: index
+            .as_ref()
+            .map_or(0, |index| u64::from(index.num_objects())),
         pack,
     })
 }
@@ -503,7 +504,12 @@ fn index_pack(
         .map_err(io("reading bundle", bundle))?;
     let mut reader = BufReader::new(file);
     let options = gix::odb::pack::bundle::write::Options {
-        // The NAS shares its cores with serving; one thread is enough for bundles.
+        // One thread (gix is built without `parallel`, so it could not use
+        // more): its parallel delta traversal parks a watcher thread that
+        // sleeps 50 ms at a time, which made every pass up to 50 ms slower
+        // (a thin bundle's check 2 ms → 100 ms) and, on 2 busy cores, no
+        // faster for large packs (bench/RESULTS.md section 16). The NAS's
+        // other cores stay free for serving.
         thread_limit: Some(1),
         iteration_mode: gix::odb::pack::data::input::Mode::Verify,
         index_version: gix::odb::pack::index::Version::V2,
@@ -570,20 +576,143 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// A connectivity walk over `primary`, stopping at objects `boundary` has
-/// (closed by the module's invariant). Counts the objects it decoded.
+/// Every object of the indexed pack decoded once (its deltas resolved along
+/// the pack's delta tree, as [`index_pack`] resolved them) and every object it
+/// names present in the pack or in `boundary` (closed by the module's
+/// invariant). The ids are not hashed again: [`index_pack`] computed them
+/// from these same bytes moments ago.
+fn check_links(
+    bundle: &Path,
+    files: &PackFiles,
+    index: &gix::odb::pack::index::File,
+    boundary: Option<&gix::odb::Handle>,
+) -> Result<()> {
+    use gix::odb::pack::index::traverse::{with_index, Error as Traverse, SafetyCheck};
+    let corrupt = |reason: String| GitCheckError::CorruptPack {
+        bundle: bundle.into(),
+        reason,
+    };
+    let pack = gix::odb::pack::data::File::at(&files.pack, gix::hash::Kind::Sha1)
+        .map_err(|e| corrupt(e.to_string()))?;
+    // The first refusal; the processor only returns a marker to stop the
+    // traversal (its error type must be a plain `std::error::Error`).
+    let refused = std::sync::Mutex::new(None);
+    let refuse = |e: GitCheckError| {
+        let mut slot = refused.lock().unwrap_or_else(|poison| poison.into_inner());
+        slot.get_or_insert(e);
+        std::fmt::Error
+    };
+    // What pack objects name outside the pack, each with the first object
+    // naming it: looked up in the mirror once the traversal is done (the
+    // mirror's handle stays on this thread). One entry per distinct id the
+    // pack's decoded objects spell out: bounded by the pack's size (a new
+    // id costs the pack at least a few bytes even compressed, so a hostile
+    // pack buys some 10 bytes of map per byte it sends).
+    let outside = std::sync::Mutex::new(HashMap::new());
+    let (outside_ids, has_boundary) = (&outside, boundary.is_some());
+    let mut named = Vec::new();
+    let processor = move |kind: Kind,
+                          data: &[u8],
+                          entry: &gix::odb::pack::index::Entry,
+                          _: &dyn gix::progress::Progress| {
+        let from = || format!("pack object {}", entry.oid);
+        named.clear();
+        links(kind, data, &mut named).map_err(|reason| {
+            refuse(GitCheckError::BadObject {
+                id: entry.oid,
+                from: from(),
+                kind,
+                reason,
+            })
+        })?;
+        for id in named.iter().filter(|id| index.lookup(id).is_none()) {
+            if !has_boundary {
+                return Err(refuse(GitCheckError::MissingObject {
+                    id: *id,
+                    from: from(),
+                }));
+            }
+            let mut outside = outside_ids.lock().unwrap_or_else(|p| p.into_inner());
+            outside.entry(*id).or_insert(entry.oid);
+        }
+        Ok(())
+    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        index.traverse_with_index(
+            &pack,
+            processor,
+            &mut gix::progress::Discard,
+            &AtomicBool::new(false),
+            with_index::Options {
+                thread_limit: Some(1),
+                check: SafetyCheck::SkipFileAndObjectChecksumVerification,
+            },
+        )
+    }));
+    if let Some(e) = refused.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    match outcome {
+        Ok(Ok(_)) => {}
+        Ok(Err(Traverse::Processor(_))) => {
+            return Err(corrupt("the check stopped without a reason".into()))
+        }
+        Ok(Err(e)) => return Err(corrupt(error_chain(&e))),
+        Err(_) => return Err(corrupt("decoding the indexed pack panicked".into())),
+    }
+    let outside = outside.into_inner().unwrap_or_else(|p| p.into_inner());
+    for (id, named_by) in outside {
+        if !boundary.is_some_and(|db| db.exists(&id)) {
+            return Err(GitCheckError::MissingObject {
+                id,
+                from: format!("pack object {named_by}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Appends to `out` the objects a `kind` object with body `data` names
+/// (a commit's tree and parents, a tree's entries but not its submodule
+/// commits, a tag's target); `Err` when the body does not decode.
+fn links(kind: Kind, data: &[u8], out: &mut Vec<ObjectId>) -> std::result::Result<(), String> {
+    match kind {
+        Kind::Commit => {
+            let commit = gix::objs::CommitRef::from_bytes(data).map_err(|e| e.to_string())?;
+            out.push(commit.tree());
+            out.extend(commit.parents());
+        }
+        Kind::Tree => {
+            let tree = gix::objs::TreeRef::from_bytes(data).map_err(|e| e.to_string())?;
+            out.extend(
+                tree.entries
+                    .iter()
+                    .filter(|entry| !entry.mode.is_commit())
+                    .map(|entry| entry.oid.to_owned()),
+            );
+        }
+        Kind::Tag => {
+            let tag = gix::objs::TagRef::from_bytes(data).map_err(|e| e.to_string())?;
+            out.push(tag.target());
+        }
+        Kind::Blob => {}
+    }
+    Ok(())
+}
+
+/// A connectivity walk of a whole repository ([`check_repo`]): every object
+/// reachable from the roots present and decodable. Counts the objects it
+/// decoded.
 struct Walk<'a> {
-    primary: &'a gix::odb::Handle,
-    boundary: Option<&'a gix::odb::Handle>,
+    odb: &'a gix::odb::Handle,
     seen: HashSet<ObjectId>,
     decoded: u64,
 }
 
 impl<'a> Walk<'a> {
-    fn new(primary: &'a gix::odb::Handle, boundary: Option<&'a gix::odb::Handle>) -> Self {
+    fn new(odb: &'a gix::odb::Handle) -> Self {
         Self {
-            primary,
-            boundary,
+            odb,
             seen: HashSet::new(),
             decoded: 0,
         }
@@ -601,9 +730,8 @@ impl<'a> Walk<'a> {
                     id,
                     from: label.clone(),
                 };
-                let data = match self.primary.try_find(&id, &mut buf) {
+                let data = match self.odb.try_find(&id, &mut buf) {
                     Ok(Some(data)) => data,
-                    Ok(None) if self.boundary.is_some_and(|b| b.exists(&id)) => continue,
                     Ok(None) => return Err(missing()),
                     Err(e) => {
                         return Err(GitCheckError::BadObject {
@@ -615,36 +743,12 @@ impl<'a> Walk<'a> {
                     }
                 };
                 let kind = data.kind;
-                let bad = |reason: String| GitCheckError::BadObject {
+                links(kind, data.data, &mut stack).map_err(|reason| GitCheckError::BadObject {
                     id,
                     from: label.clone(),
                     kind,
                     reason,
-                };
-                match kind {
-                    Kind::Commit => {
-                        let commit = gix::objs::CommitRef::from_bytes(data.data)
-                            .map_err(|e| bad(e.to_string()))?;
-                        stack.push(commit.tree());
-                        stack.extend(commit.parents());
-                    }
-                    Kind::Tree => {
-                        let tree = gix::objs::TreeRef::from_bytes(data.data)
-                            .map_err(|e| bad(e.to_string()))?;
-                        stack.extend(
-                            tree.entries
-                                .iter()
-                                .filter(|entry| !entry.mode.is_commit())
-                                .map(|entry| entry.oid.to_owned()),
-                        );
-                    }
-                    Kind::Tag => {
-                        let tag = gix::objs::TagRef::from_bytes(data.data)
-                            .map_err(|e| bad(e.to_string()))?;
-                        stack.push(tag.target());
-                    }
-                    Kind::Blob => {}
-                }
+                })?;
                 self.decoded += 1;
             }
         }
