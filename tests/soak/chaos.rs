@@ -31,6 +31,9 @@ pub struct Injected {
     pub held: Duration,
 }
 
+/// One churn step in this many changes a target at its origin.
+pub const CHANGE_EVERY: usize = 6;
+
 /// Faults injected, by kind: (count, total time held).
 pub fn by_kind(log: &[Injected]) -> BTreeMap<&'static str, (usize, Duration)> {
     let mut kinds = BTreeMap::new();
@@ -55,24 +58,44 @@ pub async fn ask_for_run(cdata: &std::path::Path, target: &str) -> bool {
     )
 }
 
-/// Asks for runs of random targets until `stop`; how many were asked for.
+/// What the churn did: runs asked for, origins changed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Churned {
+    pub asked: usize,
+    pub changed: usize,
+}
+
+/// Until `stop`: asks for runs of random targets, and one step in
+/// [`CHANGE_EVERY`] changes a random target at its origin first (the
+/// origins change at random, not only when the chaos flips a byte).
 pub fn churn_task(
     cdata: std::path::PathBuf,
+    origins: Arc<Origins>,
     targets: Vec<Target>,
     seed: u64,
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<usize> {
+) -> tokio::task::JoinHandle<Result<Churned>> {
     tokio::spawn(async move {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let mut asked = 0;
+        let mut churned = Churned::default();
         while !stop.load(Ordering::Relaxed) {
-            let target = &targets[rng.usize(..targets.len())];
-            if ask_for_run(&cdata, &target.name).await {
-                asked += 1;
+            // One ask in eight for a big file, so that faults keep
+            // landing mid-transfer.
+            let big: Vec<&Target> = targets.iter().filter(|t| t.bandwidth_cap > 0).collect();
+            let target = match rng.usize(..8) {
+                0 if !big.is_empty() => big[rng.usize(..big.len())],
+                _ => &targets[rng.usize(..targets.len())],
+            };
+            if rng.usize(..CHANGE_EVERY) == 0 {
+                origins.flip(target, &mut rng)?;
+                churned.changed += 1;
             }
-            tokio::time::sleep(between(&mut rng, 150, 500)).await;
+            if ask_for_run(&cdata, &target.name).await {
+                churned.asked += 1;
+            }
+            tokio::time::sleep(between(&mut rng, 50, 250)).await;
         }
-        asked
+        Ok(churned)
     })
 }
 
@@ -115,6 +138,20 @@ pub async fn drive(
     Ok(log)
 }
 
+/// An agent to hit: half the time one in the middle of a big file (when
+/// one is), so that downloads and uploads are cut mid-way and resumed.
+fn pick_agent(swarm: &Swarm, rng: &mut fastrand::Rng) -> usize {
+    let busy: Vec<usize> = crate::check::holding_big(&swarm.cdata)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|name| swarm.agents.iter().position(|a| &a.name == name))
+        .collect();
+    match rng.bool() {
+        true if !busy.is_empty() => busy[rng.usize(..busy.len())],
+        _ => rng.usize(..swarm.agents.len()),
+    }
+}
+
 /// One fault of `kind`, held and undone; what it was and how long it held.
 async fn inject(
     swarm: &mut Swarm,
@@ -126,7 +163,7 @@ async fn inject(
     let start = Instant::now();
     let what = match kind {
         "kill-agent" => {
-            let n = rng.usize(..swarm.agents.len());
+            let n = pick_agent(swarm, rng);
             swarm.agents[n].kill();
             tokio::time::sleep(between(rng, 1000, 3000)).await;
             swarm.restart(Some(n)).await?;
@@ -139,10 +176,9 @@ async fn inject(
             "the commander".to_string()
         }
         "cut" => {
-            let n = rng.usize(..=swarm.agents.len());
-            let member = match n {
+            let member = match rng.usize(..=swarm.agents.len()) {
                 0 => &swarm.commander,
-                n => &swarm.agents[n - 1],
+                _ => &swarm.agents[pick_agent(swarm, rng)],
             };
             let dev = member.dev.as_ref().context("a cut without a LAN")?;
             dev.cut()?;
@@ -160,7 +196,13 @@ async fn inject(
             format!("the archive disk, {free} bytes left free")
         }
         "flip" => {
-            let target = &targets[rng.usize(..targets.len())];
+            // Half the flips hit a big file, likely mid-transfer: a resume
+            // must then not append bytes of the new version to the old.
+            let big: Vec<&Target> = targets.iter().filter(|t| t.bandwidth_cap > 0).collect();
+            let target = match rng.bool() {
+                true if !big.is_empty() => big[rng.usize(..big.len())],
+                _ => &targets[rng.usize(..targets.len())],
+            };
             let what = origins.flip(target, rng)?;
             // Asked for at once (the commander may be away: then later).
             ask_for_run(&swarm.cdata, &target.name).await;

@@ -24,6 +24,9 @@ pub struct Run {
     pub kind: String,
     pub state: String,
     pub attempts: i64,
+    /// Leases granted for it: more than one when it moved (its agent
+    /// killed or cut off, its lease expired, a lease handed back).
+    pub leases: i64,
     pub reason: String,
     pub created_at: i64,
     pub finished_at: Option<i64>,
@@ -60,11 +63,48 @@ pub fn active_runs(cdata: &Path) -> Result<i64> {
     Ok(db.query_row(&active, [], |r| r.get(0))?)
 }
 
+/// The agents holding a lease on a big file's run now.
+pub fn holding_big(cdata: &Path) -> Result<Vec<String>> {
+    let db = open(cdata)?;
+    let names = db
+        .prepare(
+            "SELECT DISTINCT last_agent FROM runs
+              WHERE state = 'leased' AND target LIKE 'big%' AND last_agent IS NOT NULL",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(names)
+}
+
+/// What the agents' logs say they did about cut transfers, by what.
+pub fn resumes(logs: &str) -> BTreeMap<&'static str, usize> {
+    let said = [
+        (
+            "download resumed (range request)",
+            "body cut: resuming with a range request",
+        ),
+        (
+            "download resumed after a restart",
+            "resuming after re-verifying the bytes already on disk",
+        ),
+        (
+            "download started again from 0",
+            "starting again from byte 0",
+        ),
+        ("upload resumed", "resuming the upload at byte"),
+    ];
+    said.into_iter()
+        .map(|(what, line)| (what, logs.matches(line).count()))
+        .collect()
+}
+
 pub fn books(cdata: &Path) -> Result<Books> {
     let db = open(cdata)?;
     let runs = db
         .prepare(
-            "SELECT id, target, kind, state, attempts, reason, created_at, finished_at FROM runs",
+            "SELECT id, target, kind, state, attempts,
+                    (SELECT count(*) FROM leases l WHERE l.run_id = runs.id),
+                    reason, created_at, finished_at FROM runs",
         )?
         .query_map([], |r| {
             Ok(Run {
@@ -73,9 +113,10 @@ pub fn books(cdata: &Path) -> Result<Books> {
                 kind: r.get(2)?,
                 state: r.get(3)?,
                 attempts: r.get(4)?,
-                reason: r.get(5)?,
-                created_at: r.get(6)?,
-                finished_at: r.get(7)?,
+                leases: r.get(5)?,
+                reason: r.get(6)?,
+                created_at: r.get(7)?,
+                finished_at: r.get(8)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -204,10 +245,12 @@ pub fn violations(
 
     // No staging or quarantine file is orphaned.
     for agent in agents {
-        let staged = staged_files(agent);
-        if !staged.is_empty() {
-            let names: Vec<_> = staged.iter().map(|(name, _)| name).collect();
-            wrong.push(format!("{} keeps staged files: {names:?}", agent.display()));
+        for dir in ["staging", "leases"] {
+            let kept = files_in(&agent.join(dir), |_| true);
+            if !kept.is_empty() {
+                let names: Vec<_> = kept.iter().map(|(name, _)| name).collect();
+                wrong.push(format!("{} keeps {dir} files: {names:?}", agent.display()));
+            }
         }
     }
     let held = quarantined(cdata);
@@ -233,23 +276,32 @@ pub fn report(books: &Books, landed_versions: usize) -> String {
         out.push_str(&format!("  {kind:<6} {state:<10} {n:>5}\n"));
     }
     let retries: i64 = books.runs.iter().map(|r| (r.attempts - 1).max(0)).sum();
-    let retried = books.runs.iter().filter(|r| r.attempts > 1).count();
-    out.push_str(&format!("retries: {retries} (over {retried} runs)\n"));
-    let mut refusals: BTreeMap<&str, usize> = BTreeMap::new();
+    let moved = |r: &&Run| r.attempts > 1 || r.leases > 1;
+    let releases: i64 = books.runs.iter().map(|r| (r.leases - 1).max(0)).sum();
+    let hit = books.runs.iter().filter(moved).count();
+    out.push_str(&format!(
+        "retries: {retries} attempts after the first, {releases} leases after the first ({hit} runs)\n"
+    ));
+    let mut refusals: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
     for event in books.events.iter().filter(|e| is_refusal(&e.kind)) {
-        *refusals.entry(&event.kind).or_default() += 1;
+        refusals.entry(&event.kind).or_insert((0, &event.message)).0 += 1;
     }
-    out.push_str(&format!("refusals: {}\n", refusals.values().sum::<usize>()));
-    for (kind, n) in &refusals {
-        out.push_str(&format!("  {kind:<22} {n:>5}\n"));
+    let total: usize = refusals.values().map(|(n, _)| n).sum();
+    out.push_str(&format!(
+        "refusals: {total} (each with its reason; one shown)\n"
+    ));
+    for (kind, (n, example)) in &refusals {
+        let example: String = example.chars().take(110).collect();
+        out.push_str(&format!("  {kind:<20} {n:>5}  {example}\n"));
     }
-    // Time lost: how much longer the runs that needed another attempt
-    // took than a run that did not (the median of those).
+    // Time lost: how much longer the runs that a fault hit (another
+    // attempt or another lease) took than a run that none hit (the median
+    // of those).
     let took = |r: &Run| r.finished_at.map(|f| f - r.created_at);
     let mut clean: Vec<i64> = books
         .runs
         .iter()
-        .filter(|r| r.attempts <= 1)
+        .filter(|r| !moved(r))
         .filter_map(took)
         .collect();
     clean.sort();
@@ -257,12 +309,12 @@ pub fn report(books: &Books, landed_versions: usize) -> String {
     let lost: i64 = books
         .runs
         .iter()
-        .filter(|r| r.attempts > 1)
+        .filter(moved)
         .filter_map(took)
         .map(|t| (t - median).max(0))
         .sum();
     out.push_str(&format!(
-        "time lost to faults: {:.1} s over the {retried} retried runs (a clean run's median: {:.1} s)\n",
+        "time lost to faults: {:.1} s over the {hit} runs they hit (a clean run's median: {:.1} s)\n",
         lost as f64 / 1000.0,
         median as f64 / 1000.0
     ));

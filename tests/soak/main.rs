@@ -66,6 +66,9 @@ async fn a_swarm_under_random_faults_keeps_every_invariant() -> Result<()> {
 async fn soak(seed: u64, budget: Duration) -> Result<()> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let tmp = tempfile::tempdir()?;
+    if std::env::var_os("ARK_SOAK_KEEP").is_some() {
+        eprintln!("soak: keeping {}", tmp.path().display());
+    }
     let mut swarm = swarm::Swarm::start(tmp.path()).await?;
     for why in &swarm.missing {
         eprintln!("soak: SKIPPING the fault {why}");
@@ -73,6 +76,7 @@ async fn soak(seed: u64, budget: Duration) -> Result<()> {
     let gateway = swarm.lan.as_ref().map(|lan| lan.gateway);
     let mut origins = origins::Origins::start(tmp.path(), gateway).await?;
     let targets = origins.populate(&mut rng)?;
+    let origins = Arc::new(origins);
     let started = Instant::now();
     for target in &targets {
         add_target_with(
@@ -98,13 +102,14 @@ async fn soak(seed: u64, budget: Duration) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let churn = chaos::churn_task(
         swarm.cdata.clone(),
+        origins.clone(),
         targets.clone(),
         rng.u64(..),
         stop.clone(),
     );
     let faults = chaos::drive(&mut swarm, &origins, &targets, &mut rng, budget).await;
     stop.store(true, Ordering::Relaxed);
-    let asked = churn.await?;
+    let churned = churn.await??;
     let faults = faults?;
 
     // Undo everything, put back what was left broken, and settle.
@@ -135,7 +140,10 @@ async fn soak(seed: u64, budget: Duration) -> Result<()> {
         budget
     );
     println!("{} targets: {}", targets.len(), kinds_of(&targets));
-    println!("{asked} runs asked for by the churn");
+    println!(
+        "{} runs asked for and {} origin changes by the churn",
+        churned.asked, churned.changed
+    );
     println!("faults injected (and survived):");
     let kinds = chaos::by_kind(&faults);
     for kind in chaos::KINDS {
@@ -143,6 +151,11 @@ async fn soak(seed: u64, budget: Duration) -> Result<()> {
         println!("  {kind:<15} {n:>4}  held {:>6.1} s", held.as_secs_f64());
     }
     print!("{}", check::report(&books, landed));
+    let logs: String = swarm.agents.iter().map(swarm::Member::log).collect();
+    println!("what the agents did about cut transfers:");
+    for (what, n) in check::resumes(&logs) {
+        println!("  {what:<34} {n:>5}");
+    }
     if settled.is_err() || !wrong.is_empty() {
         let log: Vec<String> = faults
             .iter()
@@ -160,6 +173,10 @@ async fn soak(seed: u64, budget: Duration) -> Result<()> {
             log.join("\n"),
             swarm.logs_tail(40)
         );
+    }
+    if std::env::var_os("ARK_SOAK_KEEP").is_some() {
+        drop(swarm);
+        let _ = tmp.keep();
     }
     Ok(())
 }

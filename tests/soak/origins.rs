@@ -5,6 +5,9 @@
 //! recorded by URL with its BLAKE3 root, so the invariant checker can prove
 //! that every landed file is one of them (a splice of two versions is not).
 //!
+//! The HTTP origin ignores `If-Range` (as a broken cache does), so a
+//! resume across a flip is offered bytes of the new version.
+//!
 //! What a "flip" is per kind: a plain file gets one byte changed (a new
 //! version that lands); a feed one letter of its description (a new
 //! snapshot); a ZIM one byte anywhere (a corrupt file the swarm must
@@ -76,6 +79,11 @@ impl Origins {
     /// Starts the origins; `gateway` is the LAN's (None: loopback only).
     pub async fn start(dir: &Path, gateway: Option<std::net::Ipv4Addr>) -> Result<Self> {
         let http = Origin::start().await?;
+        // A broken cache's answer to a resume: the range of whatever is
+        // there now, whatever `If-Range` says. With the flips, a resume
+        // then meets bytes of another version, which must never be
+        // appended (issue 15, defect 1).
+        http.ignore_if_range(true);
         let repos = dir.join("repos");
         std::fs::create_dir_all(&repos)?;
         let mut upstreams = Vec::new();

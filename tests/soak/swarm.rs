@@ -28,6 +28,8 @@ pub struct Member {
     pub data: PathBuf,
     /// None while it is down.
     pub proc: Option<Proc>,
+    /// The logs of its earlier lives (a restart starts a new log).
+    pub history: String,
 }
 
 impl Member {
@@ -35,7 +37,14 @@ impl Member {
     pub fn kill(&mut self) {
         if let Some(mut proc) = self.proc.take() {
             proc.kill9();
+            self.history.push_str(&proc.log_text());
         }
+    }
+
+    /// Every line it logged, over all its lives.
+    pub fn log(&self) -> String {
+        let current = self.proc.as_ref().map(Proc::log_text).unwrap_or_default();
+        format!("{}{current}", self.history)
     }
 }
 
@@ -87,6 +96,7 @@ impl Swarm {
             dev: commander_dev,
             data: cdata.clone(),
             proc: Some(proc),
+            history: String::new(),
         };
         let mut agents = Vec::new();
         for n in 0..AGENTS {
@@ -100,6 +110,7 @@ impl Swarm {
                 dev,
                 data,
                 proc: Some(proc),
+                history: String::new(),
             });
         }
         wait_for_agents_online(&cdata, AGENTS).await?;
