@@ -79,14 +79,15 @@ pub fn churn_task(
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut churned = Churned::default();
         while !stop.load(Ordering::Relaxed) {
-            // One ask in eight for a big file, so that faults keep
-            // landing mid-transfer.
+            // One ask in eight for a big file, changed half the time, so
+            // that big transfers are nearly always on their way when a
+            // fault comes.
             let big: Vec<&Target> = targets.iter().filter(|t| t.bandwidth_cap > 0).collect();
-            let target = match rng.usize(..8) {
-                0 if !big.is_empty() => big[rng.usize(..big.len())],
-                _ => &targets[rng.usize(..targets.len())],
+            let (target, change_every) = match rng.usize(..8) {
+                0 if !big.is_empty() => (big[rng.usize(..big.len())], 2),
+                _ => (&targets[rng.usize(..targets.len())], CHANGE_EVERY),
             };
-            if rng.usize(..CHANGE_EVERY) == 0 {
+            if rng.usize(..change_every) == 0 {
                 origins.flip(target, &mut rng)?;
                 churned.changed += 1;
             }

@@ -29,8 +29,8 @@ pub const SMALL_FILES: usize = 240;
 /// Plain file targets of [`BIG_SIZE`], fetched at [`BIG_CAP`]: long enough
 /// that kills and cuts land in the middle of their transfers.
 pub const BIG_FILES: usize = 3;
-pub const BIG_SIZE: usize = 4 << 20;
-pub const BIG_CAP: u64 = 1 << 20;
+pub const BIG_SIZE: usize = 12 << 20;
+pub const BIG_CAP: u64 = 2 << 20;
 /// Podcast feeds, two enclosures each.
 pub const FEEDS: usize = 6;
 pub const GIT_REPOS: usize = 2;

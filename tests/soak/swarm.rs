@@ -15,7 +15,7 @@ use ark_tests::*;
 pub const AGENTS: usize = 4;
 /// The archive disk: room for every target's versions with a margin, so
 /// that only the filler fills it.
-pub const ARCHIVE_DISK: &str = "128m";
+pub const ARCHIVE_DISK: &str = "256m";
 /// The commander's port on its own device (its address must survive a
 /// restart: the agents were enrolled with it).
 const COMMANDER_PORT: u16 = 7443;
