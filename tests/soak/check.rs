@@ -88,8 +88,12 @@ pub fn resumes(logs: &str) -> BTreeMap<&'static str, usize> {
             "resuming after re-verifying the bytes already on disk",
         ),
         (
-            "download started again from 0",
-            "starting again from byte 0",
+            "range of another version: from 0",
+            "bytes of another version: starting again from byte 0",
+        ),
+        (
+            "origin could not resume: from 0",
+            "origin cannot resume: starting again from byte 0",
         ),
         ("upload resumed", "resuming the upload at byte"),
     ];
