@@ -174,13 +174,24 @@ impl HeldLease {
         let _ = std::fs::remove_file(self.path(data));
     }
 
-    /// Every lease a previous process left behind.
+    /// Every lease a previous process left behind. A lease file whose
+    /// write a crash cut (its temporary file, never renamed into place) is
+    /// removed: the lease beside it, if any, is the one last persisted, and
+    /// without one the commander's lease simply runs out.
     pub fn load_all(data: &Path) -> Vec<Self> {
         let Ok(entries) = std::fs::read_dir(data.join(LEASES_DIR)) else {
             return Vec::new();
         };
+        let entries: Vec<_> = entries.filter_map(|entry| entry.ok()).collect();
+        for entry in &entries {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                warn!(path = %path.display(), "removing a lease file a crash left half-written");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
         entries
-            .filter_map(|entry| entry.ok())
+            .into_iter()
             .filter(|entry| entry.path().extension().is_some_and(|e| e == "json"))
             .filter_map(|entry| {
                 let bytes = std::fs::read(entry.path()).ok()?;
@@ -214,5 +225,39 @@ pub fn hand_back(reason: String, size: u64) -> JobFailure {
         retryable: true,
         handed_back: true,
         size_bytes: size,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the soak (issue 15): an agent killed (-9) while persisting
+    /// a lease left `<run>.tmp` in its leases dir, and no later start ever
+    /// removed it. Whether a lease was persisted before (the `.json` is
+    /// then the last good copy) or not, the next start keeps the leases and
+    /// removes the half-written files.
+    #[test]
+    fn a_lease_write_cut_by_a_crash_leaves_no_file_behind_after_a_restart() -> anyhow::Result<()> {
+        let data = tempfile::tempdir()?;
+        let dir = data.path().join(LEASES_DIR);
+        std::fs::create_dir_all(&dir)?;
+        let held = HeldLease::from_lease(&Lease {
+            run_id: 7,
+            generation: 2,
+            ..Lease::default()
+        });
+        held.persist(data.path())?;
+        // Cut mid-write: a second write of lease 7, and the first of 38.
+        std::fs::write(dir.join("7.tmp"), b"{\"run_id\": 7, \"gen")?;
+        std::fs::write(dir.join("38.tmp"), b"")?;
+        let loaded = HeldLease::load_all(data.path());
+        assert_eq!(loaded, vec![held]);
+        let left: Vec<_> = std::fs::read_dir(&dir)?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec!["7.json".to_string()]);
+        Ok(())
     }
 }

@@ -1,5 +1,12 @@
 //! Writing files so a crash never leaves half of one.
 
+/// The temporary file [`write_atomic`] writes `path` through before the
+/// rename: what a crash between the two leaves behind, for whoever owns
+/// `path` to remove when it cleans up.
+pub fn atomic_tmp(path: &std::path::Path) -> std::path::PathBuf {
+    path.with_extension("tmp")
+}
+
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync of
 /// the directory), with the given Unix permissions, so a crash never leaves
 /// a half-written file.
@@ -8,7 +15,7 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io:
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
+    let tmp = atomic_tmp(path);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

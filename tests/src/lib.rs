@@ -558,6 +558,16 @@ impl Drop for CountingRelay {
 
 impl CountingRelay {
     pub async fn start(upstream: std::net::SocketAddr) -> Result<Self> {
+        Self::start_at("127.0.0.1:0".parse()?, upstream).await
+    }
+
+    /// A relay listening on `listen` (e.g. a [`lan::Lan`]'s gateway, port
+    /// 0): how devices in namespaces reach an origin that listens on this
+    /// namespace's loopback.
+    pub async fn start_at(
+        listen: std::net::SocketAddr,
+        upstream: std::net::SocketAddr,
+    ) -> Result<Self> {
         use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
         /// Copies `from` to `to`, counting into `count`.
         async fn pump(
@@ -574,7 +584,7 @@ impl CountingRelay {
             }
             let _ = to.shutdown().await;
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let counts: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]> = Default::default();
         let counted = counts.clone();

@@ -48,12 +48,17 @@ pub fn fetched_path(data: &Path) -> PathBuf {
     name.into()
 }
 
-/// Removes a staged file with its outboard, resume state and fetched record.
+/// Removes a staged file with its outboard, resume state and fetched
+/// record, and the temporary file of a checkpoint or record a crash cut
+/// (found by the soak: a kill -9 mid-checkpoint left it behind for good).
 pub async fn remove_staged(dest: &Path) {
     let _ = tokio::fs::remove_file(fetched_path(dest)).await;
     let _ = tokio::fs::remove_file(dest).await;
     let _ = tokio::fs::remove_file(outboard_path(dest)).await;
     let _ = tokio::fs::remove_file(resume_path(dest)).await;
+    for record in [resume_path(dest), fetched_path(dest)] {
+        let _ = tokio::fs::remove_file(ark_core::fs::atomic_tmp(&record)).await;
+    }
 }
 
 /// Write buffer of the outboard (32 bytes per 16 KiB group arrive at a
@@ -84,4 +89,29 @@ pub(super) fn verify_on_disk(
         verified.push(cv.try_into().unwrap_or([0; CV_LEN]));
     }
     Ok(verified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the soak (issue 15): a crash in the middle of a checkpoint
+    /// (or of the fetched record) leaves the temporary file of that write
+    /// beside the staged file; dropping the staged file drops it too.
+    #[tokio::test]
+    async fn dropping_a_staged_file_drops_the_checkpoint_a_crash_cut() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let dest = dir.path().join("38-big.part");
+        let records = [resume_path(&dest), fetched_path(&dest)];
+        for path in [dest.clone(), outboard_path(&dest)].iter().chain(&records) {
+            std::fs::write(path, b"x")?;
+        }
+        for record in &records {
+            std::fs::write(ark_core::fs::atomic_tmp(record), b"half")?;
+        }
+        remove_staged(&dest).await;
+        let left: Vec<_> = std::fs::read_dir(dir.path())?.collect();
+        assert!(left.is_empty(), "{left:?}");
+        Ok(())
+    }
 }
