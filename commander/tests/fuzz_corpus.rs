@@ -79,3 +79,16 @@ fn regression_fuzz_git_bundle_pack_entry_header_shift_overflow() {
     let err = refused_regression("pack_entry_header_shift_overflow");
     assert!(err.to_string().contains("malformed"), "{err}");
 }
+
+/// Found by the `git_bundle` target (10-minute run): a thin pack (one with
+/// a REF_DELTA) whose entry header declares a huge size made gix-pack 0.64
+/// reserve that size before inflating (indexing with a base lookup keeps
+/// each entry's bytes): an allocation failure, which aborts the process.
+/// A thin pack's entries are now inflated into a small buffer and checked
+/// against their declared sizes first.
+#[test]
+fn regression_fuzz_git_bundle_thin_pack_entry_size_preallocation() {
+    let err = refused_regression("thin_pack_entry_size_preallocation");
+    let text = err.to_string();
+    assert!(text.contains("entry "), "{text}");
+}

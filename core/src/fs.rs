@@ -63,5 +63,7 @@ pub const WRITE_PIECE: usize = 64 * 1024;
 /// writes 1.7-1.9 s (16 KiB: the same, more calls). Both the agent's
 /// staging and the commander's quarantine write this way.
 pub fn write_in_pieces(out: &mut impl std::io::Write, bytes: &[u8]) -> std::io::Result<()> {
-    bytes.chunks(WRITE_PIECE).try_for_each(|piece| out.write_all(piece))
+    bytes
+        .chunks(WRITE_PIECE)
+        .try_for_each(|piece| out.write_all(piece))
 }

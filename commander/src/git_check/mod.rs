@@ -500,9 +500,6 @@ fn index_pack(
         }
         return Ok(None);
     }
-    file.seek(SeekFrom::Start(offset))
-        .map_err(io("reading bundle", bundle))?;
-    let mut reader = BufReader::new(file);
     let options = gix::odb::pack::bundle::write::Options {
         // One thread (gix is built without `parallel`, so it could not use
         // more): its parallel delta traversal parks a watcher thread that
@@ -519,26 +516,49 @@ fn index_pack(
     // more than nine bytes overflows its shift; fixed upstream in 0.78):
     // whatever the library does on bytes an agent sent, a panic is a
     // corrupt pack, never a crashed upload task.
-    let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        gix::odb::pack::Bundle::write_to_directory(
-            &mut reader,
-            Some(pack_dir),
-            &mut gix::progress::Discard,
-            &AtomicBool::new(false),
-            Some(thin_bases),
-            options,
-        )
-    }))
-    .map_err(|panic| {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
-        corrupt(format!(
-            "the pack's entries are malformed (indexing failed: {why})"
-        ))
-    })?;
+    // A pack without REF_DELTA entries is indexed without a base lookup:
+    // gix then checks each entry's inflated size against its header before
+    // it allocates by it. With a lookup (a thin pack) gix reserves each
+    // entry's declared size up front, so a hostile header could make it
+    // reserve any amount: a thin pack's entries are first checked here
+    // ([`check_entry_sizes`]), then indexed with the lookup.
+    let index = |thin_bases: Option<gix::odb::Handle>| {
+        let mut reader = BufReader::new(&file);
+        reader
+            .seek(SeekFrom::Start(offset))
+            .map_err(io("reading bundle", bundle))?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            gix::odb::pack::Bundle::write_to_directory(
+                &mut reader,
+                Some(pack_dir),
+                &mut gix::progress::Discard,
+                &AtomicBool::new(false),
+                thin_bases,
+                options.clone(),
+            )
+        }))
+        .map_err(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            corrupt(format!(
+                "the pack's entries are malformed (indexing failed: {why})"
+            ))
+        })
+    };
+    let written = match index(None)? {
+        Err(e) if is_thin(&e) => {
+            let mut reader = BufReader::new(&file);
+            reader
+                .seek(SeekFrom::Start(offset + 12))
+                .map_err(io("reading bundle", bundle))?;
+            check_entry_sizes(&mut reader, objects).map_err(corrupt)?;
+            index(Some(thin_bases))?
+        }
+        written => written,
+    };
     let outcome = written.map_err(|e| match missing_base(&e) {
         Some(id) => IndexError::MissingBase(id),
         None => corrupt(error_chain(&e)),
@@ -550,6 +570,98 @@ fn index_pack(
         (Some(pack), Some(index)) => Ok(Some(PackFiles { pack, index })),
         _ => Err(corrupt("indexing wrote no pack".into())),
     }
+}
+
+/// Whether indexing without a base lookup failed because the pack is thin
+/// (it has a REF_DELTA entry).
+fn is_thin(error: &gix::odb::pack::bundle::write::Error) -> bool {
+    use gix::odb::pack::bundle::write::Error as Write;
+    use gix::odb::pack::index::write::Error as Index;
+    matches!(error, Write::IndexWrite(Index::IteratorInvariantNoRefDelta))
+}
+
+/// Checks the `objects` entries of a pack from `reader` (just after its
+/// 12-byte header): each entry's header is well formed (a size of at most
+/// 64 bits, a delta base offset of at most ten bytes) and its zlib stream
+/// inflates to exactly the size it declares. What it reads is inflated into
+/// a small buffer and thrown away: nothing is allocated by a declared size.
+fn check_entry_sizes(reader: &mut impl BufRead, objects: u32) -> Result<(), String> {
+    let mut inflate = gix::features::zlib::Inflate::default();
+    let mut out = vec![0u8; 64 * 1024];
+    for at in 0..objects {
+        let read = |reader: &mut dyn BufRead| -> Result<u8, String> {
+            let mut one = [0u8; 1];
+            reader
+                .read_exact(&mut one)
+                .map_err(|e| format!("entry {at}: its header is cut short: {e}"))?;
+            Ok(one[0])
+        };
+        let first = read(reader)?;
+        let kind = (first >> 4) & 7;
+        let (mut size, mut shift, mut c) = (u64::from(first & 15), 4u32, first);
+        while c & 0x80 != 0 {
+            c = read(reader)?;
+            if shift > 60 {
+                return Err(format!(
+                    "entry {at}: its size header is longer than 64 bits"
+                ));
+            }
+            size |= u64::from(c & 0x7f) << shift;
+            shift += 7;
+        }
+        match kind {
+            6 => {
+                let mut n = 0;
+                loop {
+                    n += 1;
+                    if n > 10 {
+                        return Err(format!("entry {at}: its delta base offset is too long"));
+                    }
+                    if read(reader)? & 0x80 == 0 {
+                        break;
+                    }
+                }
+            }
+            7 => {
+                let mut id = [0u8; 20];
+                reader
+                    .read_exact(&mut id)
+                    .map_err(|e| format!("entry {at}: its base id is cut short: {e}"))?;
+            }
+            1..=4 => {}
+            other => return Err(format!("entry {at}: unknown object type {other}")),
+        }
+        inflate.reset();
+        let mut inflated = 0u64;
+        loop {
+            let input = reader.fill_buf().map_err(|e| format!("entry {at}: {e}"))?;
+            if input.is_empty() {
+                return Err(format!("entry {at}: its compressed data is cut short"));
+            }
+            let (status, used, made) = inflate
+                .once(input, &mut out)
+                .map_err(|e| format!("entry {at}: its compressed data is corrupt: {e}"))?;
+            reader.consume(used);
+            inflated += made as u64;
+            if inflated > size {
+                return Err(format!(
+                    "entry {at}: inflates to more than the {size} bytes its header declares"
+                ));
+            }
+            if status == gix::features::zlib::Status::StreamEnd {
+                break;
+            }
+            if used == 0 && made == 0 {
+                return Err(format!("entry {at}: its compressed data does not advance"));
+            }
+        }
+        if inflated != size {
+            return Err(format!(
+                "entry {at}: inflates to {inflated} bytes, its header declares {size}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The base a REF_DELTA lacked, when that is why indexing failed.
