@@ -88,7 +88,16 @@ pub fn parse(text: &str) -> Result<Vec<Feed>> {
                     feeds.push(Feed {
                         title: title.clone(),
                         url,
-                        category: open.iter().flatten().cloned().collect::<Vec<_>>().join("/"),
+                        // Each level trimmed and without '/', so a list
+                        // Ark writes (a level per outline) reads the same.
+                        category: open
+                            .iter()
+                            .flatten()
+                            .flat_map(|title| title.split('/'))
+                            .map(str::trim)
+                            .filter(|level| !level.is_empty())
+                            .collect::<Vec<_>>()
+                            .join("/"),
                     });
                 }
                 if !empty {
@@ -212,6 +221,18 @@ mod tests {
     /// Found by the `opml` fuzz target: feeds under untitled grouping
     /// outlines got the category "///" (one empty level each), which Ark
     /// wrote back as no category at all. An untitled outline is no level.
+    /// Found by the `opml` fuzz target: a category title with a '/' and
+    /// spaces around it ("News/ Tech") became two levels when written, and
+    /// the second, trimmed when read back, was another category.
+    #[test]
+    fn regression_fuzz_opml_category_levels_are_trimmed() {
+        let text = r#"<opml version="2.0"><body><outline text="News/  Tech /">
+<outline xmlUrl="https://a.example/f"/></outline></body></opml>"#;
+        let feeds = parse(text).expect("parse");
+        assert_eq!(feeds[0].category, "News/Tech");
+        assert_eq!(parse(&write(&feeds, "now")).expect("reparse"), feeds);
+    }
+
     #[test]
     fn regression_fuzz_opml_untitled_category_levels() {
         let text = r#"<opml version="2.0"><body><outline><outline text="">
