@@ -91,7 +91,8 @@ pub fn git_bundle(bytes: &[u8]) {
 }
 
 /// A panic inside gix-pack's decoder (its known shift overflow on an entry
-/// header of more than nine size bytes, gix-pack 0.64) is caught by
+/// header of more than nine size bytes, gix-pack 0.64; gix-features' varint
+/// decoder's "would overflow") is caught by
 /// `check_bundle` and refuses the bundle as corrupt: production behaviour
 /// the regression test `regression_fuzz_git_bundle_pack_entry_header_shift_overflow`
 /// holds. libFuzzer's panic hook would abort on it before it unwinds to
@@ -103,9 +104,10 @@ fn let_gix_pack_panics_unwind() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let in_gix_pack = info
-                .location()
-                .is_some_and(|l| l.file().contains("/gix-pack-"));
+            let in_gix_pack = info.location().is_some_and(|l| {
+                let file = l.file();
+                file.contains("/gix-pack-") || file.contains("/gix-features-")
+            });
             if !in_gix_pack {
                 previous(info);
             }

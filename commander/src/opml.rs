@@ -96,6 +96,9 @@ pub fn parse(text: &str) -> Result<Vec<Feed>> {
                             .flat_map(|title| title.split('/'))
                             .map(str::trim)
                             .filter(|level| !level.is_empty())
+                            // Written back, each level is an outline, and
+                            // the feed one more: within MAX_DEPTH.
+                            .take(MAX_DEPTH - 1)
                             .collect::<Vec<_>>()
                             .join("/"),
                     });
@@ -230,6 +233,19 @@ mod tests {
 <outline xmlUrl="https://a.example/f"/></outline></body></opml>"#;
         let feeds = parse(text).expect("parse");
         assert_eq!(feeds[0].category, "News/Tech");
+        assert_eq!(parse(&write(&feeds, "now")).expect("reparse"), feeds);
+    }
+
+    /// Found by the `opml` fuzz target: titles with many '/' made more
+    /// category levels than a list may nest, so Ark wrote a list it refuses.
+    #[test]
+    fn regression_fuzz_opml_category_levels_fit_the_depth_limit() {
+        let deep = (0..40).map(|i| i.to_string()).collect::<Vec<_>>().join("/");
+        let text = format!(
+            r#"<opml version="2.0"><body><outline text="{deep}"><outline xmlUrl="https://a.example/f"/></outline></body></opml>"#
+        );
+        let feeds = parse(&text).expect("parse");
+        assert_eq!(feeds[0].category.split('/').count(), MAX_DEPTH - 1);
         assert_eq!(parse(&write(&feeds, "now")).expect("reparse"), feeds);
     }
 

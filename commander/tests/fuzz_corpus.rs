@@ -92,3 +92,15 @@ fn regression_fuzz_git_bundle_thin_pack_entry_size_preallocation() {
     let text = err.to_string();
     assert!(text.contains("entry "), "{text}");
 }
+
+/// Found by the `git_bundle` target: a varint of more than ten bytes in a
+/// pack made gix-features panic ("would overflow") inside the indexer; the
+/// panic is a refusal of the bundle as corrupt, never a crashed upload task.
+#[test]
+fn regression_fuzz_git_bundle_varint_overflow_in_gix_features() {
+    let err = refused_regression("varint_overflow_in_gix_features");
+    assert!(
+        err.to_string().contains("malformed") || err.to_string().contains("entry "),
+        "{err}"
+    );
+}
