@@ -486,11 +486,14 @@ async fn an_agent_on_a_lossy_slow_link_finishes_or_hands_over_its_jobs_and_the_o
     let started = Instant::now();
     let mut worst = Duration::ZERO;
     loop {
+        let listed = agents(&cdata).await?;
+        // Taken after the listing: a heartbeat recorded meanwhile is not
+        // in the future.
         let now = ark_core::unix_ms();
-        for a in agents(&cdata).await? {
+        for a in listed {
             if a.name != "wifi" && a.last_seen_ms > 0 {
                 worst = worst.max(Duration::from_millis(
-                    now.saturating_sub(a.last_seen_ms) as u64
+                    now.saturating_sub(a.last_seen_ms).max(0) as u64,
                 ));
             }
         }
