@@ -443,17 +443,7 @@ impl<'a> Queue<'a> {
         )?;
         for &id in kept {
             let run: Option<Queued> = stmt
-                .query_row(params![id, self.now, self.kinds], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                    ))
-                })
+                .query_row(params![id, self.now, self.kinds], |r| queued(r, 0))
                 .optional()?;
             if let Some(run) = run {
                 self.kept.insert(run.0);
@@ -482,20 +472,7 @@ impl<'a> Queue<'a> {
                 self.after.0,
                 self.after.1
             ],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    (
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                    ),
-                ))
-            },
+            |r| Ok((r.get(0)?, queued(r, 1)?)),
         )?;
         let mut read = 0;
         for row in rows {
@@ -510,4 +487,19 @@ impl<'a> Queue<'a> {
         self.exhausted = read < want;
         Ok(())
     }
+}
+
+/// A queued run from `r`'s columns `from`… (id, target, kind, url,
+/// attempts, generation, quorum_group), as both of the queue's reads select
+/// them.
+fn queued(r: &rusqlite::Row<'_>, from: usize) -> rusqlite::Result<Queued> {
+    Ok((
+        r.get(from)?,
+        r.get(from + 1)?,
+        r.get(from + 2)?,
+        r.get(from + 3)?,
+        r.get(from + 4)?,
+        r.get(from + 5)?,
+        r.get(from + 6)?,
+    ))
 }
