@@ -11,6 +11,11 @@
 //! ```
 //!
 //! Quarantine lives on the archive's own filesystem, so landing is a rename.
+//! With an S3 archive (`archive = "s3://…"`), the versions and their
+//! manifests live in the object store under the same relative keys, and
+//! the rest of this layout (quarantine, git mirrors, feed entries,
+//! `zim/library.xml`, `index.json`) stays on the commander's local disk:
+//! see [`crate::backend`].
 //! This module is the layout and the ledger's view of versions, and nothing
 //! that depends on a kind: the landing protocol is [`crate::landing`],
 //! recovery [`crate::recovery`], `archive verify` [`crate::verify`], and what
@@ -21,12 +26,14 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use crate::backend::{Backend, FsBackend};
 use crate::{CommanderError, Result};
 
 pub use crate::config::DEFAULT_KEEP;
 
 /// Environment variable that makes the commander abort at one step of
-/// landing (`before-rename`, `after-rename`, `after-ledger`): the
+/// landing (`before-rename`, on S3 `before-complete`, `after-rename`,
+/// `after-derive`, `after-ledger`; `migrate-copied` in `archive migrate`): the
 /// fault-injection hook behind the crash-recovery tests.
 pub const FAULT_CRASH_AT: &str = "ARK_FAULT_CRASH_AT";
 
@@ -165,12 +172,20 @@ pub fn landed_root(conn: &Connection, blake3: &str, size: u64) -> Result<Option<
 
 pub use ark_core::path::{file_name_from_url, safe_segment};
 
-/// The archive root and its quarantine.
+/// The archive: where its versions are stored, and its local root.
 #[derive(Debug, Clone)]
 pub struct Archive {
+    /// The local side: quarantine, git mirrors, feed entries, the Kiwix
+    /// library and the index (and, with the filesystem backend, the
+    /// versions themselves).
     pub(crate) root: PathBuf,
     /// Versions a target keeps unless it says otherwise.
     pub(crate) keep: u32,
+    /// Where the versions' bytes and manifests are stored.
+    pub(crate) backend: std::sync::Arc<dyn Backend>,
+    /// Where an object store's bucket is mounted, for kiwix-serve (the
+    /// Kiwix library points there); None: the ZIMs are files beside it.
+    pub(crate) zim_mount: Option<PathBuf>,
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a Unix time in ms (UTC).
@@ -195,11 +210,6 @@ pub fn stamp(ms: i64) -> String {
     )
 }
 
-/// fsyncs a directory, so a rename or a new entry in it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
 /// The fault-injection hook: aborts the process at `step` when asked to.
 pub(crate) fn crash_point(step: &str) {
     if std::env::var(FAULT_CRASH_AT).is_ok_and(|at| at == step) {
@@ -219,15 +229,62 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, blake3::Hash)> {
 }
 
 impl Archive {
+    /// An archive on the filesystem at `root` (the default backend).
     pub fn new(root: impl Into<PathBuf>, keep: u32) -> Self {
+        let root = root.into();
+        let backend = std::sync::Arc::new(FsBackend::new(root.clone()));
+        Self::with_backend(root, keep, backend)
+    }
+
+    /// An archive whose versions live in `backend`, its local side at `root`.
+    pub fn with_backend(
+        root: impl Into<PathBuf>,
+        keep: u32,
+        backend: std::sync::Arc<dyn Backend>,
+    ) -> Self {
         Self {
             root: root.into(),
             keep: keep.max(1),
+            backend,
+            zim_mount: None,
         }
     }
 
+    /// The archive `config` describes, for a commander with data dir `data`.
+    pub fn open(config: &crate::config::CommanderConfig, data: &Path) -> Result<Self> {
+        let root = config.archive_dir(data);
+        if !config.archive_in_store() {
+            return Ok(Self::new(root, config.keep));
+        }
+        let backend = crate::backend::s3::S3Backend::open(&config.archive, &config.s3, data)?;
+        let mut archive = Self::with_backend(root, config.keep, std::sync::Arc::new(backend));
+        if !config.s3.mount.is_empty() {
+            archive.zim_mount = Some(PathBuf::from(&config.s3.mount));
+        }
+        Ok(archive)
+    }
+
+    /// The local root (see [`Archive::root`]'s field notes).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where the versions are stored.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// Where the archive is, for people: its directory or its `s3://` URL.
+    pub fn location(&self) -> String {
+        match self.backend.local_root() {
+            Some(root) => root.display().to_string(),
+            None => self.backend.locate(""),
+        }
+    }
+
+    /// Where a version's file is, for people: a path or an `s3://` URL.
+    pub fn locate(&self, relative: &str) -> String {
+        self.backend.locate(relative)
     }
 
     pub fn quarantine(&self) -> PathBuf {
@@ -288,7 +345,7 @@ impl Archive {
                 [&relative],
                 |r| r.get(0),
             )?;
-            if !taken && !self.root.join(format!("{versions_dir}/{dir}")).exists() {
+            if !taken && !self.backend.exists(&format!("{versions_dir}/{dir}"))? {
                 return Ok(relative);
             }
         }

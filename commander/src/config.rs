@@ -153,8 +153,12 @@ pub struct CommanderConfig {
     pub retry_backoff_max: Duration,
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
-    /// Where verified files land (the NAS); empty means `<data>/archive`.
+    /// Where verified files land: a directory (the NAS; empty means
+    /// `<data>/archive`) or an object store, `s3://bucket/prefix` (`[s3]`
+    /// says how to reach it).
     pub archive: String,
+    /// `[s3]`: the object store of an `s3://` archive.
+    pub s3: S3Config,
     /// Versions each target keeps unless its own `--keep` says otherwise.
     pub keep: u32,
     /// Where agents may fetch from (`[fetch]`).
@@ -281,6 +285,47 @@ impl Default for CommanderConfig {
             hot_handback: DEFAULT_HOT_HANDBACK,
             history_every: DEFAULT_HISTORY_EVERY,
             history_retention: DEFAULT_HISTORY_RETENTION,
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// Garage's region unless its `s3_region` says otherwise: Ark's object
+/// store of choice (self-hosted, several houses); AWS users write theirs.
+pub const DEFAULT_S3_REGION: &str = "garage";
+
+/// `[s3]`: how the commander reaches an `s3://` archive. The secret is in
+/// a separate AWS-style credentials file (mode 0600, never in this config,
+/// never logged).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct S3Config {
+    /// The store's S3 endpoint, `http://nas:3900` (Garage) or `https://…`.
+    pub endpoint: String,
+    pub region: String,
+    /// The credentials file (`[default]` with `aws_access_key_id` and
+    /// `aws_secret_access_key`), relative to the data dir or absolute.
+    pub credentials: String,
+    /// The profile in the credentials file.
+    pub profile: String,
+    /// Where the bucket is mounted on this machine (s3fs, rclone mount),
+    /// if it is: `zim/library.xml` then points kiwix-serve at the ZIMs
+    /// there. Empty: the library lists no book (kiwix-serve needs files).
+    pub mount: String,
+    /// The `litestream` executable that replicates the state databases to
+    /// the store (`litestream` on the PATH when empty); `off`: none.
+    pub litestream: String,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            region: DEFAULT_S3_REGION.into(),
+            credentials: String::new(),
+            profile: "default".into(),
+            mount: String::new(),
+            litestream: String::new(),
         }
     }
 }
@@ -351,9 +396,17 @@ impl CommanderConfig {
         }
     }
 
-    /// The archive root for a commander with data dir `data`.
+    /// Whether the archive is in an object store (`s3://…`).
+    pub fn archive_in_store(&self) -> bool {
+        self.archive.starts_with("s3://")
+    }
+
+    /// The archive's local root for a commander with data dir `data`: the
+    /// archive itself on a filesystem; with an object store, where its
+    /// local side lives (quarantine, git mirrors, feed entries, the Kiwix
+    /// library), `<data>/archive`.
     pub fn archive_dir(&self, data: &Path) -> std::path::PathBuf {
-        if self.archive.is_empty() {
+        if self.archive.is_empty() || self.archive_in_store() {
             data.join("archive")
         } else {
             data.join(&self.archive)

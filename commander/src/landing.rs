@@ -7,7 +7,8 @@
 //! 2. the version directory and `.manifest.json` are written (atomically);
 //! 3. the quarantined file is fsynced and renamed into place (or, for bytes
 //!    the archive already holds, hard-linked from the landed copy), and the
-//!    directory is fsynced;
+//!    directory is fsynced — on S3, uploaded (multipart, hashed again on
+//!    the way, the upload's id in the ledger row first) or copied server-side;
 //! 4. the kind derives what it derives from the file in place (a feed's
 //!    entries), durable;
 //! 5. the row becomes `landed` in the same transaction that completes the
@@ -15,21 +16,24 @@
 //!
 //! A failure after step 3 is undone (the upload goes back to quarantine);
 //! a crash anywhere is finished or rolled back by [`crate::recovery`].
+//! The steps go through [`crate::backend::Backend`], so they are the same
+//! on the filesystem and on S3; with S3 the quarantined file stays until
+//! step 5 committed (the store copied it), so an undo only deletes.
 //!
 //! Archive-wide dedupe uses hard links: a root already landed under another
 //! target is linked into the new version's place. Every target's directory
 //! stays complete and self-describing (kiwix-serve, rsync and a person with
 //! `ls` see real files), the bytes are stored once, and pruning one version
 //! never touches another (the link count does the bookkeeping). A filesystem
-//! that refuses hard links falls back to landing the uploaded copy.
-
-use std::path::Path;
+//! that refuses hard links falls back to landing the uploaded copy. On S3
+//! the link is a server-side copy: Garage stores blocks by content hash and
+//! counts references, so the copy costs metadata, and each version is again
+//! a whole object its retention deletes on its own.
 
 use rusqlite::{params, Connection};
 
-use crate::archive::{
-    crash_point, landed, sync_dir, version_by_id, Archive, NewVersion, Source, Version,
-};
+use crate::archive::{crash_point, landed, version_by_id, Archive, NewVersion, Source, Version};
+use crate::backend::Expected;
 use crate::state::{event, Store};
 use crate::{CommanderError, Result};
 
@@ -81,12 +85,11 @@ impl Archive {
             )?;
             Ok((tx.last_insert_rowid(), relative))
         })?;
-        let file = self.root.join(&relative);
         // Steps 2 and 3 leave nothing behind when they fail: the version
         // directory and the row go, the upload stays in quarantine.
-        let placed = self.place(v, id, source, &file);
+        let placed = self.place(store, v, id, source, &relative);
         if let Err(e) = placed {
-            self.undo_landing(store, id, v, &file, source);
+            self.undo_landing(store, id, v, &relative, source);
             return Err(e);
         }
         crash_point("after-rename");
@@ -114,77 +117,103 @@ impl Archive {
             Err(e) => {
                 // Leave nothing behind: the upload goes back to quarantine
                 // (a retry resumes from it), the version directory and row go.
-                self.undo_landing(store, id, v, &file, source);
+                self.undo_landing(store, id, v, &relative, source);
                 return Err(e);
             }
         };
         crash_point("after-ledger");
         let _ = std::fs::remove_file(&outboard);
+        if !self.backend.moves_upload() {
+            let _ = std::fs::remove_file(self.quarantined(v.run_id).0);
+        }
         self.prune(store, &v.target, now)?;
         crate::kinds::of(&v.kind).after_landing(self, store)?;
         Ok(version)
     }
 
-    /// Steps 2 and 3 of landing: the version directory and its manifest,
-    /// then the bytes renamed (or hard-linked) into place, each durable.
-    fn place(&self, v: &NewVersion, id: i64, source: &Source, file: &Path) -> Result<()> {
+    /// Steps 2 and 3 of landing: the version's manifest (and directory),
+    /// then its bytes, each durable, through the backend.
+    fn place(
+        &self,
+        store: &Store,
+        v: &NewVersion,
+        id: i64,
+        source: &Source,
+        key: &str,
+    ) -> Result<()> {
         let (quarantined, _) = self.quarantined(v.run_id);
-        let dir = file.parent().unwrap_or(&self.root).to_path_buf();
         // 2. The version directory and its manifest.
-        let io = |what| CommanderError::io(what, file);
-        std::fs::create_dir_all(dir.parent().unwrap_or(&self.root))
-            .map_err(io("creating target dir for"))?;
-        if crate::kinds::of(&v.kind).shared_dir() {
-            std::fs::create_dir_all(&dir).map_err(io("creating the shared dir for"))?;
-        } else {
-            std::fs::create_dir(&dir).map_err(io("creating version dir for"))?;
-        }
-        sync_dir(dir.parent().unwrap_or(&self.root)).map_err(io("syncing target dir of"))?;
+        let shared_dir = crate::kinds::of(&v.kind).shared_dir();
         let manifest = self.manifest_json(v, id, source)?;
-        ark_core::write_atomic(&Self::manifest_path(file), &manifest, 0o644)
-            .map_err(io("writing manifest of"))?;
+        self.backend.put_manifest(key, &manifest, shared_dir)?;
         // 3. The bytes.
         crash_point("before-rename");
-        match source {
-            Source::Quarantine => {
-                std::fs::File::open(&quarantined)
-                    .and_then(|f| f.sync_all())
-                    .map_err(CommanderError::io("syncing", &quarantined))?;
-                std::fs::rename(&quarantined, file).map_err(io("renaming upload into"))?;
+        let upload = |why: Option<String>| {
+            if let Some(why) = why {
+                tracing::warn!("{why}; landing the uploaded copy instead");
             }
+            let expected = Expected {
+                size: v.size,
+                root: blake3::Hash::from_hex(&v.blake3)
+                    .map_err(|e| CommanderError::Invalid(format!("BLAKE3 root: {e}")))?,
+            };
+            // A multipart upload's id is in the ledger before its first
+            // part, so a recovery can abort what a crash left of it.
+            let started = |upload_id: &str| {
+                store.tx(|tx| {
+                    tx.execute(
+                        "UPDATE versions SET multipart = ?2 WHERE id = ?1",
+                        params![id, upload_id],
+                    )?;
+                    Ok(())
+                })
+            };
+            self.backend
+                .put_upload(key, &quarantined, expected, &started)
+        };
+        match source {
+            Source::Quarantine => upload(None)?,
             Source::Link { path, .. } => {
-                let from = self.root.join(path);
-                if let Err(e) = std::fs::hard_link(&from, file) {
+                if let Err(e) = self.backend.put_reference(key, path) {
                     if !quarantined.exists() {
-                        return Err(CommanderError::io("hard-linking into", file)(e));
+                        return Err(e);
                     }
-                    tracing::warn!(
-                        "cannot hard-link {} ({e}); landing the uploaded copy instead",
-                        from.display()
-                    );
-                    std::fs::rename(&quarantined, file).map_err(io("renaming upload into"))?;
+                    upload(Some(format!("cannot reference {path} ({e})")))?;
                 }
-                let _ = std::fs::remove_file(&quarantined);
+                if self.backend.moves_upload() {
+                    let _ = std::fs::remove_file(&quarantined);
+                }
             }
         }
-        sync_dir(&dir).map_err(io("syncing version dir of"))?;
         Ok(())
     }
 
     /// Takes back a landing that failed after its file was put in place.
-    fn undo_landing(&self, store: &Store, id: i64, v: &NewVersion, file: &Path, source: &Source) {
+    /// The ledger row goes only once the store let go of the version: a
+    /// store that cannot be reached now keeps the row `landing`, for the
+    /// next recovery pass to remove what is left.
+    fn undo_landing(&self, store: &Store, id: i64, v: &NewVersion, key: &str, source: &Source) {
         let (quarantined, _) = self.quarantined(v.run_id);
-        if *source == Source::Quarantine && file.exists() {
-            if let Err(e) = std::fs::rename(file, &quarantined) {
-                tracing::warn!(file = %file.display(), "cannot move a failed landing back to quarantine: {e}");
-            }
+        if *source == Source::Quarantine {
+            self.backend.take_back(key, &quarantined);
         }
-        let relative = file
-            .strip_prefix(&self.root)
-            .unwrap_or(file)
-            .to_string_lossy()
-            .into_owned();
-        self.remove_version(&v.kind, &relative);
+        let multipart = store
+            .read(|c| {
+                Ok(
+                    c.query_row("SELECT multipart FROM versions WHERE id = ?1", [id], |r| {
+                        r.get::<_, Option<String>>(0)
+                    })?,
+                )
+            })
+            .ok()
+            .flatten();
+        if let Err(e) = self.remove_version(&v.kind, key, multipart.as_deref()) {
+            tracing::warn!(
+                path = key,
+                "cannot remove a failed landing now (recovery will): {e}"
+            );
+            return;
+        }
         if let Err(e) = crate::kinds::of(&v.kind).rolled_back(self, store, &v.target) {
             tracing::warn!(target = %v.target, "cleaning up after a failed landing: {e}");
         }
@@ -282,31 +311,26 @@ impl Archive {
             }
             Ok(doomed)
         })?;
+        // Committed as pruned: a store that cannot delete now is retried
+        // by recovery (a pruned row whose object is still there).
         for v in &doomed {
-            self.remove_version(&v.kind, &v.path);
+            if let Err(e) = self.remove_version(&v.kind, &v.path, None) {
+                tracing::warn!(path = %v.path, "cannot delete a pruned version now (the next recovery pass will): {e}");
+            }
         }
         Ok(doomed.len())
     }
 
-    /// Removes a version: its directory (file and manifest), or for media,
-    /// which share their feed's media directory, the file and manifest.
-    pub(crate) fn remove_version(&self, kind: &str, relative: &str) {
-        let file = self.root.join(relative);
-        if crate::kinds::of(kind).shared_dir() {
-            let _ = std::fs::remove_file(Self::manifest_path(&file));
-            let _ = std::fs::remove_file(&file);
-            if let Some(dir) = file.parent() {
-                let _ = sync_dir(dir);
-            }
-            return;
-        }
-        if let Some(dir) = file.parent() {
-            if dir.starts_with(&self.root) && dir != self.root {
-                let _ = std::fs::remove_dir_all(dir);
-                if let Some(parent) = dir.parent() {
-                    let _ = sync_dir(parent);
-                }
-            }
-        }
+    /// Removes a version from the store: its object and manifest (and
+    /// its directory, unless the kind shares one), and what a crash left
+    /// of its multipart upload.
+    pub(crate) fn remove_version(
+        &self,
+        kind: &str,
+        relative: &str,
+        multipart: Option<&str>,
+    ) -> Result<()> {
+        self.backend
+            .remove(relative, crate::kinds::of(kind).shared_dir(), multipart)
     }
 }

@@ -39,6 +39,7 @@
 
 pub mod admin;
 pub mod archive;
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -53,11 +54,13 @@ pub mod kinds;
 pub mod landing;
 pub mod lfs;
 pub mod library;
+pub mod migrate;
 pub mod names;
 pub mod net;
 pub mod opml;
 pub mod pki;
 pub mod recovery;
+pub mod replica;
 pub mod scheduler;
 pub mod server;
 pub mod service;

@@ -11,7 +11,8 @@
 
 use rusqlite::{params, Connection};
 
-use crate::archive::{hash_file, Archive, Version};
+use crate::archive::{Archive, Version};
+use crate::backend::manifest_key;
 use crate::state::{event, run_state, Store};
 use crate::Result;
 
@@ -30,11 +31,12 @@ impl Archive {
         let half = store.read(crate::archive::landing)?;
         let (mut finished, mut rolled_back) = (0, 0);
         for v in half {
-            let file = self.root.join(&v.path);
-            let intact = hash_file(&file)
+            let intact = self
+                .backend
+                .hash(&v.path)
                 .map(|(size, root)| size == v.size && root.to_hex().as_str() == v.blake3)
                 .unwrap_or(false)
-                && Self::manifest_path(&file).exists();
+                && self.backend.size(&manifest_key(&v.path)).is_ok();
             let derived = if intact {
                 match derive(&v) {
                     Ok(d) => Some(d),
@@ -66,11 +68,25 @@ impl Archive {
                     )?;
                     finish(tx, &v, derived)
                 })?;
-                let _ = std::fs::remove_file(self.quarantined(v.run_id).1);
+                let (data, outboard) = self.quarantined(v.run_id);
+                let _ = std::fs::remove_file(outboard);
+                if !self.backend.moves_upload() {
+                    let _ = std::fs::remove_file(data);
+                }
                 tracing::info!(path = %v.path, "finished a half-landed version");
                 finished += 1;
             } else {
-                self.remove_version(&v.kind, &v.path);
+                let multipart: Option<String> = store.read(|c| {
+                    Ok(c.query_row(
+                        "SELECT multipart FROM versions WHERE id = ?1",
+                        [v.id],
+                        |r| r.get(0),
+                    )?)
+                })?;
+                // The row goes only once the store let go of the version:
+                // no row may point at an object that is not there, and no
+                // object may outlive its row.
+                self.remove_version(&v.kind, &v.path, multipart.as_deref())?;
                 crate::kinds::of(&v.kind).rolled_back(self, store, &v.target)?;
                 store.tx(|tx| {
                     tx.execute("DELETE FROM versions WHERE id = ?1", [v.id])?;
@@ -121,9 +137,12 @@ impl Archive {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })?;
         for (kind, path) in pruned {
-            if self.root.join(&path).exists() {
-                self.remove_version(&kind, &path);
+            if self.backend.exists(&path)? || self.backend.exists(&manifest_key(&path))? {
+                self.remove_version(&kind, &path, None)?;
             }
+        }
+        if self.backend.local_root().is_none() {
+            self.remove_unledgered(store, now)?;
         }
         for spec in crate::kinds::all() {
             spec.after_landing(self, store)?;
@@ -134,6 +153,65 @@ impl Archive {
             spec.recover(self, store, now)?;
         }
         Ok(())
+    }
+
+    /// On an object store: removes every landing the ledger has no row for
+    /// (a version key beside an Ark manifest), so no object outlives its
+    /// row. Such a landing is newer than the ledger: a commander restored
+    /// from a replica a moment behind the store (its run lands again), or
+    /// an undo that could not reach the store. Objects without an Ark
+    /// manifest are not Ark's: `archive verify` reports them, nothing
+    /// deletes them.
+    fn remove_unledgered(&self, store: &Store, now: i64) -> Result<usize> {
+        let stored = self.backend.list()?;
+        let keys: std::collections::HashSet<&str> = stored.iter().map(|s| s.key.as_str()).collect();
+        let mut removed = 0;
+        for manifest in stored.iter().filter(|s| s.key.ends_with(".manifest.json")) {
+            let key = manifest.key.trim_end_matches(".manifest.json");
+            let known: bool = store.read(|c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*) > 0 FROM versions WHERE path = ?1",
+                    [key],
+                    |r| r.get(0),
+                )?)
+            })?;
+            if known {
+                continue;
+            }
+            let ours = self
+                .backend
+                .read(&manifest.key)
+                .ok()
+                .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+                .is_some_and(|json| json.get("ark_version").is_some());
+            if !ours {
+                continue;
+            }
+            self.backend.remove(key, true, None)?;
+            store.tx(|tx| {
+                event(
+                    tx,
+                    now,
+                    None,
+                    None,
+                    "landing_unledgered",
+                    &format!(
+                        "removed {} from the store: landed after the ledger's last record of it \
+                         (a standby restored from a replica, or a landing undone while the store \
+                         was down){}",
+                        self.locate(key),
+                        if keys.contains(key) {
+                            ""
+                        } else {
+                            " (its manifest only)"
+                        }
+                    ),
+                )
+            })?;
+            tracing::warn!(key, "removed a landing the ledger has no row for");
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// Removes what the quarantine holds for runs that will not land it: a

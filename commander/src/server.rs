@@ -145,8 +145,9 @@ pub async fn run(
     let store = Arc::new(Store::open(&data.join(STATE_FILE))?);
     let scheduler = Scheduler::new(store, config.clone()).with_archive(config.archive_dir(data));
     let extended = scheduler.restart_grace(unix_ms())?;
-    let archive = Archive::new(config.archive_dir(data), config.keep);
+    let archive = Archive::open(&config, data)?;
     let (finished, rolled_back) = recover(&scheduler, &archive)?;
+    let replica = crate::replica::start(&config, data)?;
     if finished + rolled_back > 0 {
         tracing::warn!(finished, rolled_back, "recovered half-landed versions");
     }
@@ -256,6 +257,9 @@ pub async fn run(
     resolver.abort();
     household.abort();
     sampler.abort();
+    if let Some(replica) = replica {
+        replica.abort();
+    }
     if let Some(web) = web {
         web.stop().await;
     }

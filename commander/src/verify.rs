@@ -1,13 +1,16 @@
 //! `archive verify` and `ingest`'s check: every landed version re-hashed
 //! (or, for those verified before, checked for presence and size) against
 //! the ledger and its `.manifest.json`, every git mirror checked whole, and
-//! every file nobody landed reported.
+//! every file nobody landed reported. On an S3 archive the objects are
+//! re-read from the store ([`Archive::verify_store`]): every object hashed
+//! once, several at a time, and the objects nobody landed reported.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::archive::{hash_file, landed, walk_files, Archive, Version, INDEX_FILE};
+use crate::backend::manifest_key;
 use crate::state::Store;
 use crate::Result;
 
@@ -30,6 +33,9 @@ impl Archive {
         mut each: impl FnMut(&Checked),
     ) -> Result<VerifyReport> {
         use std::collections::{HashMap, HashSet};
+        if self.backend.local_root().is_none() {
+            return self.verify_store(store, since, each);
+        }
         let versions = store.read(|c| landed(c, None))?;
         let mut report = VerifyReport::default();
         // Hard-linked versions share an inode: hash it once, report each.
@@ -51,7 +57,7 @@ impl Archive {
             .filter(|file| inode(file).is_some_and(|key| inodes.insert(key)))
             .collect();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut hashes = HashedInOrder::start(to_hash, threads);
+        let mut hashes = HashedInOrder::start(to_hash, threads, |file: &PathBuf| hash_file(file));
         for v in versions {
             let file = self.root.join(&v.path);
             known.insert(file.clone());
@@ -77,9 +83,34 @@ impl Archive {
                 report.sized += 1;
             }
         }
-        // What a kind keeps beside its versions (a git mirror): checked
-        // whole when one of its versions is recent; its files are its own,
-        // not strays.
+        let mirrors = self.check_mirrors(store, &recent, &mut report)?;
+        for stray in walk_files(&self.root) {
+            let in_mirror = mirrors.iter().any(|m| stray.starts_with(self.root.join(m)));
+            let deriving = in_flight.iter().any(|dir| stray.starts_with(dir));
+            if !known.contains(&stray) && !in_mirror && !deriving {
+                report.stray.push(
+                    stray
+                        .strip_prefix(&self.root)
+                        .unwrap_or(&stray)
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+        report.empty_dirs = empty_version_dirs(&self.root, &self.root);
+        report.orphaned = self.orphaned_quarantine(store)?;
+        Ok(report)
+    }
+
+    /// What a kind keeps beside its versions (a git mirror, on the local
+    /// side): checked whole when one of its versions is recent. Returns
+    /// every such directory (their files are their own, not strays).
+    fn check_mirrors(
+        &self,
+        store: &Store,
+        recent: &dyn Fn(&Version) -> bool,
+        report: &mut VerifyReport,
+    ) -> Result<std::collections::BTreeSet<String>> {
         let mut mirrors = std::collections::BTreeSet::new();
         let mut to_check = std::collections::BTreeMap::new();
         for v in store.read(|c| landed(c, None))? {
@@ -96,20 +127,111 @@ impl Archive {
                 report.bad_mirrors.push(format!("{dir}: {e}"));
             }
         }
-        for stray in walk_files(&self.root) {
-            let in_mirror = mirrors.iter().any(|m| stray.starts_with(self.root.join(m)));
-            let deriving = in_flight.iter().any(|dir| stray.starts_with(dir));
-            if !known.contains(&stray) && !in_mirror && !deriving {
-                report.stray.push(
-                    stray
-                        .strip_prefix(&self.root)
-                        .unwrap_or(&stray)
-                        .display()
-                        .to_string(),
-                );
+        Ok(mirrors)
+    }
+
+    /// `verify` of an archive in an object store: every landed version's
+    /// object read back from the store and hashed (each key once, several
+    /// at a time), its manifest read and compared; every object the store
+    /// holds that no version accounts for reported as stray. The local side
+    /// (git mirrors, feed entries, the quarantine) is checked as on the
+    /// filesystem.
+    pub fn verify_store(
+        &self,
+        store: &Store,
+        since: Option<i64>,
+        mut each: impl FnMut(&Checked),
+    ) -> Result<VerifyReport> {
+        use std::collections::{HashMap, HashSet};
+        let versions = store.read(|c| landed(c, None))?;
+        let mut report = VerifyReport::default();
+        let listed: HashMap<String, u64> = self
+            .backend
+            .list()?
+            .into_iter()
+            .map(|s| (s.key, s.size))
+            .collect();
+        let recent = |v: &Version| since.is_none_or(|since| v.landed_at_ms.unwrap_or(0) > since);
+        let mut queued = HashSet::new();
+        let to_hash: Vec<String> = versions
+            .iter()
+            .filter(|v| recent(v) && listed.contains_key(&v.path))
+            .map(|v| v.path.clone())
+            .filter(|key| queued.insert(key.clone()))
+            .collect();
+        let backend = self.backend.clone();
+        let mut hashes = HashedInOrder::start(to_hash, STORE_READERS, move |key: &String| {
+            backend.hash(key)
+        });
+        let mut hashed: HashMap<String, std::result::Result<(u64, blake3::Hash), String>> =
+            HashMap::new();
+        let mut known: HashSet<String> = HashSet::new();
+        for v in versions {
+            let manifest = manifest_key(&v.path);
+            known.insert(v.path.clone());
+            known.insert(manifest.clone());
+            let rehash = recent(&v);
+            let problem = match listed.get(&v.path) {
+                None => Some(format!("missing: no object {}", self.locate(&v.path))),
+                Some(&size) if size != v.size => Some(format!(
+                    "{size} bytes in the store, {} in the ledger",
+                    v.size
+                )),
+                Some(_) if !listed.contains_key(&manifest) => {
+                    Some(format!("manifest {} missing", self.locate(&manifest)))
+                }
+                Some(_) if !rehash => None,
+                Some(_) => {
+                    if !hashed.contains_key(&v.path) {
+                        let got = hashes.take(&v.path).map_or_else(
+                            || Err("not hashed".to_string()),
+                            |r| r.map_err(|e| e.to_string()),
+                        );
+                        hashed.insert(v.path.clone(), got);
+                    }
+                    match &hashed[&v.path] {
+                        Err(e) => Some(format!("unreadable: {e}")),
+                        Ok((size, _)) if *size != v.size => Some(format!(
+                            "{size} bytes read from the store, {} in the ledger",
+                            v.size
+                        )),
+                        Ok((_, root)) if root.to_hex().as_str() != v.blake3 => Some(format!(
+                            "BLAKE3 in the store {} differs from the ledger's {}",
+                            root.to_hex(),
+                            v.blake3
+                        )),
+                        Ok(_) => match self.backend.read(&manifest) {
+                            Ok(text) => manifest_text_problem(&text, &self.locate(&manifest), &v),
+                            Err(e) => Some(format!("manifest {}: {e}", self.locate(&manifest))),
+                        },
+                    }
+                }
+            };
+            if rehash {
+                report.bytes += v.size;
+            }
+            let checked = Checked {
+                version: v,
+                problem,
+            };
+            each(&checked);
+            if checked.problem.is_some() {
+                report.bad.push(checked);
+            } else if rehash {
+                report.ok += 1;
+            } else {
+                report.sized += 1;
             }
         }
-        report.empty_dirs = empty_version_dirs(&self.root, &self.root);
+        report.stray = listed
+            .keys()
+            .filter(|key| !known.contains(*key))
+            .cloned()
+            .collect();
+        report.stray.sort();
+        let mut derived = HashSet::new();
+        self.derived_known(store, &mut derived, &mut report)?;
+        self.check_mirrors(store, &recent, &mut report)?;
         report.orphaned = self.orphaned_quarantine(store)?;
         Ok(report)
     }
@@ -206,17 +328,26 @@ fn empty_version_dirs(root: &Path, dir: &Path) -> Vec<String> {
 }
 
 fn manifest_problem(path: &Path, v: &Version) -> Option<String> {
-    let text = match std::fs::read(path) {
-        Ok(text) => text,
-        Err(e) => return Some(format!("manifest {}: {e}", path.display())),
-    };
-    let json: serde_json::Value = match serde_json::from_slice(&text) {
+    match std::fs::read(path) {
+        Ok(text) => manifest_text_problem(&text, &path.display().to_string(), v),
+        Err(e) => Some(format!("manifest {}: {e}", path.display())),
+    }
+}
+
+/// What is wrong with a version's manifest `text` (read from `at`).
+fn manifest_text_problem(text: &[u8], at: &str, v: &Version) -> Option<String> {
+    let json: serde_json::Value = match serde_json::from_slice(text) {
         Ok(json) => json,
-        Err(e) => return Some(format!("manifest {} is not JSON: {e}", path.display())),
+        Err(e) => return Some(format!("manifest {at} is not JSON: {e}")),
     };
     (json["blake3"] != v.blake3.as_str() || json["size"] != v.size)
-        .then(|| format!("manifest {} disagrees with the ledger", path.display()))
+        .then(|| format!("manifest {at} disagrees with the ledger"))
 }
+
+/// Objects read from an object store at once by `archive verify`: enough to
+/// keep a few nodes' disks and the link busy, each stream hashed as it
+/// arrives.
+pub const STORE_READERS: usize = 8;
 
 /// One version as `archive verify` found it.
 #[derive(Debug, Clone, Serialize)]
@@ -277,28 +408,35 @@ fn inode(file: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(file).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// Files hashed on `threads` threads in the background, taken in the
-/// order they were given (so the versions are reported in ledger order
-/// and a progress bar moves as they come), each read once.
-struct HashedInOrder {
-    results: std::sync::mpsc::Receiver<(PathBuf, std::io::Result<(u64, blake3::Hash)>)>,
+type HashResult = std::io::Result<(u64, blake3::Hash)>;
+
+/// Files (or objects) hashed on `threads` threads in the background, taken
+/// in the order they were given (so the versions are reported in ledger
+/// order and a progress bar moves as they come), each read once.
+struct HashedInOrder<K> {
+    results: std::sync::mpsc::Receiver<(K, HashResult)>,
     /// Hashed, not yet asked for.
-    early: std::collections::HashMap<PathBuf, std::io::Result<(u64, blake3::Hash)>>,
+    early: std::collections::HashMap<K, HashResult>,
 }
 
-impl HashedInOrder {
-    fn start(files: Vec<PathBuf>, threads: usize) -> Self {
+impl<K: Clone + Eq + std::hash::Hash + Send + Sync + 'static> HashedInOrder<K> {
+    fn start(
+        items: Vec<K>,
+        threads: usize,
+        hash: impl Fn(&K) -> HashResult + Send + Sync + 'static,
+    ) -> Self {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let (tx, results) = std::sync::mpsc::channel();
-        let files = std::sync::Arc::new(files);
+        let items = std::sync::Arc::new(items);
+        let hash = std::sync::Arc::new(hash);
         let next = std::sync::Arc::new(AtomicUsize::new(0));
-        for _ in 0..threads.clamp(1, files.len().max(1)) {
-            let (tx, files, next) = (tx.clone(), files.clone(), next.clone());
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            let (tx, items, next, hash) = (tx.clone(), items.clone(), next.clone(), hash.clone());
             std::thread::spawn(move || loop {
-                let Some(file) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) else {
                     return;
                 };
-                if tx.send((file.clone(), hash_file(file))).is_err() {
+                if tx.send((item.clone(), hash(item))).is_err() {
                     return; // verify gave up (an error): stop hashing
                 }
             });
@@ -309,24 +447,33 @@ impl HashedInOrder {
         }
     }
 
+    /// `item`'s hash, waiting for it; None when it was never to be hashed.
+    fn take(&mut self, item: &K) -> Option<HashResult> {
+        loop {
+            if let Some(result) = self.early.remove(item) {
+                return Some(result);
+            }
+            match self.results.recv() {
+                Ok((done, result)) if &done == item => return Some(result),
+                Ok((done, result)) => {
+                    self.early.insert(done, result);
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl HashedInOrder<PathBuf> {
     /// Puts `file`'s hash into `hashed` once it is ready (at once when its
     /// inode was hashed already or it was never to be hashed).
     fn wait_for(&mut self, file: &Path, hashed: &mut Hashed) {
         let Some(key) = inode(file).filter(|key| !hashed.contains_key(key)) else {
             return;
         };
-        let result = loop {
-            if let Some(result) = self.early.remove(file) {
-                break result;
-            }
-            match self.results.recv() {
-                Ok((done, result)) if done == file => break result,
-                Ok((done, result)) => {
-                    self.early.insert(done, result);
-                }
-                // Not among the files to hash (its inode was another's).
-                Err(_) => return,
-            }
+        // None: not among the files to hash (its inode was another's).
+        let Some(result) = self.take(&file.to_path_buf()) else {
+            return;
         };
         hashed.insert(key, result.map_err(|e| e.to_string()));
     }

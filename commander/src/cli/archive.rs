@@ -43,6 +43,18 @@ pub enum ArchiveCmd {
     /// device name, not NFC, two names differing only by case). Exit 1 when
     /// any.
     CheckNames(ListArgs),
+    /// Copy this filesystem archive into an object store (`s3://bucket/
+    /// prefix`, reached with the `[s3]` settings of commander.toml), every
+    /// object read back and hashed there after the copy. Resumable (run it
+    /// again after a stop) and idempotent. Then set `archive` to the same
+    /// URL. Exit 1 when a source file is damaged.
+    Migrate {
+        /// The store: `s3://bucket/prefix`.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Opens the ledger and the archive of data dir `data` directly (the NAS
@@ -57,20 +69,20 @@ pub(super) fn open(data: &Path) -> anyhow::Result<(Store, Archive, CommanderConf
         data.display()
     );
     let store = Store::open(&state).with_context(|| format!("opening {}", state.display()))?;
-    let archive = Archive::new(config.archive_dir(data), config.keep);
+    let archive = Archive::open(&config, data)?;
     Ok((store, archive, config))
 }
 
-fn version_json(v: &archive::Version, root: &Path) -> serde_json::Value {
+fn version_json(v: &archive::Version, archive: &Archive) -> serde_json::Value {
     json!({"id": v.id, "target": v.target, "kind": v.kind, "run": v.run_id, "path": v.path,
-           "absolute_path": root.join(&v.path), "size": v.size, "blake3": v.blake3,
+           "absolute_path": archive.locate(&v.path), "size": v.size, "blake3": v.blake3,
            "agent": v.agent, "url": v.url, "etag": v.etag, "source": v.source,
            "linked_from": v.linked_from, "landed_at_ms": v.landed_at_ms})
 }
 
 impl ArchiveCmd {
     pub fn run(self, data: &Path) -> anyhow::Result<()> {
-        let (store, archive, _) = open(data)?;
+        let (store, archive, config) = open(data)?;
         match self {
             ArchiveCmd::Ls { list, target } => ls(&store, &archive, &list, target.as_deref()),
             ArchiveCmd::CheckNames(list) => {
@@ -102,6 +114,7 @@ impl ArchiveCmd {
                 Ok(())
             }
             ArchiveCmd::Show { version, json } => show(&store, &archive, version, json),
+            ArchiveCmd::Migrate { to, json } => migrate(&store, &archive, &config, data, &to, json),
             ArchiveCmd::Verify {
                 list,
                 suspects: true,
@@ -127,6 +140,52 @@ impl ArchiveCmd {
             }
         }
     }
+}
+
+/// `archive migrate --to s3://…`.
+fn migrate(
+    store: &Store,
+    archive: &Archive,
+    config: &CommanderConfig,
+    data: &Path,
+    to: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        archive.backend().local_root().is_some(),
+        "the archive is already in an object store ({}): `archive migrate` copies a filesystem archive",
+        archive.location()
+    );
+    let dest = crate::backend::s3::S3Backend::open(to, &config.s3, data)?;
+    let progress = VerifyProgress::new(store, json)?;
+    let report = crate::migrate::migrate(store, archive, &dest, |v, size| {
+        progress.advanced(&v.path, size)
+    })?;
+    progress.finish();
+    if json {
+        print_json(&serde_json::to_value(&report)?)?;
+    } else {
+        for damaged in &report.damaged {
+            println!("DAMAGED {damaged}");
+        }
+        println!(
+            "{} versions copied and verified in {} ({} sent), {} verified before",
+            report.copied,
+            report.dest,
+            human_bytes(report.bytes),
+            report.already
+        );
+    }
+    anyhow::ensure!(
+        report.damaged.is_empty(),
+        "{} versions were not copied: their files do not match the ledger (run `archive verify`, \
+         then `run-now` their targets), then migrate again",
+        report.damaged.len()
+    );
+    if !json {
+        println!("the store holds the whole archive: set archive = \"{to}\" in commander.toml");
+    }
+    Ok(())
 }
 
 /// The agents that vouched for `version` (harvested it, or confirmed it).
@@ -157,7 +216,7 @@ fn show(store: &Store, archive: &Archive, id: i64, json_out: bool) -> anyhow::Re
         })?;
     let vouchers = vouchers(store, id)?;
     if json_out {
-        let mut value = version_json(&version, archive.root());
+        let mut value = version_json(&version, archive);
         value["vouchers"] = serde_json::Value::Array(vouchers);
         return print_json(&value);
     }
@@ -203,10 +262,7 @@ fn suspects(store: &Store, archive: &Archive, list: &ListArgs) -> anyhow::Result
     }
     if list.json {
         print_json(&serde_json::Value::Array(
-            found
-                .iter()
-                .map(|v| version_json(v, archive.root()))
-                .collect(),
+            found.iter().map(|v| version_json(v, archive)).collect(),
         ))?;
     } else {
         for v in &found {
@@ -264,6 +320,12 @@ impl VerifyProgress {
             )
         };
         Ok(Self { bar })
+    }
+
+    /// `size` more bytes done, at `path`.
+    pub(super) fn advanced(&self, path: &str, size: u64) {
+        self.bar.inc(size);
+        self.bar.set_message(path.to_string());
     }
 
     /// One version checked; `print` its line.
@@ -331,7 +393,7 @@ fn ls(
     if list.json {
         return print_json(&json!(versions
             .iter()
-            .map(|v| version_json(v, archive.root()))
+            .map(|v| version_json(v, archive))
             .collect::<Vec<_>>()));
     }
     println!(
@@ -354,7 +416,7 @@ fn ls(
         "{} versions, {} (hard links counted once per version) in {}",
         versions.len(),
         human_bytes(total),
-        archive.root().display()
+        archive.location()
     );
     Ok(())
 }

@@ -61,7 +61,7 @@ fn print_report(r: &IngestReport, archive: &crate::archive::Archive) {
     print_problems(&r.verify);
     println!(
         "ingest of {} ({}{})",
-        archive.root().display(),
+        archive.location(),
         match r.verified_since_ms {
             Some(ms) => format!(
                 "re-hashing versions landed after {}",

@@ -13,6 +13,7 @@ mod ingest;
 mod opml;
 mod output;
 mod pause;
+mod restore;
 mod runs;
 mod serve;
 mod show_config;
@@ -82,6 +83,9 @@ pub enum Cmd {
     /// NAS upkeep for a timer: recover, re-verify, prune, refresh the
     /// Kiwix library and the archive index. Exit 1 when anything is wrong.
     Ingest(ingest::IngestCmd),
+    /// Bring up a standby commander in an empty data dir from the state
+    /// replicated to an S3 archive (`--from s3://bucket/prefix`).
+    Restore(restore::RestoreCmd),
     /// Print shell completions (bash, zsh, fish, …) to stdout.
     Completions(ark_link::process::CompletionsCmd),
 }
@@ -107,6 +111,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Archive(cmd) => cmd.run(&data),
             Cmd::Check(cmd) => cmd.run(),
             Cmd::Ingest(cmd) => cmd.run(&data),
+            Cmd::Restore(cmd) => cmd.run(&data),
             Cmd::Completions(cmd) => {
                 cmd.print(<Cli as clap::CommandFactory>::command());
                 Ok(())

@@ -71,9 +71,13 @@ pub fn derive(
     let parsed = match parsed {
         Some(parsed) => parsed,
         None => {
-            let file = archive.absolute(&version.path);
-            let bytes =
-                std::fs::read(&file).map_err(CommanderError::io("reading snapshot", &file))?;
+            let bytes = archive
+                .backend()
+                .read(&version.path)
+                .map_err(CommanderError::io(
+                    "reading snapshot",
+                    archive.locate(&version.path),
+                ))?;
             std::sync::Arc::new(parse(&bytes, &version.url).map_err(|why| {
                 CommanderError::Invalid(format!("snapshot {}: {why}", version.path))
             })?)

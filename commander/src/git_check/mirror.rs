@@ -242,6 +242,12 @@ pub fn bundle_refs(bundle: &Path) -> Result<Refs> {
     Ok(parse_header(bundle, &mut BufReader::new(file))?.refs)
 }
 
+/// The refs a bundle's header lists, from its first bytes (`head`, read
+/// from wherever the bundle is stored); `name` says which bundle in errors.
+pub fn bundle_refs_in(name: &Path, head: &[u8]) -> Result<Refs> {
+    Ok(parse_header(name, &mut std::io::Cursor::new(head))?.refs)
+}
+
 /// Every direct ref under `refs/`: `packed-refs`, overridden by loose refs.
 pub(super) fn read_refs(dir: &Path) -> Result<BTreeMap<String, ObjectId>> {
     let mut refs = BTreeMap::new();

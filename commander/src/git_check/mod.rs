@@ -869,4 +869,4 @@ impl<'a> Walk<'a> {
 }
 
 mod mirror;
-pub use mirror::{apply, bundle_refs, check_repo, landed_refs, prune_preserved};
+pub use mirror::{apply, bundle_refs, bundle_refs_in, check_repo, landed_refs, prune_preserved};

@@ -291,12 +291,8 @@ fn catch_up_mirrors(archive: &Archive, store: &Store, now: i64) -> Result<()> {
             .collect())
     })?;
     for v in newest {
-        let (bundle, mirror) = (
-            archive.root().join(&v.path),
-            archive.root().join(git_mirror_path(&v.url)),
-        );
-        let behind = crate::git_check::bundle_refs(&bundle)
-            .ok()
+        let mirror = archive.root().join(git_mirror_path(&v.url));
+        let behind = landed_bundle_refs(archive, &v)
             .zip(crate::git_check::landed_refs(&mirror).ok())
             .is_some_and(|(want, have)| want != have);
         if !behind {
@@ -305,11 +301,19 @@ fn catch_up_mirrors(archive: &Archive, store: &Store, now: i64) -> Result<()> {
         let scratch = archive
             .quarantine()
             .join(format!("recover-{}.git-check", v.run_id));
-        let checked = crate::git_check::check_bundle(&bundle, &mirror, &scratch);
-        let applied = match checked {
-            Ok(checked) => apply_bundle(store, &BundleOf::landed(&v), &checked, &mirror, now),
-            Err(e) => Err(crate::CommanderError::Invalid(e.to_string())),
-        };
+        let fetched = archive
+            .quarantine()
+            .join(format!("recover-{}.bundle", v.run_id));
+        let checked = archive
+            .backend()
+            .local_file(&v.path, &fetched)
+            .and_then(|bundle| {
+                crate::git_check::check_bundle(&bundle, &mirror, &scratch)
+                    .map_err(|e| crate::CommanderError::Invalid(e.to_string()))
+            });
+        let _ = std::fs::remove_file(&fetched);
+        let applied = checked
+            .and_then(|checked| apply_bundle(store, &BundleOf::landed(&v), &checked, &mirror, now));
         let _ = std::fs::remove_dir_all(&scratch);
         match applied {
             Ok(()) => {
@@ -321,6 +325,26 @@ fn catch_up_mirrors(archive: &Archive, store: &Store, now: i64) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The refs landed bundle `v` lists. The header alone says: only the
+/// first bytes are read (a ranged read on an object store), more only when
+/// the header is longer (one line per ref, about 60 bytes: 16 MiB covers a
+/// quarter of a million refs).
+fn landed_bundle_refs(archive: &Archive, v: &Version) -> Option<Refs> {
+    let name = std::path::Path::new(&v.path);
+    for read in [64u64 << 10, 1 << 20, 16 << 20] {
+        let head = archive
+            .backend()
+            .read_at(&v.path, 0, v.size.min(read) as usize)
+            .ok()?;
+        match crate::git_check::bundle_refs_in(name, &head) {
+            Ok(refs) => return Some(refs),
+            Err(_) if read < v.size => continue,
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// Where the bare mirror of git repository `url` lives, relative to the

@@ -287,7 +287,7 @@ fn unclaimed(archive: &Archive, conn: &Connection, relative: String) -> Result<S
         [&relative],
         |r| r.get(0),
     )?;
-    if taken || archive.absolute(&relative).exists() {
+    if taken || archive.backend().exists(&relative)? {
         return Err(crate::CommanderError::AlreadyExists(format!(
             "{relative} is already in the archive"
         )));

@@ -64,12 +64,7 @@ impl Archive {
             if !seen.insert(v.target.clone()) {
                 continue; // an older version of a target already listed
             }
-            let file = self.root.join(&v.path);
-            let mut head = [0u8; 24];
-            let Ok(()) = std::fs::File::open(&file).and_then(|f| {
-                use std::os::unix::fs::FileExt;
-                f.read_exact_at(&mut head, 0)
-            }) else {
+            let Ok(head) = self.backend.read_at(&v.path, 0, 24) else {
                 continue;
             };
             let u = &head[8..24];
@@ -81,10 +76,15 @@ impl Archive {
                 hex::encode(&u[8..10]),
                 hex::encode(&u[10..16])
             );
-            let relative = v.path.strip_prefix("zim/").unwrap_or(&v.path);
+            // Relative to the library file when the ZIMs are files beside
+            // it; with an object store, under where it is mounted.
+            let relative = match &self.zim_mount {
+                None => v.path.strip_prefix("zim/").unwrap_or(&v.path).to_string(),
+                Some(mount) => mount.join(&v.path).display().to_string(),
+            };
             books.push_str(&format!(
                 "  <book id=\"{id}\" path=\"{}\" name=\"{}\" title=\"{}\" size=\"{}\"/>\n",
-                crate::library::xml_escape(relative),
+                crate::library::xml_escape(&relative),
                 crate::library::xml_escape(&v.target),
                 crate::library::xml_escape(&v.target),
                 v.size.div_ceil(1024)

@@ -264,6 +264,19 @@ CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- `archive migrate`: each landed version copied to an object store and
+-- read back verified there (`state` 'verified'), or on its way ('copying',
+-- with the multipart upload a crash may have left), so an interrupted
+-- migration resumes where it stopped.
+CREATE TABLE IF NOT EXISTS migrated (
+    dest      TEXT NOT NULL,
+    path      TEXT NOT NULL,
+    blake3    TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    multipart TEXT,
+    at        INTEGER NOT NULL,
+    PRIMARY KEY (dest, path)
+);
 -- The dashboard's history (see crate::history): one row per series and
 -- key at each sample; pruned by age and row count as it is written.
 CREATE TABLE IF NOT EXISTS history (
@@ -458,6 +471,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("agents", "hot_since", "INTEGER"),
     ("agents", "self_yield", "INTEGER NOT NULL DEFAULT 1"),
     ("targets", "lfs", "INTEGER NOT NULL DEFAULT 0"),
+    // The id of a landing's multipart upload to an S3 archive, so a
+    // recovery after a crash can abort what it left.
+    ("versions", "multipart", "TEXT"),
 ];
 
 fn migrate(conn: &Connection) -> Result<()> {
