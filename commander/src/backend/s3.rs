@@ -44,7 +44,7 @@ use crate::{CommanderError, Result};
 /// keep a gigabit link full with 32 MiB of memory.
 pub const PART_SIZE: usize = 512 * ark_core::tree::GROUP_LEN;
 // Parts end on chunk-group boundaries, and are no smaller than S3 allows.
-const _: () = assert!(PART_SIZE % ark_core::tree::GROUP_LEN == 0 && PART_SIZE >= 5 << 20);
+const _: () = assert!(PART_SIZE.is_multiple_of(ark_core::tree::GROUP_LEN) && PART_SIZE >= 5 << 20);
 
 /// Parts sent at once.
 const PARTS_IN_FLIGHT: usize = 4;
