@@ -51,6 +51,11 @@ pub enum CommanderError {
     /// The archive's disk is full: which disk, how much is free and needed.
     #[error("{0}")]
     NoSpace(String),
+    /// The archive's object store did not answer (down, unreachable, out of
+    /// quorum): nothing was committed, the verified upload stays in
+    /// quarantine, and the same landing succeeds once the store is back.
+    #[error("{0}")]
+    StoreUnavailable(String),
     /// The archive's filesystem refuses a name: which name, which limit.
     /// Not transient: the run fails rather than retry the same name.
     #[error("{0}")]
@@ -113,7 +118,7 @@ impl CommanderError {
             Self::AlreadyExists(m) => Status::already_exists(m),
             Self::StaleLease(m) => Status::failed_precondition(m),
             Self::Cut(m) => Status::data_loss(m),
-            Self::Aborted(m) => Status::aborted(m),
+            Self::Aborted(m) | Self::StoreUnavailable(m) => Status::aborted(m),
             Self::NoSpace(m) => Status::resource_exhausted(m),
             Self::Name(m) => Status::invalid_argument(m),
             other => {

@@ -100,7 +100,11 @@ fn command(config: &CommanderConfig, data: &Path, args: &[&str]) -> Result<std::
         .arg(&config_path)
         .args(&args[1..])
         .env("LITESTREAM_ACCESS_KEY_ID", id)
-        .env("LITESTREAM_SECRET_ACCESS_KEY", secret);
+        .env("LITESTREAM_SECRET_ACCESS_KEY", secret)
+        // Litestream 0.5 refuses to start when the AWS SDK is handed a CA
+        // bundle ("unable to add custom RootCAs HTTPClient"); it verifies
+        // with the system's roots either way.
+        .env_remove("AWS_CA_BUNDLE");
     Ok(cmd)
 }
 

@@ -82,20 +82,22 @@ const ILLUSTRATION: &[u8] = include_bytes!("illustration.png");
 
 /// One thing the demo harvests.
 #[derive(Debug, Clone)]
-struct DemoTarget {
-    kind: &'static str,
-    name: &'static str,
-    url: String,
+pub struct DemoTarget {
+    pub kind: &'static str,
+    pub name: &'static str,
+    pub url: String,
 }
 
 /// The demo's origins: the HTTP origin (files, the ZIM, the feed and its
-/// enclosures) and, when `git` is installed, `git http-backend`.
-struct Sources {
-    targets: Vec<DemoTarget>,
+/// enclosures) and, when `git` is installed, `git http-backend`. Public
+/// so a test can harvest the demo's kinds into two archives at once.
+#[derive(Debug)]
+pub struct Sources {
+    pub targets: Vec<DemoTarget>,
     /// Enclosures the feed lists: each becomes a media run.
-    enclosures: usize,
+    pub enclosures: usize,
     /// What could not be set up on this machine, and why.
-    skipped: Vec<String>,
+    pub skipped: Vec<String>,
     _git: Option<git_origin::GitHttp>,
 }
 
@@ -180,7 +182,7 @@ fn put_feed(origin: &Origin) -> usize {
 
 /// Sets up every origin the demo harvests from; what this machine cannot
 /// serve (no zimwriterfs, no git) is skipped with the reason.
-fn start_sources(dir: &Path, origin: &Origin) -> Sources {
+pub fn start_sources(dir: &Path, origin: &Origin) -> Sources {
     let mut targets = Vec::new();
     let mut skipped = Vec::new();
     origin.put("welcome.txt", sample_bytes(4 * 1024, 1));

@@ -231,7 +231,7 @@ impl S3Backend {
             object_store::Error::NotFound { .. } => {
                 CommanderError::NotFound(format!("{what} {}: no such object", self.locate(key)))
             }
-            other => CommanderError::Aborted(format!(
+            other => CommanderError::StoreUnavailable(format!(
                 "{what} {}: the object store did not answer ({other}); nothing was committed and \
                  the verified upload stays in quarantine: it lands once the store is back",
                 self.locate(key)

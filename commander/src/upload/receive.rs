@@ -80,6 +80,22 @@ pub fn receive(
         Err(CommanderError::NoSpace(why)) => {
             Err(defer_for_space(scheduler, archive, &pending.version, &why))
         }
+        Err(CommanderError::StoreUnavailable(why)) => {
+            // Not the harvest's fault: the agent retries, the run waits.
+            let v = &pending.version;
+            scheduler.store.tx(|tx| {
+                event(
+                    tx,
+                    ark_core::unix_ms(),
+                    Some(v.run_id),
+                    Some(&v.agent),
+                    "landing_deferred",
+                    &why,
+                )
+            })?;
+            tracing::warn!(run = v.run_id, "landing deferred: {why}");
+            Err(CommanderError::StoreUnavailable(why))
+        }
         Err(CommanderError::Name(why)) => {
             // The same name would be refused again: the run fails now.
             let (data, outboard) = archive.quarantined(pending.version.run_id);
