@@ -132,7 +132,11 @@ async fn the_demo_kinds_land_on_garage_verify_clean_and_match_the_filesystem_bac
     );
     // The same targets harvested into an S3 archive and a filesystem one.
     let (s3, fs) = (tmp.path().join("s3"), tmp.path().join("fs"));
-    let _s3_commander = spawn_s3_commander(&garage, &s3, "127.0.0.1:0", "demo", &[]).await?;
+    // kiwix-serve reads the ZIMs through the bucket mounted here.
+    let mount = tmp.path().join("mnt");
+    let config = s3_config(&garage, &s3, "demo", false)?;
+    write_commander_config_with(&s3, &format!("{config}mount = \"{}\"\n", mount.display()))?;
+    let _s3_commander = start_commander(&s3, "127.0.0.1:0", &[], &[]).await?;
     let _fs_commander = spawn_commander(&fs, "127.0.0.1:0").await?;
     let mut agents = Vec::new();
     for (cdata, name) in [(&s3, "s3-agent"), (&fs, "fs-agent")] {
@@ -209,7 +213,85 @@ async fn the_demo_kinds_land_on_garage_verify_clean_and_match_the_filesystem_bac
     let (clean, out, err) = commander_cli(&s3, &["archive", "verify"])?;
     ensure!(clean, "archive verify on S3: {out}{err}");
     ensure!(out.contains(&format!("{expected} versions ok")), "{out}");
+
+    // kiwix-serve over the bucket mounted with rclone, from the library
+    // the commander wrote.
+    let _mounted = RcloneMount::start(&garage, "demo", &mount).await?;
+    let library = s3.join("archive/zim/library.xml");
+    let xml = std::fs::read_to_string(&library)?;
+    ensure!(xml.contains(&mount.display().to_string()), "{xml}");
+    let answers = kiwix_serve_get(&library, &["/catalog/v2/entries", "/ark-handbook/"]).await?;
+    ensure!(
+        answers[0].1.contains("handbook")
+            && answers[1].0.is_success()
+            && answers[1].1.contains("Ark handbook"),
+        "kiwix-serve over the mounted bucket: {answers:?}"
+    );
     Ok(())
+}
+
+/// `rclone mount` of `bucket/prefix` at a directory (read-only), unmounted
+/// when dropped.
+struct RcloneMount {
+    at: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl RcloneMount {
+    async fn start(garage: &Garage, prefix: &str, at: &Path) -> Result<Self> {
+        std::fs::create_dir_all(at)?;
+        let log = at.with_extension("rclone.log");
+        let child = std::process::Command::new("rclone")
+            .args([
+                "mount",
+                "--read-only",
+                "--dir-cache-time",
+                "1s",
+                "-v",
+                "--log-file",
+            ])
+            .arg(&log)
+            .arg(format!("garage:{}/{prefix}", garage.bucket))
+            .arg(at)
+            .env("RCLONE_CONFIG_GARAGE_TYPE", "s3")
+            .env("RCLONE_CONFIG_GARAGE_PROVIDER", "Other")
+            .env("RCLONE_CONFIG_GARAGE_ENDPOINT", garage.endpoint())
+            .env("RCLONE_CONFIG_GARAGE_REGION", &garage.region)
+            .env("RCLONE_CONFIG_GARAGE_ACCESS_KEY_ID", &garage.access_key_id)
+            .env(
+                "RCLONE_CONFIG_GARAGE_SECRET_ACCESS_KEY",
+                &garage.secret_access_key,
+            )
+            .env("RCLONE_CONFIG_GARAGE_FORCE_PATH_STYLE", "true")
+            // The AWS SDK in rclone refuses a CA bundle with its transport.
+            .env_remove("AWS_CA_BUNDLE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("rclone (apt-get install rclone)")?;
+        let mount = Self {
+            at: at.to_path_buf(),
+            child,
+        };
+        wait_until(Duration::from_secs(20), "the bucket to be mounted", || {
+            let ready = at.join("zim").is_dir();
+            async move { Ok(ready) }
+        })
+        .await
+        .with_context(|| std::fs::read_to_string(&log).unwrap_or_default())?;
+        Ok(mount)
+    }
+}
+
+impl Drop for RcloneMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("fusermount")
+            .arg("-u")
+            .arg(&self.at)
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Kills the commander (abort, as `kill -9` would) at `step` of landing a
