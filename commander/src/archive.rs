@@ -47,6 +47,10 @@ pub mod version_state {
     pub const LANDING: &str = "landing";
     pub const LANDED: &str = "landed";
     pub const PRUNED: &str = "pruned";
+    /// A landing that failed and could not be taken back from the store
+    /// (it did not answer): its objects are removed, then the row, by the
+    /// sweep or the next recovery. Never in progress, never landed.
+    pub const UNDOING: &str = "undoing";
 }
 
 /// Where the bytes of a new version come from.

@@ -210,8 +210,15 @@ impl Archive {
         if let Err(e) = self.remove_version(&v.kind, key, multipart.as_deref()) {
             tracing::warn!(
                 path = key,
-                "cannot remove a failed landing now (recovery will): {e}"
+                "cannot remove a failed landing now (the sweep will): {e}"
             );
+            let _ = store.tx(|tx| {
+                tx.execute(
+                    "UPDATE versions SET state = 'undoing' WHERE id = ?1 AND state = 'landing'",
+                    [id],
+                )?;
+                Ok(())
+            });
             return;
         }
         if let Err(e) = crate::kinds::of(&v.kind).rolled_back(self, store, &v.target) {
@@ -319,6 +326,38 @@ impl Archive {
             }
         }
         Ok(doomed.len())
+    }
+
+    /// Finishes taking back the landings the store did not let go of when
+    /// they failed (state `undoing`): their objects and uploads removed,
+    /// then their rows. Run by the sweep and by recovery; a store still
+    /// down leaves them for the next pass. Returns the rows removed.
+    pub fn finish_undoing(&self, store: &Store) -> Result<usize> {
+        let undoing: Vec<(i64, String, String, Option<String>)> = store.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, kind, path, multipart FROM versions WHERE state = 'undoing'",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })?;
+        let mut removed = 0;
+        for (id, kind, path, multipart) in undoing {
+            // A store still down: the next pass (its deferral is on record).
+            if let Err(e) = self.remove_version(&kind, &path, multipart.as_deref()) {
+                tracing::debug!(path, "a failed landing is not taken back yet: {e}");
+                continue;
+            }
+            store.tx(|tx| {
+                tx.execute(
+                    "DELETE FROM versions WHERE id = ?1 AND state = 'undoing'",
+                    [id],
+                )?;
+                Ok(())
+            })?;
+            tracing::info!(path, "removed a failed landing the store let go of");
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// Removes a version from the store: its object and manifest (and

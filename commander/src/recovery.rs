@@ -28,6 +28,7 @@ impl Archive {
         finish: impl Fn(&Connection, &Version, D) -> Result<()>,
     ) -> Result<(usize, usize)> {
         self.create()?;
+        self.finish_undoing(store)?;
         let half = store.read(crate::archive::landing)?;
         let (mut finished, mut rolled_back) = (0, 0);
         for v in half {

@@ -182,6 +182,7 @@ pub async fn run(
                 s.sweep(unix_ms())?;
                 crate::upload::quorum::settle_all(&s, &a)?;
                 a.reclaim_quarantine(&s.store)?;
+                a.finish_undoing(&s.store)?;
                 if checkpoint {
                     s.store.checkpoint()?;
                 }

@@ -427,10 +427,28 @@ async fn a_node_lost_mid_landing_costs_nothing_and_a_cluster_lost_costs_a_retry(
     );
     garage.start_all().await?;
     wait_for_run(&cdata, small_id, "succeeded", Duration::from_secs(120)).await?;
+    // The landings that failed while the store was down were taken back
+    // by the sweep once it answered: no row but the landed ones.
+    wait_until(SOON, "the failed landings to be taken back", || {
+        let states = version_states(&cdata);
+        async move { Ok(states? == vec!["landed".to_string(); 2]) }
+    })
+    .await?;
     ensure!(store_keys(&garage, "quorum")? == ledger_keys(&cdata)?);
     let (clean, out, err) = commander_cli(&cdata, &["archive", "verify"])?;
     ensure!(clean, "{out}{err}");
     Ok(())
+}
+
+/// The state of every row of the ledger, oldest first.
+fn version_states(cdata: &Path) -> Result<Vec<String>> {
+    let conn = rusqlite::Connection::open_with_flags(
+        cdata.join("state.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    let mut stmt = conn.prepare("SELECT state FROM versions ORDER BY id")?;
+    let states = stmt.query_map([], |r| r.get(0))?;
+    Ok(states.collect::<rusqlite::Result<_>>()?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,7 +60,13 @@ impl Archive {
         let versions = store.read(|c| crate::archive::landed(c, None))?;
         let mut seen = std::collections::HashSet::new();
         let mut books = String::new();
-        for v in versions.iter().filter(|v| v.kind == ark_core::Kind::Zim) {
+        // kiwix-serve needs files: ZIMs in an object store are listed only
+        // where the bucket is mounted.
+        let servable = self.backend.local_root().is_some() || self.zim_mount.is_some();
+        for v in versions
+            .iter()
+            .filter(|v| servable && v.kind == ark_core::Kind::Zim)
+        {
             if !seen.insert(v.target.clone()) {
                 continue; // an older version of a target already listed
             }
