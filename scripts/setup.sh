@@ -45,6 +45,9 @@ command -v mcopy >/dev/null || need_apt+=(mtools)
 command -v mount.exfat-fuse >/dev/null || [ -x /usr/sbin/mount.exfat-fuse ] || need_apt+=(exfat-fuse)
 # Network namespaces, veth pairs and a tbf bottleneck (the self-yield test).
 command -v ip >/dev/null && command -v tc >/dev/null || need_apt+=(iproute2)
+# rclone: the S3 tests mount the Garage bucket (FUSE) for kiwix-serve, and
+# bench/s3.sh compares Ark's landing with `rclone copyto`.
+command -v rclone >/dev/null || need_apt+=(rclone)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -7,7 +7,10 @@
 //! path and the wall time, for comparison with `dd conv=fsync` in
 //! bench/run.sh. The gRPC/TLS transport is not included. Landing many files
 //! into one ARCHIVE_DIR, each as its own TARGET (default `big`), builds an
-//! archive for `archive verify` to re-hash (bench/verify.sh).
+//! archive for `archive verify` to re-hash (bench/verify.sh). With a
+//! `commander.toml` in ARCHIVE_DIR, the archive is the one it names (an
+//! `s3://` archive: bench/s3.sh), and the landing includes the upload to
+//! the store.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -47,7 +50,11 @@ fn main() -> anyhow::Result<()> {
     };
     let store = Arc::new(Store::open(&dir.join("state.sqlite"))?);
     let scheduler = Scheduler::new(store.clone(), CommanderConfig::default());
-    let archive = Archive::new(dir.join("archive"), 3);
+    let archive = if dir.join(ark_commander::config::CONFIG_FILE).exists() {
+        Archive::open(&CommanderConfig::load(&dir)?, &dir)?
+    } else {
+        Archive::new(dir.join("archive"), 3)
+    };
     let url = format!("http://127.0.0.1/{name}.bin");
     store.tx(|tx| {
         let target = ark_proto::AddTargetRequest {

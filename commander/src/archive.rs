@@ -190,6 +190,10 @@ pub struct Archive {
     /// Where an object store's bucket is mounted, for kiwix-serve (the
     /// Kiwix library points there); None: the ZIMs are files beside it.
     pub(crate) zim_mount: Option<PathBuf>,
+    /// Set while the store has not answered the start-up recovery (the
+    /// NAS booting slower than the logic node): landings are deferred
+    /// until the sweep's retry of the recovery succeeds. Shared by clones.
+    pub(crate) recovery_pending: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a Unix time in ms (UTC).
@@ -251,6 +255,7 @@ impl Archive {
             keep: keep.max(1),
             backend,
             zim_mount: None,
+            recovery_pending: Default::default(),
         }
     }
 
@@ -276,6 +281,17 @@ impl Archive {
     /// Where the versions are stored.
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
+    }
+
+    /// Whether landings wait for a recovery the store has not answered yet.
+    pub fn recovery_pending(&self) -> bool {
+        self.recovery_pending
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn set_recovery_pending(&self, pending: bool) {
+        self.recovery_pending
+            .store(pending, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Where the archive is, for people: its directory or its `s3://` URL.

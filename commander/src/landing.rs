@@ -65,6 +65,14 @@ impl Archive {
         derive: impl FnOnce(&Version) -> Result<D>,
         finish: impl FnOnce(&Connection, &Version, D) -> Result<()>,
     ) -> Result<Version> {
+        if self.recovery_pending() {
+            return Err(CommanderError::StoreUnavailable(format!(
+                "{} has not answered since the commander started, so what a crash may have left \
+                 there is not recovered yet; the verified upload stays in quarantine and lands \
+                 once the store is back",
+                self.location()
+            )));
+        }
         let (_, outboard) = self.quarantined(v.run_id);
         // 1. The intent.
         let (id, relative) = store.tx(|tx| {

@@ -28,6 +28,9 @@ impl Archive {
         finish: impl Fn(&Connection, &Version, D) -> Result<()>,
     ) -> Result<(usize, usize)> {
         self.create()?;
+        // A store that does not answer is said at once, before anything
+        // else reads it (the caller waits for it).
+        self.backend.ping()?;
         self.finish_undoing(store)?;
         let half = store.read(crate::archive::landing)?;
         let (mut finished, mut rolled_back) = (0, 0);

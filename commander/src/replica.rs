@@ -115,14 +115,24 @@ pub fn start(config: &CommanderConfig, data: &Path) -> Result<Option<tokio::task
     if !enabled(config) {
         return Ok(None);
     }
-    back_up_pki(config, data)?;
     let cmd = command(config, data, &["replicate"])?;
     let log = data.join(LOG_FILE);
     let exe = executable(config);
+    let (config, data) = (config.clone(), data.to_path_buf());
     Ok(Some(tokio::spawn(async move {
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true).stdin(std::process::Stdio::null());
+        let mut pki_saved = false;
         loop {
+            if !pki_saved {
+                // A store that is down now gets the PKI at the next round.
+                let (config, data) = (config.clone(), data.clone());
+                match tokio::task::spawn_blocking(move || back_up_pki(&config, &data)).await {
+                    Ok(Ok(())) => pki_saved = true,
+                    Ok(Err(e)) => tracing::warn!("backing the PKI up to the store: {e}"),
+                    Err(e) => tracing::warn!("backing the PKI up to the store: {e}"),
+                }
+            }
             let output = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)

@@ -146,11 +146,20 @@ pub async fn run(
     let scheduler = Scheduler::new(store, config.clone()).with_archive(config.archive_dir(data));
     let extended = scheduler.restart_grace(unix_ms())?;
     let archive = Archive::open(&config, data)?;
-    let (finished, rolled_back) = recover(&scheduler, &archive)?;
-    let replica = crate::replica::start(&config, data)?;
-    if finished + rolled_back > 0 {
-        tracing::warn!(finished, rolled_back, "recovered half-landed versions");
+    match recover(&scheduler, &archive) {
+        Ok((finished, rolled_back)) if finished + rolled_back > 0 => {
+            tracing::warn!(finished, rolled_back, "recovered half-landed versions");
+        }
+        Ok(_) => {}
+        // The NAS is not up yet: serve anyway, landings wait for the
+        // recovery the sweep retries.
+        Err(CommanderError::StoreUnavailable(why)) => {
+            tracing::error!("recovery waits for the archive's store (landings are deferred until it answers): {why}");
+            archive.set_recovery_pending(true);
+        }
+        Err(e) => return Err(e),
     }
+    let replica = crate::replica::start(&config, data)?;
     // Quorum groups caught landing are settled again by the first sweep.
     crate::upload::quorum::reopen_landing(&scheduler.store)?;
     let web = crate::web::start(data, &config, &scheduler).await?;
@@ -179,6 +188,18 @@ pub async fn run(
                 last_checkpoint = std::time::Instant::now();
             }
             let work = move || {
+                if a.recovery_pending() {
+                    match recover(&s, &a) {
+                        Ok(_) => {
+                            tracing::info!(
+                                "the archive's store answers: recovered, landings resume"
+                            );
+                            a.set_recovery_pending(false);
+                        }
+                        Err(CommanderError::StoreUnavailable(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
                 s.sweep(unix_ms())?;
                 crate::upload::quorum::settle_all(&s, &a)?;
                 a.reclaim_quarantine(&s.store)?;

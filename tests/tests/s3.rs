@@ -368,7 +368,8 @@ async fn a_node_lost_mid_landing_costs_nothing_and_a_cluster_lost_costs_a_retry(
     let tmp = tempfile::tempdir()?;
     let mut garage = Garage::start(&tmp.path().join("garage")).await?;
     let cdata = tmp.path().join("commander");
-    let _commander = spawn_s3_commander(&garage, &cdata, "127.0.0.1:0", "quorum", &[]).await?;
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let mut commander = spawn_s3_commander(&garage, &cdata, &listen, "quorum", &[]).await?;
     let origin = Origin::start().await?;
     let adata = tmp.path().join("agent");
     enroll_agent(&cdata, &adata, "agent").await?;
@@ -425,6 +426,10 @@ async fn a_node_lost_mid_landing_costs_nothing_and_a_cluster_lost_costs_a_retry(
         archive_ls(&cdata)?.len() == 1,
         "a version landed with the store down"
     );
+    // A commander that starts while the store is down (the NAS boots
+    // slower than the logic node) serves, and recovers once it answers.
+    commander.kill9();
+    let _commander = start_commander(&cdata, &listen, &[], &[]).await?;
     garage.start_all().await?;
     wait_for_run(&cdata, small_id, "succeeded", Duration::from_secs(120)).await?;
     // The landings that failed while the store was down were taken back

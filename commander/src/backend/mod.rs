@@ -106,6 +106,12 @@ pub trait Backend: std::fmt::Debug + Send + Sync {
     /// Nothing there is no error.
     fn remove(&self, key: &str, shared_dir: bool, multipart: Option<&str>) -> Result<()>;
 
+    /// Checks that the store answers (an object store may be down while
+    /// the commander starts).
+    fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Aborts multipart upload `id` of `key` (what a stop left of a copy).
     fn remove_upload(&self, key: &str, id: &str) -> Result<()> {
         let _ = (key, id);

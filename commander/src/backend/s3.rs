@@ -7,6 +7,8 @@
 //!   before anything is written) and is checked absent before writing; a
 //!   single `PUT` also carries `If-None-Match: *`, so a store that supports
 //!   conditional writes refuses to overwrite even a key the check missed.
+//!   (Garage 2.5 ignores the header: there the ledger's unique key and the
+//!   check are the guard, and the commander is the bucket's only writer.)
 //! - **Invisible until whole.** A file of more than one part goes up as a
 //!   multipart upload whose parts are aligned to the verified chunk groups
 //!   ([`PART_SIZE`] is a whole number of them): nothing is visible at the
@@ -485,6 +487,22 @@ impl Backend for S3Backend {
             Ok(())
         });
         removed.map_err(|e| self.error("deleting", key, e))
+    }
+
+    fn ping(&self) -> Result<()> {
+        let prefix = if self.prefix.is_empty() {
+            None
+        } else {
+            Some(Key::from(self.prefix.as_str()))
+        };
+        let store = self.store.clone();
+        let answered = self.block(async move {
+            match store.list(prefix.as_ref()).next().await {
+                Some(Err(e)) => Err(e),
+                _ => Ok(()),
+            }
+        });
+        answered.map_err(|e| self.error("listing", "", e))
     }
 
     fn remove_upload(&self, key: &str, id: &str) -> Result<()> {
