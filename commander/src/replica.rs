@@ -46,6 +46,11 @@ pub const CONFIG_FILE: &str = "litestream.yml";
 /// Litestream's own log, beside the state.
 pub const LOG_FILE: &str = "litestream.log";
 
+/// The running Litestream's pid, beside the state: a commander killed with
+/// `kill -9` leaves its child running, and the next start stops it (two
+/// replicators of one database must never run at once).
+pub const PID_FILE: &str = "litestream.pid";
+
 /// How long a Litestream that exited waits before it is started again.
 const RESTART_AFTER: Duration = Duration::from_secs(5);
 
@@ -112,6 +117,7 @@ fn command(config: &CommanderConfig, data: &Path, args: &[&str]) -> Result<std::
 /// when the archive is in a store; the task keeps Litestream running
 /// (started again when it exits) until it is aborted, which stops it.
 pub fn start(config: &CommanderConfig, data: &Path) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    stop_orphan(data);
     if !enabled(config) {
         return Ok(None);
     }
@@ -142,6 +148,9 @@ pub fn start(config: &CommanderConfig, data: &Path) -> Result<Option<tokio::task
             }
             match cmd.spawn() {
                 Ok(mut child) => {
+                    if let Some(pid) = child.id() {
+                        let _ = std::fs::write(data.join(PID_FILE), pid.to_string());
+                    }
                     tracing::info!(log = %log.display(), "replicating the state with Litestream");
                     match child.wait().await {
                         Ok(status) => tracing::error!(
@@ -160,6 +169,43 @@ pub fn start(config: &CommanderConfig, data: &Path) -> Result<Option<tokio::task
             tokio::time::sleep(RESTART_AFTER).await;
         }
     })))
+}
+
+/// Stops the Litestream a killed commander of data dir `data` left
+/// running (its pid file names it, and its command line names this data
+/// dir's config), and waits for it to exit.
+fn stop_orphan(data: &Path) {
+    let pid_file = data.join(PID_FILE);
+    let Some(pid) = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        cmdline.contains("replicate")
+            && cmdline.contains(&data.join(CONFIG_FILE).display().to_string())
+    });
+    if ours {
+        tracing::warn!(
+            pid,
+            "stopping the Litestream a previous commander left running"
+        );
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        for _ in 0..100 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let _ = std::fs::remove_file(pid_file);
 }
 
 fn pki_store(config: &CommanderConfig, data: &Path) -> Result<S3Backend> {

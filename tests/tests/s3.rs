@@ -522,6 +522,72 @@ async fn a_byte_changed_in_the_store_is_found_by_verify_and_a_stray_is_reported(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_only_after_the_new_version_and_dedupe_is_a_server_side_copy(
+) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let garage = Garage::start(&tmp.path().join("garage")).await?;
+    let cdata = tmp.path().join("commander");
+    let _commander = spawn_s3_commander(&garage, &cdata, "127.0.0.1:0", "keep", &[]).await?;
+    let origin = Origin::start().await?;
+    let adata = tmp.path().join("agent");
+    enroll_agent(&cdata, &adata, "agent").await?;
+    let _agent = spawn_agent(&adata)?;
+    // Keeping one version: the second lands, then the first goes.
+    origin.put("daily.bin", sample_bytes(9_500_000, 1));
+    add_file_target_keeping(&cdata, "daily", &origin.url("daily.bin"), 1).await?;
+    let first = run_of(&cdata, "daily").await?;
+    wait_for_run(&cdata, first, "succeeded", SOON).await?;
+    let newest = sample_bytes(9_500_000, 2);
+    origin.put("daily.bin", newest.clone());
+    let second = run_now(&cdata, "daily").await?;
+    wait_for_run(&cdata, second, "succeeded", SOON).await?;
+    // The same bytes under another target: copied inside the store.
+    origin.put("copy.bin", newest.clone());
+    add_file_target(&cdata, "copy", &origin.url("copy.bin")).await?;
+    let copy = run_of(&cdata, "copy").await?;
+    wait_for_run(&cdata, copy, "succeeded", SOON).await?;
+    let versions = archive_ls(&cdata)?;
+    ensure!(versions.len() == 2, "{versions:?}");
+    let daily = versions
+        .iter()
+        .find(|v| v["target"] == "daily")
+        .context("no daily")?;
+    let copied = versions
+        .iter()
+        .find(|v| v["target"] == "copy")
+        .context("no copy")?;
+    ensure!(
+        copied["source"] == "link" && copied["linked_from"] == daily["id"],
+        "{copied}"
+    );
+    ensure!(store_keys(&garage, "keep")? == ledger_keys(&cdata)?);
+    // Pruning the original leaves the copy whole.
+    let newer = sample_bytes(9_500_000, 3);
+    origin.put("daily.bin", newer);
+    let third = run_now(&cdata, "daily").await?;
+    wait_for_run(&cdata, third, "succeeded", SOON).await?;
+    ensure!(store_keys(&garage, "keep")? == ledger_keys(&cdata)?);
+    let path = copied["path"].as_str().unwrap_or_default();
+    ensure!(get_object(&garage, "keep", path, &tmp.path().join("got"))? == newest);
+    // A version's object deleted behind Ark's back: missing, with the version.
+    garage.aws_ok(&[
+        "s3",
+        "rm",
+        "--quiet",
+        &format!("s3://{}/keep/{path}", garage.bucket),
+    ])?;
+    let (clean, out, _) = commander_cli(&cdata, &["archive", "verify"])?;
+    ensure!(
+        !clean
+            && out
+                .lines()
+                .any(|l| l.starts_with("BAD") && l.contains(path) && l.contains("missing")),
+        "{out}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filesystem_archive_migrated_interrupted_and_resumed_ends_verified() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let garage = Garage::start(&tmp.path().join("garage")).await?;
@@ -635,7 +701,17 @@ async fn the_logic_node_lost_is_restored_from_the_store_and_the_agents_carry_on(
         )
     })?;
 
-    // The logic node is lost: the process killed, its data dir gone.
+    // A landing the replica never hears of: the commander restarted without
+    // Litestream lands "late", then the logic node is lost — the process
+    // killed, its data dir gone.
+    commander.kill9();
+    write_commander_config_with(&cdata, &s3_config(&garage, &cdata, "house", false)?)?;
+    let mut commander = start_commander(&cdata, &listen, &[], &[]).await?;
+    origin.put("late.bin", sample_bytes(100_000, 9));
+    add_file_target(&cdata, "late", &origin.url("late.bin")).await?;
+    let late = run_of(&cdata, "late").await?;
+    wait_for_run(&cdata, late, "succeeded", SOON).await?;
+    ensure!(store_keys(&garage, "house")?.len() == 6);
     commander.kill9();
     std::fs::remove_dir_all(&cdata)?;
     write_commander_config_with(&cdata, &s3_config(&garage, &cdata, "house", true)?)?;
@@ -647,6 +723,8 @@ async fn the_logic_node_lost_is_restored_from_the_store_and_the_agents_carry_on(
     );
     let _standby = start_commander(&cdata, &listen, &[], &[]).await?;
     ensure!(archive_ls(&cdata)? == before, "the restored ledger differs");
+    // Its first recovery removed the landing newer than the replica.
+    ensure!(store_keys(&garage, "house")? == ledger_keys(&cdata)?);
     // The agent (same CA, same identity) carries on with the standby.
     origin.put("three.bin", sample_bytes(200_000, 3));
     add_file_target(&cdata, "three", &origin.url("three.bin")).await?;
