@@ -10,6 +10,7 @@
 #   bench/scale.sh            # only section 12 (the scheduler at 1,000 agents); and with this
 #   bench/household.sh        # only section 13 (work and yields reach agents at once); and with this
 #   bench/whole.sh            # only section 15 (the whole path vs curl -o + rsync over SSH); and with this
+#   bench/s3.sh               # only section 17 (the archive on Garage vs aws s3 cp, rclone); and with this
 #   bench/hash.sh             # only section 4 (chunked hashing vs b3sum); and with this
 #   bench/ingest.sh           # only section 5 (ingest vs curl -o, curl -o + sync); and with this
 #
@@ -500,4 +501,6 @@ note "section 15 (the whole path): bench/whole.sh --no-build"
 SIZE_MIB="$INGEST_MIB" "$ROOT/bench/whole.sh" --no-build
 note "section 16 (git mirrors at upstream's size): bench/gitpack.sh --no-build"
 "$ROOT/bench/gitpack.sh" --no-build
+note "section 17 (the archive on S3): bench/s3.sh --no-build"
+"$ROOT/bench/s3.sh" --no-build
 note "done: $RESULTS"

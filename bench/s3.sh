@@ -150,13 +150,13 @@ every object streamed back ($(grep -o 'STORE_READERS: usize = [0-9]*' "$ROOT/com
 read and compared, the store listed for strays; against reading the same
 objects back with \`rclone cat\` into \`b3sum\` (hashing only).
 
-| | wall (median) | rate | vs \`rclone cat | b3sum\` |
+| | wall (median) | rate | vs \`rclone cat\` into \`b3sum\` |
 |---|---:|---:|---:|
 $(row "\`ark-commander archive verify\`" "$V" "$TOTAL_MIB" "$C")
-$(row "\`rclone cat … | b3sum\`" "$C" "$TOTAL_MIB" "$C")
+$(row "\`rclone cat\` into \`b3sum\`" "$C" "$TOTAL_MIB" "$C")
 
 Samples (s): Ark ${SAMPLES[ark]}; aws s3 cp ${SAMPLES[aws_cp]}; rclone copyto ${SAMPLES[rclone_cp]};
-verify ${SAMPLES[verify]}; rclone cat | b3sum ${SAMPLES[rclone_cat]}.
+verify ${SAMPLES[verify]}; rclone cat into b3sum ${SAMPLES[rclone_cat]}.
 MD
 
 replace_section "$RESULTS" "$HEADING" "$WORK/section.md" "$WORK"
