@@ -213,6 +213,12 @@ async fn the_demo_kinds_land_on_garage_verify_clean_and_match_the_filesystem_bac
     let (clean, out, err) = commander_cli(&s3, &["archive", "verify"])?;
     ensure!(clean, "archive verify on S3: {out}{err}");
     ensure!(out.contains(&format!("{expected} versions ok")), "{out}");
+    // The NAS job's pass over an S3 archive: every object re-hashed.
+    let (clean, out, err) = commander_cli(&s3, &["ingest", "--full"])?;
+    ensure!(
+        clean && out.contains("ingest of s3://ark/demo"),
+        "{out}{err}"
+    );
 
     // kiwix-serve over the bucket mounted with rclone, from the library
     // the commander wrote.
