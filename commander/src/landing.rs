@@ -198,8 +198,8 @@ impl Archive {
 
     /// Takes back a landing that failed after its file was put in place.
     /// The ledger row goes only once the store let go of the version: a
-    /// store that cannot be reached now keeps the row `landing`, for the
-    /// next recovery pass to remove what is left.
+    /// store that cannot be reached now leaves the row `undoing`, for the
+    /// sweep (or the next recovery) to remove what is left, then the row.
     fn undo_landing(&self, store: &Store, id: i64, v: &NewVersion, key: &str, source: &Source) {
         let (quarantined, _) = self.quarantined(v.run_id);
         if *source == Source::Quarantine {
