@@ -32,6 +32,21 @@ TABLES="$(TMPDIR="$WORK" ARK_COMMANDER_BIN="$REL/ark-commander" ARK_AGENT_BIN="$
   "$REL/whole-path" "$SIZE_MIB" "$RUNS")" || { note "error: whole-path failed"; exit 1; }
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
+# The disk on its own, in the same run: what the upload leg is held to.
+DISK_SAMPLES=""
+for _ in 1 2 3; do
+  sync
+  t0=$(date +%s.%N)
+  dd if=/dev/zero of="$WORK/dd.bin" bs=1M count="$SIZE_MIB" conv=fsync status=none
+  t1=$(date +%s.%N)
+  DISK_SAMPLES+="$(python3 -c "print(f'{$t1 - $t0:.3f}')") "
+  rm -f "$WORK/dd.bin"
+done
+DISK_S="$(median "$DISK_SAMPLES")"
+DISK_RATE="$(python3 -c "print(f'{$SIZE_MIB / $DISK_S:.0f}')")"
+LEG_RATE="$(grep 'fetched → landed' <<<"$TABLES" | awk -F'|' '{ print $5 }' | grep -o '[0-9]*' | head -n1)"
+LEG_SHARE="$(python3 -c "print(f'{100 * ${LEG_RATE:-0} / $DISK_RATE:.0f}')")"
+
 cat >"$WORK/section.md" <<MD
 $HEADING
 
@@ -55,8 +70,14 @@ copied file is checked against b3sum of the source.
 
 $TABLES
 
+The disk, in the same run: \`dd if=/dev/zero bs=1M count=$SIZE_MIB conv=fsync\` took $DISK_S s
+(median of 3 after \`sync\`: $DISK_RATE MiB/s; samples $DISK_SAMPLES). The link is loopback, faster
+than the disk, so the disk is the slower of the two: the upload + verify + land leg ran at
+**$LEG_SHARE %** of it.
+
 Goals (issue 14): the whole path ≤ 1.0× the two steps together; the upload +
-verify + land leg alone ≤ 1.2× the rsync leg.
+verify + land leg alone ≤ 1.2× the rsync leg, and ≥ 80 % of the slower of
+the disk and the link.
 MD
 
 replace_section "$RESULTS" "$HEADING" "$WORK/section.md" "$WORK"

@@ -67,3 +67,90 @@ pub fn write_in_pieces(out: &mut impl std::io::Write, bytes: &[u8]) -> std::io::
         .chunks(WRITE_PIECE)
         .try_for_each(|piece| out.write_all(piece))
 }
+
+/// Bytes written between two write-back requests of [`EarlyWriteBack`]:
+/// the page cache holds at most about this much of a file not yet on its
+/// way to the disk, which is what its final `fsync` waits for.
+pub const WRITEBACK_BYTES: u64 = 16 << 20;
+
+/// Starts the write-back of a large file while it is still being written,
+/// so its final `fsync` has little left to wait for: every
+/// [`WRITEBACK_BYTES`] written, an `fdatasync` runs on a thread of its own
+/// (skipped while the previous one still runs). Errors are left to the
+/// writer's own final sync, which reports them. Dropping it waits for the
+/// thread.
+#[derive(Debug)]
+pub struct EarlyWriteBack {
+    tx: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    since: u64,
+}
+
+impl EarlyWriteBack {
+    /// Starts the thread on its own handle of `file`.
+    pub fn start(file: &std::fs::File) -> std::io::Result<Self> {
+        let file = file.try_clone()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("ark-writeback".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    let _ = file.sync_data();
+                }
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            since: 0,
+        })
+    }
+
+    /// `n` more bytes were written.
+    pub fn wrote(&mut self, n: usize) {
+        self.since += n as u64;
+        if self.since >= WRITEBACK_BYTES {
+            self.since = 0;
+            if let Some(tx) = &self.tx {
+                let _ = tx.try_send(());
+            }
+        }
+    }
+}
+
+impl Drop for EarlyWriteBack {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_write_back_leaves_every_byte_and_stops_with_its_writer() -> std::io::Result<()> {
+        use std::io::Write;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("upload.data");
+        let mut file = std::fs::File::create(&path)?;
+        let mut writeback = EarlyWriteBack::start(&file)?;
+        // Across several write-back points, in pieces of odd sizes.
+        let piece: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+        let mut written = 0u64;
+        while written < 3 * WRITEBACK_BYTES + 12_345 {
+            write_in_pieces(&mut file, &piece)?;
+            writeback.wrote(piece.len());
+            written += piece.len() as u64;
+        }
+        drop(writeback);
+        file.flush()?;
+        file.sync_all()?;
+        let back = std::fs::read(&path)?;
+        assert_eq!(back.len() as u64, written);
+        assert!(back.chunks(piece.len()).all(|c| c == &piece[..c.len()]));
+        Ok(())
+    }
+}

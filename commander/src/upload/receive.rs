@@ -153,14 +153,20 @@ pub(super) fn receive_verified(
     // What earlier attempts left is re-verified, not trusted.
     data.set_len(offset).map_err(io("truncating", &data_path))?;
     reverify_kept(&mut data, &mut verifier, offset, run, &data_path)?;
+    // The disk writes while the rest arrives: the final fsync waits for
+    // the last few MiB, not the whole upload.
+    let mut writeback =
+        ark_core::fs::EarlyWriteBack::start(&data).map_err(io("opening", &data_path))?;
     let received = receive_data(
         scheduler,
         pending,
         &mut pieces,
         (&mut data, &data_path),
         &mut verifier,
+        &mut writeback,
         (offset, first_data, ended),
     )?;
+    drop(writeback);
     if let Err(e) = verifier.finish() {
         return Err(cut(scheduler, pending, received, e.to_string()));
     }
@@ -263,6 +269,7 @@ fn receive_data(
     pieces: &mut tokio::sync::mpsc::Receiver<Piece>,
     (data, data_path): (&mut std::fs::File, &std::path::Path),
     verifier: &mut GroupVerifier<std::io::BufReader<std::fs::File>>,
+    writeback: &mut ark_core::fs::EarlyWriteBack,
     (offset, first_data, mut ended): (u64, Option<Vec<u8>>, bool),
 ) -> Result<u64> {
     let io = |what, path: &std::path::Path| CommanderError::io(what, path.to_path_buf());
@@ -281,6 +288,7 @@ fn receive_data(
                 return Err(cut(scheduler, pending, keep, e.to_string()));
             }
             ark_core::fs::write_in_pieces(data, &bytes).map_err(io("writing", data_path))?;
+            writeback.wrote(bytes.len());
             received += bytes.len() as u64;
         }
         if ended {
