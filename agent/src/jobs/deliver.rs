@@ -178,7 +178,6 @@ async fn upload(
     offset: u64,
     flip: Option<u64>,
 ) -> Result<UploadResponse> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
     if offset > 0 {
         info!(
             run = manifest.run_id,
@@ -195,23 +194,22 @@ async fn upload(
         })),
     };
     let staged = staged.to_path_buf();
-    let reader = tokio::spawn(async move {
-        let send = |part| {
-            let tx = tx.clone();
-            async move { tx.send(UploadChunk { part: Some(part) }).await.is_ok() }
-        };
-        if !send(header.part.expect("header")).await {
+    // The files are read on a blocking thread of their own, each piece into
+    // a fresh buffer that is never zeroed nor copied again before the
+    // encoder: the upload leg is CPU-bound on a small device, and every pass
+    // over 2 GiB counts.
+    let reader = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek};
+        let send = |part| tx.blocking_send(UploadChunk { part: Some(part) }).is_ok();
+        if !send(header.part.expect("header")) {
             return Ok(());
         }
         let outboard_at = outboard_path(&staged);
-        let mut outboard = tokio::fs::File::open(&outboard_at)
-            .await
+        let mut outboard = std::fs::File::open(&outboard_at)
             .map_err(AgentError::io("reading outboard", &outboard_at))?;
-        let mut data = tokio::fs::File::open(&staged)
-            .await
+        let mut data = std::fs::File::open(&staged)
             .map_err(AgentError::io("reading staged file", &staged))?;
         data.seek(std::io::SeekFrom::Start(offset))
-            .await
             .map_err(AgentError::io("seeking staged file", &staged))?;
         let mut at = offset;
         for (file, path, is_data) in [
@@ -219,15 +217,15 @@ async fn upload(
             (&mut data, &staged, true),
         ] {
             loop {
-                let mut buf = vec![0u8; UPLOAD_CHUNK];
+                let mut buf = Vec::with_capacity(UPLOAD_CHUNK);
                 let n = file
-                    .read(&mut buf)
-                    .await
+                    .by_ref()
+                    .take(UPLOAD_CHUNK as u64)
+                    .read_to_end(&mut buf)
                     .map_err(AgentError::io("reading for upload", path))?;
                 if n == 0 {
                     break;
                 }
-                buf.truncate(n);
                 let part = if is_data {
                     if let Some(flip) = flip.filter(|f| (at..at + n as u64).contains(f)) {
                         buf[(flip - at) as usize] ^= 0x01;
@@ -237,7 +235,7 @@ async fn upload(
                 } else {
                     upload_chunk::Part::Outboard(buf)
                 };
-                if !send(part).await {
+                if !send(part) {
                     return Ok(());
                 }
             }
