@@ -207,8 +207,8 @@ async fn upload(
         let outboard_at = outboard_path(&staged);
         let mut outboard = std::fs::File::open(&outboard_at)
             .map_err(AgentError::io("reading outboard", &outboard_at))?;
-        let mut data = std::fs::File::open(&staged)
-            .map_err(AgentError::io("reading staged file", &staged))?;
+        let mut data =
+            std::fs::File::open(&staged).map_err(AgentError::io("reading staged file", &staged))?;
         data.seek(std::io::SeekFrom::Start(offset))
             .map_err(AgentError::io("seeking staged file", &staged))?;
         let mut at = offset;
