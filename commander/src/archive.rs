@@ -192,8 +192,9 @@ pub struct Archive {
     pub(crate) zim_mount: Option<PathBuf>,
     /// Set while the store has not answered the start-up recovery (the
     /// NAS booting slower than the logic node): landings are deferred
-    /// until the sweep's retry of the recovery succeeds. Shared by clones.
-    pub(crate) recovery_pending: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// until the sweep's retry of the recovery succeeds; the store's last
+    /// answer says why. Shared by clones.
+    pub(crate) recovery_pending: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a Unix time in ms (UTC).
@@ -283,15 +284,21 @@ impl Archive {
         self.backend.as_ref()
     }
 
-    /// Whether landings wait for a recovery the store has not answered yet.
-    pub fn recovery_pending(&self) -> bool {
+    /// Why landings wait for a recovery the store has not answered yet;
+    /// None when they do not.
+    pub fn recovery_pending(&self) -> Option<String> {
         self.recovery_pending
-            .load(std::sync::atomic::Ordering::SeqCst)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    pub fn set_recovery_pending(&self, pending: bool) {
-        self.recovery_pending
-            .store(pending, std::sync::atomic::Ordering::SeqCst);
+    /// Sets (Some(why)) or clears (None) the pending recovery.
+    pub fn set_recovery_pending(&self, why: Option<String>) {
+        *self
+            .recovery_pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = why;
     }
 
     /// Where the archive is, for people: its directory or its `s3://` URL.

@@ -65,11 +65,10 @@ impl Archive {
         derive: impl FnOnce(&Version) -> Result<D>,
         finish: impl FnOnce(&Connection, &Version, D) -> Result<()>,
     ) -> Result<Version> {
-        if self.recovery_pending() {
+        if let Some(why) = self.recovery_pending() {
             return Err(CommanderError::StoreUnavailable(format!(
-                "{} has not answered since the commander started, so what a crash may have left \
-                 there is not recovered yet; the verified upload stays in quarantine and lands \
-                 once the store is back",
+                "{} is not recovered since the commander started, so nothing lands there yet \
+                 (the verified upload stays in quarantine and lands once it is): {why}",
                 self.location()
             )));
         }

@@ -155,7 +155,7 @@ pub async fn run(
         // recovery the sweep retries.
         Err(CommanderError::StoreUnavailable(why)) => {
             tracing::error!("recovery waits for the archive's store (landings are deferred until it answers): {why}");
-            archive.set_recovery_pending(true);
+            archive.set_recovery_pending(Some(why));
         }
         Err(e) => return Err(e),
     }
@@ -188,15 +188,17 @@ pub async fn run(
                 last_checkpoint = std::time::Instant::now();
             }
             let work = move || {
-                if a.recovery_pending() {
+                if a.recovery_pending().is_some() {
                     match recover(&s, &a) {
                         Ok(_) => {
                             tracing::info!(
                                 "the archive's store answers: recovered, landings resume"
                             );
-                            a.set_recovery_pending(false);
+                            a.set_recovery_pending(None);
                         }
-                        Err(CommanderError::StoreUnavailable(_)) => {}
+                        Err(CommanderError::StoreUnavailable(why)) => {
+                            a.set_recovery_pending(Some(why));
+                        }
                         Err(e) => return Err(e),
                     }
                 }

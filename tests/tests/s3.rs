@@ -451,6 +451,55 @@ async fn a_node_lost_mid_landing_costs_nothing_and_a_cluster_lost_costs_a_retry(
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_store_refuses_defers_the_landing_with_what_to_fix() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let garage = Garage::start(&tmp.path().join("garage")).await?;
+    let cdata = tmp.path().join("commander");
+    let config = s3_config(&garage, &cdata, "denied", false)?;
+    write_commander_config_with(&cdata, &config)?;
+    // The right key id with a wrong secret.
+    std::fs::write(
+        cdata.join("s3-credentials"),
+        format!(
+            "[default]\naws_access_key_id={}\naws_secret_access_key={}\n",
+            garage.access_key_id,
+            "0".repeat(64)
+        ),
+    )?;
+    let _commander = start_commander(&cdata, "127.0.0.1:0", &[], &[]).await?;
+    let origin = Origin::start().await?;
+    let adata = tmp.path().join("agent");
+    enroll_agent(&cdata, &adata, "agent").await?;
+    let _agent = spawn_agent(&adata)?;
+    origin.put("doc.bin", sample_bytes(100_000, 4));
+    add_file_target(&cdata, "doc", &origin.url("doc.bin")).await?;
+    let id = run_of(&cdata, "doc").await?;
+    wait_until(SOON, "the landing to be deferred", || {
+        let cdata = cdata.clone();
+        async move {
+            let events = events(&cdata, id).await?;
+            Ok(events.iter().any(|e| e.kind == "landing_deferred"))
+        }
+    })
+    .await?;
+    let deferred = events(&cdata, id)
+        .await?
+        .into_iter()
+        .find(|e| e.kind == "landing_deferred")
+        .context("no deferral")?;
+    ensure!(
+        deferred
+            .message
+            .contains("refused the key in [s3] credentials")
+            && !deferred.message.contains(&"0".repeat(64)),
+        "{}",
+        deferred.message
+    );
+    ensure!(archive_ls(&cdata)?.is_empty() && store_keys(&garage, "denied")?.is_empty());
+    Ok(())
+}
+
 /// The state of every row of the ledger, oldest first.
 fn version_states(cdata: &Path) -> Result<Vec<String>> {
     let conn = rusqlite::Connection::open_with_flags(

@@ -233,6 +233,12 @@ impl S3Backend {
             object_store::Error::NotFound { .. } => {
                 CommanderError::NotFound(format!("{what} {}: no such object", self.locate(key)))
             }
+            e if refused(&e) => CommanderError::StoreUnavailable(format!(
+                "{what} {}: the object store refused the key in [s3] credentials ({e}); \
+                     give the key read, write and delete on the bucket (`garage bucket allow`); \
+                     nothing was committed and the verified upload stays in quarantine",
+                self.locate(key)
+            )),
             other => CommanderError::StoreUnavailable(format!(
                 "{what} {}: the object store did not answer ({other}); nothing was committed and \
                  the verified upload stays in quarantine: it lands once the store is back",
@@ -635,6 +641,28 @@ fn changed(quarantined: &Path, size: u64, root: blake3::Hash) -> CommanderError 
          nothing was committed; the upload is verified again from the agent",
         quarantined.display()
     ))
+}
+
+/// Whether the store refused the credentials (rather than being down).
+/// Some requests (a list) come back as a generic error carrying the
+/// store's 401/403 answer.
+fn refused(e: &object_store::Error) -> bool {
+    if matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    ) {
+        return true;
+    }
+    let text = e.to_string();
+    [
+        "403 Forbidden",
+        "401 Unauthorized",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+    ]
+    .iter()
+    .any(|said| text.contains(said))
 }
 
 fn to_io(e: object_store::Error) -> std::io::Error {
