@@ -248,6 +248,13 @@ pub async fn token(commander_data: &Path, name: &str) -> Result<String> {
         .token)
 }
 
+/// Enrolls agent `name` in `agent_data` and starts it ([`enroll_agent`],
+/// then [`spawn_agent`]).
+pub async fn enrolled_agent(commander_data: &Path, agent_data: &Path, name: &str) -> Result<Proc> {
+    enroll_agent(commander_data, agent_data, name).await?;
+    spawn_agent(agent_data)
+}
+
 /// Enrols an agent through the real `ark-agent enroll` binary.
 pub async fn enroll_agent(commander_data: &Path, agent_data: &Path, name: &str) -> Result<()> {
     let token = token(commander_data, name).await?;

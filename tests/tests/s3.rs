@@ -140,9 +140,7 @@ async fn the_demo_kinds_land_on_garage_verify_clean_and_match_the_filesystem_bac
     let _fs_commander = spawn_commander(&fs, "127.0.0.1:0").await?;
     let mut agents = Vec::new();
     for (cdata, name) in [(&s3, "s3-agent"), (&fs, "fs-agent")] {
-        let adata = tmp.path().join(name);
-        enroll_agent(cdata, &adata, name).await?;
-        agents.push(spawn_agent(&adata)?);
+        agents.push(enrolled_agent(cdata, &tmp.path().join(name), name).await?);
         for t in &sources.targets {
             add_target(cdata, t.kind, t.name, &t.url, 0).await?;
         }
@@ -319,9 +317,7 @@ async fn crash_on_s3_at(garage: &Garage, root: &Path, step: &str) -> Result<()> 
     let origin = Origin::start().await?;
     let bytes = sample_bytes(10_000_019, 9);
     origin.put("big.iso", bytes.clone());
-    let adata = root.join(format!("{step}-agent"));
-    enroll_agent(&cdata, &adata, "agent").await?;
-    let _agent = spawn_agent(&adata)?;
+    let _agent = enrolled_agent(&cdata, &root.join(format!("{step}-agent")), "agent").await?;
     add_file_target(&cdata, "iso", &origin.url("big.iso")).await?;
     wait_for_abort(&mut commander, step, SOON).await?;
     let _commander = start_commander(&cdata, &listen, &[], &[]).await?;
@@ -377,9 +373,7 @@ async fn a_node_lost_mid_landing_costs_nothing_and_a_cluster_lost_costs_a_retry(
     let listen = format!("127.0.0.1:{}", free_port()?);
     let mut commander = spawn_s3_commander(&garage, &cdata, &listen, "quorum", &[]).await?;
     let origin = Origin::start().await?;
-    let adata = tmp.path().join("agent");
-    enroll_agent(&cdata, &adata, "agent").await?;
-    let _agent = spawn_agent(&adata)?;
+    let _agent = enrolled_agent(&cdata, &tmp.path().join("agent"), "agent").await?;
 
     // 200 MB: a node (not the one the commander talks to) is killed while
     // the landing's parts are going up; quorum writes (2 of 3) carry on.
@@ -469,9 +463,7 @@ async fn a_key_the_store_refuses_defers_the_landing_with_what_to_fix() -> Result
     )?;
     let _commander = start_commander(&cdata, "127.0.0.1:0", &[], &[]).await?;
     let origin = Origin::start().await?;
-    let adata = tmp.path().join("agent");
-    enroll_agent(&cdata, &adata, "agent").await?;
-    let _agent = spawn_agent(&adata)?;
+    let _agent = enrolled_agent(&cdata, &tmp.path().join("agent"), "agent").await?;
     origin.put("doc.bin", sample_bytes(100_000, 4));
     add_file_target(&cdata, "doc", &origin.url("doc.bin")).await?;
     let id = run_of(&cdata, "doc").await?;
@@ -518,9 +510,7 @@ async fn a_byte_changed_in_the_store_is_found_by_verify_and_a_stray_is_reported(
     let cdata = tmp.path().join("commander");
     let _commander = spawn_s3_commander(&garage, &cdata, "127.0.0.1:0", "rot", &[]).await?;
     let origin = Origin::start().await?;
-    let adata = tmp.path().join("agent");
-    enroll_agent(&cdata, &adata, "agent").await?;
-    let _agent = spawn_agent(&adata)?;
+    let _agent = enrolled_agent(&cdata, &tmp.path().join("agent"), "agent").await?;
     let bytes = sample_bytes(9_000_000, 5);
     origin.put("a.bin", bytes.clone());
     origin.put("b.bin", sample_bytes(70_000, 6));
@@ -584,9 +574,7 @@ async fn retention_deletes_only_after_the_new_version_and_dedupe_is_a_server_sid
     let cdata = tmp.path().join("commander");
     let _commander = spawn_s3_commander(&garage, &cdata, "127.0.0.1:0", "keep", &[]).await?;
     let origin = Origin::start().await?;
-    let adata = tmp.path().join("agent");
-    enroll_agent(&cdata, &adata, "agent").await?;
-    let _agent = spawn_agent(&adata)?;
+    let _agent = enrolled_agent(&cdata, &tmp.path().join("agent"), "agent").await?;
     // Keeping one version: the second lands, then the first goes.
     origin.put("daily.bin", sample_bytes(9_500_000, 1));
     add_file_target_keeping(&cdata, "daily", &origin.url("daily.bin"), 1).await?;
@@ -648,11 +636,9 @@ async fn a_filesystem_archive_migrated_interrupted_and_resumed_ends_verified() -
     let garage = Garage::start(&tmp.path().join("garage")).await?;
     let cdata = tmp.path().join("commander");
     let origin = Origin::start().await?;
-    let adata = tmp.path().join("agent");
     {
         let _commander = spawn_commander(&cdata, "127.0.0.1:0").await?;
-        enroll_agent(&cdata, &adata, "agent").await?;
-        let _agent = spawn_agent(&adata)?;
+        let _agent = enrolled_agent(&cdata, &tmp.path().join("agent"), "agent").await?;
         let files = [
             ("big", sample_bytes(12_000_000, 1)),
             ("small", sample_bytes(50_000, 2)),
@@ -728,9 +714,7 @@ async fn the_logic_node_lost_is_restored_from_the_store_and_the_agents_carry_on(
     write_commander_config_with(&cdata, &s3_config(&garage, &cdata, "house", true)?)?;
     let mut commander = start_commander(&cdata, &listen, &[], &[]).await?;
     let origin = Origin::start().await?;
-    let adata = tmp.path().join("agent");
-    enroll_agent(&cdata, &adata, "agent").await?;
-    let _agent = spawn_agent(&adata)?;
+    let _agent = enrolled_agent(&cdata, &tmp.path().join("agent"), "agent").await?;
     for (name, seed) in [("one", 1), ("two", 2)] {
         origin.put(&format!("{name}.bin"), sample_bytes(300_000, seed));
         add_file_target(&cdata, name, &origin.url(&format!("{name}.bin"))).await?;
