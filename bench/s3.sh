@@ -78,14 +78,6 @@ n=0
 ark() { "$REL/land" "$WORK/big.bin" "$(s3_data "land-$n")" big >/dev/null; }
 aws_cp() { "$AWS" s3 cp --quiet "$WORK/big.bin" "s3://$BUCKET/aws-$n/big.bin"; }
 rclone_cp() { rclone copyto "$WORK/big.bin" "g:$BUCKET/rclone-$n/big.bin"; }
-timed() {
-  sync
-  local t0 t1
-  t0=$(date +%s.%N)
-  "$1"
-  t1=$(date +%s.%N)
-  python3 -c "print(f'{$t1 - $t0:.3f}')"
-}
 declare -A SAMPLES=([ark]="" [aws_cp]="" [rclone_cp]="" [verify]="" [rclone_cat]="")
 for run in $(seq 1 "$RUNS"); do
   if ((run % 2)); then order=(ark aws_cp rclone_cp); else order=(rclone_cp aws_cp ark); fi

@@ -28,6 +28,17 @@ bench_setup() {
   trap 'rm -rf "$WORK"' EXIT
 }
 
+# timed CMD: the wall seconds of CMD (a function), after `sync` so it does
+# not pay for the previous command's write-back.
+timed() {
+  sync
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$1"
+  t1=$(date +%s.%N)
+  python3 -c "print(f'{$t1 - $t0:.3f}')"
+}
+
 # median "T1 T2 …": the middle of the (odd number of) samples.
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 

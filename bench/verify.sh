@@ -42,14 +42,6 @@ b3_all() { b3sum --num-threads "$CORES" "${LANDED[@]}" >/dev/null; }
 # Every timed command starts from the same state: the archive in the page
 # cache (read once before), no dirty pages (sync), order alternated.
 cat "${LANDED[@]}" >/dev/null
-timed() {
-  sync
-  local t0 t1
-  t0=$(date +%s.%N)
-  "$1"
-  t1=$(date +%s.%N)
-  python3 -c "print(f'{$t1 - $t0:.3f}')"
-}
 declare -A SAMPLES=([verify]="" [b3_one]="" [b3_all]="")
 for run in $(seq 1 "$RUNS"); do
   if ((run % 2)); then order=(verify b3_one b3_all); else order=(b3_all b3_one verify); fi

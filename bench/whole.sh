@@ -35,14 +35,11 @@ LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 # The disk on its own, in the same run: what the upload leg is held to.
 # Random bytes from the page cache (this VM's disk writes zeros faster).
 head -c "$((SIZE_MIB << 20))" /dev/urandom >"$WORK/random.bin"
+dd_random() { dd if="$WORK/random.bin" of="$WORK/dd.bin" bs=1M conv=fsync status=none; }
 DISK_SAMPLES=""
 for _ in 1 2 3; do
   cat "$WORK/random.bin" >/dev/null
-  sync
-  t0=$(date +%s.%N)
-  dd if="$WORK/random.bin" of="$WORK/dd.bin" bs=1M conv=fsync status=none
-  t1=$(date +%s.%N)
-  DISK_SAMPLES+="$(python3 -c "print(f'{$t1 - $t0:.3f}')") "
+  DISK_SAMPLES+="$(timed dd_random) "
   rm -f "$WORK/dd.bin"
 done
 rm -f "$WORK/random.bin"

@@ -67,21 +67,7 @@ impl Archive {
                 hashes.wait_for(&file, &mut hashed);
             }
             let problem = version_problem(&file, &v, rehash, &mut hashed);
-            if rehash {
-                report.bytes += v.size;
-            }
-            let checked = Checked {
-                version: v,
-                problem,
-            };
-            each(&checked);
-            if checked.problem.is_some() {
-                report.bad.push(checked);
-            } else if rehash {
-                report.ok += 1;
-            } else {
-                report.sized += 1;
-            }
+            report.record(v, problem, rehash, &mut each);
         }
         let mirrors = self.check_mirrors(store, &recent, &mut report)?;
         for stray in walk_files(&self.root) {
@@ -207,21 +193,7 @@ impl Archive {
                     }
                 }
             };
-            if rehash {
-                report.bytes += v.size;
-            }
-            let checked = Checked {
-                version: v,
-                problem,
-            };
-            each(&checked);
-            if checked.problem.is_some() {
-                report.bad.push(checked);
-            } else if rehash {
-                report.ok += 1;
-            } else {
-                report.sized += 1;
-            }
+            report.record(v, problem, rehash, &mut each);
         }
         report.stray = listed
             .keys()
@@ -388,6 +360,29 @@ pub struct VerifyReport {
 pub const ORPHAN_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl VerifyReport {
+    /// Counts version `version` as checked (re-hashed when `rehash`), with
+    /// what is wrong with it if anything, and tells `each`.
+    fn record(
+        &mut self,
+        version: Version,
+        problem: Option<String>,
+        rehash: bool,
+        each: &mut impl FnMut(&Checked),
+    ) {
+        if rehash {
+            self.bytes += version.size;
+        }
+        let checked = Checked { version, problem };
+        each(&checked);
+        if checked.problem.is_some() {
+            self.bad.push(checked);
+        } else if rehash {
+            self.ok += 1;
+        } else {
+            self.sized += 1;
+        }
+    }
+
     pub fn clean(&self) -> bool {
         self.bad.is_empty()
             && self.stray.is_empty()

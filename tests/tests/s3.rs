@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use ark_demo::sample_bytes;
+use ark_proto::Event;
 use ark_tests::garage::{litestream_bin, Garage};
 use ark_tests::*;
 
@@ -403,19 +404,7 @@ async fn a_node_lost_mid_landing_costs_nothing_and_a_cluster_lost_costs_a_retry(
     origin.put("small.bin", small.clone());
     add_file_target(&cdata, "small", &origin.url("small.bin")).await?;
     let small_id = run_of(&cdata, "small").await?;
-    wait_until(SOON, "the landing to be deferred", || {
-        let cdata = cdata.clone();
-        async move {
-            let events = events(&cdata, small_id).await?;
-            Ok(events.iter().any(|e| e.kind == "landing_deferred"))
-        }
-    })
-    .await?;
-    let deferred = events(&cdata, small_id)
-        .await?
-        .into_iter()
-        .find(|e| e.kind == "landing_deferred")
-        .context("no deferral")?;
+    let deferred = deferral(&cdata, small_id).await?;
     ensure!(
         deferred.message.contains("the object store did not answer")
             && deferred.message.contains("lands once the store is back"),
@@ -467,19 +456,7 @@ async fn a_key_the_store_refuses_defers_the_landing_with_what_to_fix() -> Result
     origin.put("doc.bin", sample_bytes(100_000, 4));
     add_file_target(&cdata, "doc", &origin.url("doc.bin")).await?;
     let id = run_of(&cdata, "doc").await?;
-    wait_until(SOON, "the landing to be deferred", || {
-        let cdata = cdata.clone();
-        async move {
-            let events = events(&cdata, id).await?;
-            Ok(events.iter().any(|e| e.kind == "landing_deferred"))
-        }
-    })
-    .await?;
-    let deferred = events(&cdata, id)
-        .await?
-        .into_iter()
-        .find(|e| e.kind == "landing_deferred")
-        .context("no deferral")?;
+    let deferred = deferral(&cdata, id).await?;
     ensure!(
         deferred
             .message
@@ -490,6 +467,17 @@ async fn a_key_the_store_refuses_defers_the_landing_with_what_to_fix() -> Result
     );
     ensure!(archive_ls(&cdata)?.is_empty() && store_keys(&garage, "denied")?.is_empty());
     Ok(())
+}
+
+/// The `landing_deferred` event of run `id`, once it is recorded.
+async fn deferral(cdata: &Path, id: i64) -> Result<Event> {
+    let deferred = |events: Vec<Event>| events.into_iter().find(|e| e.kind == "landing_deferred");
+    wait_until(SOON, "the landing to be deferred", || {
+        let cdata = cdata.to_path_buf();
+        async move { Ok(deferred(events(&cdata, id).await?).is_some()) }
+    })
+    .await?;
+    deferred(events(cdata, id).await?).context("no deferral")
 }
 
 /// The state of every row of the ledger, oldest first.
