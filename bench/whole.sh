@@ -38,6 +38,7 @@ head -c "$((SIZE_MIB << 20))" /dev/urandom >"$WORK/random.bin"
 dd_random() { dd if="$WORK/random.bin" of="$WORK/dd.bin" bs=1M conv=fsync status=none; }
 DISK_SAMPLES=""
 for _ in 1 2 3; do
+  warm_page_cache "$WORK" "$((3 * SIZE_MIB))"
   cat "$WORK/random.bin" >/dev/null
   DISK_SAMPLES+="$(timed dd_random) "
   rm -f "$WORK/dd.bin"

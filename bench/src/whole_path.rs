@@ -6,8 +6,9 @@
 //! otherwise take: `curl -o` into a download directory, then `rsync
 //! --fsync` over SSH (a real sshd on 127.0.0.1) into the NAS directory.
 //!
-//! Every trial starts from the same state: outputs removed, the source read
-//! into the page cache, `sync`. Each Ark trial gets a fresh commander and
+//! Every trial starts from the same state: outputs removed, the page cache's
+//! memory warmed (see `warm_page_cache`), the source read into the page
+//! cache, `sync`. Each Ark trial gets a fresh commander and
 //! agent (a second harvest of the same bytes would be deduplicated, not
 //! uploaded); their start and enrolment are not timed. The order
 //! alternates; figures are medians of RUNS (default 3). Every landed or
@@ -86,12 +87,15 @@ async fn main() -> Result<()> {
     let nginx = Nginx::start(&tmp.path().join("nginx"), &www).await?;
     let url = format!("http://{}/big.bin", nginx.addr);
     let sshd = Sshd::start(&tmp.path().join("sshd")).await?;
+    // Either way takes two copies of the file in the page cache (staged and
+    // landed, or downloaded and copied), and a little more.
+    let warm = 3 * size_mib * MIB;
 
     let (mut ark, mut manual) = (Vec::new(), Vec::new());
     for run in 0..runs {
         let ark_first = run % 2 == 0;
         for ark_turn in [ark_first, !ark_first] {
-            settle(&source)?;
+            settle(&source, tmp.path(), warm)?;
             if ark_turn {
                 ark.push(ark_trial(tmp.path(), &url, &expected, false).await?);
             } else {
@@ -101,7 +105,7 @@ async fn main() -> Result<()> {
         eprintln!("whole-path: run {}/{runs} done", run + 1);
     }
 
-    settle(&source)?;
+    settle(&source, tmp.path(), warm)?;
     let wire = ark_trial(tmp.path(), &url, &expected, true).await?.wire;
     let ark_wall = median(ark.iter().map(|t| t.wall).collect());
     let ark_fetch = median(ark.iter().map(|t| t.fetched).collect());
@@ -199,11 +203,33 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// The common state before a trial: the source in the page cache, every
-/// dirty page (the previous trial's) flushed.
-fn settle(source: &Path) -> Result<()> {
+/// The common state before a trial: the page cache's memory warm (see
+/// [`warm_page_cache`]), the source in the page cache, every dirty page
+/// (the previous trial's) flushed.
+fn settle(source: &Path, scratch: &Path, warm: u64) -> Result<()> {
+    warm_page_cache(scratch, warm)?;
     std::io::copy(&mut std::fs::File::open(source)?, &mut std::io::sink())?;
     run_ok(Command::new("sync"))
+}
+
+/// Writes `bytes` through the page cache into a scratch file under `dir`
+/// and deletes it unflushed, so that the memory the next trial's files take
+/// was just used. A VM whose host takes idle memory back (this one reports
+/// free pages to it) pays about 40 µs for a page the guest has not touched
+/// in a while — 10 s or more per GiB, dwarfing what is measured — and
+/// nothing for one recycled from a file just deleted. Every trial, Ark's or
+/// the manual one, starts from the same warm memory.
+fn warm_page_cache(dir: &Path, bytes: u64) -> Result<()> {
+    use std::io::Write;
+    let path = dir.join("warm.scratch");
+    let mut out = std::fs::File::create(&path)?;
+    let block = vec![0x5a_u8; MIB as usize];
+    for _ in 0..bytes.div_ceil(MIB) {
+        out.write_all(&block)?;
+    }
+    drop(out);
+    std::fs::remove_file(&path)?;
+    Ok(())
 }
 
 /// A fresh commander and agent (production timings: 5 s heartbeat), one
@@ -311,6 +337,10 @@ fn manual_trial(dir: &Path, url: &str, sshd: &Sshd, expected: &str) -> Result<Ma
         b3sum(&nas.join("big.bin"))? == expected,
         "rsync's copy differs from the source"
     );
+    // Gone before the next trial, as Ark's files are.
+    for d in [&download, &nas] {
+        std::fs::remove_dir_all(d)?;
+    }
     Ok(ManualTrial {
         curl: fetched,
         rsync: total - fetched,
