@@ -9,8 +9,11 @@
 #   bench/whole.sh              # release build, then measure (2048 MiB, 3 runs)
 #   bench/whole.sh --no-build   # reuse the release binaries
 #   SIZE_MIB=1024 RUNS=5 bench/whole.sh
+#   LINK=2500mbit LINK_MIB=2048 bench/whole.sh   # the leg on a shaped link
 #
-# Needs nginx, sshd, rsync and b3sum (scripts/setup.sh). Loopback only.
+# Needs nginx, sshd, rsync and b3sum (scripts/setup.sh). Loopback, then the
+# upload leg on a shaped link in network namespaces (root, ip netns; every
+# address on a bridge it makes).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +21,9 @@ RESULTS="$ROOT/bench/RESULTS.md"
 HEADING="## 15. The whole path"
 SIZE_MIB="${SIZE_MIB:-2048}"
 RUNS="${RUNS:-3}"
+# The household link the leg is measured on as well (tc syntax), and its file.
+LINK="${LINK:-1gbit}"
+LINK_MIB="${LINK_MIB:-$SIZE_MIB}"
 note() { printf 'bench/whole: %s\n' "$*" >&2; }
 # shellcheck source=bench/section.sh
 . "$ROOT/bench/section.sh"
@@ -30,6 +36,11 @@ LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 note "whole-path $SIZE_MIB $RUNS (a few minutes)"
 TABLES="$(TMPDIR="$WORK" ARK_COMMANDER_BIN="$REL/ark-commander" ARK_AGENT_BIN="$REL/ark-agent" \
   "$REL/whole-path" "$SIZE_MIB" "$RUNS")" || { note "error: whole-path failed"; exit 1; }
+
+note "whole-path --link $LINK $LINK_MIB $RUNS (a few minutes; root and ip netns)"
+LINK_TABLE="$(TMPDIR="$WORK" ARK_COMMANDER_BIN="$REL/ark-commander" ARK_AGENT_BIN="$REL/ark-agent" \
+  "$REL/whole-path" --link "$LINK" "$LINK_MIB" "$RUNS")" \
+  || LINK_TABLE="Not measured: \`whole-path --link\` failed (it needs root, \`ip netns\` and a bridge)."
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # The disk on its own, in the same run: what the upload leg is held to.
@@ -67,7 +78,12 @@ bytes again would be deduplicated, not uploaded); their start and enrolment
 are not timed. **The two steps**: \`curl -o\` into a download directory, then
 \`rsync --fsync\` over SSH (a real sshd on 127.0.0.1, root with a key) into
 the NAS directory. Before every run: outputs removed, the source read into the
-page cache, \`sync\`; the order alternates; medians of $RUNS. Every landed or
+page cache, \`sync\`; the order alternates; medians of $RUNS. Before every
+timed command, too, ${SIZE_MIB}×3 MiB written through the page cache and
+deleted: this VM's host takes idle memory back, and a page the page cache has
+not used in a while costs about 40 µs to touch again (10 s or more per GiB;
+seen as 13–53 s for this path before the warm-up), one recycled from a file
+just deleted nothing. Every landed or
 copied file is checked against b3sum of the source.
 
 $TABLES
@@ -76,6 +92,20 @@ The disk, in the same run: \`dd bs=1M conv=fsync\` of $SIZE_MIB MiB of random by
 cache) took $DISK_S s (median of 3 after \`sync\`: $DISK_RATE MiB/s; samples $DISK_SAMPLES). The link is loopback, faster
 than the disk, so the disk is the slower of the two: the upload + verify + land leg ran at
 **$LEG_SHARE %** of it.
+
+### The upload leg on a household link
+
+Loopback has no link to speak of; a household's agents reach the commander
+over Ethernet. \`whole-path --link $LINK $LINK_MIB $RUNS\` puts the commander,
+the agent and the origin (nginx) on devices of a network of namespaces (a
+bridge, a veth per device; tests/src/lan.rs), the agent's port shaped to
+$LINK both ways by \`tbf\`, and measures in the same run, from the same warm
+state, order alternating, medians of $RUNS: the leg (fetched → landed), the
+link (a plain TCP \`sendfile\` of the same bytes from the agent's device to a
+sink on the commander's: no TLS, nothing written) and the disk (\`dd
+conv=fsync\` of the same bytes).
+
+$LINK_TABLE
 
 Goals (issue 14): the whole path ≤ 1.0× the two steps together; the upload +
 verify + land leg alone ≤ 1.2× the rsync leg, and ≥ 80 % of the slower of

@@ -75,7 +75,14 @@ struct ManualTrial {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == "--link") {
+        args.next();
+        let rate = args.next().context("--link RATE (tc syntax, e.g. 1gbit)")?;
+        let size_mib: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1024);
+        let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
+        return link_main(&rate, size_mib, runs).await;
+    }
     let size_mib: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(2048);
     let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
     let tmp = tempfile::tempdir()?;
@@ -97,7 +104,7 @@ async fn main() -> Result<()> {
         for ark_turn in [ark_first, !ark_first] {
             settle(&source, tmp.path(), warm)?;
             if ark_turn {
-                ark.push(ark_trial(tmp.path(), &url, &expected, false).await?);
+                ark.push(ark_trial(tmp.path(), &url, &expected, false, None).await?);
             } else {
                 manual.push(manual_trial(tmp.path(), &url, &sshd, &expected)?);
             }
@@ -106,7 +113,9 @@ async fn main() -> Result<()> {
     }
 
     settle(&source, tmp.path(), warm)?;
-    let wire = ark_trial(tmp.path(), &url, &expected, true).await?.wire;
+    let wire = ark_trial(tmp.path(), &url, &expected, true, None)
+        .await?
+        .wire;
     let ark_wall = median(ark.iter().map(|t| t.wall).collect());
     let ark_fetch = median(ark.iter().map(|t| t.fetched).collect());
     let ark_upload = median(ark.iter().map(|t| t.wall - t.fetched).collect());
@@ -235,8 +244,15 @@ fn warm_page_cache(dir: &Path, bytes: u64) -> Result<()> {
 /// A fresh commander and agent (production timings: 5 s heartbeat), one
 /// `file` target, a `run-now` timed until the run succeeded; the landed
 /// file is checked. With `relayed`, the agent reaches the commander through
-/// a [`CountingRelay`], whose counts are returned.
-async fn ark_trial(dir: &Path, url: &str, expected: &str, relayed: bool) -> Result<ArkTrial> {
+/// a [`CountingRelay`], whose counts are returned. On a `household`, the
+/// commander and the agent run on their devices.
+async fn ark_trial(
+    dir: &Path,
+    url: &str,
+    expected: &str,
+    relayed: bool,
+    household: Option<&Household>,
+) -> Result<ArkTrial> {
     let trial = dir.join("ark");
     let _ = std::fs::remove_dir_all(&trial);
     let cdata = trial.join("commander");
@@ -245,7 +261,13 @@ async fn ark_trial(dir: &Path, url: &str, expected: &str, relayed: bool) -> Resu
         cdata.join("commander.toml"),
         "lease-ttl = \"30s\"\nheartbeat = \"5s\"\nhttp = \"off\"\n",
     )?;
-    let commander = start_commander(&cdata, "127.0.0.1:0", &[], &[]).await?;
+    let commander = match household {
+        Some(h) => {
+            let listen = format!("{}:0", h.commander.ip);
+            start_commander_on(Some(&h.commander), &cdata, &listen, &[], &[]).await?
+        }
+        None => start_commander(&cdata, "127.0.0.1:0", &[], &[]).await?,
+    };
     let adata = trial.join("agent");
     enroll_agent(&cdata, &adata, "agent").await?;
     let relay = match relayed {
@@ -261,7 +283,7 @@ async fn ark_trial(dir: &Path, url: &str, expected: &str, relayed: bool) -> Resu
         }
         false => None,
     };
-    let agent = spawn_agent(&adata)?;
+    let agent = spawn_agent_on(household.map(|h| &h.pi), &adata, &[])?;
     wait_for_agents_online(&cdata, 1).await?;
     add_file_target(&cdata, "big", url).await?;
     // Enrolment and start-up wrote files: flushed before the clock starts.
@@ -360,4 +382,178 @@ fn run_ok(mut cmd: Command) -> Result<()> {
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The upload leg on a household link (`--link RATE`): the commander and
+/// the agent on devices of a [`lan::Lan`] (network namespaces joined by a
+/// bridge), the agent's port shaped to RATE both ways by `tbf`, the origin
+/// (nginx) on a device of its own. The leg (fetched → landed) is held to
+/// the slower of the link and the disk, each measured in the same run:
+/// the link by a plain TCP `sendfile` of the same bytes from the agent's
+/// device to a sink on the commander's (nothing written), the disk by `dd
+/// conv=fsync` of the same bytes from the page cache.
+struct Household {
+    _lan: lan::Lan,
+    commander: lan::Device,
+    pi: lan::Device,
+    _origin: lan::Device,
+}
+
+/// A TCP sink: `SINK IP PORT` reads one connection to its end, answers the
+/// byte count, and exits.
+const SINK: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept()
+n = 0
+while True:
+    b = c.recv(1 << 20)
+    if not b:
+        break
+    n += len(b)
+c.sendall(str(n).encode())
+c.close()
+"#;
+
+/// The sender: `SEND IP PORT FILE` sends FILE with `sendfile`, waits for
+/// the sink's count, prints the seconds from connect to that answer.
+const SEND: &str = r#"
+import socket, sys, time
+f = open(sys.argv[3], "rb")
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+t = time.monotonic()
+c.sendfile(f)
+c.shutdown(socket.SHUT_WR)
+n = int(c.recv(64))
+print(f"{time.monotonic() - t:.3f} {n}")
+"#;
+
+async fn link_main(rate: &str, size_mib: u64, runs: usize) -> Result<()> {
+    let lan = lan::Lan::create("leg").context("a household network needs root and `ip netns`")?;
+    let (commander, origin, pi) = (
+        lan.device("commander", 2)?,
+        lan.device("origin", 3)?,
+        lan.device("pi", 10)?,
+    );
+    let shaped = pi.throttle(rate, 20)?;
+    let tmp = tempfile::tempdir()?;
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(&www)?;
+    let source = www.join("big.bin");
+    write_sample(&source, size_mib * MIB)?;
+    let expected = b3sum(&source)?;
+    let addr = format!("{}:8080", origin.ip).parse()?;
+    let _nginx = Nginx::start_in(&tmp.path().join("nginx"), &www, "", addr, &origin.ns).await?;
+    let url = format!("http://{addr}/big.bin");
+    let household = Household {
+        _lan: lan,
+        commander,
+        pi,
+        _origin: origin,
+    };
+    let warm = 3 * size_mib * MIB;
+    let (mut legs, mut links, mut disks) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        // Alternate the order: Ark, link, disk; then disk, link, Ark.
+        let mut turns = [0, 1, 2];
+        if run % 2 == 1 {
+            turns.reverse();
+        }
+        for turn in turns {
+            settle(&source, tmp.path(), warm)?;
+            match turn {
+                0 => {
+                    let t = ark_trial(tmp.path(), &url, &expected, false, Some(&household)).await?;
+                    legs.push(t.wall - t.fetched);
+                }
+                1 => links.push(link_trial(&household, &source, size_mib * MIB)?),
+                _ => disks.push(disk_trial(tmp.path(), &source)?),
+            }
+        }
+        eprintln!("whole-path --link: run {}/{runs} done", run + 1);
+    }
+    let (leg, link, disk) = (
+        median(legs.clone()),
+        median(links.clone()),
+        median(disks.clone()),
+    );
+    let rate_of = |s: f64| size_mib as f64 / s;
+    let slower = link.max(disk);
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|s| format!("{s:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!("| | includes | wall (median) | rate |");
+    println!("|---|---|---:|---:|");
+    println!(
+        "| the link: TCP `sendfile`, agent's device → commander's | {shaped}; no TLS, nothing written | {link:.2} s | {:.0} MiB/s |",
+        rate_of(link)
+    );
+    println!(
+        "| the disk: `dd bs=1M conv=fsync` | the same bytes from the page cache | {disk:.2} s | {:.0} MiB/s |",
+        rate_of(disk)
+    );
+    println!(
+        "| **Ark, fetched → landed** | upload over mTLS gRPC across the link, verify every group, land (fsync, rename, ledger) | {leg:.2} s | {:.0} MiB/s |",
+        rate_of(leg)
+    );
+    println!();
+    println!(
+        "Samples (s): Ark leg {}; link {}; disk {}.",
+        list(&legs),
+        list(&links),
+        list(&disks)
+    );
+    println!();
+    println!(
+        "The slower of the two is the {}: the leg ran at **{:.0} %** of it.",
+        if link >= disk { "link" } else { "disk" },
+        100.0 * slower / leg
+    );
+    Ok(())
+}
+
+/// One `sendfile` of `file` from the agent's device to a sink on the
+/// commander's: the seconds it took.
+fn link_trial(household: &Household, file: &Path, size: u64) -> Result<f64> {
+    use std::io::BufRead;
+    let ip = household.commander.ip.to_string();
+    let mut sink = household.commander.command(Path::new("python3"));
+    sink.args(["-c", SINK, &ip, "9009"])
+        .stdout(std::process::Stdio::piped());
+    let mut sink = sink.spawn().context("starting the TCP sink")?;
+    let mut ready = String::new();
+    std::io::BufReader::new(sink.stdout.take().context("sink stdout")?).read_line(&mut ready)?;
+    ensure!(ready.trim() == "ready", "the TCP sink did not start");
+    let mut send = household.pi.command(Path::new("python3"));
+    send.args(["-c", SEND, &ip, "9009"]).arg(file);
+    let out = send.output().context("running the TCP sender")?;
+    let _ = sink.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text.split_whitespace();
+    let secs: f64 = fields.next().context("sender printed nothing")?.parse()?;
+    let got: u64 = fields.next().context("no count")?.parse()?;
+    ensure!(got == size, "the sink received {got} of {size} bytes");
+    Ok(secs)
+}
+
+/// `dd bs=1M conv=fsync` of `source` (in the page cache) to a new file:
+/// the seconds it took; the copy is removed.
+fn disk_trial(dir: &Path, source: &Path) -> Result<f64> {
+    let out = dir.join("dd.bin");
+    let started = Instant::now();
+    let mut dd = Command::new("dd");
+    dd.arg(format!("if={}", source.display()))
+        .arg(format!("of={}", out.display()))
+        .args(["bs=1M", "conv=fsync", "status=none"]);
+    run_ok(dd)?;
+    let secs = started.elapsed().as_secs_f64();
+    std::fs::remove_file(&out)?;
+    Ok(secs)
 }
