@@ -457,6 +457,7 @@ async fn link_main(rate: &str, size_mib: u64, runs: usize) -> Result<()> {
     };
     let warm = 3 * size_mib * MIB;
     let (mut legs, mut links, mut disks) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cpus = Vec::new();
     for run in 0..runs {
         // Alternate the order: Ark, link, disk; then disk, link, Ark.
         let mut turns = [0, 1, 2];
@@ -469,6 +470,7 @@ async fn link_main(rate: &str, size_mib: u64, runs: usize) -> Result<()> {
                 0 => {
                     let t = ark_trial(tmp.path(), &url, &expected, false, Some(&household)).await?;
                     legs.push(t.wall - t.fetched);
+                    cpus.push(t.cpu);
                 }
                 1 => links.push(link_trial(&household, &source, size_mib * MIB)?),
                 _ => disks.push(disk_trial(tmp.path(), &source)?),
@@ -509,6 +511,13 @@ async fn link_main(rate: &str, size_mib: u64, runs: usize) -> Result<()> {
         list(&legs),
         list(&links),
         list(&disks)
+    );
+    println!();
+    println!(
+        "CPU (user + system, median of the Ark runs, the fetch included): agent {:.2} s, \
+         commander {:.2} s.",
+        median(cpus.iter().map(|c| c.0).collect()),
+        median(cpus.iter().map(|c| c.1).collect()),
     );
     println!();
     println!(
