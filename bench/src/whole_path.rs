@@ -86,11 +86,7 @@ async fn main() -> Result<()> {
     let size_mib: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(2048);
     let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
     let tmp = tempfile::tempdir()?;
-    let www = tmp.path().join("www");
-    std::fs::create_dir_all(&www)?;
-    let source = www.join("big.bin");
-    write_sample(&source, size_mib * MIB)?;
-    let expected = b3sum(&source)?;
+    let (www, source, expected) = sample(tmp.path(), size_mib)?;
     let nginx = Nginx::start(&tmp.path().join("nginx"), &www).await?;
     let url = format!("http://{}/big.bin", nginx.addr);
     let sshd = Sshd::start(&tmp.path().join("sshd")).await?;
@@ -210,6 +206,17 @@ async fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The origin's directory under `dir` with a random `big.bin` of
+/// `size_mib` MiB in it: (the directory, the file, its BLAKE3).
+fn sample(dir: &Path, size_mib: u64) -> Result<(std::path::PathBuf, std::path::PathBuf, String)> {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www)?;
+    let source = www.join("big.bin");
+    write_sample(&source, size_mib * MIB)?;
+    let expected = b3sum(&source)?;
+    Ok((www, source, expected))
 }
 
 /// The common state before a trial: the page cache's memory warm (see
@@ -441,11 +448,7 @@ async fn link_main(rate: &str, size_mib: u64, runs: usize) -> Result<()> {
     );
     let shaped = pi.throttle(rate, 20)?;
     let tmp = tempfile::tempdir()?;
-    let www = tmp.path().join("www");
-    std::fs::create_dir_all(&www)?;
-    let source = www.join("big.bin");
-    write_sample(&source, size_mib * MIB)?;
-    let expected = b3sum(&source)?;
+    let (www, source, expected) = sample(tmp.path(), size_mib)?;
     let addr = format!("{}:8080", origin.ip).parse()?;
     let _nginx = Nginx::start_in(&tmp.path().join("nginx"), &www, "", addr, &origin.ns).await?;
     let url = format!("http://{addr}/big.bin");
