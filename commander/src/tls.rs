@@ -5,7 +5,8 @@
 //! the [`PeerInfo`] attached to every request.
 //!
 //! Handshakes run in their own tasks with a timeout, so one slow or hostile
-//! client never stalls the accept loop.
+//! client never stalls the accept loop. Beneath rustls, the socket wakes
+//! its reader once per TLS record, not per TCP segment ([`WholeRecords`]).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -17,13 +18,16 @@ use ark_link::tls::{fingerprint, parse_certs, parse_key, provider};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+mod whole_records;
+
 use crate::pki::Pki;
 use crate::{CommanderError, Result};
+use whole_records::WholeRecords;
 
 /// A client gets this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,7 +70,7 @@ pub fn server_config(pki: &Pki) -> Result<Arc<ServerConfig>> {
 /// A TLS connection with what we learned about the peer.
 #[derive(Debug)]
 pub struct TlsConn {
-    inner: TlsStream<TcpStream>,
+    inner: TlsStream<WholeRecords>,
     info: PeerInfo,
 }
 
@@ -129,7 +133,12 @@ pub fn incoming(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    acceptor.accept(WholeRecords::new(tcp)),
+                )
+                .await
+                {
                     Ok(Ok(inner)) => {
                         let cert = inner
                             .get_ref()
