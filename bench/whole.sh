@@ -107,6 +107,23 @@ conv=fsync\` of the same bytes).
 
 $LINK_TABLE
 
+On this link the bytes arrive as 1448-byte segments (veth, no GRO), not the
+64 KiB ones of loopback, and the emulated network's own work (bridge, veth,
+\`tbf\`, the TCP stack, in softirq) is charged to whichever process sends or
+receives: for 2 GiB the plain \`sendfile\` trial's two Python processes
+used 17.8 CPU-seconds (\`perf record -a\`), as much as Ark's commander
+before the change below. With one byte as the socket's low-water mark,
+every segment woke the commander's connection task for rustls to find no
+whole record yet. The commander now sets \`SO_RCVLOWAT\` to what the current
+TLS record still lacks (commander/src/tls/whole_records.rs). Measured once
+each on 1 GiB (\`whole-path --link 1gbit 1024 1\` under \`perf record -e
+syscalls:sys_enter_recvfrom -e sched:sched_switch -a\`, commit a5ff36f
+against the one before): the commander's \`recvfrom\` calls fell from
+243,693 to 88,416, its context switches from 97,960 to 56,871, its CPU
+from 9.30 s to 5.92 s; the leg took 9.12 and 9.14 s, the link 9.00 and
+8.99 s. The agent's fetch from nginx pays the same per-segment cost
+(about 470,000 \`recvfrom\` for 1 GiB); its HTTP client owns that socket.
+
 Goals (issue 14): the whole path ≤ 1.0× the two steps together; the upload +
 verify + land leg alone ≤ 1.2× the rsync leg, and ≥ 80 % of the slower of
 the disk and the link.
