@@ -6,7 +6,7 @@
 //! low-water mark of one byte each segment wakes the connection's task,
 //! which reads it, hands it to rustls, and finds nothing to decrypt yet.
 //! Measured on a 1 Gbit link (bench/RESULTS.md §15): the commander spent
-//! 16 CPU-seconds receiving a 2 GiB upload that takes 2.4 s on loopback,
+//! 16 CPU-seconds receiving a 2 GiB upload that costs it 2.4 on loopback,
 //! where segments are 64 KiB.
 //!
 //! [`WholeRecords`] reads the 5-byte record headers as they pass and, each
