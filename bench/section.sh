@@ -39,17 +39,6 @@ timed() {
   python3 -c "print(f'{$t1 - $t0:.3f}')"
 }
 
-# warm_page_cache DIR MIB: writes MIB MiB through the page cache into a
-# scratch file under DIR and deletes it unflushed. This VM's host takes idle
-# memory back (the guest reports free pages to it): a page the page cache
-# has not used in a while costs ~40 µs to touch again (10 s or more per
-# GiB), one recycled from a file just deleted costs nothing. Timed commands
-# that write big files start after it, all from the same warm memory.
-warm_page_cache() {
-  dd if=/dev/zero of="$1/warm.scratch" bs=1M count="$2" status=none
-  rm -f "$1/warm.scratch"
-}
-
 # median "T1 T2 …": the middle of the (odd number of) samples.
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 

@@ -43,23 +43,6 @@ LINK_TABLE="$(TMPDIR="$WORK" ARK_COMMANDER_BIN="$REL/ark-commander" ARK_AGENT_BI
   || LINK_TABLE="Not measured: \`whole-path --link\` failed (it needs root, \`ip netns\` and a bridge)."
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-# The disk on its own, in the same run: what the upload leg is held to.
-# Random bytes from the page cache (this VM's disk writes zeros faster).
-head -c "$((SIZE_MIB << 20))" /dev/urandom >"$WORK/random.bin"
-dd_random() { dd if="$WORK/random.bin" of="$WORK/dd.bin" bs=1M conv=fsync status=none; }
-DISK_SAMPLES=""
-for _ in 1 2 3; do
-  warm_page_cache "$WORK" "$((3 * SIZE_MIB))"
-  cat "$WORK/random.bin" >/dev/null
-  DISK_SAMPLES+="$(timed dd_random) "
-  rm -f "$WORK/dd.bin"
-done
-rm -f "$WORK/random.bin"
-DISK_S="$(median "$DISK_SAMPLES")"
-DISK_RATE="$(python3 -c "print(f'{$SIZE_MIB / $DISK_S:.0f}')")"
-LEG_RATE="$(grep 'fetched → landed' <<<"$TABLES" | awk -F'|' '{ print $5 }' | grep -o '[0-9]*' | head -n1)"
-LEG_SHARE="$(python3 -c "print(f'{100 * ${LEG_RATE:-0} / $DISK_RATE:.0f}')")"
-
 cat >"$WORK/section.md" <<MD
 $HEADING
 
@@ -87,11 +70,6 @@ just deleted nothing. Every landed or
 copied file is checked against b3sum of the source.
 
 $TABLES
-
-The disk, in the same run: \`dd bs=1M conv=fsync\` of $SIZE_MIB MiB of random bytes (from the page
-cache) took $DISK_S s (median of 3 after \`sync\`: $DISK_RATE MiB/s; samples $DISK_SAMPLES). The link is loopback, faster
-than the disk, so the disk is the slower of the two: the upload + verify + land leg ran at
-**$LEG_SHARE %** of it.
 
 ### The upload leg on a household link
 

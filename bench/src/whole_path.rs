@@ -112,6 +112,13 @@ async fn main() -> Result<()> {
     let wire = ark_trial(tmp.path(), &url, &expected, true, None)
         .await?
         .wire;
+    // The disk on its own, in the same run: what the upload leg is held to.
+    let mut disks = Vec::new();
+    for _ in 0..3 {
+        settle(&source, tmp.path(), warm)?;
+        disks.push(disk_trial(tmp.path(), &source)?);
+    }
+    let disk = median(disks.clone());
     let ark_wall = median(ark.iter().map(|t| t.wall).collect());
     let ark_fetch = median(ark.iter().map(|t| t.fetched).collect());
     let ark_upload = median(ark.iter().map(|t| t.wall - t.fetched).collect());
@@ -152,18 +159,13 @@ async fn main() -> Result<()> {
         ark_wall / both
     );
     println!();
-    let samples = |f: &dyn Fn(usize) -> f64, n: usize| {
-        (0..n)
-            .map(|i| format!("{:.2}", f(i)))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let samples = |f: fn(&ArkTrial) -> f64| list(&ark.iter().map(f).collect::<Vec<_>>());
     println!(
         "Samples (s): ark {}; ark fetched {}; curl {}; rsync {}.",
-        samples(&|i| ark[i].wall, ark.len()),
-        samples(&|i| ark[i].fetched, ark.len()),
-        samples(&|i| manual[i].curl, manual.len()),
-        samples(&|i| manual[i].rsync, manual.len()),
+        samples(|t| t.wall),
+        samples(|t| t.fetched),
+        list(&manual.iter().map(|t| t.curl).collect::<Vec<_>>()),
+        list(&manual.iter().map(|t| t.rsync).collect::<Vec<_>>()),
     );
     println!();
     if let Some((up, down)) = wire {
@@ -205,6 +207,16 @@ async fn main() -> Result<()> {
             trial.wall * 1000.0
         );
     }
+    println!();
+    println!(
+        "The disk, in the same run: `dd bs=1M conv=fsync` of the same {size_mib} MiB (from the \
+         page cache, after the same warm-up and `sync`) took {disk:.2} s (median of 3: {:.0} \
+         MiB/s; samples {}). The link is loopback, faster than the disk, so the disk is the \
+         slower of the two: the upload + verify + land leg ran at **{:.0} %** of it.",
+        rate(disk),
+        list(&disks),
+        100.0 * disk / ark_upload
+    );
     Ok(())
 }
 
@@ -386,6 +398,15 @@ fn run_ok(mut cmd: Command) -> Result<()> {
     Ok(())
 }
 
+/// Samples as the tables list them: seconds, two decimals.
+fn list(samples: &[f64]) -> String {
+    samples
+        .iter()
+        .map(|s| format!("{s:.2}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
@@ -488,12 +509,6 @@ async fn link_main(rate: &str, size_mib: u64, runs: usize) -> Result<()> {
     );
     let rate_of = |s: f64| size_mib as f64 / s;
     let slower = link.max(disk);
-    let list = |v: &[f64]| {
-        v.iter()
-            .map(|s| format!("{s:.2}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     println!("| | includes | wall (median) | rate |");
     println!("|---|---|---:|---:|");
     println!(
