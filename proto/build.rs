@@ -7,6 +7,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(protos, ["."])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // An upload's pieces are `Bytes`: the commander's decoder hands on a
+    // slice of its receive buffer instead of copying each piece out, and the
+    // agent sends pieces read into buffers it reuses.
+    tonic_prost_build::configure()
+        .bytes(".ark.v1.UploadChunk")
+        .compile_fds(descriptors)?;
     Ok(())
 }

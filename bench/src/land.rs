@@ -92,7 +92,7 @@ fn main() -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let sender = std::thread::spawn(move || -> anyhow::Result<()> {
         for part in outboard.chunks(PIECE) {
-            tx.blocking_send(Piece::Part(Part::Outboard(part.to_vec())))?;
+            tx.blocking_send(Piece::Part(Part::Outboard(part.to_vec().into())))?;
         }
         let mut f = std::fs::File::open(&file)?;
         loop {
@@ -102,7 +102,7 @@ fn main() -> anyhow::Result<()> {
                 break;
             }
             buf.truncate(n);
-            tx.blocking_send(Piece::Part(Part::Data(buf)))?;
+            tx.blocking_send(Piece::Part(Part::Data(buf.into())))?;
         }
         tx.blocking_send(Piece::End)?;
         Ok(())

@@ -19,6 +19,9 @@
 //! file's size are TLS + HTTP/2 + gRPC framing (and heartbeats, progress
 //! reports, `Have`, the manifest), as a percentage.
 //!
+//! `whole-path --ark-only [SIZE_MIB] [RUNS]` runs Ark's trials alone and
+//! prints each (for an A/B of one change).
+//!
 //! Prints a Markdown section body for bench/RESULTS.md; set
 //! ARK_COMMANDER_BIN and ARK_AGENT_BIN to the release binaries.
 
@@ -82,6 +85,12 @@ async fn main() -> Result<()> {
         let size_mib: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1024);
         let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
         return link_main(&rate, size_mib, runs).await;
+    }
+    if args.peek().is_some_and(|a| a == "--ark-only") {
+        args.next();
+        let size_mib: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(2048);
+        let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
+        return ark_only_main(size_mib, runs).await;
     }
     let size_mib: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(2048);
     let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
@@ -217,6 +226,29 @@ async fn main() -> Result<()> {
         list(&disks),
         100.0 * disk / ark_upload
     );
+    Ok(())
+}
+
+/// `--ark-only`: Ark's trials alone, one line each (wall, the fetch, the
+/// upload leg, the two processes' CPU), for an A/B of one change; the two
+/// binaries are whatever ARK_COMMANDER_BIN and ARK_AGENT_BIN name.
+async fn ark_only_main(size_mib: u64, runs: usize) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (www, source, expected) = sample(tmp.path(), size_mib)?;
+    let nginx = Nginx::start(&tmp.path().join("nginx"), &www).await?;
+    let url = format!("http://{}/big.bin", nginx.addr);
+    for _ in 0..runs {
+        settle(&source, tmp.path(), 3 * size_mib * MIB)?;
+        let t = ark_trial(tmp.path(), &url, &expected, false, None).await?;
+        println!(
+            "wall {:.2} s, fetched {:.2} s, leg {:.2} s, cpu agent {:.2} s, commander {:.2} s",
+            t.wall,
+            t.fetched,
+            t.wall - t.fetched,
+            t.cpu.0,
+            t.cpu.1
+        );
+    }
     Ok(())
 }
 

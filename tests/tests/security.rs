@@ -106,6 +106,52 @@ async fn a_certificate_from_another_ca_fails_the_handshake() -> Result<()> {
     Ok(())
 }
 
+/// The commander follows the agent's cipher-suite order, so the agent's
+/// CPU chooses the cipher of the upload it encrypts: AES-128-GCM where it
+/// has AES instructions, ChaCha20-Poly1305 where it has none (a Pi 4).
+#[tokio::test]
+async fn the_agents_cpu_chooses_the_cipher() -> Result<()> {
+    use rustls::CipherSuite;
+    let tmp = tempfile::tempdir()?;
+    let c = commander(&tmp.path().join("c")).await?;
+    let a = enrolled(&c, tmp.path(), "pi").await?;
+    let host = c.url.trim_start_matches("https://");
+    for (aes, expected) in [
+        (true, CipherSuite::TLS13_AES_128_GCM_SHA256),
+        (false, CipherSuite::TLS13_CHACHA20_POLY1305_SHA256),
+    ] {
+        let mut provider = rustls::crypto::ring::default_provider();
+        link::by_this_cpu(&mut provider.cipher_suites, aes);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(link::parse_certs(&a.credentials.ca_pem, "ca")?);
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                link::parse_certs(&a.credentials.cert_pem, "cert")?,
+                link::parse_key(&a.credentials.key_pem, "key")?,
+            )?;
+        let tcp = tokio::net::TcpStream::connect(host).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        let chosen = tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
+        ensure!(
+            chosen == Some(expected),
+            "with AES instructions {aes}: {chosen:?}"
+        );
+    }
+    // And this machine's own order puts a TLS 1.3 suite it runs fast first.
+    let ours = link::provider().cipher_suites[0].suite();
+    let fast = match link::aes_in_hardware() {
+        true => CipherSuite::TLS13_AES_128_GCM_SHA256,
+        false => CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    ensure!(ours == fast, "{ours:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn tokens_work_once_expire_and_pin_the_commander() -> Result<()> {
     let tmp = tempfile::tempdir()?;

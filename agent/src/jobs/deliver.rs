@@ -194,12 +194,10 @@ async fn upload(
         })),
     };
     let staged = staged.to_path_buf();
-    // The files are read on a blocking thread of their own, each piece into
-    // a fresh buffer that is never zeroed nor copied again before the
-    // encoder: the upload leg is CPU-bound on a small device, and every pass
-    // over 2 GiB counts.
+    // The files are read on a blocking thread of their own, into buffers
+    // used again once the encoder has let go of them (see [`Pieces`]).
     let reader = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Seek};
+        use std::io::Seek;
         let send = |part| tx.blocking_send(UploadChunk { part: Some(part) }).is_ok();
         if !send(header.part.expect("header")) {
             return Ok(());
@@ -211,29 +209,29 @@ async fn upload(
             std::fs::File::open(&staged).map_err(AgentError::io("reading staged file", &staged))?;
         data.seek(std::io::SeekFrom::Start(offset))
             .map_err(AgentError::io("seeking staged file", &staged))?;
+        let pieces = Pieces::new();
         let mut at = offset;
         for (file, path, is_data) in [
             (&mut outboard, &outboard_at, false),
             (&mut data, &staged, true),
         ] {
             loop {
-                let mut buf = Vec::with_capacity(UPLOAD_CHUNK);
-                let n = file
-                    .by_ref()
-                    .take(UPLOAD_CHUNK as u64)
-                    .read_to_end(&mut buf)
+                let piece = pieces
+                    .next(file, |buf| {
+                        let n = buf.len() as u64;
+                        if let Some(flip) = flip.filter(|f| is_data && (at..at + n).contains(f)) {
+                            buf[(flip - at) as usize] ^= 0x01;
+                        }
+                    })
                     .map_err(AgentError::io("reading for upload", path))?;
-                if n == 0 {
+                if piece.is_empty() {
                     break;
                 }
                 let part = if is_data {
-                    if let Some(flip) = flip.filter(|f| (at..at + n as u64).contains(f)) {
-                        buf[(flip - at) as usize] ^= 0x01;
-                    }
-                    at += n as u64;
-                    upload_chunk::Part::Data(buf)
+                    at += piece.len() as u64;
+                    upload_chunk::Part::Data(piece)
                 } else {
-                    upload_chunk::Part::Outboard(buf)
+                    upload_chunk::Part::Outboard(piece)
                 };
                 if !send(part) {
                     return Ok(());
@@ -251,6 +249,75 @@ async fn upload(
     Ok(response
         .map_err(|status| AgentError::rpc("upload", status))?
         .into_inner())
+}
+
+/// Buffers for the pieces of an upload, each back for the next piece once
+/// the encoder has dropped the one sent from it. Without them every piece
+/// is a fresh allocation of [`UPLOAD_CHUNK`] bytes: fresh pages, faulted in
+/// and zeroed by the kernel, and on musl (the agent's static build) mapped
+/// and unmapped again for each piece. A buffer that comes back is already
+/// initialised, so it is read into as it is.
+struct Pieces {
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+    home: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+/// A piece on its way: its bytes, and where its buffer goes when the last
+/// `Bytes` of it is dropped.
+struct Piece {
+    buf: Vec<u8>,
+    len: usize,
+    home: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        // The reader may be gone (the upload ended): the buffer is freed.
+        let _ = self.home.send(std::mem::take(&mut self.buf));
+    }
+}
+
+impl Pieces {
+    fn new() -> Self {
+        let (home, back) = std::sync::mpsc::channel();
+        Pieces { back, home }
+    }
+
+    /// Reads up to [`UPLOAD_CHUNK`] bytes of `file` (fewer only at its end,
+    /// none past it) into a buffer; `touch` may change them before they
+    /// are sealed into `Bytes`.
+    fn next(
+        &self,
+        file: &mut std::fs::File,
+        touch: impl FnOnce(&mut [u8]),
+    ) -> std::io::Result<bytes::Bytes> {
+        use std::io::Read;
+        let mut buf = self
+            .back
+            .try_recv()
+            .unwrap_or_else(|_| vec![0u8; UPLOAD_CHUNK]);
+        let mut len = 0;
+        while len < UPLOAD_CHUNK {
+            match file.read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(read) => len += read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        touch(&mut buf[..len]);
+        Ok(bytes::Bytes::from_owner(Piece {
+            buf,
+            len,
+            home: self.home.clone(),
+        }))
+    }
 }
 
 /// After a failed upload: fails the job when the staged copy itself no
@@ -281,4 +348,39 @@ async fn give_up_after(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pieces cover the file exactly, `touch` sees each before it is
+    /// sealed, and a buffer dropped by the encoder is the next one read
+    /// into (no fresh allocation, whatever it held before overwritten).
+    #[test]
+    fn pieces_cover_the_file_and_reuse_dropped_buffers() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("staged");
+        let body: Vec<u8> = (0..UPLOAD_CHUNK * 2 + 1000)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &body)?;
+        let mut file = std::fs::File::open(&path)?;
+        let pieces = Pieces::new();
+        let first = pieces.next(&mut file, |b| b[0] ^= 0xff)?;
+        assert_eq!(first.len(), UPLOAD_CHUNK);
+        assert_eq!(first[0], body[0] ^ 0xff);
+        assert_eq!(first[1..], body[1..UPLOAD_CHUNK]);
+        let held = first.as_ptr();
+        drop(first);
+        let second = pieces.next(&mut file, |_| {})?;
+        assert_eq!(second.as_ptr(), held, "the dropped buffer was not reused");
+        assert_eq!(second[..], body[UPLOAD_CHUNK..2 * UPLOAD_CHUNK]);
+        // Still held: the next piece gets a buffer of its own.
+        let last = pieces.next(&mut file, |_| {})?;
+        assert_ne!(last.as_ptr(), second.as_ptr());
+        assert_eq!(last[..], body[2 * UPLOAD_CHUNK..]);
+        assert!(pieces.next(&mut file, |_| {})?.is_empty());
+        Ok(())
+    }
 }

@@ -388,10 +388,14 @@ mod tests {
     fn attempt(outboard: &[u8], data: &[u8], end: bool) -> mpsc::Receiver<Piece> {
         let (tx, rx) = mpsc::channel(1024);
         for part in outboard.chunks(1000) {
-            let _ = tx.try_send(Piece::Part(upload_chunk::Part::Outboard(part.to_vec())));
+            let _ = tx.try_send(Piece::Part(upload_chunk::Part::Outboard(
+                bytes::Bytes::copy_from_slice(part),
+            )));
         }
         for part in data.chunks(30_000) {
-            let _ = tx.try_send(Piece::Part(upload_chunk::Part::Data(part.to_vec())));
+            let _ = tx.try_send(Piece::Part(upload_chunk::Part::Data(
+                bytes::Bytes::copy_from_slice(part),
+            )));
         }
         if end {
             let _ = tx.try_send(Piece::End);

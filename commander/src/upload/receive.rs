@@ -189,7 +189,7 @@ fn receive_outboard(
     pending: &Pending,
     pieces: &mut tokio::sync::mpsc::Receiver<Piece>,
     (outboard, outboard_path): (&mut std::fs::File, &std::path::Path),
-) -> Result<(Option<Vec<u8>>, bool)> {
+) -> Result<(Option<bytes::Bytes>, bool)> {
     let v = &pending.version;
     let run = v.run_id;
     let expected_outboard = v.size.div_ceil(GROUP_LEN as u64) * CV_LEN as u64;
@@ -270,7 +270,7 @@ fn receive_data(
     (data, data_path): (&mut std::fs::File, &std::path::Path),
     verifier: &mut GroupVerifier<std::io::BufReader<std::fs::File>>,
     writeback: &mut ark_core::fs::EarlyWriteBack,
-    (offset, first_data, mut ended): (u64, Option<Vec<u8>>, bool),
+    (offset, first_data, mut ended): (u64, Option<bytes::Bytes>, bool),
 ) -> Result<u64> {
     let io = |what, path: &std::path::Path| CommanderError::io(what, path.to_path_buf());
     let mut received = offset;
