@@ -47,23 +47,33 @@ struct ArkTrial {
     wire: Option<(u64, u64)>,
     /// CPU seconds (user + system) the agent and the commander used in all.
     cpu: (f64, f64),
+    /// Page faults (minor) the agent and the commander took in all.
+    faults: (u64, u64),
 }
 
 /// CPU seconds (user + system) process `pid` has used so far, from
 /// `/proc/PID/stat` (in clock ticks of 1/100 s).
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command's closing parenthesis: state is the 3rd
-    // field of the line, utime and stime the 14th and 15th.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let ticks = |i| stat_field(pid, i) as f64;
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Minor page faults process `pid` has taken so far (`/proc/PID/stat`).
+fn page_faults(pid: u32) -> u64 {
+    stat_field(pid, 7)
+}
+
+/// Field `i` of `/proc/PID/stat` counted after the command's closing
+/// parenthesis (state is 0, minflt 7, utime and stime 11 and 12); 0 when
+/// unreadable.
+fn stat_field(pid: u32, i: usize) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after
+        .split_whitespace()
+        .nth(i)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0)
 }
 
 /// What the agent logs once a body is fetched, hashed and staged (it then
@@ -241,12 +251,15 @@ async fn ark_only_main(size_mib: u64, runs: usize) -> Result<()> {
         settle(&source, tmp.path(), 3 * size_mib * MIB)?;
         let t = ark_trial(tmp.path(), &url, &expected, false, None).await?;
         println!(
-            "wall {:.2} s, fetched {:.2} s, leg {:.2} s, cpu agent {:.2} s, commander {:.2} s",
+            "wall {:.2} s, fetched {:.2} s, leg {:.2} s, cpu agent {:.2} s, commander {:.2} s, \
+             page faults agent {}, commander {}",
             t.wall,
             t.fetched,
             t.wall - t.fetched,
             t.cpu.0,
-            t.cpu.1
+            t.cpu.1,
+            t.faults.0,
+            t.faults.1
         );
     }
     Ok(())
@@ -374,6 +387,7 @@ async fn ark_trial(
     events.sort_by_key(|(_, ms)| *ms);
     let wire = relay.map(|r| (r.sent(), r.received()));
     let cpu = (cpu_seconds(agent.pid()), cpu_seconds(commander.pid()));
+    let faults = (page_faults(agent.pid()), page_faults(commander.pid()));
     drop((agent, commander));
     std::fs::remove_dir_all(&trial)?;
     Ok(ArkTrial {
@@ -382,6 +396,7 @@ async fn ark_trial(
         events,
         wire,
         cpu,
+        faults,
     })
 }
 

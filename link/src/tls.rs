@@ -70,8 +70,9 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// ring's default AES-256-GCM for the same 128-bit security TLS 1.3 asks
 /// of both, which counts when every byte of an upload is encrypted by the
 /// agent and decrypted by the commander. Without them (a Raspberry Pi 4,
-/// any armv7), ChaCha20-Poly1305 first: AES in software is a few times
-/// slower and not constant-time by construction.
+/// any armv7), ChaCha20-Poly1305 first: it is built to be fast in plain
+/// integer and vector code, where AES needs table-free bit-slicing to stay
+/// constant-time and is slow for it.
 pub fn by_this_cpu(suites: &mut [rustls::SupportedCipherSuite], aes: bool) {
     use rustls::CipherSuite as C;
     let rank = |suite: &rustls::SupportedCipherSuite| {
