@@ -94,6 +94,7 @@ impl Overrides {
 }
 
 fn main() -> ExitCode {
+    ark_link::memory::tune_allocator();
     let cli = Cli::parse();
     ark_agent::process::init_logging("info");
     match run(cli) {

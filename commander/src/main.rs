@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    ark_link::memory::tune_allocator();
     let cli = ark_commander::cli::Cli::parse();
     ark_link::process::init_logging("info");
     match ark_commander::cli::run(cli) {

@@ -9,8 +9,11 @@
 //!   "refused" (final) and "unreachable" (retry).
 //! - [`process`]: logging, the shutdown signal and `completions`, for both
 //!   binaries.
+//! - [`memory`]: glibc's allocator thresholds, set first thing by both
+//!   binaries so an upload's buffers are reused, not faulted in afresh.
 
 pub mod error;
+pub mod memory;
 pub mod process;
 pub mod tls;
 pub mod token;
