@@ -71,6 +71,35 @@ copied file is checked against b3sum of the source.
 
 $TABLES
 
+On loopback the leg is CPU-bound with both ends on the same two vCPUs:
+\`perf record -a\` of one 2 GiB leg (commit 6c585c8) found about 7.6
+CPU-seconds of work in 4.7 s, 19 % of both cores idle, and the largest
+items were copies and allocation, not the work itself: per 2 GiB, the
+commander's \`memmove\` 0.55 s (rustls → HTTP/2 buffer → gRPC buffer → a
+\`Vec\` per piece), the agent's page faults 0.36 s (a fresh 256 KiB buffer
+per piece), AES-256-GCM 0.47 s and 0.41 s, BLAKE3 0.63 s, the page-cache
+write 0.58 s. What changed, each an A/B of \`whole-path --ark-only 2048 1\`
+(Ark's trial alone, alternating, same binaries but for the change):
+upload pieces as \`Bytes\` (the commander keeps a slice of its gRPC buffer
+instead of copying; the agent reads into buffers that come back once the
+encoder drops them) and AES-128-GCM first (link/src/tls.rs): leg median
+3.23 s against 3.77 s over six pairs, CPU agent 4.25 against 4.70 s,
+commander 3.16 against 3.34 s. One HTTP/2 frame per piece (the
+commander's \`max_frame_size\` 256 KiB instead of 16 KiB): 2.48–2.83 s
+against 2.93–3.30 s over three (64 KiB frames did as well, 2.72 against
+2.79 s over five; 4 and 8 MiB flow-control windows added nothing
+visible). glibc's malloc thresholds fixed at start-up
+(link/src/memory.rs; the A/B set the same two through \`GLIBC_TUNABLES\`):
+page faults per leg from 28,000–107,000
+(commander) and up to 146,000 (agent) to about 4,000 and 2,000, the leg
+2.36–2.48 s (median 2.40) against 2.22–2.87 s (2.49) over five pairs.
+Tried and left: 1 MiB and 512 KiB pieces with frames to match (no gain).
+The full run before the last of these changes (commit 9bffe17, this
+script, the same method) had the leg at 2.91 s against \`dd\` 2.12 s: 73 %.
+The margin over 80 % is thin and this VM's speed drifts by 10–20 %
+between runs (\`rsync\` 7.88 s here, 9.34 s then); the disk is measured
+in the same run for that reason.
+
 ### The upload leg on a household link
 
 Loopback has no link to speak of; a household's agents reach the commander
