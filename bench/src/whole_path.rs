@@ -240,8 +240,9 @@ async fn main() -> Result<()> {
 }
 
 /// `--ark-only`: Ark's trials alone, one line each (wall, the fetch, the
-/// upload leg, the two processes' CPU), for an A/B of one change; the two
-/// binaries are whatever ARK_COMMANDER_BIN and ARK_AGENT_BIN name.
+/// upload leg, the two processes' CPU and page faults), for an A/B of one
+/// change; the two binaries are whatever ARK_COMMANDER_BIN and
+/// ARK_AGENT_BIN name.
 async fn ark_only_main(size_mib: u64, runs: usize) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let (www, source, expected) = sample(tmp.path(), size_mib)?;
