@@ -141,7 +141,7 @@ async fn an_agent_cut_off_mid_download_and_mid_upload_resumes_both_and_lands_onc
 
     // Leases outlive a cut, so the agent keeps its job through it.
     let cdata = tmp.path().join("commander");
-    let _commander = commander_on(&commander_dev, &cdata, Duration::from_secs(60)).await?;
+    let commander = commander_on(&commander_dev, &cdata, Duration::from_secs(60)).await?;
     let adata = tmp.path().join("pi");
     enroll_agent(&cdata, &adata, "pi").await?;
     let shaped = pi_dev.throttle(LINK, 50)?;
@@ -217,7 +217,17 @@ async fn an_agent_cut_off_mid_download_and_mid_upload_resumes_both_and_lands_onc
                 .parse::<u64>()
                 .ok()
         })
-        .with_context(|| format!("no upload cut recorded: {kinds:?}"))?;
+        .with_context(|| {
+            let said: Vec<String> = events
+                .iter()
+                .map(|e| format!("{}: {}", e.kind, e.message))
+                .collect();
+            format!(
+                "no interrupted upload recorded: {said:#?}\nagent log:\n{}\ncommander log:\n{}",
+                agent.log_text(),
+                commander.log_text()
+            )
+        })?;
     let log = agent.log_text();
     let upload_resumed: u64 = log
         .lines()

@@ -425,16 +425,30 @@ mod tests {
         let data = bytes(200_000);
         let cvs = outboard(&data);
         let pending = pending(run, "disk", "http://origin/disk.img", &data);
-        // The link breaks 70,000 bytes in.
-        let err = receive(
-            &scheduler,
-            &archive,
-            &pending,
-            0,
-            attempt(&cvs, &data[..70_000], false),
-        )
-        .expect_err("a broken stream landed");
-        assert!(matches!(err, CommanderError::Aborted(_)), "{err}");
+        // The link breaks 70,000 bytes in: once as a broken stream, once as
+        // one that ends like a finished one (how tonic reports a request
+        // stream whose connection its keepalive closed). Neither is a cut.
+        for ends in [false, true] {
+            let err = receive(
+                &scheduler,
+                &archive,
+                &pending,
+                0,
+                attempt(&cvs, &data[..70_000], ends),
+            )
+            .expect_err("a broken stream landed");
+            assert!(matches!(err, CommanderError::Aborted(_)), "{err}");
+        }
+        let cuts: i64 = store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM events WHERE kind = 'upload_cut'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .expect("events");
+        assert_eq!(cuts, 0, "an interrupted upload was recorded as a cut");
         let resume = resumable(&archive, run, data.len() as u64);
         assert_eq!(
             resume,

@@ -292,6 +292,16 @@ fn receive_data(
             received += bytes.len() as u64;
         }
         if ended {
+            if received < pending.version.size {
+                // Ended short of the claim. A request stream whose
+                // connection broke can end like a finished one (tonic
+                // reports a cancelled body as its end: seen when the
+                // commander's HTTP/2 keepalive closes a partitioned
+                // connection), so this is an interruption, not a lie.
+                return Err(kept_for_resume(
+                    scheduler, pending, data, received, verifier,
+                ));
+            }
             break;
         }
         match pieces.blocking_recv() {
@@ -303,18 +313,27 @@ fn receive_data(
                 ))
             }
             None => {
-                // The connection broke: keep what was verified for a resume.
-                let _ = data.sync_data();
-                return Err(interrupted(
-                    scheduler,
-                    pending,
-                    received,
-                    verifier.verified_bytes(),
+                // The connection broke.
+                return Err(kept_for_resume(
+                    scheduler, pending, data, received, verifier,
                 ));
             }
         }
     }
     Ok(received)
+}
+
+/// An upload that stopped short: what was written is synced and its
+/// verified groups are kept for a resume.
+fn kept_for_resume(
+    scheduler: &Scheduler,
+    pending: &Pending,
+    data: &mut std::fs::File,
+    received: u64,
+    verifier: &GroupVerifier<std::io::BufReader<std::fs::File>>,
+) -> CommanderError {
+    let _ = data.sync_data();
+    interrupted(scheduler, pending, received, verifier.verified_bytes())
 }
 
 /// The complete, verified upload: the published digests recomputed, the
